@@ -1,0 +1,3 @@
+"""proactive-monitor: a real-time proactive safety monitor."""
+
+__version__ = "0.1.0"

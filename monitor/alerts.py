@@ -1,0 +1,189 @@
+"""Alert lifecycle: new / update / end, stable ids, dedup within a TTL.
+
+A warning about the same hazard in the same zone while an alert is open updates
+that alert (same id, `update` event) instead of creating a new one. An alert
+ends when no verdict has confirmed it for `dedup_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from monitor.assessment import SEVERITY_RANK, Severity, Verdict
+from monitor.control import ZoneControls
+from monitor.settings import AlertSettings
+from monitor.windows import Window
+
+EventType = Literal["new", "update", "end"]
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP_WORDS = frozenset({"a", "an", "the", "of", "to", "and", "or", "in", "on", "with", "risk", "from", "for", "is"})
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A warning the monitor decided to give, as subscribers see it."""
+
+    id: str
+    zone: str
+    sources: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    severity: Severity
+    hazard: str
+    reason: str
+    advice: str
+    evidence: tuple[str, ...]
+    confidence: float
+    model: str
+    strategy: str
+    window_id: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    updates: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "zone": self.zone,
+            "sources": list(self.sources),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "severity": self.severity,
+            "hazard": self.hazard,
+            "reason": self.reason,
+            "advice": self.advice,
+            "evidence": list(self.evidence),
+            "confidence": self.confidence,
+            "model": self.model,
+            "strategy": self.strategy,
+            "window_id": self.window_id,
+            "updates": self.updates,
+            "timings": {"model_latency_s": round(self.latency_s, 4)},
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One message about an alert's life. `message_id` lets subscribers deduplicate."""
+
+    type: EventType
+    alert: Alert
+    at: float = field(default_factory=time.time)
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.alert.id}:{self.type}:{self.alert.updates}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
+
+
+def hazard_key(hazard: str) -> frozenset[str]:
+    """Content words of a hazard name, so small rewordings match."""
+    return frozenset(w for w in _WORD.findall(hazard.lower()) if w not in _STOP_WORDS)
+
+
+def same_hazard(a: str, b: str) -> bool:
+    key_a, key_b = hazard_key(a), hazard_key(b)
+    if not key_a or not key_b:
+        return key_a == key_b
+    overlap = len(key_a & key_b) / len(key_a | key_b)
+    return overlap >= 0.5 or key_a <= key_b or key_b <= key_a
+
+
+class AlertManager:
+    """Turns verdicts into alert events; holds the open alerts."""
+
+    def __init__(self, settings: AlertSettings, *, controls: ZoneControls | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.controls = controls or ZoneControls()
+        self.open: dict[str, Alert] = {}
+        self._clock = clock
+
+    def warns(self, zone: str, verdict: Verdict) -> bool:
+        assessment = verdict.assessment
+        return (
+            assessment.danger
+            and SEVERITY_RANK[assessment.severity] >= SEVERITY_RANK[self.settings.min_severity]
+            and assessment.confidence >= self.controls.min_confidence(zone, self.settings.min_confidence)
+        )
+
+    def decide(self, window: Window, verdict: Verdict) -> AlertEvent | None:
+        """The event a verdict causes: a new alert, an update of an open one, or nothing."""
+        if not self.warns(window.zone, verdict):
+            return None
+        now = self._clock()
+        assessment = verdict.assessment
+        hazard = assessment.hazard.strip() or "unspecified hazard"
+        existing = self._find_open(window.zone, hazard)
+        if existing is None:
+            alert = self._new_alert(window, verdict, hazard, now)
+            self.open[alert.id] = alert
+            return AlertEvent("new", alert, at=now)
+        updated = replace(
+            existing,
+            updated_at=now,
+            severity=max(existing.severity, assessment.severity, key=SEVERITY_RANK.__getitem__),
+            reason=assessment.reason or existing.reason,
+            advice=assessment.advice or existing.advice,
+            evidence=tuple(dict.fromkeys([*existing.evidence, *assessment.evidence]))[-20:],
+            confidence=assessment.confidence,
+            window_id=window.id,
+            sources=tuple(dict.fromkeys([*existing.sources, *window.sources])),
+            latency_s=verdict.usage.latency_s,
+            prompt_tokens=verdict.usage.prompt_tokens,
+            completion_tokens=verdict.usage.completion_tokens,
+            updates=existing.updates + 1,
+        )
+        self.open[updated.id] = updated
+        return AlertEvent("update", updated, at=now)
+
+    def _find_open(self, zone: str, hazard: str) -> Alert | None:
+        for alert in self.open.values():
+            if alert.zone == zone and same_hazard(alert.hazard, hazard):
+                return alert
+        return None
+
+    def _new_alert(self, window: Window, verdict: Verdict, hazard: str, now: float) -> Alert:
+        assessment = verdict.assessment
+        return Alert(
+            id=uuid.uuid4().hex[:16],
+            zone=window.zone,
+            sources=window.sources,
+            created_at=now,
+            updated_at=now,
+            severity=assessment.severity,
+            hazard=hazard,
+            reason=assessment.reason,
+            advice=assessment.advice,
+            evidence=tuple(assessment.evidence),
+            confidence=assessment.confidence,
+            model=verdict.model,
+            strategy=verdict.strategy,
+            window_id=window.id,
+            latency_s=verdict.usage.latency_s,
+            prompt_tokens=verdict.usage.prompt_tokens,
+            completion_tokens=verdict.usage.completion_tokens,
+        )
+
+    def expire(self) -> list[AlertEvent]:
+        """End every open alert not confirmed within the TTL."""
+        now = self._clock()
+        ended = [a for a in self.open.values() if now - a.updated_at >= self.settings.dedup_ttl_s]
+        return [self._end(alert, now) for alert in ended]
+
+    def end_all(self) -> list[AlertEvent]:
+        now = self._clock()
+        return [self._end(alert, now) for alert in list(self.open.values())]
+
+    def _end(self, alert: Alert, now: float) -> AlertEvent:
+        del self.open[alert.id]
+        return AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1), at=now)

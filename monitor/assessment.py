@@ -1,0 +1,116 @@
+"""The Assessment: the one schema the model must answer with, and its validator."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from monitor.errors import MalformedReplyError
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _clamp_unit(value: Any) -> Any:
+    # The model chooses this number; clamp instead of rejecting a 1.2.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return min(1.0, max(0.0, float(value)))
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _short_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+class Assessment(BaseModel):
+    """The model's verdict on one window: is the person in or about to enter danger?"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    danger: bool
+    severity: Annotated[Severity, BeforeValidator(_lower)] = "info"
+    hazard: str = Field(default="", max_length=300)
+    reason: str = Field(default="", max_length=2000)
+    advice: str = Field(default="", max_length=1000)
+    evidence: Annotated[list[Annotated[str, Field(max_length=1000)]], BeforeValidator(_short_list)] = Field(
+        default_factory=list, max_length=20
+    )
+    confidence: Annotated[float, BeforeValidator(_clamp_unit)] = Field(default=0.5, ge=0.0, le=1.0)
+
+    @classmethod
+    def parse_reply(cls, raw: str) -> Assessment:
+        """Validate a model's raw text; anything else than one JSON object is malformed."""
+        text = _strip_code_fence(raw)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MalformedReplyError(f"model reply is not JSON: {exc.msg} at char {exc.pos}", raw) from exc
+        if not isinstance(data, dict):
+            raise MalformedReplyError(f"model reply is JSON {type(data).__name__}, not an object", raw)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+            )
+            raise MalformedReplyError(f"model reply does not match the Assessment schema: {problems}", raw) from exc
+
+
+def _strip_code_fence(raw: str) -> str:
+    # Some servers wrap JSON in ``` fences even in JSON mode.
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        if text.rstrip().endswith("```"):
+            text = text.rstrip()[:-3]
+    return text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Accounting of one model call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    calls: int = 1
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            latency_s=self.latency_s + other.latency_s,
+            attempts=self.attempts + other.attempts,
+            calls=self.calls + other.calls,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "attempts": self.attempts,
+            "calls": self.calls,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An assessment together with where it came from and what it cost."""
+
+    assessment: Assessment
+    model: str
+    usage: Usage
+    raw: str = ""
+    strategy: str = "single"
+    samples: tuple[Assessment, ...] = field(default_factory=tuple)

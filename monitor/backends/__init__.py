@@ -1,0 +1,88 @@
+"""The model boundary: one narrow interface and a registry.
+
+Only `openai_compat` imports `openai`. Backends return raw text plus usage, or
+raise a typed `BackendError`; validating the text is the caller's job, so the
+same boundary serves every schema (assessment, propose, verify, judge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from monitor.assessment import Usage
+from monitor.settings import ModelSettings
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One chat request. `seed` and `trial` keep repeated samples independent."""
+
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    tag: str = "assess"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_images(self) -> bool:
+        return any(
+            isinstance(m.get("content"), list)
+            and any(part.get("type") == "image_url" for part in m["content"])
+            for m in self.messages
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """The raw text a model answered, the model that answered, and the cost."""
+
+    text: str
+    model: str
+    usage: Usage
+
+
+class ModelBackend(Protocol):
+    """What the pipeline needs from a model. `start`/`close` bracket its life."""
+
+    name: str
+    model: str
+    accepts_images: bool
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def complete(self, request: ModelRequest) -> ModelReply: ...
+
+
+BackendFactory = Callable[[ModelSettings], ModelBackend]
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
+    """Register a backend factory under the name used in `model.backend`."""
+
+    def decorate(factory: BackendFactory) -> BackendFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def create_backend(settings: ModelSettings) -> ModelBackend:
+    """Build the backend the configuration selects."""
+    # Imported for their registration side effect; kept here so importing the
+    # boundary does not import openai for a process that never calls a model.
+    from monitor.backends import embedded, openai_compat, scripted  # noqa: F401
+
+    try:
+        factory = _REGISTRY[settings.backend]
+    except KeyError:
+        raise ValueError(f"unknown model backend '{settings.backend}'; known: {sorted(_REGISTRY)}") from None
+    return factory(settings)

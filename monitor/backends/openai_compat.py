@@ -1,0 +1,162 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, vLLM, Ollama, llama.cpp, LM Studio.
+
+The only module that imports `openai`. Failures are classified once, here:
+429, 5xx, connection errors and attempt timeouts are transient and retried with
+exponential backoff and jitter inside the total budget; everything else is fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import openai
+import structlog
+from openai import AsyncOpenAI
+
+from monitor.assessment import Usage
+from monitor.backends import ModelReply, ModelRequest, register_backend
+from monitor.errors import (
+    BackendError,
+    BackendTimeoutError,
+    FatalBackendError,
+    ImageInputUnsupportedError,
+    TransientBackendError,
+)
+from monitor.settings import ModelSettings
+
+log = structlog.get_logger(__name__)
+
+
+class OpenAICompatBackend:
+    """Chat completions in JSON mode, with timeouts, retries and a concurrency limit."""
+
+    name = "openai"
+
+    def __init__(self, settings: ModelSettings, *, base_url: str | None = None) -> None:
+        self.settings = settings
+        self.model = settings.model
+        self.accepts_images = settings.images_supported
+        self.base_url = base_url or settings.base_url
+        self._client: AsyncOpenAI | None = None
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self.last_success_at: float | None = None
+
+    async def start(self) -> None:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else "not-needed"
+        # Retries are ours (classified, bounded by the total budget), not the SDK's.
+        self._client = AsyncOpenAI(
+            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        if request.has_images and not self.accepts_images:
+            raise ImageInputUnsupportedError(
+                f"model '{self.model}' at {self.base_url} is configured as text-only; "
+                "set model.accepts_images = true if it takes images"
+            )
+        async with self._semaphore:
+            try:
+                return await asyncio.wait_for(self._with_retries(request), self.settings.total_timeout_s)
+            except TimeoutError:
+                raise BackendTimeoutError(
+                    f"model '{self.model}' at {self.base_url}: no valid answer within "
+                    f"total_timeout_s={self.settings.total_timeout_s}"
+                ) from None
+
+    async def _with_retries(self, request: ModelRequest) -> ModelReply:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(request, attempt)
+            except TransientBackendError as exc:
+                if attempt > self.settings.max_retries:
+                    raise
+                delay = self._backoff(attempt)
+                log.warning("model attempt failed, retrying", model=self.model, attempt=attempt,
+                            error=str(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.backoff_base_s * (2 ** (attempt - 1))
+        return float(min(30.0, base) * random.uniform(0.5, 1.5))
+
+    async def _attempt(self, request: ModelRequest, attempt: int) -> ModelReply:
+        if self._client is None:
+            raise FatalBackendError(f"backend for '{self.model}' used before start()")
+        started = time.perf_counter()
+        try:
+            response = await self._client.chat.completions.create(**self._arguments(request))
+        except openai.APIError as exc:
+            raise self._classify(exc, request) from exc
+        latency = time.perf_counter() - started
+        self.last_success_at = time.time()
+        return self._reply(response, latency, attempt)
+
+    def _arguments(self, request: ModelRequest) -> dict[str, Any]:
+        response_format: dict[str, Any] = {"type": "json_object"}
+        if request.json_schema is not None and self.settings.json_schema_hint:
+            # llama.cpp's server reads this non-standard key to constrain its grammar.
+            response_format["schema"] = request.json_schema
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "response_format": response_format,
+            "temperature": self.settings.temperature if request.temperature is None else request.temperature,
+            "max_tokens": request.max_tokens or self.settings.max_tokens,
+            "timeout": self.settings.attempt_timeout_s,
+        }
+        if request.seed is not None:
+            arguments["seed"] = request.seed
+        return arguments
+
+    def _reply(self, response: Any, latency: float, attempt: int) -> ModelReply:
+        choices = getattr(response, "choices", None) or []
+        text = (choices[0].message.content or "") if choices else ""
+        usage = getattr(response, "usage", None)
+        return ModelReply(
+            text=text,
+            model=getattr(response, "model", None) or self.model,
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                latency_s=latency,
+                attempts=attempt,
+            ),
+        )
+
+    def _classify(self, exc: openai.APIError, request: ModelRequest) -> BackendError:
+        where = f"model '{self.model}' at {self.base_url}"
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientBackendError(f"{where}: attempt timed out after {self.settings.attempt_timeout_s} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientBackendError(f"{where}: connection failed ({exc.__class__.__name__})")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status >= 500 and request.has_images:
+                # llama.cpp answers 500 to an image part on a text-only model.
+                return ImageInputUnsupportedError(
+                    f"{where}: HTTP {status} on a request with images; the endpoint probably does not "
+                    "accept images: use a vision model or set model.accepts_images = false"
+                )
+            if status == 429 or status >= 500 or status == 408:
+                return TransientBackendError(f"{where}: HTTP {status}")
+            return FatalBackendError(f"{where}: HTTP {status}: {_short(exc.message)}")
+        return FatalBackendError(f"{where}: {exc.__class__.__name__}: {_short(str(exc))}")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@register_backend("openai")
+def _create(settings: ModelSettings) -> OpenAICompatBackend:
+    return OpenAICompatBackend(settings)

@@ -1,0 +1,67 @@
+"""`monitor run | check-config | inspect-log`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor import __version__
+from monitor.errors import ConfigError, MonitorError
+from monitor.logging import configure_logging
+from monitor.settings import load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monitor", description="Real-time proactive safety monitor.")
+    parser.add_argument("--version", action="version", version=f"proactive-monitor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the monitor until SIGINT/SIGTERM (or the end of replayed sources)")
+    run.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults + MONITOR_* env)")
+
+    check = commands.add_parser("check-config", help="validate a config file; exit 1 with one line per problem")
+    check.add_argument("config", type=Path)
+
+    inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
+    inspect.add_argument("file", type=Path)
+    inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "inspect-log":
+            from monitor.inspect_log import inspect_log
+
+            return inspect_log(args.file, args.format, sys.stdout)
+        if args.command == "run":
+            return _run(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except MonitorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _check_config(path: Path) -> int:
+    settings = load_settings(path)
+    print(f"{path}: ok ({len(settings.sources)} sources, backend '{settings.model.backend}')")
+    return 0
+
+
+def _run(config: Path | None) -> int:
+    settings = load_settings(config)
+    configure_logging(settings.service.log_level, settings.service.log_format)
+    from monitor.service import run_loop, serve
+
+    return run_loop(serve(settings))

@@ -1,0 +1,63 @@
+"""One small exception tree. Every message names the thing it is about."""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Root of every error the monitor raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class SensorError(MonitorError):
+    """A sensor cannot produce observations (missing file, closed stream)."""
+
+
+class LogParseError(SensorError):
+    """A log line or block cannot be parsed; names the source and line."""
+
+
+class BackendError(MonitorError):
+    """The model backend failed to produce a valid assessment."""
+
+    kind = "backend"
+
+
+class TransientBackendError(BackendError):
+    """Worth retrying: rate limit, 5xx, connection failure, attempt timeout."""
+
+    kind = "transient"
+
+
+class FatalBackendError(BackendError):
+    """Retrying will not help: bad request, authentication, unknown model."""
+
+    kind = "fatal"
+
+
+class BackendTimeoutError(BackendError):
+    """The total time budget of one assessment ran out."""
+
+    kind = "timeout"
+
+
+class MalformedReplyError(BackendError):
+    """The model answered, but not with a valid assessment. Keeps the raw text."""
+
+    kind = "malformed"
+
+    def __init__(self, message: str, raw: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class ImageInputUnsupportedError(FatalBackendError):
+    """The backend rejected image input: a configuration problem, not 'no danger'."""
+
+    kind = "image_unsupported"

@@ -1,0 +1,45 @@
+"""structlog, configured once: JSON lines under systemd or in pipes, console on a terminal.
+
+Logs go to stderr so that stdout stays a clean stream of alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Literal
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_SECRET_KEYS = ("api_key", "password", "secret", "token", "authorization")
+
+
+def _redact_secrets(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    # Defence in depth: nothing should log a secret, but if a key looks like one, hide it.
+    for key in list(event):
+        if any(marker in key.lower() for marker in _SECRET_KEYS):
+            event[key] = "**********"
+    return event
+
+
+def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+    """Configure structlog for the whole process."""
+    use_json = fmt == "json" or (fmt == "auto" and (not sys.stderr.isatty() or "JOURNAL_STREAM" in os.environ))
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

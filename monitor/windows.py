@@ -1,0 +1,141 @@
+"""Rolling windows per zone, bounded by age and count, and the newest-wins hand-off.
+
+A zone's window holds the recent observations of every source in the zone in
+time order. When new observations arrived and `min_interval_s` passed since the
+last snapshot, the window is snapshotted for assessment. The model stage takes
+snapshots through a `LatestSlot` per zone: if the model is busy and a newer
+snapshot of the same zone arrives, the older pending one is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sensors.types import Frame, LogEntry, Observation
+
+_window_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An immutable snapshot of a zone's recent observations, ready for assessment."""
+
+    id: str
+    zone: str
+    observations: tuple[Observation, ...]
+    new_count: int
+    created_at: float
+
+    @property
+    def entries(self) -> tuple[LogEntry, ...]:
+        return tuple(o for o in self.observations if isinstance(o, LogEntry))
+
+    @property
+    def frames(self) -> tuple[Frame, ...]:
+        return tuple(o for o in self.observations if isinstance(o, Frame))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(o.source for o in self.observations))
+
+
+class RollingWindow:
+    """The recent observations of one zone."""
+
+    def __init__(self, zone: str, *, max_age_s: float, max_entries: int, min_interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.zone = zone
+        self.max_age_s = max_age_s
+        self.min_interval_s = min_interval_s
+        self._items: deque[Observation] = deque(maxlen=max_entries)
+        self._new = 0
+        self._last_snapshot: float | None = None
+        self._clock = clock
+
+    def add(self, observation: Observation) -> None:
+        # Keep time order even when sources interleave slightly out of order.
+        if self._items and observation.ts < self._items[-1].ts:
+            items = sorted([*self._items, observation], key=lambda o: o.ts)
+            self._items.clear()
+            self._items.extend(items[-(self._items.maxlen or len(items)):])
+        else:
+            self._items.append(observation)
+        self._new += 1
+
+    def _expire(self, now_ts: float) -> None:
+        while self._items and now_ts - self._items[0].ts > self.max_age_s:
+            self._items.popleft()
+
+    def due(self) -> bool:
+        """New observations arrived and the minimum interval has passed."""
+        if self._new == 0:
+            return False
+        if self._last_snapshot is None:
+            return True
+        return self._clock() - self._last_snapshot >= self.min_interval_s
+
+    def seconds_until_due(self) -> float | None:
+        if self._new == 0:
+            return None
+        if self._last_snapshot is None:
+            return 0.0
+        return max(0.0, self.min_interval_s - (self._clock() - self._last_snapshot))
+
+    def snapshot(self) -> Window:
+        if self._items:
+            self._expire(self._items[-1].ts)
+        window = Window(
+            id=f"{self.zone}-{next(_window_ids)}",
+            zone=self.zone,
+            observations=tuple(self._items),
+            new_count=min(self._new, len(self._items)),
+            created_at=time.time(),
+        )
+        self._new = 0
+        self._last_snapshot = self._clock()
+        return window
+
+
+class LatestSlot:
+    """A one-place mailbox per zone where the newest window wins."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Window] = {}
+        self._order: deque[str] = deque()
+        self._ready = asyncio.Condition()
+        self.dropped = 0
+        self._closed = False
+
+    async def put(self, window: Window) -> Window | None:
+        """Offer a window; returns the older window it replaced (dropped), if any."""
+        async with self._ready:
+            replaced = self._pending.get(window.zone)
+            self._pending[window.zone] = window
+            if replaced is None:
+                self._order.append(window.zone)
+            else:
+                self.dropped += 1
+            self._ready.notify()
+            return replaced
+
+    async def get(self) -> Window | None:
+        """The next window, oldest zone first; None once closed and empty."""
+        async with self._ready:
+            await self._ready.wait_for(lambda: bool(self._order) or self._closed)
+            if not self._order:
+                return None
+            zone = self._order.popleft()
+            return self._pending.pop(zone)
+
+    async def close(self) -> None:
+        async with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._order)

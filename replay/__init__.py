@@ -1,0 +1,1 @@
+"""Benchmarks as streams: PaSBench scenarios through the live pipeline, and scoring."""

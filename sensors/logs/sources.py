@@ -1,0 +1,308 @@
+"""Async activity-log sources: tail a file, read stdin, replay a whole file.
+
+Every source has one method, `async run(emit)`, which awaits `emit(entry)` for
+each parsed entry in order. Bad lines are logged with the source id and line
+number and counted in `bad_lines`; they never stop a source. Each source
+exposes `id`, `ended` (True once `run` has returned or was cancelled: no more
+entries will come), `entries_emitted` and `bad_lines`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Literal
+
+import structlog
+
+from monitor.errors import LogParseError, SensorError
+from sensors.logs.parsers import Clock, FormatChoice, LogParser
+from sensors.types import LogEntry
+
+Emit = Callable[[LogEntry], Awaitable[None]]
+
+_READ_CHUNK = 64 * 1024
+# A writer that never sends a newline (binary junk, a runaway line) must not grow memory without bound.
+_MAX_LINE_BYTES = 1024 * 1024
+_STDIN_QUEUE_LINES = 1024
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").rstrip("\r")
+
+
+class _LogSource:
+    """What the three sources share: the parser, the counters and bad-line handling."""
+
+    def __init__(self, source_id: str, parser_format: FormatChoice, clock: Clock) -> None:
+        self.id = source_id
+        self.ended = False
+        self.entries_emitted = 0
+        self.bad_lines = 0
+        self._parser = LogParser(source_id, parser_format, clock=clock)
+        self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(source=source_id)
+
+    def _parse(self, line: str, lineno: int) -> list[LogEntry]:
+        try:
+            return self._parser.feed(line, lineno=lineno)
+        except LogParseError as exc:
+            self.bad_lines += 1
+            self._log.warning("bad log line", line=lineno, error=str(exc))
+            return []
+
+    async def _emit_all(self, entries: list[LogEntry], emit: Emit) -> None:
+        for entry in entries:
+            await emit(entry)
+            self.entries_emitted += 1
+
+
+class _Chunk:
+    """One poll of a followed file: new bytes and what happened to the path."""
+
+    __slots__ = ("data", "status")
+
+    def __init__(self, data: bytes, status: Literal["same", "rotated", "truncated", "missing"]) -> None:
+        self.data = data
+        self.status = status
+
+
+class FileTailSource(_LogSource):
+    """Follow a growing log file like `tail -F`.
+
+    Reads only appends unless `from_start`; waits for the file to appear;
+    survives rotation (the path points at a new inode: the old file is read to
+    its end, then the new path from its start) and truncation (read again from
+    0). Partial lines wait for their newline. When no byte arrives for
+    `idle_flush_s`, the pending PaSBench block is emitted, because the last
+    block of a live log has no next time line to close it. Runs until cancelled.
+    """
+
+    def __init__(
+        self,
+        source_id: str,
+        path: Path | str,
+        parser_format: FormatChoice = "auto",
+        *,
+        from_start: bool = False,
+        poll_interval_s: float = 0.25,
+        idle_flush_s: float | None = 3.0,
+        clock: Clock = time.time,
+    ) -> None:
+        super().__init__(source_id, parser_format, clock)
+        self.path = Path(path)
+        self._from_start = from_start
+        self._poll_s = poll_interval_s
+        self._idle_flush_s = idle_flush_s
+        self._partial = b""
+        self._lineno = 0
+
+    async def run(self, emit: Emit) -> None:
+        """Emit entries as lines are appended; returns only by cancellation."""
+        try:
+            await self._follow(emit)
+        finally:
+            self.ended = True
+
+    async def _follow(self, emit: Emit) -> None:
+        handle = await self._open(at_end=not self._from_start)
+        try:
+            idle_since = time.monotonic()
+            while True:
+                chunk = await asyncio.to_thread(self._poll, handle)
+                if chunk.data:
+                    await self._consume(chunk.data, emit)
+                    idle_since = time.monotonic()
+                    continue
+                if chunk.status == "rotated":
+                    handle = await self._reopen(handle, emit)
+                    continue
+                if chunk.status == "truncated":
+                    self._restart(handle)
+                    continue
+                if self._idle_flush_s is not None and time.monotonic() - idle_since >= self._idle_flush_s:
+                    await self._emit_all(self._parser.flush(), emit)
+                    idle_since = float("inf")  # once per quiet spell
+                await asyncio.sleep(self._poll_s)
+        finally:
+            handle.close()
+
+    async def _open(self, *, at_end: bool) -> IO[bytes]:
+        """Open the path, waiting for it to exist; `at_end` skips what is already there."""
+        waiting_logged = False
+        while True:
+            try:
+                handle = await asyncio.to_thread(_open_unbuffered, self.path)
+            except FileNotFoundError:
+                if not waiting_logged:
+                    self._log.info("waiting for log file", path=str(self.path))
+                    waiting_logged = True
+                at_end = False  # a file that appears later is new: read all of it
+                await asyncio.sleep(self._poll_s)
+                continue
+            except OSError as exc:
+                raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror}") from exc
+            if at_end:
+                handle.seek(0, os.SEEK_END)
+            self._lineno = 0
+            return handle
+
+    def _poll(self, handle: IO[bytes]) -> _Chunk:
+        """Runs in a worker thread: one read, and a look at the path when there is nothing new."""
+        data = handle.read(_READ_CHUNK)
+        if data:
+            return _Chunk(data, "same")
+        try:
+            on_path = os.stat(self.path)
+        except FileNotFoundError:
+            return _Chunk(b"", "missing")  # renamed away, the new file not created yet
+        mine = os.fstat(handle.fileno())
+        if (on_path.st_ino, on_path.st_dev) != (mine.st_ino, mine.st_dev):
+            return _Chunk(b"", "rotated")
+        if mine.st_size < handle.tell():
+            return _Chunk(b"", "truncated")
+        return _Chunk(b"", "same")
+
+    async def _reopen(self, old: IO[bytes], emit: Emit) -> IO[bytes]:
+        # Whatever the writer appended before it switched files still belongs to the stream.
+        while data := await asyncio.to_thread(old.read, _READ_CHUNK):
+            await self._consume(data, emit)
+        if self._partial:
+            await self._line(self._partial, emit)  # the old file is finished: its last line is complete
+            self._partial = b""
+        old.close()
+        self._log.info("log file rotated", path=str(self.path))
+        return await self._open(at_end=False)
+
+    def _restart(self, handle: IO[bytes]) -> None:
+        self._log.info("log file truncated", path=str(self.path))
+        handle.seek(0)
+        self._partial = b""  # the half line it belonged to has been overwritten
+        self._lineno = 0
+
+    async def _consume(self, data: bytes, emit: Emit) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            await self._line(line, emit)
+        if len(self._partial) > _MAX_LINE_BYTES:
+            await self._line(self._partial, emit)
+            self._partial = b""
+
+    async def _line(self, data: bytes, emit: Emit) -> None:
+        self._lineno += 1
+        await self._emit_all(self._parse(_decode(data), self._lineno), emit)
+
+
+def _open_unbuffered(path: Path) -> IO[bytes]:
+    # Unbuffered, so a read at EOF asks the OS again next time instead of trusting a cached EOF.
+    return open(path, "rb", buffering=0)
+
+
+class StdinSource(_LogSource):
+    """Read log lines from standard input (or any binary stream) until EOF.
+
+    A daemon thread does the blocking reads, so a stdin that never closes
+    cannot hold up shutdown; a bounded queue gives the writer back-pressure.
+    At EOF the parser is flushed and `run` returns.
+    """
+
+    def __init__(
+        self,
+        source_id: str,
+        parser_format: FormatChoice = "auto",
+        *,
+        stream: IO[bytes] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        super().__init__(source_id, parser_format, clock)
+        self._stream = stream
+
+    async def run(self, emit: Emit) -> None:
+        """Emit entries for each line read; return at end of input."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_STDIN_QUEUE_LINES)
+        stream = self._stream if self._stream is not None else sys.stdin.buffer
+        reader = threading.Thread(
+            target=_pump, args=(stream, queue, asyncio.get_running_loop()), name=f"stdin-{self.id}", daemon=True
+        )
+        reader.start()
+        try:
+            lineno = 0
+            while (data := await queue.get()) is not None:
+                lineno += 1
+                await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), lineno), emit)
+            await self._emit_all(self._parser.flush(), emit)
+        finally:
+            self.ended = True
+
+
+def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop) -> None:
+    """Thread body: move lines from a blocking stream into the loop's queue; None marks EOF."""
+    try:
+        for line in iter(stream.readline, b""):
+            asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+    except (OSError, ValueError) as exc:  # closed or broken stream: treat as the end
+        structlog.get_logger().warning("stdin read failed", error=str(exc))
+    except RuntimeError:
+        return  # the loop is gone: nobody is listening any more
+    try:
+        asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+    except RuntimeError:
+        return
+
+
+class ReplayFileSource(_LogSource):
+    """Replay a recorded log file as a live stream.
+
+    Parses the whole file first, then emits the entries one by one,
+    `interval_s / speed` seconds apart (speed 0: as fast as possible), each
+    stamped with the clock at the moment it is emitted. Returns when done.
+    """
+
+    def __init__(
+        self,
+        source_id: str,
+        path: Path | str,
+        parser_format: FormatChoice = "auto",
+        *,
+        interval_s: float = 2.0,
+        speed: float = 1.0,
+        clock: Clock = time.time,
+    ) -> None:
+        if speed < 0 or interval_s < 0:
+            raise ValueError(f"replay source '{source_id}': speed and interval_s must be >= 0")
+        super().__init__(source_id, parser_format, clock)
+        self.path = Path(path)
+        self._delay = interval_s / speed if speed > 0 else 0.0
+        self._clock = clock
+
+    async def run(self, emit: Emit) -> None:
+        """Emit every entry of the file, paced; raises SensorError if it cannot be read."""
+        try:
+            entries = await asyncio.to_thread(self._load)
+            for index, entry in enumerate(entries):
+                await self._pause(first=index == 0)
+                await self._emit_all([replace(entry, ts=self._clock())], emit)
+        finally:
+            self.ended = True
+
+    async def _pause(self, *, first: bool) -> None:
+        if self._delay > 0 and not first:
+            await asyncio.sleep(self._delay)
+        else:
+            await asyncio.sleep(0)  # as fast as possible, but let the rest of the loop run
+
+    def _load(self) -> list[LogEntry]:
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise SensorError(f"replay source '{self.id}': cannot read {self.path}: {exc.strerror}") from exc
+        entries: list[LogEntry] = []
+        text = data.decode("utf-8", errors="replace")
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            entries.extend(self._parse(line, lineno))
+        return entries + self._parser.flush()

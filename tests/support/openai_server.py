@@ -1,0 +1,144 @@
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1: a real socket for the real `openai` client.
+
+Tests script what each chat completion answers: a reply text, an HTTP status, or a
+delay. Requests are recorded so tests can assert on prompts and count calls.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Action:
+    """What the server does for one request."""
+
+    text: str | None = None
+    status: int = 200
+    delay_s: float = 0.0
+    prompt_tokens: int = 42
+    completion_tokens: int = 17
+
+
+def reply(payload: dict[str, Any] | str, **kwargs: Any) -> Action:
+    return Action(text=payload if isinstance(payload, str) else json.dumps(payload), **kwargs)
+
+
+DANGER = {
+    "danger": True, "severity": "critical", "hazard": "hot oil fire",
+    "reason": "Wet food is about to go into smoking oil.", "advice": "Turn off the burner now.",
+    "evidence": ["dense smoke above the pan"], "confidence": 0.9,
+}
+SAFE = {"danger": False, "severity": "info", "hazard": "", "reason": "Nothing risky.", "advice": "",
+        "evidence": [], "confidence": 0.8}
+
+
+@dataclass
+class ScriptedOpenAIServer:
+    """Serve `/v1/chat/completions` and `/v1/models` from a script of actions.
+
+    `script` is consumed in order; when empty, `default` (or `responder`, given the request) answers.
+    """
+
+    model: str = "scripted-vlm"
+    default: Action = field(default_factory=lambda: reply(SAFE))
+    responder: Callable[[dict[str, Any]], Action] | None = None
+    script: deque[Action] = field(default_factory=deque)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def push(self, *actions: Action) -> None:
+        with self._lock:
+            self.script.extend(actions)
+
+    def next_action(self, body: dict[str, Any]) -> Action:
+        with self._lock:
+            self.requests.append(body)
+            if self.script:
+                return self.script.popleft()
+        return self.responder(body) if self.responder else self.default
+
+    def start(self) -> ScriptedOpenAIServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                action = server.next_action(body)
+                if action.delay_s:
+                    time.sleep(action.delay_s)
+                if action.status != 200:
+                    self._send(action.status, {"error": {"message": f"scripted HTTP {action.status}"}})
+                    return
+                self._send(200, {
+                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",
+                    "created": int(time.time()), "model": server.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": action.text}}],
+                    "usage": {"prompt_tokens": action.prompt_tokens, "completion_tokens": action.completion_tokens,
+                              "total_tokens": action.prompt_tokens + action.completion_tokens},
+                })
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (attempt timeout); nothing to tell it
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ScriptedOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
