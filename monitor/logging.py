@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Literal
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-_SECRET_KEYS = ("api_key", "password", "secret", "token", "authorization")
+# Key names that hold credentials; `prompt_tokens` and friends are counts, not secrets.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|token|authorization|credentials?)$", re.IGNORECASE)
 
 
 def _redact_secrets(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
     # Defence in depth: nothing should log a secret, but if a key looks like one, hide it.
     for key in list(event):
-        if any(marker in key.lower() for marker in _SECRET_KEYS):
+        if _SECRET_KEY.search(key):
             event[key] = "**********"
     return event
 

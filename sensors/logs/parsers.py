@@ -16,8 +16,8 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Literal, get_args
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeGuard, get_args
 
 from monitor.errors import LogParseError
 from sensors.types import LogEntry
@@ -26,6 +26,12 @@ Format = Literal["jsonl", "text", "pasbench"]
 FormatChoice = Literal["auto", "jsonl", "text", "pasbench"]
 FORMATS: tuple[str, ...] = get_args(FormatChoice)
 Clock = Callable[[], float]
+
+
+def is_format_choice(name: str) -> TypeGuard[FormatChoice]:
+    """True when `name` is a format a `LogParser` accepts (auto included)."""
+    return name in FORMATS
+
 
 # --------------------------------------------------------------------------- JSONL
 
@@ -93,7 +99,7 @@ def _iso_timestamp(value: str, where: str) -> float:
     try:
         moment = datetime.fromisoformat(value.strip())
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
     except (ValueError, OverflowError, OSError):
         raise LogParseError(f"{where}: 'ts' {value[:40]!r} is not an ISO-8601 time") from None
@@ -131,7 +137,7 @@ _LABEL_WORDS = (
     r"|behaviou?r(?:al)?(?:\s+observations?)?"
 )
 _LABEL_RE = re.compile(
-    rf"^(?P<pre>[\s\-•*#>_]*[\[【]?[\s*_]*)(?P<label>{_LABEL_WORDS})\b(?P<post>[\s:：\]】*_]*)(?P<value>.*)$",
+    rf"^(?P<pre>[\s\-•*#>_]*(?:[\[【][\s*_]*)?)(?P<label>{_LABEL_WORDS})\b(?P<post>[\s:：\]】*_]*)(?P<value>.*)$",
     re.IGNORECASE,
 )
 # A label written inside a line ("[07:00 AM] [Location] Kitchen [Behavioral Observation] ...").
@@ -141,7 +147,7 @@ _INLINE_LABEL_RE = re.compile(
     re.IGNORECASE,
 )
 _MARKER_RE = re.compile(r"([\[【]\s*LOG\s*(?:START|END)\s*[\]】])", re.IGNORECASE)
-_CLOCK = r"\d{1,2}[:：]\d{2}(?:[:：]\d{2})?(?:\s*[ap]\.?\s*m\.?(?![a-z]))?"
+_CLOCK = r"(?:\d{4}-\d{2}-\d{2}[ T])?\d{1,2}[:：]\d{2}(?:[:：]\d{2})?(?:\s*[ap]\.?\s*m\.?(?![a-z]))?"
 _TIME_RE = re.compile(
     rf"^[\s\-•*#>_\[【(]*(?:time\s*[:：]?\s*)?(?P<clock>{_CLOCK})(?P<rest>.*)$",
     re.IGNORECASE,
@@ -224,7 +230,7 @@ def _classify(piece: str) -> _Piece:
         return _Separator()
     if _DECORATION_RE.match(piece):
         return _Decoration()
-    return _as_label(piece) or _as_time(piece) or _as_header(piece) or _Content(clean_value(piece))
+    return _as_label(piece) or _as_time(piece) or _as_header(piece) or _Content(_clean_value(piece))
 
 
 def _as_label(piece: str) -> _Label | None:
@@ -237,29 +243,40 @@ def _as_label(piece: str) -> _Label | None:
     if not delimited and value:
         return None
     name = _FIELD_OF_LABEL[match["label"][0].lower()]
-    return _Label(name, clean_value(value))
+    return _Label(name, _clean_value(value))
 
 
 def _as_time(piece: str) -> _TimeLine | None:
+    start = _split_clock(piece)
+    if start is None:
+        return None
+    clock, location = start
+    # "06:45 AM - 07:30 AM": a time range, one level deep (no recursion on hostile input).
+    end = _split_clock(location) if location else None
+    if end is not None:
+        clock, location = f"{clock} - {end[0]}", end[1]
+    return _TimeLine(clock, _clean_value(location) or None)
+
+
+def _split_clock(piece: str) -> tuple[str, str] | None:
+    """A line that is a clock time, maybe followed by a location: (clock, location or "")."""
     match = _TIME_RE.match(piece)
     if match is None:
         return None
     location = _time_tail(match["rest"])
-    if location is None:
-        return None
-    return _TimeLine(clean_value(match["clock"]), location or None)
+    return None if location is None else (_clean_value(match["clock"]), location)
 
 
 def _time_tail(rest: str) -> str | None:
-    """What follows a clock: "" (nothing), a location, or None (prose: not a time line)."""
+    """What follows a clock: "" (nothing), a raw location, or None (prose: not a time line)."""
     closed = re.match(r"^\s*(?:\*\*|[\]】)])", rest) is not None
     tail = rest.strip().strip("*]】)").strip()
     if not tail:
         return ""
     separated = re.match(r"^[-–—|,]\s*", tail)
     if separated:
-        return clean_value(tail[separated.end() :])
-    return clean_value(tail) if closed else None
+        return tail[separated.end() :]
+    return tail if closed else None
 
 
 def _as_header(piece: str) -> _Header | None:
@@ -271,28 +288,32 @@ def _as_header(piece: str) -> _Header | None:
     return _Header(timed.clock, timed.location) if timed else _Header(None, None)
 
 
-def clean_value(text: str) -> str:
-    """Strip markdown bold, bullets, stray brackets and colons from a field value."""
-    value = text.replace("**", "").strip()
-    while True:
-        before = value
-        value = value.lstrip(":：").strip()
-        value = _drop_unpaired(value)
-        if value == before:
-            return value
+_SPACE = " \t\r\n\x0b\x0c\xa0\u3000"
 
 
-def _drop_unpaired(value: str) -> str:
+def _clean_value(text: str) -> str:
+    """Strip markdown bold, stray brackets and colons from the edges of a field value."""
+    value = text.replace("**", "").lstrip(_SPACE + ":：]】").rstrip(_SPACE + "[【")
+    value = _drop_unpaired_brackets(value)
+    # A "*" from "*italic*" pairs is kept; an odd one at an edge is markup debris.
+    if value.count("*") % 2 == 1:
+        value = value[1:] if value.startswith("*") else value[:-1] if value.endswith("*") else value
+    return value.strip()
+
+
+def _drop_unpaired_brackets(value: str) -> str:
+    """Drop edge brackets that have no partner ("[Kitchen" -> "Kitchen"), keep "[sic]"."""
     opens = value.count("[") + value.count("【")
     closes = value.count("]") + value.count("】")
-    if value[:1] in ("]", "】") or (value[:1] in ("[", "【") and opens > closes):
-        return value[1:].strip()
-    if value[-1:] in ("[", "【") or (value[-1:] in ("]", "】") and closes > opens):
-        return value[:-1].strip()
-    # A lone "*" left from "*italic*" pairs is kept; an odd one at an edge is markup debris.
-    if value.count("*") % 2 == 1 and (value[:1] == "*" or value[-1:] == "*"):
-        return value[1:].strip() if value[:1] == "*" else value[:-1].strip()
-    return value
+    start, end = 0, len(value)
+    # Indexes, not slicing in a loop: a line of 50,000 "[" must stay linear.
+    while start < end and opens > closes and value[start] in "[【" + _SPACE:
+        opens -= value[start] in "[【"
+        start += 1
+    while start < end and closes > opens and value[end - 1] in "]】" + _SPACE:
+        closes -= value[end - 1] in "]】"
+        end -= 1
+    return value[start:end].strip()
 
 
 @dataclass(slots=True)
@@ -331,8 +352,9 @@ class PasbenchBlockParser:
     def feed(self, line: str) -> list[LogEntry]:
         """Consume one line; return the entries it completed."""
         done: list[LogEntry] = []
-        for piece in _split_line(line.rstrip("\r\n")):
-            done.extend(self._consume(piece, _classify(piece)))
+        for one_line in line.rstrip("\r\n").split("\n"):  # callers may hand over several lines at once
+            for piece in _split_line(one_line.rstrip("\r")):
+                done.extend(self._consume(piece, _classify(piece)))
         return done
 
     def flush(self) -> list[LogEntry]:
@@ -414,8 +436,9 @@ class PasbenchBlockParser:
         if not block.is_entry():
             return None  # a preamble or stray lines: nothing to observe
         behaviour = _joined(block.fields.get("behaviour"))
-        if not block.fields and block.orphans:
-            behaviour = _joined(block.orphans)  # a log with times but no labels
+        if behaviour is None:
+            # Unlabelled text (a log with times but no labels) is what the person did; better there than lost.
+            behaviour = _joined(block.orphans)
         location = _joined(block.fields.get("location")) or block.time_location
         environment = _joined(block.fields.get("environment"))
         raw = "\n".join(block.raw).strip("\n")

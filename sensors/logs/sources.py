@@ -255,6 +255,10 @@ def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.A
         return
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
 class ReplayFileSource(_LogSource):
     """Replay a recorded log file as a live stream.
 
@@ -275,7 +279,8 @@ class ReplayFileSource(_LogSource):
     ) -> None:
         if speed < 0 or interval_s < 0:
             raise ValueError(f"replay source '{source_id}': speed and interval_s must be >= 0")
-        super().__init__(source_id, parser_format, clock)
+        # Parse-time stamps are replaced at emission, so the caller's clock is read once per entry.
+        super().__init__(source_id, parser_format, _no_clock)
         self.path = Path(path)
         self._delay = interval_s / speed if speed > 0 else 0.0
         self._clock = clock

@@ -1,0 +1,73 @@
+"""The real embedded model: llama.cpp's OpenAI-compatible server with SmolLM2-135M, end to end.
+
+SmolLM2-135M's verdicts are not meaningful, so these tests assert on plumbing and shape
+(valid assessments or counted errors, usage, clean exit), never on the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.assessment import Assessment
+from monitor.backends import ModelRequest, create_backend
+from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.settings import ModelSettings
+from monitor.windows import Window
+from tests.conftest import REPO
+from tests.support.sources import entry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.asyncio
+async def test_embedded_server_answers_over_http_with_a_valid_assessment() -> None:
+    backend = create_backend(ModelSettings(json_schema_hint=True, attempt_timeout_s=120, total_timeout_s=240))
+    await backend.start()
+    try:
+        window = Window(id="w", zone="kitchen", observations=(entry("Holds wet food over smoking oil"),),
+                        new_count=1, created_at=0.0)
+        reply = await backend.complete(ModelRequest(messages=build_messages(window), json_schema=ASSESSMENT_SCHEMA))
+    finally:
+        await backend.close()
+    Assessment.parse_reply(reply.text)  # the grammar-constrained answer is a valid Assessment
+    assert reply.model == "smollm2-135m-instruct"
+    assert reply.usage.prompt_tokens > 100
+    assert reply.usage.completion_tokens > 0
+
+
+def test_demo_config_runs_end_to_end_and_exits(tmp_path: Path) -> None:
+    config = tmp_path / "demo.toml"
+    text = (REPO / "configs" / "demo.toml").read_text()
+    text = text.replace('path = "../examples/demo-kitchen.log"', f'path = "{REPO / "examples" / "demo-kitchen.log"}"')
+    text = text.replace("interval_s = 4.0", "interval_s = 0.5")
+    text = text.replace('path = "out/demo-alerts.jsonl"', f'path = "{tmp_path / "alerts.jsonl"}"')
+    config.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+        env={**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [record["event"] for record in logs]
+    assert "embedded model server ready" in events
+    outcomes = [r for r in logs if r["event"] in ("window assessed", "assessment failed")]
+    assert outcomes, events
+    assessed = [r for r in outcomes if r["event"] == "window assessed"]
+    for record in assessed:
+        assert record["prompt_tokens"] > 0 and record["verdict"] in ("safe", "danger")
+    stopped = next(r for r in logs if r["event"] == "monitor stopped")
+    assert stopped["windows_assessed"] == len(assessed)
+    alerts = tmp_path / "alerts.jsonl"
+    if alerts.exists():
+        for line in alerts.read_text().splitlines():
+            assert json.loads(line)["model"] == "smollm2-135m-instruct"
+    # the child server was stopped with the monitor
+    server_pid = next(r for r in logs if r["event"] == "embedded model server ready")["pid"]
+    assert not Path(f"/proc/{server_pid}").exists()

@@ -1,0 +1,174 @@
+"""The OpenAI-compatible backend against a scripted server on 127.0.0.1 (real socket, real client)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monitor.backends import ModelRequest
+from monitor.backends.openai_compat import OpenAICompatBackend
+from monitor.errors import (
+    BackendTimeoutError,
+    FatalBackendError,
+    ImageInputUnsupportedError,
+    TransientBackendError,
+)
+from monitor.settings import ModelSettings
+from tests.support.openai_server import DANGER, Action, ScriptedOpenAIServer, reply
+
+REQUEST = ModelRequest(messages=({"role": "user", "content": "hello"},))
+IMAGE_REQUEST = ModelRequest(messages=({"role": "user", "content": [
+    {"type": "text", "text": "look"},
+    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}},
+]},))
+
+
+def backend_for(server: ScriptedOpenAIServer, **overrides: object) -> OpenAICompatBackend:
+    fields: dict[str, object] = {
+        "backend": "openai", "base_url": server.base_url, "model": "scripted-vlm",
+        "attempt_timeout_s": 1.0, "total_timeout_s": 5.0, "max_retries": 2, "backoff_base_s": 0.01,
+    }
+    fields.update(overrides)
+    return OpenAICompatBackend(ModelSettings.model_validate(fields))
+
+
+@pytest.mark.asyncio
+async def test_reply_text_usage_and_json_mode_on_the_wire(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.push(reply(DANGER, prompt_tokens=120, completion_tokens=30))
+    backend = backend_for(openai_server)
+    await backend.start()
+    try:
+        result = await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert json.loads(result.text) == DANGER
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.attempts) == (120, 30, 1)
+    assert result.usage.latency_s > 0
+    sent = openai_server.requests[0]
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["model"] == "scripted-vlm"
+
+
+@pytest.mark.asyncio
+async def test_http_500_and_429_are_retried_then_succeed(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.push(Action(status=500), Action(status=429), reply(DANGER))
+    backend = backend_for(openai_server)
+    await backend.start()
+    try:
+        result = await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert result.usage.attempts == 3
+    assert openai_server.calls == 3
+
+
+@pytest.mark.asyncio
+async def test_retries_are_bounded(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.default = Action(status=503)
+    backend = backend_for(openai_server, max_retries=2)
+    await backend.start()
+    try:
+        with pytest.raises(TransientBackendError, match="HTTP 503"):
+            await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert openai_server.calls == 3
+
+
+@pytest.mark.asyncio
+async def test_client_errors_are_fatal_and_not_retried(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.default = Action(status=400)
+    backend = backend_for(openai_server)
+    await backend.start()
+    try:
+        with pytest.raises(FatalBackendError, match="HTTP 400"):
+            await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert openai_server.calls == 1
+
+
+@pytest.mark.asyncio
+async def test_attempt_timeout_is_retried_and_total_timeout_bounds_it(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.push(reply(DANGER, delay_s=1.5), reply(DANGER))
+    backend = backend_for(openai_server, attempt_timeout_s=0.5)
+    await backend.start()
+    try:
+        result = await backend.complete(REQUEST)
+        assert result.usage.attempts == 2
+        openai_server.default = reply(DANGER, delay_s=1.0)
+        slow = backend_for(openai_server, attempt_timeout_s=0.3, total_timeout_s=0.8, max_retries=10)
+        await slow.start()
+        with pytest.raises(BackendTimeoutError, match="total_timeout_s=0.8"):
+            await slow.complete(REQUEST)
+        await slow.close()
+    finally:
+        await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_connection_refused_is_transient() -> None:
+    server = ScriptedOpenAIServer().start()
+    server.stop()  # the port is now closed
+    backend = backend_for(server, max_retries=1)
+    await backend.start()
+    try:
+        with pytest.raises(TransientBackendError, match="connection failed"):
+            await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_http_500_on_image_input_is_a_configuration_problem(openai_server: ScriptedOpenAIServer) -> None:
+    openai_server.default = Action(status=500)
+    backend = backend_for(openai_server, accepts_images=True)
+    await backend.start()
+    try:
+        with pytest.raises(ImageInputUnsupportedError, match="does not accept images"):
+            await backend.complete(IMAGE_REQUEST)
+    finally:
+        await backend.close()
+    assert openai_server.calls == 1  # a configuration problem is not retried
+
+
+@pytest.mark.asyncio
+async def test_text_only_backend_refuses_images_without_calling(openai_server: ScriptedOpenAIServer) -> None:
+    backend = backend_for(openai_server, accepts_images=False)
+    await backend.start()
+    try:
+        with pytest.raises(ImageInputUnsupportedError, match="text-only"):
+            await backend.complete(IMAGE_REQUEST)
+    finally:
+        await backend.close()
+    assert openai_server.calls == 0
+
+
+@pytest.mark.asyncio
+async def test_concurrency_limit_is_respected(openai_server: ScriptedOpenAIServer) -> None:
+    import asyncio
+    import threading
+
+    active = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def responder(body: dict[str, object]) -> Action:
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        import time
+
+        time.sleep(0.1)
+        with lock:
+            active["now"] -= 1
+        return reply(DANGER)
+
+    openai_server.responder = responder
+    backend = backend_for(openai_server, concurrency=2)
+    await backend.start()
+    try:
+        await asyncio.gather(*(backend.complete(REQUEST) for _ in range(6)))
+    finally:
+        await backend.close()
+    assert active["max"] == 2
