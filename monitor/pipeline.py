@@ -101,6 +101,11 @@ class Pipeline:
             for sink in self.sinks:
                 await sink.close()
 
+    def stats_json(self) -> dict[str, Any]:
+        """The counters, with those the sources keep themselves folded in."""
+        self.stats.bad_log_lines = sum(getattr(source, "bad_lines", 0) for source, _ in self.sources)
+        return self.stats.to_json()
+
     # -- stages -------------------------------------------------------------------
     async def _run_source(self, source: ObservationSource) -> None:
         try:

@@ -82,7 +82,7 @@ async def serve(settings: Settings) -> int:
         log.info("monitor running", model=backend.model, backend=backend.name,
                  sources=[s.id for s in settings.sources])
         await pipeline.run()
-        log.info("monitor stopped", **pipeline.stats.to_json())
+        log.info("monitor stopped", **pipeline.stats_json())
     finally:
         await backend.close()
     return 0

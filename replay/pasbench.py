@@ -218,8 +218,8 @@ def _add_images(release: Release, data_dir: Path, severity: dict[str, str]) -> N
         level = _severity_of(release, severity, values, sample)
         image = _locate(name, folder, data_dir / IMAGE_ZIP, members)
         if image is None:
-            release.skipped.append(Skipped(sample, "image", level,
-                                           f"{IMAGE_DIR}/{name} not found (neither in {IMAGE_DIR}/ nor {IMAGE_ZIP})", index))
+            reason = f"{IMAGE_DIR}/{name} not found (neither in {IMAGE_DIR}/ nor {IMAGE_ZIP})"
+            release.skipped.append(Skipped(sample, "image", level, reason, index))
             continue
         release.scenarios.append(Scenario(
             id=sample, modality="image", severity=level, reference=_reference(values), index=index,

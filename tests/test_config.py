@@ -103,7 +103,7 @@ def test_api_key_from_credentials_directory_is_never_printed(tmp_path: Path,
 
 def test_bad_env_value_is_reported_as_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONITOR_WINDOWS__MAX_ENTRIES", "lots")
-    with pytest.raises(ConfigError, match="windows.max_entries"):
+    with pytest.raises(ConfigError, match=r"windows\.max_entries"):
         load_settings(None)
 
 

@@ -100,7 +100,7 @@ async def test_attempt_timeout_is_retried_and_total_timeout_bounds_it(openai_ser
         openai_server.default = reply(DANGER, delay_s=1.0)
         slow = backend_for(openai_server, attempt_timeout_s=0.3, total_timeout_s=0.8, max_retries=10)
         await slow.start()
-        with pytest.raises(BackendTimeoutError, match="total_timeout_s=0.8"):
+        with pytest.raises(BackendTimeoutError, match=r"total_timeout_s=0\.8"):
             await slow.complete(REQUEST)
         await slow.close()
     finally:

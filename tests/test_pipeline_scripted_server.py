@@ -89,7 +89,7 @@ async def test_failures_are_counted_and_the_next_window_is_still_assessed(
         reply(DANGER, delay_s=1.0), reply(DANGER, delay_s=1.0),  # window 3: attempt timeouts
         reply(DANGER),                                    # window 4: a real warning
     )
-    pipeline, out, jsonl = make_pipeline(openai_server, ["a", "b", "c", "d"], tmp_path)
+    pipeline, _, jsonl = make_pipeline(openai_server, ["a", "b", "c", "d"], tmp_path)
     await run(pipeline)
     assert pipeline.stats.model_errors == {"malformed": 1, "transient": 2}
     assert pipeline.stats.windows_assessed == 1
@@ -106,7 +106,7 @@ async def test_second_identical_warning_updates_instead_of_duplicating(
         openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     reworded = {**DANGER, "hazard": "Hot-oil fire", "evidence": ["wet potatoes over the pan"]}
     openai_server.push(reply(DANGER), reply(SAFE), reply(reworded))
-    pipeline, out, jsonl = make_pipeline(openai_server, ["a", "b", "c"], tmp_path)
+    pipeline, _, jsonl = make_pipeline(openai_server, ["a", "b", "c"], tmp_path)
     await run(pipeline)
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["type"] for e in events] == ["new", "update"]

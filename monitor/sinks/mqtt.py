@@ -339,7 +339,8 @@ class MqttSink:
             self._outbox_wake.clear()
             batch = await asyncio.to_thread(self.outbox.peek, _BATCH)
             if not batch:
-                self._outbox_empty.set()
+                if not self._outbox_wake.is_set():  # else a put landed during the peek: not empty
+                    self._outbox_empty.set()
                 await self._outbox_wake.wait()
                 continue
             results = await asyncio.gather(*(self._send(client, m) for m in batch), return_exceptions=True)

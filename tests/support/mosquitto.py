@@ -27,6 +27,9 @@ from typing import Any
 
 import aiomqtt
 
+from monitor.alerts import Alert, AlertEvent, EventType
+from monitor.assessment import Severity
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -125,6 +128,12 @@ class Mosquitto:
                            timeout=10)
         os.chmod(path, 0o600)
         return path
+
+    def reconfigure(self, *, users: Mapping[str, str]) -> None:
+        """Replace the users (takes effect at the next start)."""
+        self.users = dict(users)
+        (self.workdir / "passwords").unlink(missing_ok=True)
+        self.config_path = self._write_config()
 
     @property
     def running(self) -> bool:
@@ -285,10 +294,11 @@ async def retained(broker: Mosquitto, topic_filter: str, *, quiet_s: float = 0.3
                    **credentials: str) -> dict[str, Received]:
     """The retained messages under `topic_filter`, as a fresh subscriber sees them."""
     async with Recorder(broker, topic_filter, **credentials) as recorder:  # type: ignore[arg-type]
+        # Retained messages arrive right after the subscription; stop once they stop coming.
         deadline = time.monotonic() + timeout
         seen = -1
-        while seen != len(recorder.messages) and time.monotonic() < deadline:
-            seen = len(recorder.messages)
+        while seen != (count := sum(m.retain for m in recorder.messages)) and time.monotonic() < deadline:
+            seen = count
             await asyncio.sleep(quiet_s)
     return {m.topic: m for m in recorder.messages if m.retain}
 
@@ -307,3 +317,17 @@ def running(broker: Mosquitto) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+def alert_event(zone: str, n: int, *, kind: EventType = "new", severity: Severity = "warning",
+                alert_id: str | None = None, updates: int = 0) -> AlertEvent:
+    """A realistic alert event; `n` makes the alert id (and so the message id) unique."""
+    now = time.time()
+    alert = Alert(
+        id=alert_id or f"alert{n:05d}", zone=zone, sources=(f"{zone}-log",), created_at=now, updated_at=now,
+        severity=severity, hazard=f"hot oil fire {n}", reason="Wet food is about to go into smoking oil.",
+        advice="Turn off the burner now.", evidence=("dense smoke above the pan",), confidence=0.9,
+        model="scripted-vlm", strategy="single", window_id=f"{zone}-{n}", latency_s=0.25, prompt_tokens=120,
+        completion_tokens=40, updates=updates,
+    )
+    return AlertEvent(kind, alert, at=now)
