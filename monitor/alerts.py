@@ -85,9 +85,17 @@ class AlertEvent:
         return {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
 
 
+def _stem(word: str) -> str:
+    # A crude suffix strip is enough for short hazard names ("falling" ~ "fall", "burns" ~ "burn").
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def hazard_key(hazard: str) -> frozenset[str]:
-    """Content words of a hazard name, so small rewordings match."""
-    return frozenset(w for w in _WORD.findall(hazard.lower()) if w not in _STOP_WORDS)
+    """Stemmed content words of a hazard name, so small rewordings match."""
+    return frozenset(_stem(w) for w in _WORD.findall(hazard.lower()) if w not in _STOP_WORDS)
 
 
 def same_hazard(a: str, b: str) -> bool:

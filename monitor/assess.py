@@ -27,17 +27,20 @@ class SingleCall:
         self.backend = backend
         self.temperature = temperature
 
-    def request(self, window: Window, *, seed: int | None = None) -> ModelRequest:
+    def request(self, window: Window, *, seed: int | None = None, temperature: float | None = None) -> ModelRequest:
         return ModelRequest(
             messages=build_messages(window),
-            temperature=self.temperature,
+            temperature=self.temperature if temperature is None else temperature,
             seed=seed,
             json_schema=ASSESSMENT_SCHEMA,
             meta={"window": window.id, "zone": window.zone},
         )
 
     async def assess(self, window: Window) -> Verdict:
-        reply = await self.backend.complete(self.request(window))
+        return await self.assess_request(self.request(window))
+
+    async def assess_request(self, request: ModelRequest) -> Verdict:
+        reply = await self.backend.complete(request)
         # Raises MalformedReplyError (with the raw text) rather than guessing "safe".
         assessment = Assessment.parse_reply(reply.text)
         return Verdict(assessment=assessment, model=reply.model, usage=reply.usage, raw=reply.text, strategy=self.name)

@@ -26,6 +26,7 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 from monitor.config_base import Identifier, PositiveFloat, Section
 from monitor.errors import ConfigError
 from monitor.sinks.mqtt_config import MqttSettings
+from monitor.strategy_config import AssessmentSettings, ZoneSettings
 
 
 class EmbeddedModelSettings(Section):
@@ -162,6 +163,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     windows: WindowSettings = Field(default_factory=WindowSettings)
+    assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
+    zones: list[ZoneSettings] = Field(default_factory=list)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     mqtt: MqttSettings | None = Field(default=None, description="MQTT broker; alerts are published when set")
@@ -175,9 +178,15 @@ class Settings(BaseSettings):
             seen.add(source.id)
         if sum(1 for s in self.sources if s.kind == "stdin") > 1:
             raise ValueError("at most one source may read stdin")
+        if len({z.id for z in self.zones}) != len(self.zones):
+            raise ValueError("duplicate zone id")
         if any(s.kind == "mqtt" for s in self.sources) and self.mqtt is None:
             raise ValueError("an mqtt source needs an [mqtt] broker section")
         return self
+
+    def zone_ids(self) -> list[str]:
+        """Every zone: those declared under [[zones]] and those named by sources."""
+        return list(dict.fromkeys([*(z.id for z in self.zones), *(s.zone_id for s in self.sources)]))
 
     @classmethod
     def settings_customise_sources(
