@@ -41,7 +41,7 @@ class EmbeddedModelSettings(Section):
 class ModelSettings(Section):
     """The model backend every assessment goes through."""
 
-    backend: Literal["embedded", "openai", "scripted"] = "embedded"
+    backend: Literal["embedded", "openai", "scripted", "stochastic"] = "embedded"
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     model: str = "smollm2-135m-instruct"
     api_key: SecretStr | None = None

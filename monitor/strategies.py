@@ -207,7 +207,8 @@ class ProposeVerify:
     async def assess(self, window: Window) -> Verdict:
         propose = ModelRequest(
             messages=self._messages(window, PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))),
-            temperature=self.settings.propose_temperature, tag="propose", meta={"window": window.id},
+            temperature=self.settings.propose_temperature, tag="propose",
+            meta={"window": window.id, "zone": window.zone},
         )
         reply = await self.backend.complete(propose)
         parsed = parse_model(Candidates, reply.text, "propose")
@@ -226,7 +227,7 @@ class ProposeVerify:
         request = ModelRequest(
             messages=self._messages(window, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
             temperature=self.settings.verify_temperature, tag="verify",
-            meta={"window": window.id, "candidate": candidate.hazard},
+            meta={"window": window.id, "zone": window.zone, "candidate": candidate.hazard},
         )
         try:
             reply = await self.backend.complete(request)

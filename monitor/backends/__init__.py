@@ -79,7 +79,7 @@ def create_backend(settings: ModelSettings) -> ModelBackend:
     """Build the backend the configuration selects."""
     # Imported for their registration side effect; kept here so importing the
     # boundary does not import openai for a process that never calls a model.
-    from monitor.backends import embedded, openai_compat, scripted  # noqa: F401
+    from monitor.backends import embedded, openai_compat, scripted, stochastic  # noqa: F401
 
     try:
         factory = _REGISTRY[settings.backend]
