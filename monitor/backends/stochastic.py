@@ -1,7 +1,10 @@
 """A stochastic scripted backend for simulating strategies without a real model.
 
 Each scenario (the window's zone; replay uses one zone per sample) gets its own
-probability p of a correct warning per call, drawn once from Beta(alpha, beta).
+probability p of a correct warning per call, drawn once from Beta(alpha, beta). The
+propose and verify steps get per-scenario reliabilities too, drawn from Betas with the
+same concentration (alpha + beta) as p, so they are as unstable across scenarios as the
+proactive answer that PaSBench measured, with their own means.
 Scenarios whose id starts with `safe` are safe controls: each call raises a false
 alarm with probability `false_positive`. The correct hazard of a scenario is the
 text `hazard <scenario>`, so a simulated judge can score replies exactly.
@@ -10,13 +13,13 @@ Calls answer by request tag:
 - `assess`: a correct warning with probability p, else "no danger"; on safe controls
   a spurious warning with probability `false_positive`.
 - `propose`: the correct hazard is among the candidates with probability
-  1 - (1 - p) * (1 - propose_recall): listing every plausible risk surfaces, with
-  probability `propose_recall`, a risk that a single committed answer missed (PaSBench:
+  1 - (1 - p) * (1 - r), r the scenario's propose reliability (mean `propose_recall`):
+  listing every plausible risk surfaces risks that a committed answer missed (PaSBench:
   models know the rules; applying them unprompted is what fails). `distractors`
   spurious candidates come with it.
-- `verify`: a true candidate is confirmed with probability `verify_true` (PaSBench:
-  74-93 % of misses are caught once the right rule is in front of the model); a
-  spurious one with probability `verify_false`.
+- `verify`: a true candidate is confirmed with probability v, the scenario's verify
+  reliability (mean `verify_true`; PaSBench: 74-93 % of misses are caught once the
+  right rule is in front of the model); a spurious one with probability `verify_false`.
 
 The parameters are a model of a model, documented so a reader can disagree with them.
 """
@@ -47,9 +50,9 @@ class StochasticParameters(BaseModel):
     alpha: float = Field(default=0.21, gt=0)
     beta: float = Field(default=0.118, gt=0)
     false_positive: float = Field(default=0.03, ge=0, le=1)
-    propose_recall: float = Field(default=0.6, ge=0, le=1)
+    propose_recall: float = Field(default=0.9, gt=0, lt=1)
     distractors: int = Field(default=2, ge=0, le=10)
-    verify_true: float = Field(default=0.85, ge=0, le=1)
+    verify_true: float = Field(default=0.85, gt=0, lt=1)
     verify_false: float = Field(default=0.05, ge=0, le=1)
     seed: int = 0
 
@@ -80,12 +83,17 @@ class StochasticBackend:
     async def close(self) -> None:
         return None
 
-    def reliability(self, scenario: str) -> float:
-        """p for a scenario: drawn once, the same on every run with the same seed."""
-        if scenario not in self._p:
-            digest = hashlib.sha256(f"{self.params.seed}:{scenario}".encode()).digest()
-            self._p[scenario] = random.Random(digest).betavariate(self.params.alpha, self.params.beta)
-        return self._p[scenario]
+    def reliability(self, scenario: str, step: str = "assess") -> float:
+        """A scenario's reliability at a step: drawn once, the same on every run with the same seed."""
+        key = f"{step}:{scenario}"
+        if key not in self._p:
+            digest = hashlib.sha256(f"{self.params.seed}:{key}".encode()).digest()
+            concentration = self.params.alpha + self.params.beta
+            mean = {"propose": self.params.propose_recall, "verify": self.params.verify_true}.get(
+                step, self.params.alpha / concentration)
+            a, b = mean * concentration, (1 - mean) * concentration
+            self._p[key] = random.Random(digest).betavariate(a, b)
+        return self._p[key]
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         self.calls += 1
@@ -107,7 +115,7 @@ class StochasticBackend:
         candidates = [{"hazard": f"distractor {i} {scenario}", "why": "might happen"}
                       for i in range(self.params.distractors)]
         if not scenario.startswith("safe"):
-            recall = 1 - (1 - self.reliability(scenario)) * (1 - self.params.propose_recall)
+            recall = 1 - (1 - self.reliability(scenario)) * (1 - self.reliability(scenario, "propose"))
             if self._hit(recall):
                 candidates.insert(0, {"hazard": correct_hazard(scenario), "why": "the observed behaviour"})
         return {"candidates": candidates}
@@ -115,7 +123,7 @@ class StochasticBackend:
     def _verify(self, scenario: str, request: ModelRequest) -> dict[str, Any]:
         candidate = str(request.meta.get("candidate", ""))
         is_true = candidate == correct_hazard(scenario)
-        supported = self._hit(self.params.verify_true if is_true else self.params.verify_false)
+        supported = self._hit(self.reliability(scenario, "verify") if is_true else self.params.verify_false)
         return {"supported": supported, "severity": "warning", "reason": f"checked {candidate}",
                 "advice": "stop", "confidence": 0.8 if supported else 0.3}
 

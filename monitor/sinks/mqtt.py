@@ -1,0 +1,520 @@
+"""The MQTT alert sink: the topic contract, control topics, discovery and delivery that loses nothing.
+
+Topics under `<prefix>` (docs/mqtt.md has the full contract):
+
+- `available`: retained `online` once connected, `offline` at clean shutdown and as the Last Will.
+- `alerts`: every alert event as JSON, QoS 1, not retained.
+- `<zone>/state`, `<zone>/last_warning`, `<zone>/event`: per-zone state, text and HA events.
+- `<zone>/monitoring/set|state`, `<zone>/sensitivity/set|state`: run-time controls.
+- `stats`: periodic JSON.
+
+Alert messages (`alerts`, `<zone>/event`) go through the durable `Outbox`: `publish`
+returns once the message is committed to SQLite, and a background task sends
+them in order, removing each only after the broker's PUBACK. Retained state
+topics are "latest value wins" and are simply re-published on every connect.
+The reconnect loop lives outside the client, with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import structlog
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+from monitor.alerts import Alert, AlertEvent
+from monitor.assessment import SEVERITY_RANK
+from monitor.control import ZoneControls
+from monitor.errors import MonitorError
+from monitor.sinks.ha_discovery import Discovery, Topics
+from monitor.sinks.mqtt_config import MqttSettings
+from monitor.sinks.outbox import Outbox, OutboxMessage
+
+log = structlog.get_logger("monitor.sinks.mqtt")
+
+# CONNACK codes for bad credentials: MQTT 3.1.1 (4, 5) and their MQTT 5 reason codes (134, 135).
+_AUTH_CODES = frozenset({4, 5, 134, 135})
+_BATCH = 32  # outbox messages in flight at once; the acknowledged prefix is removed
+_GOODBYE_TIMEOUT_S = 2.0
+_PUBLISHED_RECORD = "mqtt-published.json"
+
+StatsProvider = Callable[[], Mapping[str, Any]]
+
+
+class MqttSinkError(MonitorError):
+    """The MQTT sink's background task failed; names the broker."""
+
+
+# --------------------------------------------------------------------------- shared with the MQTT source
+
+
+def make_client(settings: MqttSettings, *, identifier: str | None = None, will: aiomqtt.Will | None = None,
+                clean_session: bool | None = None) -> aiomqtt.Client:
+    """An aiomqtt client for the configured broker, credentials and TLS (one per connection attempt)."""
+    tls_params = None
+    tls_insecure = None
+    if settings.tls is not None:
+        tls = settings.tls
+        tls_params = aiomqtt.TLSParameters(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        tls_insecure = True if tls.insecure else None
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=identifier,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password is not None else None,
+        will=will,
+        clean_session=clean_session,
+        keepalive=settings.keepalive_s,
+        timeout=settings.publish_timeout_s,
+        tls_params=tls_params,
+        tls_insecure=tls_insecure,
+    )
+
+
+class Backoff:
+    """Exponential backoff with jitter: delays are uniform in [ceiling/2, ceiling], within [min_s, max_s]."""
+
+    def __init__(self, min_s: float, max_s: float) -> None:
+        self.min_s = min_s
+        self.max_s = max_s
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.max_s, self.min_s * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        return random.uniform(max(self.min_s, ceiling / 2), ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def log_connect_failure(settings: MqttSettings, exc: Exception, retry_in_s: float, *, role: str) -> None:
+    """One clear line per failed attempt; wrong credentials are an error, an absent broker a warning."""
+    fields = {"broker": settings.broker, "role": role, "error": str(exc), "retry_in_s": round(retry_in_s, 2)}
+    if isinstance(exc, MqttConnectError) and _code(exc.rc) in _AUTH_CODES:
+        log.error(f"mqtt broker {settings.broker} refused the connection: not authorised "
+                  f"(check mqtt.username and the mqtt password secret)", username=settings.username, **fields)
+    elif isinstance(exc, MqttConnectError):
+        log.error(f"mqtt broker {settings.broker} refused the connection", **fields)
+    else:
+        log.warning(f"mqtt broker {settings.broker} unreachable or connection lost", **fields)
+
+
+def _code(rc: int | ReasonCode | None) -> int | None:
+    return rc.value if isinstance(rc, ReasonCode) else rc
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when `stop` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until every one has finished.
+
+    Cancels again while any is still running: on Python 3.11, `asyncio.wait_for`
+    (which aiomqtt awaits on) swallows a cancellation that races with its result.
+    """
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+        pending = [task for task in pending if not task.done()]
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class MqttSink:
+    """Publishes alert events to MQTT and applies control commands to `controls`.
+
+    `zones` are the configured zone ids (for discovery, state and control
+    topics); `state_dir` holds the outbox (unless configured elsewhere) and the
+    record of retained topics published; `stats` returns the service's
+    counters for the `stats` topic.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, settings: MqttSettings, *, zones: Sequence[str], state_dir: Path,
+                 controls: ZoneControls | None = None, stats: StatsProvider | None = None) -> None:
+        self.settings = settings
+        self.zones = list(dict.fromkeys(zones))
+        self.state_dir = state_dir
+        self.controls = controls if controls is not None else ZoneControls()
+        self.topics = Topics(settings.topic_prefix)
+        self.discovery = Discovery(settings)
+        self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
+        self.counters: Counter[str] = Counter()
+        self._stats = stats
+        self._open: dict[str, dict[str, Alert]] = {zone: {} for zone in self.zones}
+        self._retained: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        self._announce_due = False
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._state_wake = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"MqttSink(broker={self.settings.broker!r}, prefix={self.settings.topic_prefix!r})"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Wait until the sink is connected and has announced itself (tests, readiness)."""
+        await self._connected.wait()
+
+    def restore_open_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Seed the per-zone state with alerts already open (a sink rebuilt by a config reload)."""
+        for alert in alerts:
+            self._open.setdefault(alert.zone, {})[alert.id] = alert
+            self._set_zone_state(alert.zone)
+
+    # -- AlertSink ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the outbox (pending messages of a previous run go out first) and start connecting."""
+        if self._task is not None:
+            return
+        self._stop.clear()
+        await asyncio.to_thread(self.outbox.open)
+        if len(self.outbox):
+            log.info("mqtt outbox has messages from a previous run", pending=len(self.outbox),
+                     outbox=str(self.outbox.path))
+        else:
+            self._outbox_empty.set()
+        for zone in self.zones:
+            self._set_zone_state(zone)
+            self._echo_controls(zone)
+        self.controls.listeners.append(self._echo_controls)
+        self._task = asyncio.create_task(self._run(), name="mqtt-sink")
+        self._task.add_done_callback(self._task_done)
+
+    async def publish(self, event: AlertEvent) -> None:
+        """Returns once the event's messages are committed to the outbox; delivery happens in the background."""
+        self._raise_if_failed()
+        alert = event.alert
+        await self._enqueue(self.topics.alerts, _dumps(event.to_json()), event.message_id)
+        if event.type == "new":
+            await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
+                                f"{event.message_id}:event")
+        if event.type != "end":
+            self._set_retained(self.topics.last_warning(alert.zone), _dumps(_last_warning(event)))
+        zone_alerts = self._open.setdefault(alert.zone, {})
+        if event.type == "end":
+            zone_alerts.pop(alert.id, None)
+        else:
+            zone_alerts[alert.id] = alert
+        self._set_zone_state(alert.zone)
+
+    async def close(self, *, flush: bool = True) -> None:
+        """Flush the outbox (at most `close_timeout_s`), publish retained `offline`, disconnect.
+
+        With `flush=False` the waiting messages simply stay in the outbox for the next start.
+        """
+        if self._task is None:
+            return
+        timeout = self.settings.close_timeout_s
+        if flush and not self._task.done():
+            try:
+                await asyncio.wait_for(self._outbox_empty.wait(), timeout)
+            except TimeoutError:
+                log.warning("mqtt outbox not flushed at shutdown; messages are kept for the next start",
+                            pending=len(self.outbox), outbox=str(self.outbox.path), broker=self.settings.broker)
+        self._stop.set()
+        _done, pending = await asyncio.wait({self._task}, timeout=timeout + _GOODBYE_TIMEOUT_S)
+        for task in pending:
+            log.warning("mqtt sink did not stop in time; cancelled", broker=self.settings.broker)
+            task.cancel()
+        # A failed task has logged itself (see _task_done); close must still release the outbox.
+        await asyncio.gather(self._task, return_exceptions=True)
+        with contextlib.suppress(ValueError):
+            self.controls.listeners.remove(self._echo_controls)
+        self._task = None
+        await asyncio.to_thread(self.outbox.close)
+
+    # -- enqueueing and state ----------------------------------------------------------
+    async def _enqueue(self, topic: str, payload: bytes, message_id: str) -> None:
+        await asyncio.to_thread(self.outbox.put, topic, payload, qos=1, retain=False,
+                                message_id=message_id, created_at=time.time())
+        self._outbox_empty.clear()
+        self._outbox_wake.set()
+
+    def _set_retained(self, topic: str, payload: bytes) -> None:
+        self._retained[topic] = payload
+        self._dirty.add(topic)
+        self._state_wake.set()
+
+    def _set_zone_state(self, zone: str) -> None:
+        self._set_retained(self.topics.state(zone), _dumps(_zone_state(self._open.get(zone, {}))))
+
+    def _echo_controls(self, zone: str) -> None:
+        monitoring = "ON" if self.controls.is_monitoring(zone) else "OFF"
+        self._set_retained(self.topics.monitoring(zone, "state"), monitoring.encode())
+        self._set_retained(self.topics.sensitivity(zone, "state"), f"{self.controls.get_sensitivity(zone):g}".encode())
+
+    def _raise_if_failed(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise MqttSinkError(f"mqtt sink for {self.settings.broker}: delivery task failed: {task.exception()}")
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mqtt sink stopped by an unexpected error", broker=self.settings.broker,
+                      exc_info=task.exception())
+
+    # -- connection loop -------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        while not self._stop.is_set():
+            try:
+                await self._session(backoff)
+            except aiomqtt.MqttError as exc:
+                self._connected.clear()
+                delay = backoff.next()
+                self.counters["connect_failures"] += 1
+                log_connect_failure(self.settings, exc, delay, role="alert sink")
+                await sleep_unless(self._stop, delay)
+
+    async def _session(self, backoff: Backoff) -> None:
+        will = aiomqtt.Will(self.topics.available, b"offline", qos=1, retain=True)
+        client = make_client(self.settings, identifier=self.settings.client_id, will=will)
+        client.pending_calls_threshold = 2 * _BATCH + 16
+        async with client:
+            backoff.reset()
+            self.counters["connects"] += 1
+            await self._on_connect(client)
+            log.info("mqtt connected", broker=self.settings.broker, prefix=self.settings.topic_prefix,
+                     tls=self.settings.tls is not None, pending=len(self.outbox))
+            self._connected.set()
+            try:
+                await self._serve(client)
+            finally:
+                self._connected.clear()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.topics.available, b"offline", qos=1, retain=True,
+                                     timeout=_GOODBYE_TIMEOUT_S)
+        log.info("mqtt disconnected", broker=self.settings.broker)
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1)]
+        if self.settings.discovery.enabled:
+            filters.append((self.discovery.status_topic, 1))
+        await client.subscribe(filters)
+        await client.publish(self.topics.available, b"online", qos=1, retain=True)
+        await self._announce(client)
+        self._dirty.update(self._retained)
+        self._state_wake.set()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Run the session's tasks until the sink is stopped or one of them fails (disconnect)."""
+        tasks = [
+            asyncio.create_task(self._read(client), name="mqtt-read"),
+            asyncio.create_task(self._deliver(client), name="mqtt-deliver"),
+            asyncio.create_task(self._publish_state(client), name="mqtt-state"),
+            asyncio.create_task(self._publish_stats(client), name="mqtt-stats"),
+            asyncio.create_task(self._stop.wait(), name="mqtt-stop"),
+        ]
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_all(tasks)
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+
+    # -- session tasks ---------------------------------------------------------------
+    async def _deliver(self, client: aiomqtt.Client) -> None:
+        """Send outbox messages in order; remove the acknowledged prefix of each batch."""
+        while True:
+            self._outbox_wake.clear()
+            batch = await asyncio.to_thread(self.outbox.peek, _BATCH)
+            if not batch:
+                if not self._outbox_wake.is_set():  # else a put landed during the peek: not empty
+                    self._outbox_empty.set()
+                await self._outbox_wake.wait()
+                continue
+            results = await asyncio.gather(*(self._send(client, m) for m in batch), return_exceptions=True)
+            acked = next((i for i, r in enumerate(results) if r is not None), len(results))
+            if acked:
+                await asyncio.to_thread(self.outbox.remove_through, batch[acked - 1].seq)
+                self.counters["delivered"] += acked
+            if acked < len(batch):
+                error = results[acked]
+                raise error if isinstance(error, BaseException) else aiomqtt.MqttError(str(error))
+
+    async def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
+        # For QoS 1, aiomqtt's publish returns only once the broker's PUBACK arrived.
+        await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        """Publish retained state topics that changed, and re-announce discovery when asked."""
+        while True:
+            self._state_wake.clear()
+            if self._announce_due:
+                self._announce_due = False
+                await self._announce(client)
+            while self._dirty:
+                topic = self._dirty.pop()
+                try:
+                    await client.publish(topic, self._retained[topic], qos=1, retain=True)
+                except BaseException:
+                    self._dirty.add(topic)
+                    raise
+            await self._state_wake.wait()
+
+    async def _publish_stats(self, client: aiomqtt.Client) -> None:
+        while True:
+            await client.publish(self.topics.stats, _dumps(self.stats_payload()), qos=0, retain=False)
+            await asyncio.sleep(self.settings.stats_interval_s)
+
+    def stats_payload(self) -> dict[str, Any]:
+        """What the `stats` topic carries: the service's counters plus the sink's own."""
+        service = dict(self._stats()) if self._stats is not None else {}
+        return {
+            "at": time.time(),
+            **service,
+            "mqtt": {
+                "connected": self.connected,
+                "outbox_pending": len(self.outbox),
+                "outbox_dropped": self.outbox.dropped,
+                **dict(self.counters),
+            },
+        }
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            self.handle_command(str(message.topic), bytes(payload))
+
+    # -- control topics and discovery ---------------------------------------------------
+    def handle_command(self, topic: str, payload: bytes) -> None:
+        """Apply one message from a subscribed topic; invalid ones are logged and ignored."""
+        if topic == self.discovery.status_topic:
+            if payload.strip().lower() == b"online":
+                log.info("home assistant came online; re-sending discovery", topic=topic)
+                self._announce_due = True
+                self._dirty.update(self._retained)
+                self._state_wake.set()
+            return
+        if (zone := self.topics.control_zone(topic, "monitoring")) is not None:
+            self._set_monitoring(zone, topic, payload)
+        elif (zone := self.topics.control_zone(topic, "sensitivity")) is not None:
+            self._set_sensitivity(zone, topic, payload)
+
+    def _set_monitoring(self, zone: str, topic: str, payload: bytes) -> None:
+        value = payload.decode("utf-8", "replace").strip().upper()
+        if zone not in self.zones or value not in ("ON", "OFF"):
+            self._reject(topic, payload, "unknown zone" if zone not in self.zones else "expected ON or OFF")
+            return
+        self.controls.set_monitoring(zone, value == "ON")
+        log.info("zone monitoring switched", zone=zone, monitoring=value)
+
+    def _set_sensitivity(self, zone: str, topic: str, payload: bytes) -> None:
+        if zone not in self.zones:
+            self._reject(topic, payload, "unknown zone")
+            return
+        try:
+            value = float(payload.decode("utf-8", "replace").strip())
+            if not math.isfinite(value):
+                raise ValueError("not a finite number")
+            self.controls.set_sensitivity(zone, value)
+        except ValueError as exc:
+            self._reject(topic, payload, str(exc))
+            return
+        log.info("zone sensitivity set", zone=zone, sensitivity=value)
+
+    def _reject(self, topic: str, payload: bytes, reason: str) -> None:
+        self.counters["invalid_commands"] += 1
+        text = payload[:64].decode("utf-8", "replace")
+        log.warning("invalid mqtt control message ignored", topic=topic, payload=text, reason=reason)
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        """Publish discovery configs, and clear retained topics of zones no longer configured."""
+        configs = self.discovery.messages(self.zones) if self.settings.discovery.enabled else {}
+        for topic, config in configs.items():
+            await client.publish(topic, _dumps(config), qos=1, retain=True)
+        owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)}
+        previous = await asyncio.to_thread(self._load_published)
+        for topic in sorted(previous - owned):
+            await client.publish(topic, b"", qos=1, retain=True)
+            log.info("cleared retained topic of a removed zone or entity", topic=topic)
+        if previous != owned:
+            await asyncio.to_thread(self._save_published, owned)
+
+    def _zone_topics(self, zone: str) -> list[str]:
+        t = self.topics
+        return [t.state(zone), t.last_warning(zone), t.monitoring(zone, "state"), t.sensitivity(zone, "state")]
+
+    def _load_published(self) -> set[str]:
+        path = self.state_dir / _PUBLISHED_RECORD
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            log.warning("record of published mqtt topics unreadable; starting afresh", path=str(path), error=str(exc))
+            return set()
+        topics = data.get("topics") if isinstance(data, dict) else None
+        return {t for t in topics if isinstance(t, str) and t} if isinstance(topics, list) else set()
+
+    def _save_published(self, topics: set[str]) -> None:
+        path = self.state_dir / _PUBLISHED_RECORD
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"topics": sorted(topics)}, indent=1), encoding="utf-8")
+        temporary.replace(path)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def _zone_state(open_alerts: Mapping[str, Alert]) -> dict[str, Any]:
+    if not open_alerts:
+        return {"state": "clear"}
+    top = max(open_alerts.values(), key=lambda a: (SEVERITY_RANK[a.severity], a.updated_at))
+    return {"state": "hazard", "hazard": top.hazard, "severity": top.severity, "alert_id": top.id,
+            "since": top.created_at, "active_alerts": len(open_alerts)}
+
+
+def _event_payload(event: AlertEvent) -> dict[str, Any]:
+    alert = event.alert
+    return {"event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id,
+            "zone": alert.zone, "hazard": alert.hazard, "reason": alert.reason, "advice": alert.advice,
+            "confidence": alert.confidence, "at": event.at}
+
+
+def _last_warning(event: AlertEvent) -> dict[str, Any]:
+    alert = event.alert
+    text = f"{alert.hazard}: {alert.advice}" if alert.advice else alert.hazard
+    return {"text": text, "hazard": alert.hazard, "severity": alert.severity, "advice": alert.advice,
+            "reason": alert.reason, "alert_id": alert.id, "at": event.at}

@@ -1,0 +1,109 @@
+"""An MQTT activity-log source: JSON activity events from a topic, fed into a zone's window.
+
+Each message is one JSON object like a JSONL log line (``{"ts": ..., "text":
+..., "location": ...}``; `ts` optional, epoch seconds or ISO-8601); a payload
+with several lines is read as several events. Bad payloads are logged with
+the topic and counted in `bad_messages`; they never stop the source.
+Retained messages are skipped (counted in `skipped_retained`): an activity
+event is news, not state, and a retained one would be replayed as new on
+every reconnect. The source reconnects with backoff until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+import structlog
+
+from monitor.errors import LogParseError
+from monitor.sinks.mqtt import Backoff, log_connect_failure, make_client
+from monitor.sinks.mqtt_config import MqttSettings
+from sensors.logs.parsers import parse_jsonl_line
+from sensors.types import LogEntry
+
+Emit = Callable[[LogEntry], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+class MqttActivitySource:
+    """Subscribe to `topic` and emit one `LogEntry` per JSON activity event."""
+
+    def __init__(self, source_id: str, settings: MqttSettings, *, topic: str, clock: Clock = time.time) -> None:
+        self.id = source_id
+        self.settings = settings
+        self.topic = topic
+        self.ended = False
+        self.entries_emitted = 0
+        self.bad_messages = 0
+        self.skipped_retained = 0
+        self._clock = clock
+        self._lineno = 0
+        self._subscribed = asyncio.Event()
+        self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger("sensors.mqtt_source").bind(
+            source=source_id, topic=topic)
+
+    def __repr__(self) -> str:
+        return f"MqttActivitySource(id={self.id!r}, broker={self.settings.broker!r}, topic={self.topic!r})"
+
+    async def wait_subscribed(self) -> None:
+        """Wait until the subscription is in place (tests, readiness)."""
+        await self._subscribed.wait()
+
+    async def run(self, emit: Emit) -> None:
+        """Emit entries as events arrive; returns only by cancellation."""
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        try:
+            while True:
+                try:
+                    await self._session(emit, backoff)
+                except aiomqtt.MqttError as exc:
+                    self._subscribed.clear()
+                    delay = backoff.next()
+                    log_connect_failure(self.settings, exc, delay, role=f"activity source '{self.id}'")
+                    await asyncio.sleep(delay)
+        finally:
+            self.ended = True
+
+    async def _session(self, emit: Emit, backoff: Backoff) -> None:
+        client_id = self.settings.client_id
+        # With a stable client id, a persistent session lets the broker queue events while we are away.
+        client = make_client(self.settings, identifier=f"{client_id}-{self.id}" if client_id else None,
+                             clean_session=client_id is None)
+        async with client:
+            backoff.reset()
+            await client.subscribe(self.topic, qos=1)
+            self._subscribed.set()
+            self._log.info("mqtt activity source subscribed", broker=self.settings.broker)
+            async for message in client.messages:
+                if message.retain:
+                    self.skipped_retained += 1
+                    continue
+                await self._emit_all(self._parse(message.payload), emit)
+
+    def _parse(self, payload: object) -> list[LogEntry]:
+        if not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        text = bytes(payload).decode("utf-8", errors="replace")
+        entries: list[LogEntry] = []
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            self._bad("empty payload")
+        for line in lines:
+            self._lineno += 1
+            try:
+                entries.append(parse_jsonl_line(line, source=self.id, lineno=self._lineno, now=self._clock()))
+            except LogParseError as exc:
+                self._bad(str(exc))
+        return entries
+
+    def _bad(self, error: str) -> None:
+        self.bad_messages += 1
+        self._log.warning("bad mqtt activity message", error=error)
+
+    async def _emit_all(self, entries: list[LogEntry], emit: Emit) -> None:
+        for entry in entries:
+            await emit(entry)
+            self.entries_emitted += 1

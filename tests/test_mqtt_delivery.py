@@ -1,0 +1,126 @@
+"""Delivery that loses nothing: broker outages, a monitor restart, and the outbox's bound."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.sinks.mqtt import MqttSink
+from monitor.sinks.mqtt_config import MqttSettings
+from monitor.sinks.outbox import Outbox
+from tests.support.mosquitto import Mosquitto, Recorder, alert_event
+
+ALERTS = 1000
+
+
+def settings_for(broker: Mosquitto, **overrides: object) -> MqttSettings:
+    values: dict[str, object] = {
+        "host": broker.host, "port": broker.port, "topic_prefix": f"pm_test/{uuid.uuid4().hex[:8]}",
+        "reconnect_min_s": 0.05, "reconnect_max_s": 0.3, "close_timeout_s": 20.0, "publish_timeout_s": 3.0,
+        "discovery": {"enabled": False},
+    }
+    values.update(overrides)
+    return MqttSettings.model_validate(values)
+
+
+@pytest.mark.asyncio
+async def test_a_thousand_alerts_survive_three_broker_restarts_and_a_monitor_restart(tmp_path: Path) -> None:
+    # Persistence keeps the subscriber's session (and its queued QoS 1 messages) across broker restarts.
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    settings = settings_for(broker)
+    alerts_topic = f"{settings.topic_prefix}/alerts"
+    state = tmp_path / "state"
+    sent: list[str] = []
+    outages = {150: 250, 420: 650, 800: 880}  # broker down from the first index to the second
+    monitor_restart_at = 550  # during the second outage, with a backlog in the outbox
+    started = time.monotonic()
+    with broker:
+        async with Recorder(broker, alerts_topic, persistent=True) as rec:
+            sink = MqttSink(settings, zones=["kitchen"], state_dir=state)
+            await sink.start()
+            for n in range(ALERTS):
+                if n in outages:
+                    await asyncio.to_thread(broker.stop)
+                if n in outages.values():
+                    await asyncio.to_thread(broker.start)
+                if n == monitor_restart_at:
+                    # The monitor restarts without flushing: what is waiting stays in the outbox on disk.
+                    await sink.close(flush=False)
+                    pending_at_restart = len(sink.outbox)
+                    sink = MqttSink(settings, zones=["kitchen"], state_dir=state)
+                    await sink.start()
+                event = alert_event("kitchen", n)
+                sent.append(event.message_id)
+                await sink.publish(event)
+                await asyncio.sleep(0.002)  # alerts arrive over time, not all at once
+            await sink.close()
+            assert len(sink.outbox) == 0
+
+            def received() -> set[str]:
+                return {m.json()["message_id"] for m in rec.messages}
+
+            await rec.wait_for(lambda: received() >= set(sent), timeout=30, what="every alert")
+            ids = [m.json()["message_id"] for m in rec.messages]
+    unique = set(ids)
+    missing = set(sent) - unique
+    first_arrivals = list(dict.fromkeys(ids))
+    print(f"\n{ALERTS} alerts sent through 3 broker restarts and 1 monitor restart "
+          f"({pending_at_restart} waiting in the outbox at the restart): {len(unique)} distinct message ids "
+          f"received, {len(ids)} messages in all ({len(ids) - len(unique)} duplicates), {len(missing)} missing, "
+          f"{time.monotonic() - started:.1f} s")
+    assert not missing
+    assert len(unique) == ALERTS
+    assert first_arrivals == sent  # in order
+
+
+def test_outbox_keeps_order_across_reopen_and_removes_only_what_was_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path, max_messages=10)
+    outbox.open()
+    for n in range(5):
+        outbox.put("t", f"m{n}".encode(), qos=1, retain=False, message_id=f"id{n}", created_at=float(n))
+    first = outbox.peek(2)
+    assert [m.message_id for m in first] == ["id0", "id1"]
+    assert outbox.remove_through(first[-1].seq) == 2
+    outbox.close()
+
+    reopened = Outbox(path, max_messages=10)
+    reopened.open()
+    assert len(reopened) == 3
+    assert [(m.message_id, m.payload) for m in reopened.peek(10)] == [("id2", b"m2"), ("id3", b"m3"), ("id4", b"m4")]
+    assert path.with_name(path.name + "-wal").exists()  # WAL mode
+    reopened.close()
+
+
+def test_full_outbox_drops_the_oldest_with_a_warning_and_a_count(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", max_messages=3)
+    outbox.open()
+    with capture_logs() as logs:
+        for n in range(5):
+            outbox.put("t", b"x", qos=1, retain=False, message_id=f"id{n}", created_at=0.0)
+    assert [m.message_id for m in outbox.peek(10)] == ["id2", "id3", "id4"]
+    assert outbox.dropped == 2 and len(outbox) == 3
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["message_id"] for e in warnings] == ["id0", "id1"]
+    assert all("oldest message dropped" in e["event"] for e in warnings)
+    outbox.close()
+
+
+@pytest.mark.asyncio
+async def test_publish_returns_fast_while_the_broker_is_down(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker")  # never started
+    sink = MqttSink(settings_for(broker, close_timeout_s=0.2), zones=["kitchen"], state_dir=tmp_path / "state")
+    await sink.start()
+    started = time.perf_counter()
+    for n in range(50):
+        await sink.publish(alert_event("kitchen", n))
+    elapsed = time.perf_counter() - started
+    assert len(sink.outbox) == 100  # each new alert: the alerts message and the HA event
+    assert elapsed < 2.0, f"50 alerts (100 durable messages) took {elapsed:.2f} s"
+    await sink.close()
+    assert sink.outbox.path.exists()
