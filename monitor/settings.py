@@ -249,6 +249,12 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
     gguf = settings.model.embedded.gguf
     if gguf is not None and not gguf.is_absolute():
         settings.model.embedded.gguf = base / gguf
+    if settings.mqtt is not None and settings.mqtt.tls is not None:
+        tls = settings.mqtt.tls
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(tls, name)
+            if value is not None and not value.is_absolute():
+                setattr(tls, name, base / value)
 
 
 def _check_toml(path: Path) -> None:
