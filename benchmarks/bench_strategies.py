@@ -42,7 +42,7 @@ STRATEGIES: dict[str, dict[str, object]] = {
     "verify (3 candidates)": {"strategy": "verify", "verify": {"max_candidates": 3}},
     "temporal(single)": {"strategy": "temporal", "temporal": {"inner": "single", "decay": 0.6, "threshold": 1.0}},
     "temporal(verify)": {"strategy": "temporal",
-                         "temporal": {"inner": "verify", "decay": 0.6, "threshold": 0.75}},
+                         "temporal": {"inner": "verify", "decay": 0.6, "threshold": 1.2}},
 }
 
 
@@ -123,10 +123,13 @@ async def main() -> None:
     parser.add_argument("--windows", type=int, default=6, help="stream protocol: windows per trial")
     parser.add_argument("--risk-windows", type=int, default=2, help="stream: windows in which the risk shows")
     parser.add_argument("--false-positive", type=float, default=0.03, help="per-call false alarm on safe windows")
+    parser.add_argument("--step-concentration", type=float, default=None,
+                        help="propose/verify reliability concentration (default: as unstable as the proactive answer)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="write the tables as Markdown here")
     args = parser.parse_args()
-    params = StochasticParameters(false_positive=args.false_positive, seed=args.seed)
+    params = StochasticParameters(false_positive=args.false_positive, seed=args.seed,
+                                  step_concentration=args.step_concentration)
     started = time.perf_counter()
     sections = []
     for protocol, n_windows, risk_windows in (("paper", 1, 1), ("stream", args.windows, args.risk_windows)):

@@ -54,6 +54,9 @@ class StochasticParameters(BaseModel):
     distractors: int = Field(default=2, ge=0, le=10)
     verify_true: float = Field(default=0.85, gt=0, lt=1)
     verify_false: float = Field(default=0.05, ge=0, le=1)
+    # How much propose/verify reliability varies between scenarios: None = as much as the
+    # proactive answer (alpha + beta); larger = more alike across scenarios (less U-shaped).
+    step_concentration: float | None = Field(default=None, gt=0)
     seed: int = 0
 
 
@@ -89,6 +92,8 @@ class StochasticBackend:
         if key not in self._p:
             digest = hashlib.sha256(f"{self.params.seed}:{key}".encode()).digest()
             concentration = self.params.alpha + self.params.beta
+            if step != "assess" and self.params.step_concentration is not None:
+                concentration = self.params.step_concentration
             mean = {"propose": self.params.propose_recall, "verify": self.params.verify_true}.get(
                 step, self.params.alpha / concentration)
             a, b = mean * concentration, (1 - mean) * concentration
