@@ -11,6 +11,7 @@ from monitor import __version__
 from monitor.errors import ConfigError, MonitorError
 from monitor.logging import configure_logging
 from monitor.settings import load_settings
+from replay.cli import add_replay_parser, run_replay
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
+    add_replay_parser(commands)
     return parser
 
 
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return inspect_log(args.file, args.format, sys.stdout)
         if args.command == "run":
             return _run(args.config)
+        if args.command == "replay":
+            return run_replay(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -1,0 +1,359 @@
+"""Reports of a scored run: scores.json, report.md and report.html (hand-written inline SVG plots).
+
+The plots are small and few, so they are drawn as SVG by hand rather than adding a
+plotting library to the dependencies: metrics by severity with their intervals, the
+distribution of correct trials per sample, and where in the stream the first warning came.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+COLORS = ("#3b6fb6", "#e08a2c", "#4c9a5b", "#b64a3b")
+METRICS = (("accuracy", "Accuracy"), ("potential", "Potential"), ("robustness", "Robustness"))
+
+
+def write_reports(scores: dict[str, Any], out: Path) -> list[Path]:
+    """Write scores.json, report.md and report.html into `out`; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "scores.json", out / "report.md", out / "report.html"]
+    paths[0].write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths[1].write_text(render_markdown(scores), encoding="utf-8")
+    paths[2].write_text(render_html(scores), encoding="utf-8")
+    return paths
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100.0 * float(value):.1f}%"
+
+
+def pct_ci(block: dict[str, Any] | None, name: str) -> str:
+    if not block or block.get(name) is None:
+        return "n/a"
+    ci = block.get(f"{name}_ci")
+    interval = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+    return f"{pct(block[name])}{interval}"
+
+
+def _judge_line(scores: dict[str, Any]) -> str:
+    judge = scores.get("judge") or {}
+    text = f"{judge.get('kind', '?')} judge `{judge.get('model', '?')}`"
+    if judge.get("prompt_version"):
+        text += f", prompt {judge['prompt_version']}"
+    if judge.get("approximate"):
+        text = "**APPROXIMATE** " + text + " (embedding similarity, not an LLM judge: not comparable with the paper)"
+    return text
+
+
+def _model_line(scores: dict[str, Any]) -> str:
+    model = scores.get("model") or {}
+    return f"`{model.get('model', '?')}` via {model.get('backend', '?')}" + (
+        f" at {model['base_url']}" if model.get("base_url") else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _metric_rows(blocks: dict[str, Any]) -> list[list[str]]:
+    return [[name, pct_ci(block, "accuracy"), pct_ci(block, "potential"), pct_ci(block, "robustness"),
+             str(block.get("n_samples", 0)), str(block.get("n_trials", 0))] for name, block in blocks.items()]
+
+
+METRIC_HEADER = ("group", "accuracy [95% CI]", "potential [95% CI]", "robustness [95% CI]", "samples", "trials")
+
+
+def correct_histogram(scores: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """Samples by number of correct trials (0..trials per sample)."""
+    trials = int(scores.get("trials_per_sample") or 0)
+    counts = Counter(int(s["correct"]) for s in scores.get("per_sample", []) if s["kind"] == "risk" and s["judged"])
+    top = max([trials, *counts.keys()]) if counts or trials else 0
+    return [str(k) for k in range(top + 1)], [counts.get(k, 0) for k in range(top + 1)]
+
+
+def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list[str], list[int]]:
+    """First-warning positions (0 = first entry, 1 = last entry) in `bins` equal bins."""
+    counts = [0] * bins
+    for position in positions:
+        counts[min(bins - 1, int(position * bins))] += 1
+    labels = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
+    return labels, counts
+
+
+# -- markdown ----------------------------------------------------------------------------------
+
+
+def render_markdown(scores: dict[str, Any]) -> str:
+    lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
+    lines += [f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
+              f"- Trials per sample: {scores.get('trials_per_sample')}", ""]
+    lines += ["## Headline", ""]
+    lines += _table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
+    lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
+    lines += _coverage_md(scores)
+    lines += ["## By modality", "", *_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
+    lines += ["## By severity", "", *_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
+    labels, counts = correct_histogram(scores)
+    lines += ["## Correct trials per sample", "",
+              "How many samples had k correct trials (k = 0 is never caught, k = N always caught).", ""]
+    lines += [*_table(["correct trials", *labels], [["samples", *[str(c) for c in counts]]]), ""]
+    lines += _stream_md(scores) + _false_alarm_md(scores) + _usage_md(scores)
+    lines += ["## How to read this", "", _HOW_TO_READ, "", f"Intervals: {scores.get('ci_method', '')}", ""]
+    return "\n".join(lines)
+
+
+_HOW_TO_READ = (
+    "Accuracy is the share of all judged trials whose first warning was correct (the paper's average-of-N). "
+    "Potential is the share of samples caught at least once in N trials (best-of-N), robustness the share "
+    "caught in every trial (worst-of-N); 1 - robustness is how often a risk is missed in repeated runs. "
+    "A trial without any warning is incorrect without asking the judge. Under the stream protocol the "
+    "monitor sees the log entry by entry and decides itself when to warn: 'before last entry' counts "
+    "warnings that came before the final (usually risk-triggering) entry. False alarms are alerts on the "
+    "safe control logs, which contain no hazard."
+)
+
+
+def _coverage_md(scores: dict[str, Any]) -> list[str]:
+    coverage = scores.get("coverage") or {}
+    skipped = coverage.get("skipped") or {}
+    lines = ["## Coverage", "",
+             f"- Planned samples: {coverage.get('planned_samples', 0)}; scored risk samples: "
+             f"{scores.get('n_samples', 0)}",
+             f"- Skipped (not in any denominator): {skipped.get('count', 0)}"]
+    for reason, count in (skipped.get("reasons") or {}).items():
+        lines.append(f"  - {count} x {reason}")
+    lines += [f"- Samples without any trial: {len(coverage.get('samples_without_trials', []))}",
+              f"- Samples with fewer judged trials than planned: {len(coverage.get('incomplete_samples', []))}",
+              f"- Trials failed (model error, retried on resume): {coverage.get('errored_trials', 0)}; "
+              f"not judged (judge error): {coverage.get('unjudged_trials', 0)}", ""]
+    for note in scores.get("notes", []):
+        lines.append(f"- Note: {note}")
+    return lines + ([""] if scores.get("notes") else [])
+
+
+def _timing_row(name: str, timing: dict[str, Any]) -> list[str]:
+    def cell(key: str) -> str:
+        block = timing.get(key)
+        return "n/a" if not block else f"{block['mean']:.2f} / {block['median']:.2f}"
+
+    return [name, str(timing.get("n_warned_trials", 0)), cell("entry_index"), cell("position"),
+            cell("lead_entries"), cell("offset_s")]
+
+
+TIMING_HEADER = ("trials", "warned", "entry index (mean / median)", "position 0..1", "lead (entries)", "stream s")
+
+
+def _stream_md(scores: dict[str, Any]) -> list[str]:
+    stream = scores.get("stream")
+    if not stream:
+        return ["## Streaming measures", "", "Not applicable: the paper protocol gives the whole input at once.", ""]
+    lines = ["## Streaming measures", "",
+             f"- Risk trials warned before their last entry: {pct_ci(stream, 'warned_before_last')}",
+             f"- ... and judged correct: {pct_ci(stream, 'correct_before_last')}", ""]
+    lines += _table(TIMING_HEADER, [_timing_row("risk streams", stream["first_warning"])])
+    return [*lines, ""]
+
+
+def _false_alarm_md(scores: dict[str, Any]) -> list[str]:
+    alarms = scores.get("false_alarms")
+    if not alarms:
+        return ["## False alarms on safe controls", "", "No safe controls in this run.", ""]
+    lines = ["## False alarms on safe controls", "",
+             f"- Trials with a false alarm: {pct_ci(alarms, 'rate')} "
+             f"({alarms['n_false_alarms']} of {alarms['n_trials']} trials, {alarms['n_samples']} logs)",
+             f"- Safe logs with an alarm in any trial: {pct_ci(alarms, 'samples_with_alarm')}",
+             f"- Safe logs alarmed in every trial: {pct_ci(alarms, 'samples_always_alarmed')}", ""]
+    if scores.get("stream"):
+        lines += [*_table(TIMING_HEADER, [_timing_row("safe streams", alarms["first_alarm"])]), ""]
+    return lines
+
+
+def _usage_md(scores: dict[str, Any]) -> list[str]:
+    usage = scores.get("usage") or {}
+    return ["## Cost", "",
+            f"- Model calls: {usage.get('calls', 0)} ({usage.get('cached_calls', 0)} from the cache)",
+            f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion; "
+            f"spent this time (not cached): {usage.get('spent_prompt_tokens', 0)} + "
+            f"{usage.get('spent_completion_tokens', 0)}",
+            f"- Model latency: {usage.get('model_latency_s', 0)} s in total, "
+            f"{usage.get('mean_model_latency_s') or 'n/a'} s per uncached call",
+            f"- Judge calls: {usage.get('judge_calls', 0)} ({usage.get('judge_cached', 0)} cached), tokens "
+            f"{usage.get('judge_prompt_tokens', 0)} + {usage.get('judge_completion_tokens', 0)}", ""]
+
+
+# -- SVG plots -----------------------------------------------------------------------------------
+
+W, H, LEFT, BOTTOM, TOP = 640, 300, 50, 50, 30
+
+
+def _frame(title: str, y_max: float, y_label: str, ticks: Sequence[float], fmt: str) -> list[str]:
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+             f'role="img" aria-label="{escape(title)}" font-family="sans-serif" font-size="11">',
+             f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>']
+    for tick in ticks:
+        y = _y(tick, y_max)
+        parts.append(f'<line x1="{LEFT}" x2="{W - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{format(tick, fmt)}</text>')
+    parts.append(f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">'
+                 f'{escape(y_label)}</text>')
+    return parts
+
+
+def _y(value: float, y_max: float) -> float:
+    return H - BOTTOM - (H - BOTTOM - TOP) * (value / y_max if y_max else 0.0)
+
+
+def bar_chart(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None],
+              Sequence[list[float] | None]]]) -> str:
+    """Grouped bars in [0, 1] with 95% interval whiskers."""
+    parts = _frame(title, 1.0, "share", [0, 0.25, 0.5, 0.75, 1.0], ".2f")
+    slot = (W - LEFT - 10) / max(1, len(groups))
+    width = slot * 0.8 / max(1, len(series))
+    for g, group in enumerate(groups):
+        x0 = LEFT + g * slot + slot * 0.1
+        parts.append(f'<text x="{LEFT + (g + 0.5) * slot:.1f}" y="{H - BOTTOM + 16}" '
+                     f'text-anchor="middle">{escape(group)}</text>')
+        for s, (name, values, cis) in enumerate(series):
+            value = values[g]
+            if value is None:
+                continue
+            x = x0 + s * width
+            y = _y(value, 1.0)
+            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{width - 2:.1f}" height="{H - BOTTOM - y:.1f}" '
+                         f'fill="{COLORS[s % len(COLORS)]}"><title>{escape(name)} {group}: {pct(value)}</title></rect>')
+            ci = cis[g]
+            if ci:
+                cx = x + (width - 2) / 2
+                parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{_y(ci[0], 1):.1f}" y2="{_y(ci[1], 1):.1f}" '
+                             'stroke="#222" stroke-width="1.5"/>')
+    for s, (name, _, _) in enumerate(series):
+        x = LEFT + s * 110
+        parts.append(f'<rect x="{x}" y="{H - 18}" width="10" height="10" fill="{COLORS[s % len(COLORS)]}"/>')
+        parts.append(f'<text x="{x + 14}" y="{H - 9}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def histogram(title: str, labels: Sequence[str], counts: Sequence[int], x_label: str) -> str:
+    """Vertical bars of counts over labelled bins."""
+    top = max([1, *counts])
+    step = max(1, round(top / 4))
+    parts = _frame(title, float(top), "count", [float(t) for t in range(0, top + 1, step)], ".0f")
+    slot = (W - LEFT - 10) / max(1, len(labels))
+    for k, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        x = LEFT + k * slot + slot * 0.1
+        y = _y(count, top)
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.8:.1f}" height="{H - BOTTOM - y:.1f}" '
+                     f'fill="{COLORS[0]}"><title>{escape(label)}: {count}</title></rect>')
+        parts.append(f'<text x="{x + slot * 0.4:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
+                     f'{escape(label)}</text>')
+    parts.append(f'<text x="{W / 2}" y="{H - 14}" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def severity_plot(scores: dict[str, Any]) -> str:
+    blocks = scores.get("by_severity") or {}
+    groups = list(blocks)
+    series = [(label, [blocks[g].get(key) for g in groups], [blocks[g].get(f"{key}_ci") for g in groups])
+              for key, label in METRICS]
+    return bar_chart("Metrics by severity (95% CI)", groups, series)
+
+
+def correct_plot(scores: dict[str, Any]) -> str:
+    labels, counts = correct_histogram(scores)
+    return histogram("Correct trials per sample", labels, counts, "correct trials out of N")
+
+
+def timing_plot(scores: dict[str, Any]) -> str | None:
+    stream = scores.get("stream")
+    if not stream:
+        return None
+    labels, counts = position_histogram(stream["first_warning"].get("positions", []))
+    return histogram("First warning within the stream (risk samples)", labels, counts,
+                     "position of the first warning: 0 = first entry, 1 = last entry")
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_block_to_html(lines: list[str]) -> str:
+    """The report's own simple markdown (headings, bullets, tables, paragraphs) as HTML."""
+    html: list[str] = []
+    table: list[list[str]] = []
+
+    def flush_table() -> None:
+        if table:
+            html.append(_html_table(table[0], table[2:]))
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip("|").split("|")])
+            continue
+        flush_table()
+        if line.startswith("## "):
+            html.append(f"<h2>{escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            html.append(f"<h1>{escape(line[2:])}</h1>")
+        elif line.lstrip().startswith("- "):
+            html.append(f"<p class='item'>{_inline(line.lstrip()[2:])}</p>")
+        elif line.strip():
+            html.append(f"<p>{_inline(line)}</p>")
+    flush_table()
+    return "\n".join(html)
+
+
+def _inline(text: str) -> str:
+    out = escape(text)
+    while out.count("**") >= 2:
+        out = out.replace("**", "<strong>", 1).replace("**", "</strong>", 1)
+    while out.count("`") >= 2:
+        out = out.replace("`", "<code>", 1).replace("`", "</code>", 1)
+    return out
+
+
+def render_html(scores: dict[str, Any]) -> str:
+    markdown = render_markdown(scores).split("\n")
+    plots = [severity_plot(scores), correct_plot(scores)]
+    timing = timing_plot(scores)
+    if timing:
+        plots.append(timing)
+    figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots)
+    banner = ""
+    if (scores.get("judge") or {}).get("approximate"):
+        banner = ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
+                  "Use an LLM judge for numbers comparable with the paper.</p>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>PaSBench replay report</title>
+<style>
+body {{ font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #f3f3f3; }}
+p.item {{ margin: 0.2em 0 0.2em 1em; }}
+p.banner {{ background: #fff3cd; border: 1px solid #e0c36c; padding: 8px; }}
+figure {{ margin: 1em 0; }}
+</style></head><body>
+{banner}
+{_markdown_block_to_html(markdown)}
+<h2>Plots</h2>
+{figures}
+</body></html>
+"""

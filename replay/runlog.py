@@ -1,0 +1,244 @@
+"""The run log, ``OUT/runs.jsonl``: what a replay did, one JSON object per line.
+
+Three kinds of line, told apart by ``type``:
+
+- ``run``: a header, written each time a run starts or resumes (protocol, trials,
+  model identity, judge, planned sample ids);
+- ``skipped``: a sample that could not run (an absent PNG, a text-only model), so
+  it is reported rather than silently left out;
+- ``trial``: one finished trial with its windows, model calls (request, reply,
+  tokens, latency), alerts, first warning, judged response and timings.
+
+A trial is finished when its status is ``ok``. ``error`` (the model failed) and
+``unjudged`` (the judge failed) lines are kept for the record, and a resumed run
+does those trials again (their model answers come from the cache). When a pair
+(sample, trial) has several lines, the last ``ok`` one counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from replay.errors import RunLogError
+
+log = structlog.get_logger(__name__)
+RUN_LOG_VERSION = 1
+TrialStatus = Literal["ok", "error", "unjudged"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunHeader(_Record):
+    """What a run was asked to do."""
+
+    type: Literal["run"] = "run"
+    version: int = RUN_LOG_VERSION
+    benchmark: str = "pasbench"
+    protocol: Literal["paper", "stream"]
+    modality: Literal["text", "image", "all"]
+    trials: int
+    speed: float = 0.0
+    interval_s: float = 2.0
+    safe_controls: bool = True
+    model: dict[str, Any]
+    judge: dict[str, Any]
+    planned: list[str]
+    notes: list[str] = []
+    data: str = ""
+    started_at: float = 0.0
+    resumed: bool = False
+
+
+class SkippedRecord(_Record):
+    """A sample that was not run, and why."""
+
+    type: Literal["skipped"] = "skipped"
+    sample: str
+    modality: Literal["text", "image"]
+    severity: str | None = None
+    reason: str
+
+
+class JudgementRecord(_Record):
+    """A trial's grade: correct or not, by whom (``rule`` for a trial without a warning)."""
+
+    correct: bool
+    reason: str
+    judge: str
+    kind: Literal["llm", "offline", "rule"]
+    approximate: bool
+    cached: bool = False
+    scores: dict[str, float] | None = None
+    usage: dict[str, Any] | None = None
+
+
+class FirstAlert(_Record):
+    """When the first warning of a trial came, in stream position and time."""
+
+    window: int
+    entry_index: int
+    entries: int
+    offset_s: float
+    clock: str | None = None
+    wall_s: float | None = None
+    severity: str = "info"
+    hazard: str = ""
+
+
+class TrialRecord(_Record):
+    """One trial of one sample."""
+
+    type: Literal["trial"] = "trial"
+    sample: str
+    modality: Literal["text", "image"]
+    severity: str | None = None
+    kind: Literal["risk", "safe"] = "risk"
+    trial: int
+    protocol: Literal["paper", "stream"]
+    status: TrialStatus
+    entries: int
+    windows: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
+    first_alert: FirstAlert | None = None
+    response: str = ""
+    judgement: JudgementRecord | None = None
+    calls: list[dict[str, Any]] = []
+    usage: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    error: str | None = None
+
+    @property
+    def pair(self) -> tuple[str, int]:
+        return self.sample, self.trial
+
+    @property
+    def warned(self) -> bool:
+        return self.first_alert is not None
+
+
+Record = RunHeader | SkippedRecord | TrialRecord
+_KINDS: dict[str, type[_Record]] = {"run": RunHeader, "skipped": SkippedRecord, "trial": TrialRecord}
+
+
+@dataclass
+class RunData:
+    """Everything a run log holds, with the counting trial per (sample, trial)."""
+
+    headers: list[RunHeader] = field(default_factory=list)
+    skipped: dict[str, SkippedRecord] = field(default_factory=dict)
+    lines: list[TrialRecord] = field(default_factory=list)
+    torn_lines: int = 0
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """One record per (sample, trial): the last ``ok`` one, else the last one."""
+        chosen: dict[tuple[str, int], TrialRecord] = {}
+        for record in self.lines:
+            current = chosen.get(record.pair)
+            if current is None or record.status == "ok" or current.status != "ok":
+                chosen[record.pair] = record
+        return list(chosen.values())
+
+    @property
+    def finished(self) -> set[tuple[str, int]]:
+        return {record.pair for record in self.lines if record.status == "ok"}
+
+    @property
+    def planned(self) -> list[str]:
+        return list(dict.fromkeys(sample for header in self.headers for sample in header.planned))
+
+
+def parse_line(line: str, *, where: str) -> Record:
+    """One line of a run log as its record; RunLogError naming the line otherwise."""
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise RunLogError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("type") not in _KINDS:
+        raise RunLogError(f"{where}: not a run-log record (type must be one of {', '.join(_KINDS)})")
+    try:
+        record = _KINDS[data["type"]].model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        place = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise RunLogError(f"{where}: invalid {data['type']} record: {place}: {first['msg']}") from None
+    assert isinstance(record, RunHeader | SkippedRecord | TrialRecord)
+    return record
+
+
+def read_run_log(path: Path, *, missing_ok: bool = False) -> RunData:
+    """Read a run log. A torn LAST line (a run killed mid-write) is ignored; any other bad line is an error."""
+    data = RunData()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if missing_ok:
+            return data
+        raise RunLogError(f"{path}: run log not found") from None
+    except OSError as exc:
+        raise RunLogError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_line(line, where=f"{path}:{number}")
+        except RunLogError:
+            if number == len(lines) and not text.endswith("\n"):
+                data.torn_lines += 1
+                log.warning("torn last line of the run log ignored", path=str(path), line=number)
+                continue
+            raise
+        _add(data, record)
+    return data
+
+
+def _add(data: RunData, record: Record) -> None:
+    if isinstance(record, RunHeader):
+        data.headers.append(record)
+    elif isinstance(record, SkippedRecord):
+        data.skipped[record.sample] = record
+    else:
+        data.lines.append(record)
+
+
+def records_data(records: Iterable[Record]) -> RunData:
+    """A RunData from records in memory (tests, re-scoring)."""
+    data = RunData()
+    for record in records:
+        _add(data, record)
+    return data
+
+
+class RunLogWriter:
+    """Appends records to the run log, one line each, flushed as written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_torn_end()
+
+    def _repair_torn_end(self) -> None:
+        # A kill mid-write can leave a partial last line: drop it, it was never a record.
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("dropping a torn last line of the run log", path=str(self.path), bytes=len(data) - keep)
+            with self.path.open("r+b") as handle:
+                handle.truncate(keep)
+
+    def append(self, record: Record) -> None:
+        line = record.model_dump_json(exclude_none=False)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")

@@ -1,0 +1,501 @@
+"""The trial runner: N trials per scenario, each through the monitor's own Pipeline.
+
+Every trial builds a fresh Pipeline (windows, assessment, alert lifecycle) around a
+ScenarioStream and a CachingBackend for its trial index, runs it to the end of the
+stream, then grades the first alert with the judge. Trials run concurrently under one
+semaphore; the judge has its own limit, so a slow judge does not hold model slots.
+Each finished trial is appended to ``OUT/runs.jsonl`` at once, so a killed run resumes
+where it stopped: (sample, trial) pairs already ``ok`` in the log are not run again.
+
+Failure policy: a fatal model error (bad key, unknown model, images to a text-only
+model) stops the run; a transient one or a timeout marks the trial ``error`` and a
+re-run does it again; a malformed reply is what the live monitor also gets, an
+assessment without a warning, so the trial counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from monitor.assess import Assessor
+from monitor.assessment import Verdict
+from monitor.backends import ModelBackend
+from monitor.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
+from monitor.pipeline import Pipeline
+from monitor.settings import ModelSettings, Settings, WindowSettings
+from monitor.stats import Stats
+from monitor.strategies import build_assessor
+from replay.cache import CachingBackend, ResponseCache
+from replay.errors import JudgeError, RunLogError
+from replay.judge import NO_WARNING, Judge, Judgement, WarningText, judge_failure, no_warning_judgement
+from replay.pasbench import ModalityChoice, Release, Scenario, Skipped
+from replay.runlog import (
+    FirstAlert,
+    JudgementRecord,
+    RunHeader,
+    RunLogWriter,
+    SkippedRecord,
+    TrialRecord,
+    TrialStatus,
+    read_run_log,
+)
+from replay.streams import (
+    ZONE,
+    GatedAssessor,
+    Pacing,
+    ProtocolName,
+    ScenarioStream,
+    SettleGate,
+    image_frames,
+    source_id,
+    text_observations,
+)
+from sensors.types import LogEntry, Observation
+
+log = structlog.get_logger(__name__)
+RUNS_FILE = "runs.jsonl"
+CACHE_FILE = "cache.jsonl"
+JUDGE_CACHE_FILE = "judge-cache.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """How to replay: protocol, trials per sample, concurrency, pacing of streams."""
+
+    protocol: ProtocolName = "paper"
+    modality: ModalityChoice = "all"
+    trials: int = 16
+    concurrency: int = 4
+    speed: float = 0.0
+    interval_s: float = 2.0
+    safe_controls: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError("trials must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.speed < 0 or self.interval_s <= 0:
+            raise ValueError("speed must be >= 0 and interval_s > 0")
+
+
+@dataclass
+class RunSummary:
+    """What one invocation did (the scores come from the run log, not from here)."""
+
+    planned_trials: int = 0
+    already_done: int = 0
+    ran: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+
+
+def model_identity(settings: ModelSettings) -> dict[str, Any]:
+    """What identifies the answers of a model configuration (part of every cache key)."""
+    identity: dict[str, Any] = {
+        "backend": settings.backend, "model": settings.model, "base_url": settings.base_url,
+        "temperature": settings.temperature, "max_tokens": settings.max_tokens,
+        "json_schema_hint": settings.json_schema_hint,
+    }
+    if settings.backend == "embedded":
+        identity["gguf"] = str(settings.embedded.gguf) if settings.embedded.gguf else "bundled"
+        identity["n_ctx"] = settings.embedded.n_ctx
+    if settings.backend == "scripted" and settings.script is not None:
+        import hashlib
+
+        try:
+            identity["script_sha256"] = hashlib.sha256(settings.script.read_bytes()).hexdigest()
+        except OSError:
+            identity["script_sha256"] = None
+    return identity
+
+
+def plan(release: Release, safe: Sequence[Scenario], *, modality: ModalityChoice,
+         accepts_images: bool, model: str) -> tuple[list[Scenario], list[Skipped]]:
+    """The scenarios to run and the samples to report as skipped.
+
+    A text-only model skips image samples (reported, with the reason) when the run
+    asked for all modalities, and refuses an image-only run outright.
+    """
+    scenarios = list(release.scenarios)
+    skipped = list(release.skipped)
+    if not accepts_images and any(s.modality == "image" for s in scenarios):
+        if modality == "image":
+            raise FatalBackendError(f"model '{model}' is configured as text-only (model.accepts_images); "
+                                    "image samples need a vision model")
+        reason = f"model '{model}' is text-only (model.accepts_images = false)"
+        skipped += [Skipped(s.id, "image", s.severity, reason, s.index) for s in scenarios if s.modality == "image"]
+        scenarios = [s for s in scenarios if s.modality != "image"]
+    return scenarios + list(safe), skipped
+
+
+class _Observations:
+    """Each scenario's observations, built once and shared by its trials, freed after its last one."""
+
+    def __init__(self, protocol: ProtocolName, interval_s: float, uses: Counter[str]) -> None:
+        self.protocol = protocol
+        self.interval_s = interval_s
+        self.uses = uses
+        self._loading: dict[str, asyncio.Task[list[Observation]]] = {}
+
+    async def get(self, scenario: Scenario) -> list[Observation]:
+        task = self._loading.get(scenario.id)
+        if task is None:
+            task = asyncio.create_task(self._load(scenario), name=f"load:{scenario.id}")
+            self._loading[scenario.id] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, scenario: Scenario) -> list[Observation]:
+        if scenario.modality == "image":
+            return list(await asyncio.to_thread(image_frames, scenario, interval_s=self.interval_s))
+        return list(text_observations(scenario, self.protocol, interval_s=self.interval_s))
+
+    def release(self, scenario: Scenario) -> None:
+        self.uses[scenario.id] -= 1
+        if self.uses[scenario.id] <= 0:
+            self._loading.pop(scenario.id, None)
+
+
+@dataclass
+class _MonitorOutcome:
+    observations: list[Observation]
+    windows: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    first_alert: FirstAlert | None
+    first_alert_json: dict[str, Any] | None
+    calls: list[dict[str, Any]]
+    errors: list[BackendError]
+    stats: Stats
+    wall_s: float
+
+
+class ReplayRunner:
+    """Runs every pending (scenario, trial) pair and appends each finished trial to the run log."""
+
+    def __init__(self, *, settings: Settings, backend: ModelBackend, judge: Judge, out: Path,
+                 options: ReplayOptions, cache: ResponseCache | None = None, data_label: str = "") -> None:
+        self.settings = settings
+        self.backend = backend
+        self.judge = judge
+        self.out = out
+        self.options = options
+        self.cache = cache if cache is not None else ResponseCache(out / CACHE_FILE)
+        self.data_label = data_label
+        self.identity = model_identity(settings.model)
+        self.pacing = Pacing.for_protocol(options.protocol, speed=options.speed, interval_s=options.interval_s)
+        self.runs_path = out / RUNS_FILE
+        self.summary = RunSummary()
+        self.notes: list[str] = []
+        self._slots = asyncio.Semaphore(options.concurrency)
+        self._writer: RunLogWriter | None = None
+        self._progress: Any = None
+
+    # -- the run ----------------------------------------------------------------------------------
+    async def run(self, scenarios: Sequence[Scenario], skipped: Sequence[Skipped] = ()) -> RunSummary:
+        """Run the pending trials of `scenarios`; record `skipped` samples; return what was done."""
+        started = time.perf_counter()
+        existing = read_run_log(self.runs_path, missing_ok=True)
+        header = self._header(scenarios, skipped, resumed=bool(existing.headers))
+        for previous in existing.headers:
+            _check_compatible(previous, header, self.runs_path)
+        self._writer = writer = RunLogWriter(self.runs_path)
+        writer.append(header)
+        for sample in skipped:
+            if sample.id not in existing.skipped:
+                writer.append(SkippedRecord(sample=sample.id, modality=sample.modality, severity=sample.severity,
+                                            reason=sample.reason))
+        done = existing.finished
+        jobs = [(s, t) for s in scenarios for t in range(self.options.trials) if (s.id, t) not in done]
+        self.summary.planned_trials = len(scenarios) * self.options.trials
+        self.summary.already_done = self.summary.planned_trials - len(jobs)
+        uses: Counter[str] = Counter(s.id for s, _ in jobs)
+        observations = _Observations(self.options.protocol, self.options.interval_s, uses)
+        self._progress = _progress_bar(len(jobs), self.options, self.summary.already_done)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for scenario, trial in jobs:
+                    group.create_task(self._job(scenario, trial, observations), name=f"trial:{scenario.id}:{trial}")
+        except BaseExceptionGroup as group_error:
+            expected = _first_error(group_error)
+            if expected is None:
+                raise  # a bug: keep every traceback
+            raise expected from None
+        finally:
+            self._progress.close()
+            self.summary.wall_s = time.perf_counter() - started
+        return self.summary
+
+    def _header(self, scenarios: Sequence[Scenario], skipped: Sequence[Skipped], *, resumed: bool) -> RunHeader:
+        return RunHeader(
+            protocol=self.options.protocol, modality=self.options.modality, trials=self.options.trials,
+            speed=self.options.speed, interval_s=self.options.interval_s,
+            safe_controls=self.options.safe_controls, model=self.identity, judge=self.judge.info.to_json(),
+            planned=[s.id for s in scenarios] + [s.id for s in skipped], notes=self.notes, data=self.data_label,
+            started_at=round(time.time(), 3), resumed=resumed,
+        )
+
+    async def _job(self, scenario: Scenario, trial: int, observations: _Observations) -> None:
+        try:
+            async with self._slots:
+                items = await observations.get(scenario)
+                outcome = await self._run_monitor(scenario, trial, items)
+            record = await self._grade(scenario, trial, outcome)
+        finally:
+            observations.release(scenario)
+        assert self._writer is not None
+        self._writer.append(record)
+        self._account(record)
+
+    # -- one trial through the pipeline ------------------------------------------------------------
+    async def _run_monitor(self, scenario: Scenario, trial: int, observations: list[Observation]) -> _MonitorOutcome:
+        backend = CachingBackend(self.backend, self.cache, trial=trial, identity=self.identity)
+        stats = Stats()
+        gate = SettleGate(stats) if self.pacing.mode == "lockstep" else None
+        # The configured [assessment] strategy (single, vote, verify, temporal), fresh per trial:
+        # a temporal strategy keeps evidence across windows, and trials must not share it.
+        assessor: Assessor = build_assessor(backend, self.settings.assessment)
+        if gate is not None:
+            assessor = GatedAssessor(assessor, gate)
+        wall_start, perf_start = time.time(), time.perf_counter()
+        stream = ScenarioStream(observations, source=source_id(scenario), pacing=self.pacing, gate=gate)
+        pipeline = Pipeline(
+            sources=[(stream, ZONE)], assessor=assessor, sinks=[], windows=self._windows(len(observations)),
+            alerts=self.settings.alerts, stats=stats, exit_when_sources_end=True,
+            shutdown_timeout_s=self.settings.service.shutdown_timeout_s,
+        )
+        await pipeline.run()
+        wall_s = time.perf_counter() - perf_start
+        position = {id(o): index for index, o in enumerate(observations)}
+        windows, window_index, errors = _windows_of(pipeline.verdicts, position)
+        fatal = [e for e in errors if isinstance(e, FatalBackendError)]
+        if fatal:
+            raise fatal[0]
+        alerts = [event.to_json() for event in pipeline.events]
+        first = next((e for e in pipeline.events if e.type == "new"), None)
+        first_alert: FirstAlert | None = None
+        if first is not None:
+            number, last = window_index[first.alert.window_id]
+            observation = observations[last]
+            first_alert = FirstAlert(
+                window=number, entry_index=last, entries=len(observations), offset_s=observation.ts,
+                clock=observation.clock if isinstance(observation, LogEntry) else None,
+                wall_s=round(first.at - wall_start, 4), severity=first.alert.severity, hazard=first.alert.hazard,
+            )
+        return _MonitorOutcome(
+            observations=observations, windows=windows, alerts=alerts, first_alert=first_alert,
+            first_alert_json=first.alert.to_json() if first is not None else None,
+            calls=[c.to_json() for c in backend.calls], errors=errors, stats=stats, wall_s=wall_s,
+        )
+
+    def _windows(self, count: int) -> WindowSettings:
+        windows = self.settings.windows
+        if self.options.protocol == "paper":
+            # The paper gives the whole input at once: one window must hold all of it.
+            return windows.model_copy(update={"max_entries": max(windows.max_entries, count), "min_interval_s": 0.0})
+        if self.pacing.mode == "lockstep":
+            # Pacing is by assessment: every entry gets its window, whatever min_interval_s says.
+            return windows.model_copy(update={"min_interval_s": 0.0})
+        return windows
+
+    # -- grading ---------------------------------------------------------------------------------
+    async def _grade(self, scenario: Scenario, trial: int, outcome: _MonitorOutcome) -> TrialRecord:
+        transient = [e for e in outcome.errors if not isinstance(e, MalformedReplyError)]
+        status: TrialStatus = "error" if transient else "ok"
+        error = "; ".join(f"{e.kind}: {e}" for e in transient) or None
+        warning = WarningText.from_alert(outcome.first_alert_json) if outcome.first_alert_json else None
+        judgement: Judgement | None = None
+        judge_started = time.perf_counter()
+        if status == "ok" and not scenario.safe:
+            if warning is None:
+                judgement = no_warning_judgement()
+            else:
+                assert scenario.reference is not None
+                try:
+                    judgement = await self.judge.judge(scenario.reference, warning)
+                except (JudgeError, BackendError) as exc:
+                    if isinstance(exc, FatalBackendError):
+                        raise
+                    status, error = "unjudged", judge_failure(exc)
+        return TrialRecord(
+            sample=scenario.id, modality=scenario.modality, severity=scenario.severity, kind=scenario.kind,
+            trial=trial, protocol=self.options.protocol, status=status, entries=len(outcome.observations),
+            windows=outcome.windows, alerts=outcome.alerts, first_alert=outcome.first_alert,
+            response=warning.render() if warning else NO_WARNING,
+            judgement=JudgementRecord.model_validate(judgement.to_json()) if judgement else None,
+            calls=outcome.calls, usage=_usage(outcome),
+            timings={"monitor_s": round(outcome.wall_s, 4),
+                     "judge_s": round(time.perf_counter() - judge_started, 4)},
+            error=error,
+        )
+
+    def _account(self, record: TrialRecord) -> None:
+        summary = self.summary
+        summary.ran += 1
+        summary.statuses[record.status] += 1
+        summary.calls += int(record.usage.get("calls", 0))
+        summary.cached_calls += int(record.usage.get("cached_calls", 0))
+        summary.prompt_tokens += int(record.usage.get("prompt_tokens", 0))
+        summary.completion_tokens += int(record.usage.get("completion_tokens", 0))
+        self._progress.update(1)
+        self._progress.set_postfix(calls=summary.calls, cached=summary.cached_calls,
+                                   tokens=summary.prompt_tokens + summary.completion_tokens, refresh=False)
+
+
+def _windows_of(verdicts: list[tuple[Any, Verdict | BackendError]], position: dict[int, int],
+                ) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]], list[BackendError]]:
+    """The assessed windows as run-log entries, window id -> (number, last entry), and the errors."""
+    windows: list[dict[str, Any]] = []
+    index: dict[str, tuple[int, int]] = {}
+    errors: list[BackendError] = []
+    for number, (window, result) in enumerate(verdicts):
+        entries = sorted(position[id(o)] for o in window.observations if id(o) in position)
+        last = entries[-1] if entries else -1
+        index[window.id] = (number, last)
+        entry: dict[str, Any] = {"window": number, "entries": entries, "last_entry": last}
+        if isinstance(result, BackendError):
+            errors.append(result)
+            entry["error"] = f"{result.kind}: {result}"
+            if isinstance(result, MalformedReplyError):
+                entry["raw"] = result.raw[:2000]
+        else:
+            entry["verdict"] = result.assessment.model_dump()
+            entry["usage"] = result.usage.to_json()
+        windows.append(entry)
+    return windows, index, errors
+
+
+def _usage(outcome: _MonitorOutcome) -> dict[str, Any]:
+    calls = outcome.calls
+    fresh = [c for c in calls if not c["cached"]]
+    return {
+        "calls": len(calls),
+        "cached_calls": len(calls) - len(fresh),
+        "prompt_tokens": sum(int(c["prompt_tokens"]) for c in calls),
+        "completion_tokens": sum(int(c["completion_tokens"]) for c in calls),
+        "spent_prompt_tokens": sum(int(c["prompt_tokens"]) for c in fresh),
+        "spent_completion_tokens": sum(int(c["completion_tokens"]) for c in fresh),
+        "model_latency_s": round(sum(float(c["model_latency_s"]) for c in fresh), 4),
+        "windows_assessed": outcome.stats.windows_assessed,
+        "windows_dropped": sum(outcome.stats.windows_dropped.values()),
+    }
+
+
+def _check_compatible(previous: RunHeader, current: RunHeader, path: Path) -> None:
+    names = ["benchmark", "protocol", "trials", "interval_s", "model", "judge"]
+    if current.protocol == "stream":
+        names.append("speed")  # pacing changes what a stream trial sees
+    for name in names:
+        old, new = getattr(previous, name), getattr(current, name)
+        if old != new:
+            raise RunLogError(
+                f"{path}: holds a run with a different {name} ({_short(old)} vs now {_short(new)}); "
+                "resume with the same options, or use another --out"
+            )
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The error to report from a failed task group: its first MonitorError, if any."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, MonitorError)), None)
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _progress_bar(total: int, options: ReplayOptions, done: int) -> Any:
+    if not options.progress:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total + done, initial=done, desc=f"pasbench {options.protocol}", unit="trial",
+                dynamic_ncols=True, smoothing=0.1)
+
+
+# -- the whole job: load, plan, start the model and the judge, run ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSpec:
+    """Which judge to use: an OpenAI-compatible endpoint and model, or (neither given) the offline judge."""
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    concurrency: int = 8
+
+
+def make_judge(spec: JudgeSpec, *, cache_path: Path | None) -> Judge:
+    """An LLMJudge for an endpoint, else the approximate OfflineJudge."""
+    if bool(spec.base_url) != bool(spec.model):
+        raise JudgeError("a judge endpoint needs both --judge-base-url and --judge-model")
+    if spec.base_url and spec.model:
+        from replay.judge import create_llm_judge
+
+        return create_llm_judge(base_url=spec.base_url, model=spec.model, api_key=spec.api_key,
+                                cache=ResponseCache(cache_path), concurrency=spec.concurrency)
+    from replay.judge import OfflineJudge
+
+    return OfflineJudge()
+
+
+async def run_pasbench(*, settings: Settings, data_dir: Path, out: Path, options: ReplayOptions,
+                       judge: JudgeSpec | Judge, limit: int | None = None, cache_path: Path | None = None,
+                       safe_controls_dir: Path | None = None) -> RunSummary:
+    """Load the release, plan, start the model backend and the judge, and run every pending trial."""
+    from monitor.backends import create_backend
+    from replay.pasbench import load_release, load_safe_controls, select
+
+    release = select(load_release(data_dir, modality=options.modality), limit=limit)
+    safe = load_safe_controls(safe_controls_dir, limit=limit) if options.safe_controls else []
+    model_settings = settings.model.model_copy(update={"concurrency": options.concurrency})
+    backend = create_backend(model_settings)
+    scenarios, skipped = plan(release, safe, modality=options.modality, accepts_images=backend.accepts_images,
+                              model=backend.model)
+    for note in release.notes:
+        log.warning("release note", note=note)
+    the_judge = make_judge(judge, cache_path=out / JUDGE_CACHE_FILE) if isinstance(judge, JudgeSpec) else judge
+    await backend.start()
+    try:
+        await the_judge.start()
+        runner = ReplayRunner(settings=settings, backend=backend, judge=the_judge, out=out, options=options,
+                              cache=ResponseCache(cache_path or out / CACHE_FILE), data_label=str(data_dir))
+        runner.notes = list(release.notes)
+        return await runner.run(scenarios, skipped)
+    finally:
+        await the_judge.close()
+        await backend.close()

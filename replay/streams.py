@@ -1,0 +1,190 @@
+"""Scenarios as observation streams for the monitor's own pipeline.
+
+Two protocols:
+
+- ``paper``: the whole input at once, as in the paper. A text sample is ONE LogEntry
+  whose text is the whole log; an image sample is its 2-3 frames, emitted together so
+  the first window holds the whole sequence. One assessment per trial.
+- ``stream``: the log's entries (parsed with the monitor's PaSBench parser) or the
+  frames arrive one by one. Paced at ``interval_s / speed`` seconds apart, or with
+  speed 0 in *lockstep*: the next entry is emitted only once the window holding the
+  previous one has been settled (assessed, failed or dropped), so results do not
+  depend on timing and an identical re-run is answered from the cache.
+
+Timestamps are stream time (entry index x interval_s from 0), not the wall clock,
+so prompts are identical from run to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from monitor.assess import Assessor
+from monitor.assessment import Verdict
+from monitor.pipeline import Emit
+from monitor.stats import Stats
+from monitor.windows import Window
+from replay.errors import ReleaseError
+from replay.pasbench import Scenario
+from sensors.composite import split_composite
+from sensors.logs.parsers import parse_pasbench_log
+from sensors.types import Frame, LogEntry, Observation
+
+ProtocolName = Literal["paper", "stream"]
+PROTOCOLS: tuple[ProtocolName, ...] = ("paper", "stream")
+# Neutral names: they appear in the prompt, so they must not hint at the scenario.
+LOG_SOURCE = "activity-log"
+CAMERA_SOURCE = "camera"
+ZONE = "scenario"
+# Frames are downscaled to this longest side and JPEG-encoded, as a camera sensor would.
+FRAME_MAX_SIDE = 1280
+FRAME_JPEG_QUALITY = 85
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How a stream is emitted: all at once, in lockstep with assessment, or every `delay_s` seconds."""
+
+    mode: Literal["at_once", "lockstep", "paced"]
+    delay_s: float = 0.0
+
+    @classmethod
+    def for_protocol(cls, protocol: ProtocolName, *, speed: float, interval_s: float) -> Pacing:
+        if protocol == "paper":
+            return cls("at_once")
+        if speed <= 0:
+            return cls("lockstep")
+        return cls("paced", interval_s / speed)
+
+
+def source_id(scenario: Scenario) -> str:
+    return CAMERA_SOURCE if scenario.modality == "image" else LOG_SOURCE
+
+
+def text_observations(scenario: Scenario, protocol: ProtocolName, *, interval_s: float) -> list[LogEntry]:
+    """A text scenario's observations: the whole log as one entry (paper), or its parsed entries (stream)."""
+    text = scenario.text or ""
+    if protocol == "paper":
+        return [LogEntry(source=LOG_SOURCE, ts=0.0, text=text.strip(), raw=text)]
+    entries = parse_pasbench_log(text, source=LOG_SOURCE, clock=lambda: 0.0)
+    if not entries:
+        raise ReleaseError(f"{scenario.origin or scenario.id}: the monitor parsed no entry from this log")
+    return [replace(entry, ts=index * interval_s) for index, entry in enumerate(entries)]
+
+
+def decode_frames(scenario: Scenario) -> list[npt.NDArray[np.uint8]]:
+    """A composite's frames in reading order (blocking: decode and split off the event loop)."""
+    if scenario.image is None:
+        raise ReleaseError(f"{scenario.id}: not an image scenario")
+    data = np.frombuffer(scenario.image.read_bytes(), dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ReleaseError(f"{scenario.image.where} ({scenario.origin}): not a PNG OpenCV can decode")
+    return split_composite(np.asarray(decoded, dtype=np.uint8))
+
+
+def encode_frame(image: npt.NDArray[np.uint8], *, ts: float) -> Frame:
+    """One frame, downscaled to FRAME_MAX_SIDE and JPEG-encoded (blocking)."""
+    height, width = image.shape[:2]
+    scale = min(1.0, FRAME_MAX_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
+    if not ok:
+        raise ReleaseError("cannot JPEG-encode a frame")
+    return Frame(source=CAMERA_SOURCE, ts=ts, jpeg=jpeg.tobytes(), width=image.shape[1], height=image.shape[0])
+
+
+def image_frames(scenario: Scenario, *, interval_s: float) -> list[Frame]:
+    """An image scenario's frames as Frame observations, 0, interval_s, 2 x interval_s ... apart (blocking)."""
+    return [encode_frame(image, ts=index * interval_s) for index, image in enumerate(decode_frames(scenario))]
+
+
+class SettleGate:
+    """Lets a lockstep stream wait until every window offered so far has been settled.
+
+    Counted from the pipeline's public Stats: a window is settled once assessed, failed
+    or dropped. The assessor wrapper wakes waiters; a short poll covers any window the
+    pipeline settles without calling the assessor.
+    """
+
+    def __init__(self, stats: Stats, *, poll_s: float = 0.05) -> None:
+        self.stats = stats
+        self.poll_s = poll_s
+        self._changed = asyncio.Event()
+
+    def settled(self) -> int:
+        stats = self.stats
+        return stats.windows_assessed + sum(stats.model_errors.values()) + sum(stats.windows_dropped.values())
+
+    def notify(self) -> None:
+        self._changed.set()
+
+    async def wait_for(self, count: int) -> None:
+        while self.settled() < count:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self.poll_s)
+
+
+class GatedAssessor:
+    """Wraps an assessor so a SettleGate hears about every finished assessment."""
+
+    def __init__(self, inner: Assessor, gate: SettleGate) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.name = inner.name
+
+    async def assess(self, window: Window) -> Verdict:
+        try:
+            return await self.inner.assess(window)
+        finally:
+            self.gate.notify()
+
+
+class ScenarioStream:
+    """An ObservationSource that emits one scenario's observations with the given pacing."""
+
+    def __init__(self, observations: Sequence[Observation], *, source: str, pacing: Pacing,
+                 gate: SettleGate | None = None, on_emit: Callable[[int], None] | None = None) -> None:
+        if pacing.mode == "lockstep" and gate is None:
+            raise ValueError("a lockstep stream needs a SettleGate")
+        self.id = source
+        self.ended = False
+        self.observations = list(observations)
+        self.pacing = pacing
+        self.gate = gate
+        self.on_emit = on_emit
+        self.emitted = 0
+
+    async def run(self, emit: Emit) -> None:
+        try:
+            if self.pacing.mode == "at_once":
+                # No await may yield between emits: the first window must hold the whole input.
+                for index, observation in enumerate(self.observations):
+                    await self._emit(emit, index, observation)
+                return
+            for index, observation in enumerate(self.observations):
+                if index and self.pacing.mode == "paced":
+                    await asyncio.sleep(self.pacing.delay_s)
+                await self._emit(emit, index, observation)
+                if self.gate is not None and self.pacing.mode == "lockstep":
+                    await self.gate.wait_for(index + 1)
+        finally:
+            self.ended = True
+
+    async def _emit(self, emit: Emit, index: int, observation: Observation) -> None:
+        await emit(observation)
+        self.emitted = index + 1
+        if self.on_emit is not None:
+            self.on_emit(index)
+
