@@ -1,10 +1,12 @@
-"""`monitor replay pasbench | score`: run the benchmark through the monitor, and re-score a run log.
+"""`monitor replay pasbench | score | compare | tune`: run the benchmark through the monitor, re-score a
+run log, compare scored runs side by side, and sweep an [assessment] setting.
 
 Wired into `monitor` by monitor/cli.py (`add_replay_parser(commands)` and
 `run_replay(args)`); also runnable alone as `python -m replay.cli ...`.
 
 Exit codes: 0 done; 1 configuration, data or model error; 3 some trials failed or
-stayed unjudged (run the same command again to retry only those).
+stayed unjudged (run the same command again to retry only those); 4 (tune) no setting
+fits the false-alarm budget, nothing recommended.
 """
 
 from __future__ import annotations
@@ -24,15 +26,45 @@ JUDGE_KEY_SECRET = "judge_api_key"  # noqa: S105 (a file name in the secrets dir
 
 
 def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `replay pasbench` and `replay score` to a parent's subparsers; return the `replay` parser."""
+    """Add `replay pasbench | score | compare | tune` to a parent's subparsers; return the `replay` parser."""
     replay: argparse.ArgumentParser = subparsers.add_parser(
         "replay", help="replay a benchmark through the monitor, and score runs")
     commands = replay.add_subparsers(dest="replay_command", required=True)
 
     run = commands.add_parser("pasbench", help="run PaSBench scenarios through the pipeline (or --list them)")
-    run.add_argument("--data", type=Path, required=True, help="the release folder (text/image JSON, severity.json)")
     run.add_argument("--out", type=Path, help="output folder: runs.jsonl, caches, scores.json, report.md/.html")
     run.add_argument("--list", action="store_true", help="print one JSON line per scenario and exit")
+    run.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
+    _run_options(run)
+    _common(run)
+
+    score = commands.add_parser("score", help="re-score a run log (never calls a model)")
+    score.add_argument("--runs", type=Path, required=True, help="OUT/runs.jsonl of a replay")
+    score.add_argument("--out", type=Path, required=True, help="where to write scores.json and the reports")
+    _common(score)
+
+    compare = commands.add_parser("compare", help="scored runs side by side (strategies, models, thresholds)")
+    compare.add_argument("runs", type=Path, nargs="+", metavar="OUT", help="run folders holding scores.json")
+    compare.add_argument("--out", type=Path, help="also write the table to this .md file (and .html next to it)")
+    _common(compare)
+
+    tune = commands.add_parser("tune", help="sweep one [assessment] setting; recommend the most robust value "
+                                            "within a false-alarm budget")
+    tune.add_argument("--out", type=Path, required=True,
+                      help="folder: one run per value (OUT/NAME=V/), shared caches, compare.md, recommended.toml")
+    tune.add_argument("--param", required=True, metavar="NAME=V1,V2,...",
+                      help="a dotted key under [assessment] and its values, e.g. vote.m=1,2,3 or "
+                           "temporal.threshold=0.8,1.2,1.6")
+    tune.add_argument("--max-false-alarm", type=_share, default=0.05,
+                      help="false-alarm budget: share of safe-control trials with an alert (default 0.05)")
+    _run_options(tune)
+    _common(tune)
+    return replay
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """What `pasbench` and `tune` both take: data, protocol, trials, config, pacing, judge."""
+    run.add_argument("--data", type=Path, required=True, help="the release folder (text/image JSON, severity.json)")
     run.add_argument("--protocol", choices=["paper", "stream"], default="paper")
     run.add_argument("--modality", choices=["text", "image", "all"], default="all")
     run.add_argument("--trials", type=_positive, default=16, help="trials per sample (default 16, as the paper)")
@@ -46,19 +78,18 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--no-safe-controls", dest="safe_controls", action="store_false",
                      help="do not run the bundled safe logs (no false-alarm measure)")
     run.add_argument("--safe-controls-dir", type=Path, help="another folder of safe *.log files")
-    run.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
     run.add_argument("--judge-base-url", help="OpenAI-compatible judge endpoint (default: offline approximate judge)")
     run.add_argument("--judge-model", help="judge model name, e.g. gpt-4.1")
     run.add_argument("--judge-api-key-file", type=Path,
                      help=f"file holding the judge key (else ${JUDGE_KEY_ENV}, else the secrets dir)")
     run.add_argument("--judge-concurrency", type=_positive, default=8)
-    _common(run)
 
-    score = commands.add_parser("score", help="re-score a run log (never calls a model)")
-    score.add_argument("--runs", type=Path, required=True, help="OUT/runs.jsonl of a replay")
-    score.add_argument("--out", type=Path, required=True, help="where to write scores.json and the reports")
-    _common(score)
-    return replay
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {value}")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +114,10 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     try:
         if args.replay_command == "score":
             return _score(args.runs, args.out, stdout)
+        if args.replay_command == "compare":
+            return _compare(args.runs, args.out, stdout)
+        if args.replay_command == "tune":
+            return _tune(args, stdout)
         if args.list:
             return _list(args, stdout)
         return _pasbench(args, stdout)
@@ -150,13 +185,18 @@ def _judge_key(args: argparse.Namespace) -> str | None:
 
 
 def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
+    if args.out is None:
+        raise ConfigError(["replay pasbench: --out is required (unless --list)"])
+    return _replay_into(args, _settings(args.config), args.out, stdout, cache=args.cache)
+
+
+def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout: TextIO, *,
+                 cache: Path | None = None, judge_cache: Path | None = None) -> int:
+    """Run the replay the options describe with `settings` into `out_dir`, then score it."""
     from monitor.service import run_loop
     from replay.runlog import read_run_log
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 
-    if args.out is None:
-        raise ConfigError(["replay pasbench: --out is required (unless --list)"])
-    settings = _settings(args.config)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         options = ReplayOptions(
@@ -165,22 +205,84 @@ def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
             interval_s=args.interval, safe_controls=args.safe_controls, progress=progress,
         )
     except ValueError as exc:
-        raise ConfigError([f"replay pasbench: {exc}"]) from None
+        raise ConfigError([f"replay {args.replay_command}: {exc}"]) from None
     judge = JudgeSpec(base_url=args.judge_base_url, model=args.judge_model, api_key=_judge_key(args),
                       concurrency=args.judge_concurrency)
-    summary = run_loop(run_pasbench(settings=settings, data_dir=args.data, out=args.out, options=options,
-                                    judge=judge, limit=args.limit, cache_path=args.cache,
-                                    safe_controls_dir=args.safe_controls_dir))
+    summary = run_loop(run_pasbench(settings=settings, data_dir=args.data, out=out_dir, options=options,
+                                    judge=judge, limit=args.limit, cache_path=cache,
+                                    safe_controls_dir=args.safe_controls_dir, judge_cache_path=judge_cache))
     print(f"trials: {summary.ran} run now, {summary.already_done} already done; model calls {summary.calls} "
           f"({summary.cached_calls} cached); tokens {summary.prompt_tokens}+{summary.completion_tokens}; "
           f"{summary.wall_s:.1f} s", file=sys.stderr)
-    code = _score(args.out / RUNS_FILE, args.out, stdout)
-    unfinished = read_run_log(args.out / RUNS_FILE).trials
+    code = _score(out_dir / RUNS_FILE, out_dir, stdout)
+    unfinished = read_run_log(out_dir / RUNS_FILE).trials
     failed = sum(1 for record in unfinished if record.status != "ok")
     if failed:
         print(f"{failed} trials failed or are unjudged; run the same command again to retry them", file=sys.stderr)
         return 3
     return code
+
+
+def _compare(runs: Sequence[Path], out_file: Path | None, stdout: TextIO) -> int:
+    from replay.compare import load_scores, render_compare_markdown, write_compare
+
+    scored = [load_scores(path) for path in runs]
+    print(render_compare_markdown(scored), file=stdout)
+    if out_file is not None:
+        paths = write_compare(scored, out_file)
+        print("wrote " + ", ".join(str(p) for p in paths), file=stdout)
+    return 0
+
+
+def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Run the replay once per value into OUT/NAME=V/ (shared caches), compare, recommend."""
+    from replay.compare import load_scores, write_compare
+    from replay.runner import CACHE_FILE, JUDGE_CACHE_FILE
+    from replay.tune import (
+        COMPARE_FILE,
+        RECOMMENDED_FILE,
+        Candidate,
+        apply_param,
+        assessment_toml,
+        parse_param,
+        recommend,
+    )
+
+    param = parse_param(args.param)
+    settings = _settings(args.config)
+    applied = [apply_param(settings.assessment, param.name, value) for value in param.values]  # validate all first
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    candidates: list[Candidate] = []
+    worst = 0
+    for index, setting in enumerate(applied):
+        folder = param.folder(index)
+        for note in setting.notes:
+            print(f"{folder}: {note}", file=sys.stderr)
+        print(f"== {folder}", file=stdout)
+        code = _replay_into(args, settings.model_copy(update={"assessment": setting.assessment}), out / folder,
+                            stdout, cache=out / CACHE_FILE, judge_cache=out / JUDGE_CACHE_FILE)
+        worst = max(worst, code)
+        candidates.append(Candidate(param.raw[index], setting.assessment, load_scores(out / folder, name=folder)))
+    paths = write_compare([c.run for c in candidates], out / COMPARE_FILE, title=f"Tuning {param.name}")
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=stdout)
+    result = recommend(candidates, max_false_alarm=args.max_false_alarm)
+    for line in result.lines:
+        print(line, file=stdout)
+    recommended = out / RECOMMENDED_FILE
+    if result.chosen is None:
+        recommended.unlink(missing_ok=True)  # a stale recommendation from an earlier sweep would mislead
+        return worst or 4
+    chosen = result.chosen
+    text = assessment_toml(chosen.assessment, comment=[
+        f"Recommended by `monitor replay tune --param {args.param}` (false-alarm budget "
+        f"{args.max_false_alarm:g}): {param.name}={chosen.value}, strategy {chosen.label}.",
+        "Merge this [assessment] section into your monitor config (replace the one there, if any).",
+    ])
+    recommended.write_text(text, encoding="utf-8")
+    print(f"wrote {recommended}:", file=stdout)
+    print(text, file=stdout, end="")
+    return worst
 
 
 def _list(args: argparse.Namespace, stdout: TextIO) -> int:

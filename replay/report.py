@@ -35,6 +35,12 @@ def pct(value: Any) -> str:
     return "n/a" if value is None else f"{100.0 * float(value):.1f}%"
 
 
+def number(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    return f"{float(value):.{digits}f}".rstrip("0").rstrip(".")
+
+
 def pct_ci(block: dict[str, Any] | None, name: str) -> str:
     if not block or block.get(name) is None:
         return "n/a"
@@ -96,6 +102,7 @@ def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list
 def render_markdown(scores: dict[str, Any]) -> str:
     lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
     lines += [f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
+              f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
               f"- Trials per sample: {scores.get('trials_per_sample')}", ""]
     lines += ["## Headline", ""]
     lines += _table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
@@ -181,6 +188,9 @@ def _false_alarm_md(scores: dict[str, Any]) -> list[str]:
 def _usage_md(scores: dict[str, Any]) -> list[str]:
     usage = scores.get("usage") or {}
     return ["## Cost", "",
+            f"- Per risk-sample trial (what the strategy costs live, cached calls included): "
+            f"{number(scores.get('calls_per_sample'))} calls, {number(scores.get('tokens_per_sample'))} tokens; "
+            f"{number(scores.get('calls_per_window'))} calls per window",
             f"- Model calls: {usage.get('calls', 0)} ({usage.get('cached_calls', 0)} from the cache)",
             f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion; "
             f"spent this time (not cached): {usage.get('spent_prompt_tokens', 0)} + "

@@ -3,7 +3,7 @@
 Three kinds of line, told apart by ``type``:
 
 - ``run``: a header, written each time a run starts or resumes (protocol, trials,
-  model identity, judge, planned sample ids);
+  model identity, judge, assessment strategy, planned sample ids);
 - ``skipped``: a sample that could not run (an absent PNG, a text-only model), so
   it is reported rather than silently left out;
 - ``trial``: one finished trial with its windows, model calls (request, reply,
@@ -26,6 +26,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from monitor.strategy_config import AssessmentSettings
 from replay.errors import RunLogError
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,10 @@ class RunHeader(_Record):
     safe_controls: bool = True
     model: dict[str, Any]
     judge: dict[str, Any]
+    # The [assessment] settings (model_dump) and a short label such as "vote(2/3)";
+    # empty in run logs written before strategies were recorded.
+    strategy: dict[str, Any] = {}
+    strategy_label: str = ""
     planned: list[str]
     notes: list[str] = []
     data: str = ""
@@ -105,6 +110,7 @@ class TrialRecord(_Record):
     trial: int
     protocol: Literal["paper", "stream"]
     status: TrialStatus
+    strategy: str = ""
     entries: int
     windows: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
@@ -126,6 +132,16 @@ class TrialRecord(_Record):
 
 
 Record = RunHeader | SkippedRecord | TrialRecord
+
+
+def strategy_label(settings: AssessmentSettings) -> str:
+    """A short name for an assessment strategy: single, vote(2/3), verify, temporal(verify)."""
+    if settings.strategy == "vote":
+        return f"vote({settings.vote.m}/{settings.vote.k})"
+    if settings.strategy == "temporal":
+        inner = strategy_label(settings.model_copy(update={"strategy": settings.temporal.inner}))
+        return f"temporal({inner})"
+    return settings.strategy
 _KINDS: dict[str, type[_Record]] = {"run": RunHeader, "skipped": SkippedRecord, "trial": TrialRecord}
 
 

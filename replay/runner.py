@@ -46,6 +46,7 @@ from replay.runlog import (
     TrialRecord,
     TrialStatus,
     read_run_log,
+    strategy_label,
 )
 from replay.streams import (
     ZONE,
@@ -195,6 +196,10 @@ class ReplayRunner:
         self.cache = cache if cache is not None else ResponseCache(out / CACHE_FILE)
         self.data_label = data_label
         self.identity = model_identity(settings.model)
+        # Recorded in the header and every trial, but not in the cache identity: runs of other
+        # strategies or thresholds re-use the cached answers to identical model requests.
+        self.strategy = settings.assessment.model_dump(mode="json")
+        self.strategy_label = strategy_label(settings.assessment)
         self.pacing = Pacing.for_protocol(options.protocol, speed=options.speed, interval_s=options.interval_s)
         self.runs_path = out / RUNS_FILE
         self.summary = RunSummary()
@@ -243,6 +248,7 @@ class ReplayRunner:
             protocol=self.options.protocol, modality=self.options.modality, trials=self.options.trials,
             speed=self.options.speed, interval_s=self.options.interval_s,
             safe_controls=self.options.safe_controls, model=self.identity, judge=self.judge.info.to_json(),
+            strategy=self.strategy, strategy_label=self.strategy_label,
             planned=[s.id for s in scenarios] + [s.id for s in skipped], notes=self.notes, data=self.data_label,
             started_at=round(time.time(), 3), resumed=resumed,
         )
@@ -331,7 +337,8 @@ class ReplayRunner:
                     status, error = "unjudged", judge_failure(exc)
         return TrialRecord(
             sample=scenario.id, modality=scenario.modality, severity=scenario.severity, kind=scenario.kind,
-            trial=trial, protocol=self.options.protocol, status=status, entries=len(outcome.observations),
+            trial=trial, protocol=self.options.protocol, status=status, strategy=self.strategy_label,
+            entries=len(outcome.observations),
             windows=outcome.windows, alerts=outcome.alerts, first_alert=outcome.first_alert,
             response=warning.render() if warning else NO_WARNING,
             judgement=JudgementRecord.model_validate(judgement.to_json()) if judgement else None,
@@ -372,6 +379,7 @@ def _windows_of(verdicts: list[tuple[Any, Verdict | BackendError]], position: di
                 entry["raw"] = result.raw[:2000]
         else:
             entry["verdict"] = result.assessment.model_dump()
+            entry["strategy"] = result.strategy
             entry["usage"] = result.usage.to_json()
         windows.append(entry)
     return windows, index, errors
@@ -397,6 +405,8 @@ def _check_compatible(previous: RunHeader, current: RunHeader, path: Path) -> No
     names = ["benchmark", "protocol", "trials", "interval_s", "model", "judge"]
     if current.protocol == "stream":
         names.append("speed")  # pacing changes what a stream trial sees
+    if previous.strategy:  # run logs written before strategies were recorded have none
+        names.append("strategy")
     for name in names:
         old, new = getattr(previous, name), getattr(current, name)
         if old != new:
@@ -475,7 +485,7 @@ def make_judge(spec: JudgeSpec, *, cache_path: Path | None) -> Judge:
 
 async def run_pasbench(*, settings: Settings, data_dir: Path, out: Path, options: ReplayOptions,
                        judge: JudgeSpec | Judge, limit: int | None = None, cache_path: Path | None = None,
-                       safe_controls_dir: Path | None = None) -> RunSummary:
+                       safe_controls_dir: Path | None = None, judge_cache_path: Path | None = None) -> RunSummary:
     """Load the release, plan, start the model backend and the judge, and run every pending trial."""
     from monitor.backends import create_backend
     from replay.pasbench import load_release, load_safe_controls, select
@@ -488,7 +498,8 @@ async def run_pasbench(*, settings: Settings, data_dir: Path, out: Path, options
                               model=backend.model)
     for note in release.notes:
         log.warning("release note", note=note)
-    the_judge = make_judge(judge, cache_path=out / JUDGE_CACHE_FILE) if isinstance(judge, JudgeSpec) else judge
+    judge_cache = judge_cache_path or out / JUDGE_CACHE_FILE
+    the_judge = make_judge(judge, cache_path=judge_cache) if isinstance(judge, JudgeSpec) else judge
     await backend.start()
     try:
         await the_judge.start()

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from replay.pasbench import SEVERITIES, UNKNOWN_SEVERITY
-from replay.runlog import RunData, TrialRecord
+from replay.runlog import RunData, RunHeader, TrialRecord
 
 Z95 = 1.959963984540054
 CI_METHOD = (
@@ -252,6 +252,22 @@ def _usage(data: RunData) -> dict[str, Any]:
     }
 
 
+def cost_per_sample(trials: Sequence[TrialRecord]) -> dict[str, float | None]:
+    """What the strategy costs live: mean model calls and tokens per risk-sample trial, per window.
+
+    Cached calls count: they are calls the strategy makes when it runs live.
+    """
+    risk = [r for r in trials if r.kind == "risk" and r.status == "ok"]
+    calls = sum(int(r.usage.get("calls", 0)) for r in risk)
+    tokens = sum(int(r.usage.get("prompt_tokens", 0)) + int(r.usage.get("completion_tokens", 0)) for r in risk)
+    windows = sum(int(r.usage.get("windows_assessed", 0)) for r in risk)
+    return {
+        "calls_per_sample": round(calls / len(risk), 4) if risk else None,
+        "tokens_per_sample": round(tokens / len(risk), 2) if risk else None,
+        "calls_per_window": round(calls / windows, 4) if windows else None,
+    }
+
+
 def _judges(data: RunData, trials: Sequence[TrialRecord]) -> dict[str, Any]:
     declared = data.headers[-1].judge if data.headers else {}
     seen = Counter(f"{j.kind}:{j.judge}" for r in trials if (j := r.judgement) is not None and j.kind != "rule")
@@ -293,7 +309,10 @@ def score_run(data: RunData) -> dict[str, Any]:
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
         "judge": _judges(data, trials),
         "model": header.model if header else {},
+        "strategy": header.strategy if header else {},
+        "strategy_label": _strategy_label(header, trials),
         "trials_per_sample": trials_per_sample,
+        **cost_per_sample(trials),
         **risk_metrics(risk),
         "by_modality": {m: risk_metrics([s for s in risk if s.modality == m])
                         for m in sorted({s.modality for s in risk})},
@@ -308,6 +327,13 @@ def score_run(data: RunData) -> dict[str, Any]:
         "per_sample": [s.to_json() for s in samples],
     }
     return scores
+
+
+def _strategy_label(header: RunHeader | None, trials: Sequence[TrialRecord]) -> str:
+    if header is not None and header.strategy_label:
+        return header.strategy_label
+    labels = sorted({r.strategy for r in trials if r.strategy})
+    return ", ".join(labels)
 
 
 def _severity_levels(samples: Sequence[SampleTally]) -> list[str]:

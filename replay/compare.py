@@ -1,0 +1,170 @@
+"""`monitor replay compare OUT1 OUT2 ...`: scored runs side by side, one column per run.
+
+Reads each run folder's ``scores.json`` (never the run log, never a model) and renders one
+Markdown table: strategy, protocol, model, judge, the paper's three metrics with their
+intervals, the false-alarm rate on the safe controls, the cost per sample, and for stream
+runs when the first warning came. ``render_compare_html`` wraps the same table in the
+report's HTML style.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from replay.errors import ReplayError
+from replay.report import number, pct_ci
+
+SCORES_FILE = "scores.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRun:
+    """One run's scores and the name its column gets."""
+
+    name: str
+    path: Path
+    scores: dict[str, Any]
+
+    @property
+    def false_alarm_rate(self) -> float | None:
+        alarms = self.scores.get("false_alarms")
+        return None if not alarms or alarms.get("rate") is None else float(alarms["rate"])
+
+    @property
+    def robustness(self) -> float | None:
+        value = self.scores.get("robustness")
+        return None if value is None else float(value)
+
+    @property
+    def calls_per_sample(self) -> float | None:
+        value = self.scores.get("calls_per_sample")
+        return None if value is None else float(value)
+
+
+def load_scores(path: Path, *, name: str | None = None) -> ScoredRun:
+    """A run folder (or its scores.json) as a ScoredRun; ReplayError naming the file otherwise."""
+    file = path / SCORES_FILE if path.is_dir() else path
+    try:
+        scores = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReplayError(f"{file}: no scores (run `monitor replay score` on its runs.jsonl first)") from None
+    except OSError as exc:
+        raise ReplayError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ReplayError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(scores, dict) or "accuracy" not in scores:
+        raise ReplayError(f"{file}: not a replay scores.json")
+    label = name or (path.name if path.is_dir() else path.parent.name) or str(path)
+    return ScoredRun(label, path, scores)
+
+
+def _strategy(scores: dict[str, Any]) -> str:
+    return str(scores.get("strategy_label") or "not recorded")
+
+
+def _model(scores: dict[str, Any]) -> str:
+    model = scores.get("model") or {}
+    return f"{model.get('model', '?')} ({model.get('backend', '?')})"
+
+
+def _judge(scores: dict[str, Any]) -> str:
+    judge = scores.get("judge") or {}
+    text = f"{judge.get('model', '?')}"
+    return text + (" APPROXIMATE" if judge.get("approximate") else "")
+
+
+def _stream(scores: dict[str, Any], key: str) -> str:
+    stream = scores.get("stream")
+    if not stream:
+        return "n/a"
+    if key == "warned_before_last":
+        return pct_ci(stream, key)
+    entry = (stream.get("first_warning") or {}).get("entry_index")
+    return number(entry.get("mean")) if entry else "n/a"
+
+
+def _false_alarms(scores: dict[str, Any]) -> str:
+    alarms = scores.get("false_alarms")
+    if not alarms:
+        return "n/a (no safe controls)"
+    return f"{pct_ci(alarms, 'rate')} ({alarms.get('n_false_alarms', 0)}/{alarms.get('n_trials', 0)})"
+
+
+ROWS: tuple[tuple[str, Any], ...] = (
+    ("strategy", _strategy),
+    ("protocol", lambda s: str(s.get("protocol"))),
+    ("model", _model),
+    ("judge", _judge),
+    ("Accuracy [95% CI]", lambda s: pct_ci(s, "accuracy")),
+    ("Potential [95% CI]", lambda s: pct_ci(s, "potential")),
+    ("Robustness [95% CI]", lambda s: pct_ci(s, "robustness")),
+    ("false alarms, safe controls [95% CI]", _false_alarms),
+    ("calls per sample", lambda s: number(s.get("calls_per_sample"))),
+    ("tokens per sample", lambda s: number(s.get("tokens_per_sample"), 1)),
+    ("stream: warned before last entry", lambda s: _stream(s, "warned_before_last")),
+    ("stream: mean first-warning entry", lambda s: _stream(s, "entry_index")),
+    ("risk samples / trials", lambda s: f"{s.get('n_samples', 0)} / {s.get('n_trials', 0)}"),
+)
+
+
+def compare_rows(runs: Sequence[ScoredRun]) -> tuple[list[str], list[list[str]]]:
+    """The table's header (one column per run) and rows (one per measure)."""
+    header = ["", *(run.name for run in runs)]
+    rows = [[label, *(str(cell(run.scores)) for run in runs)] for label, cell in ROWS]
+    return header, rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategies side by side") -> str:
+    header, rows = compare_rows(runs)
+    lines = [f"# {title}", "", "| " + " | ".join(_cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += ["", "Runs: " + ", ".join(f"`{run.name}` = {run.path}" for run in runs), "",
+              "Calls and tokens are per risk-sample trial, cached calls included (what the strategy costs live). "
+              "False alarms are trials with any alert on the safe control logs.", ""]
+    approximate = [run.name for run in runs if (run.scores.get("judge") or {}).get("approximate")]
+    if approximate:
+        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)}.", ""]
+    judges = {json.dumps(run.scores.get("judge", {}).get("model")) for run in runs}
+    protocols = {json.dumps(run.scores.get("protocol")) for run in runs}
+    if len(judges) > 1 or len(protocols) > 1:
+        lines += ["Note: the runs differ in judge or protocol; their numbers are not directly comparable.", ""]
+    return "\n".join(lines)
+
+
+def render_compare_html(runs: Sequence[ScoredRun], *, title: str = "Strategies side by side") -> str:
+    header, rows = compare_rows(runs)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #f3f3f3; }}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<p>Calls and tokens are per risk-sample trial, cached calls included. False alarms are trials with any
+alert on the safe control logs.</p>
+</body></html>
+"""
+
+
+def write_compare(runs: Sequence[ScoredRun], out: Path, *, title: str = "Strategies side by side") -> list[Path]:
+    """Write the comparison as Markdown at `out` and as HTML next to it; return both paths."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_compare_markdown(runs, title=title), encoding="utf-8")
+    html = out.with_suffix(".html")
+    html.write_text(render_compare_html(runs, title=title), encoding="utf-8")
+    return [out, html]
