@@ -23,7 +23,7 @@ from tests.support.sources import ListSource, entry
 
 
 def make_pipeline(server: ScriptedOpenAIServer, texts: list[str], tmp_path: Path,
-                  **model: object) -> tuple[Pipeline, io.StringIO, Path]:
+                  **model: object) -> tuple[Pipeline, OpenAICompatBackend, io.StringIO, Path]:
     settings = ModelSettings.model_validate({
         "backend": "openai", "base_url": server.base_url, "attempt_timeout_s": 0.5, "total_timeout_s": 3.0,
         "max_retries": 1, "backoff_base_s": 0.01, **model,
@@ -47,12 +47,10 @@ def make_pipeline(server: ScriptedOpenAIServer, texts: list[str], tmp_path: Path
         exit_when_sources_end=True,
     )
     holder["p"] = pipeline
-    pipeline.backend = backend  # type: ignore[attr-defined]
-    return pipeline, out, jsonl
+    return pipeline, backend, out, jsonl
 
 
-async def run(pipeline: Pipeline) -> None:
-    backend = pipeline.backend  # type: ignore[attr-defined]
+async def run(pipeline: Pipeline, backend: OpenAICompatBackend) -> None:
     await backend.start()
     try:
         await asyncio.wait_for(pipeline.run(), 30)
@@ -64,8 +62,8 @@ async def run(pipeline: Pipeline) -> None:
 async def test_danger_reply_becomes_alert_on_stdout_and_jsonl(openai_server: ScriptedOpenAIServer,
                                                                tmp_path: Path) -> None:
     openai_server.push(reply(DANGER))
-    pipeline, out, jsonl = make_pipeline(openai_server, ["pours oil, walks away"], tmp_path)
-    await run(pipeline)
+    pipeline, backend, out, jsonl = make_pipeline(openai_server, ["pours oil, walks away"], tmp_path)
+    await run(pipeline, backend)
     text = out.getvalue()
     assert "CRITICAL" in text and "hot oil fire" in text and "Turn off the burner now." in text
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -89,8 +87,8 @@ async def test_failures_are_counted_and_the_next_window_is_still_assessed(
         reply(DANGER, delay_s=1.0), reply(DANGER, delay_s=1.0),  # window 3: attempt timeouts
         reply(DANGER),                                    # window 4: a real warning
     )
-    pipeline, _, jsonl = make_pipeline(openai_server, ["a", "b", "c", "d"], tmp_path)
-    await run(pipeline)
+    pipeline, backend, _, jsonl = make_pipeline(openai_server, ["a", "b", "c", "d"], tmp_path)
+    await run(pipeline, backend)
     assert pipeline.stats.model_errors == {"malformed": 1, "transient": 2}
     assert pipeline.stats.windows_assessed == 1
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -106,8 +104,8 @@ async def test_second_identical_warning_updates_instead_of_duplicating(
         openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     reworded = {**DANGER, "hazard": "Hot-oil fire", "evidence": ["wet potatoes over the pan"]}
     openai_server.push(reply(DANGER), reply(SAFE), reply(reworded))
-    pipeline, _, jsonl = make_pipeline(openai_server, ["a", "b", "c"], tmp_path)
-    await run(pipeline)
+    pipeline, backend, _, jsonl = make_pipeline(openai_server, ["a", "b", "c"], tmp_path)
+    await run(pipeline, backend)
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["type"] for e in events] == ["new", "update"]
     assert events[0]["id"] == events[1]["id"]
@@ -119,8 +117,8 @@ async def test_second_identical_warning_updates_instead_of_duplicating(
 async def test_different_hazard_opens_a_second_alert(openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     other = {**DANGER, "hazard": "slippery wet floor", "severity": "warning"}
     openai_server.push(reply(DANGER), reply(other))
-    pipeline, _, jsonl = make_pipeline(openai_server, ["a", "b"], tmp_path)
-    await run(pipeline)
+    pipeline, backend, _, jsonl = make_pipeline(openai_server, ["a", "b"], tmp_path)
+    await run(pipeline, backend)
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["type"] for e in events] == ["new", "new"]
     assert events[0]["id"] != events[1]["id"]
