@@ -6,8 +6,11 @@ from typing import Protocol
 
 from monitor.assessment import Assessment, Verdict
 from monitor.backends import ModelBackend, ModelRequest
+from monitor.keyframes import choose_images_off_loop
 from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
 from monitor.windows import Window
+from sensors.camera_config import KeyframeSettings
+from sensors.types import Frame
 
 
 class Assessor(Protocol):
@@ -23,13 +26,25 @@ class SingleCall:
 
     name = "single"
 
-    def __init__(self, backend: ModelBackend, *, temperature: float | None = None) -> None:
+    def __init__(self, backend: ModelBackend, *, temperature: float | None = None,
+                 keyframes: KeyframeSettings | None = None) -> None:
         self.backend = backend
         self.temperature = temperature
+        self.keyframes = keyframes
 
-    def request(self, window: Window, *, seed: int | None = None, temperature: float | None = None) -> ModelRequest:
+    async def images(self, window: Window) -> list[tuple[Frame, str]] | None:
+        """The window's keyframes as data URLs, chosen and encoded off the loop; None for text-only models.
+
+        Frames of a text-only model go in as their text facts (pose pre-filter), never as images.
+        """
+        if self.keyframes is None or not window.frames or not self.backend.accepts_images:
+            return None
+        return await choose_images_off_loop(window, self.keyframes)
+
+    def request(self, window: Window, *, seed: int | None = None, temperature: float | None = None,
+                images: list[tuple[Frame, str]] | None = None) -> ModelRequest:
         return ModelRequest(
-            messages=build_messages(window),
+            messages=build_messages(window, images=images),
             temperature=self.temperature if temperature is None else temperature,
             seed=seed,
             json_schema=ASSESSMENT_SCHEMA,
@@ -37,7 +52,7 @@ class SingleCall:
         )
 
     async def assess(self, window: Window) -> Verdict:
-        return await self.assess_request(self.request(window))
+        return await self.assess_request(self.request(window, images=await self.images(window)))
 
     async def assess_request(self, request: ModelRequest) -> Verdict:
         reply = await self.backend.complete(request)

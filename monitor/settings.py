@@ -27,6 +27,7 @@ from monitor.config_base import Identifier, PositiveFloat, Section
 from monitor.errors import ConfigError
 from monitor.sinks.mqtt_config import MqttSettings
 from monitor.strategy_config import AssessmentSettings, ZoneSettings
+from sensors.camera_config import CameraSettings, KeyframeSettings, check_camera_capability, check_camera_ids
 
 
 class EmbeddedModelSettings(Section):
@@ -162,6 +163,8 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
+    cameras: list[CameraSettings] = Field(default_factory=list)
+    keyframes: KeyframeSettings = Field(default_factory=KeyframeSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     zones: list[ZoneSettings] = Field(default_factory=list)
@@ -186,7 +189,8 @@ class Settings(BaseSettings):
 
     def zone_ids(self) -> list[str]:
         """Every zone: those declared under [[zones]] and those named by sources."""
-        return list(dict.fromkeys([*(z.id for z in self.zones), *(s.zone_id for s in self.sources)]))
+        return list(dict.fromkeys([*(z.id for z in self.zones), *(s.zone_id for s in self.sources),
+                                   *(c.zone_id for c in self.cameras)]))
 
     @classmethod
     def settings_customise_sources(
@@ -231,6 +235,9 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         raise ConfigError([f"{label}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]) from None
     finally:
         _TOML_FILE["path"] = None
+    problems = check_camera_ids(settings) + check_camera_capability(settings)
+    if problems:
+        raise ConfigError([f"{label}: {problem}" for problem in problems])
     if path is not None:
         _resolve_inputs(settings, path.resolve().parent)
     return settings
@@ -244,6 +251,9 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
     for source in settings.sources:
         if source.path is not None and not source.path.is_absolute():
             source.path = base / source.path
+    for camera in settings.cameras:
+        if camera.path is not None and not camera.path.is_absolute():
+            camera.path = base / camera.path
     if settings.model.script is not None and not settings.model.script.is_absolute():
         settings.model.script = base / settings.model.script
     gguf = settings.model.embedded.gguf

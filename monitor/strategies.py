@@ -31,6 +31,7 @@ from monitor.strategy_config import (
     ZoneSettings,
 )
 from monitor.windows import Window
+from sensors.camera_config import KeyframeSettings
 
 
 def total_usage(verdicts: Sequence[Verdict]) -> Usage:
@@ -100,7 +101,9 @@ class Vote:
 
     async def assess(self, window: Window) -> Verdict:
         k = self.settings.k
-        requests = [self.single.request(window, seed=i, temperature=self.settings.temperature) for i in range(k)]
+        images = await self.single.images(window)  # chosen once, shared by every sample
+        requests = [self.single.request(window, seed=i, temperature=self.settings.temperature, images=images)
+                    for i in range(k)]
         results = await asyncio.gather(*(self.single.assess_request(r) for r in requests), return_exceptions=True)
         samples = [r for r in results if isinstance(r, Verdict)]
         errors = [r for r in results if isinstance(r, BackendError)]
@@ -196,17 +199,20 @@ class ProposeVerify:
 
     name = "verify"
 
-    def __init__(self, backend: ModelBackend, settings: VerifySettings) -> None:
+    def __init__(self, backend: ModelBackend, settings: VerifySettings,
+                 keyframes: KeyframeSettings | None = None) -> None:
         self.backend = backend
         self.settings = settings
+        self.frames = SingleCall(backend, keyframes=keyframes)
 
-    def _messages(self, window: Window, system: str) -> tuple[dict[str, object], ...]:
-        _, user = build_messages(window)
+    @staticmethod
+    def _messages(user: dict[str, object], system: str) -> tuple[dict[str, object], ...]:
         return ({"role": "system", "content": system}, user)
 
     async def assess(self, window: Window) -> Verdict:
+        _, user = build_messages(window, images=await self.frames.images(window))
         propose = ModelRequest(
-            messages=self._messages(window, PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))),
+            messages=self._messages(user, PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))),
             temperature=self.settings.propose_temperature, tag="propose",
             meta={"window": window.id, "zone": window.zone},
         )
@@ -214,7 +220,7 @@ class ProposeVerify:
         parsed = parse_model(Candidates, reply.text, "propose")
         assert isinstance(parsed, Candidates)
         candidates = _distinct(parsed.candidates)[: self.settings.max_candidates]
-        results = await asyncio.gather(*(self._verify(window, c) for c in candidates))
+        results = await asyncio.gather(*(self._verify(window, user, c) for c in candidates))
         answers = [answer for answer, _ in results]
         usage = reduce(lambda a, b: a + b, (u for _, u in results), reply.usage)
         assessment = verify_decision(candidates, answers, min_confidence=self.settings.min_verify_confidence)
@@ -222,10 +228,11 @@ class ProposeVerify:
                           "verified": [a.model_dump() if a else None for a in answers]})
         return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name)
 
-    async def _verify(self, window: Window, candidate: Candidate) -> tuple[VerifyAnswer | None, Usage]:
+    async def _verify(self, window: Window, user: dict[str, object],
+                      candidate: Candidate) -> tuple[VerifyAnswer | None, Usage]:
         label = candidate.hazard + (f" (from: {candidate.behaviour})" if candidate.behaviour else "")
         request = ModelRequest(
-            messages=self._messages(window, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
+            messages=self._messages(user, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
             temperature=self.settings.verify_temperature, tag="verify",
             meta={"window": window.id, "zone": window.zone, "candidate": candidate.hazard},
         )
@@ -303,16 +310,17 @@ class Temporal:
 
 
 # -- building ------------------------------------------------------------------------------------
-def build_assessor(backend: ModelBackend, settings: AssessmentSettings) -> Assessor:
-    """The assessor a zone's configuration selects."""
+def build_assessor(backend: ModelBackend, settings: AssessmentSettings,
+                   keyframes: KeyframeSettings | None = None) -> Assessor:
+    """The assessor a zone's configuration selects; `keyframes` chooses the images of camera windows."""
     if settings.strategy == "temporal":
-        inner = build_assessor(backend, settings.model_copy(update={"strategy": settings.temporal.inner}))
-        return Temporal(inner, settings.temporal)
-    single = SingleCall(backend)
+        inner_settings = settings.model_copy(update={"strategy": settings.temporal.inner})
+        return Temporal(build_assessor(backend, inner_settings, keyframes), settings.temporal)
+    single = SingleCall(backend, keyframes=keyframes)
     if settings.strategy == "vote":
         return Vote(single, settings.vote)
     if settings.strategy == "verify":
-        return ProposeVerify(backend, settings.verify)
+        return ProposeVerify(backend, settings.verify, keyframes)
     return single
 
 
@@ -330,8 +338,8 @@ class PerZone:
 
 
 def build_zone_assessor(backend: ModelBackend, default: AssessmentSettings,
-                        zones: Sequence[ZoneSettings]) -> Assessor:
+                        zones: Sequence[ZoneSettings], keyframes: KeyframeSettings | None = None) -> Assessor:
     """One assessor per zone that overrides the strategy, the default for the rest."""
-    overrides = {z.id: build_assessor(backend, z.assessment) for z in zones if z.assessment is not None}
-    fallback = build_assessor(backend, default)
+    overrides = {z.id: build_assessor(backend, z.assessment, keyframes) for z in zones if z.assessment is not None}
+    fallback = build_assessor(backend, default, keyframes)
     return PerZone(fallback, overrides) if overrides else fallback

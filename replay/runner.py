@@ -196,6 +196,9 @@ class ReplayRunner:
         self.cache = cache if cache is not None else ResponseCache(out / CACHE_FILE)
         self.data_label = data_label
         self.identity = model_identity(settings.model)
+        # A PaSBench composite's panels are the whole sequence: send every one, however alike.
+        self.keyframes = settings.keyframes.model_copy(
+            update={"min_change": 0.0, "max_frames": max(settings.keyframes.max_frames, 6)})
         # Recorded in the header and every trial, but not in the cache identity: runs of other
         # strategies or thresholds re-use the cached answers to identical model requests.
         self.strategy = settings.assessment.model_dump(mode="json")
@@ -272,7 +275,7 @@ class ReplayRunner:
         gate = SettleGate(stats) if self.pacing.mode == "lockstep" else None
         # The configured [assessment] strategy (single, vote, verify, temporal), fresh per trial:
         # a temporal strategy keeps evidence across windows, and trials must not share it.
-        assessor: Assessor = build_assessor(backend, self.settings.assessment)
+        assessor: Assessor = build_assessor(backend, self.settings.assessment, keyframes=self.keyframes)
         if gate is not None:
             assessor = GatedAssessor(assessor, gate)
         wall_start, perf_start = time.time(), time.perf_counter()

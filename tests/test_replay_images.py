@@ -123,8 +123,6 @@ def test_paper_protocol_gives_the_whole_sequence_in_one_window(
     assert "Skipped (not in any denominator): 1" in (out / "report.md").read_text()
 
 
-@pytest.mark.xfail(reason="SingleCall does not attach frames to the prompt yet (keyframe choice is being "
-                          "added to monitor/assess.py); turn this into a plain test once it does", strict=False)
 def test_image_prompts_carry_the_frames(tmp_path: Path, judge_server: ScriptedOpenAIServer) -> None:
     data = _release(tmp_path / "release", zipped=False)
     with ScriptedOpenAIServer(default=reply(DANGER)) as model:

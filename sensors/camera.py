@@ -1,0 +1,500 @@
+"""Camera sources: USB devices, video files, RTSP/HTTP streams and image folders, through OpenCV.
+
+One capture thread per camera reads frames (OpenCV blocks), samples them at
+`max_fps`, scores change on a small grey image, and for the frames the gate
+passes downscales to `longest_side`, runs the optional pose pre-filter and
+encodes JPEG. Frames reach the event loop through a bounded buffer whose drop
+policy is named: live sources (devices, URLs, files and folders played at a
+speed) drop the oldest frame and count it; a file or folder read as fast as
+possible (speed 0) blocks instead, because nothing is lost by waiting.
+
+Clocks: live sources sample by wall time and stamp frames with `time.time()`.
+Files and folders sample by media time (frame index / fps), so a replay at any
+speed sees the same frames; at speed 0 frames are stamped with the start time
+plus media time, at other speeds with wall time. Live sources that fail to
+open or stop delivering go `offline` and are reopened with exponential backoff
+and jitter until they come back `online`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from monitor.errors import SensorError
+from sensors.camera_config import CameraSettings
+from sensors.gating import ChangeGate
+from sensors.pose import PosePrefilter, create_pose_prefilter
+from sensors.types import Frame, Observation
+
+Image = npt.NDArray[Any]
+Emit = Callable[[Observation], Awaitable[None]]
+State = Literal["online", "offline"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_DEFAULT_FILE_FPS = 25.0
+_JOIN_TIMEOUT_S = 2.0
+# OpenCV reads the FFmpeg options from the environment while opening: one opener at a time.
+_ENV_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class CameraHealth:
+    """A camera's health at one moment, for logs, status topics and metrics."""
+
+    source: str
+    state: State
+    last_frame_age_s: float | None
+    fps: float
+    frames_read: int
+    frames_sampled: int
+    frames_emitted: int
+    frames_dropped: int
+    reconnects: int
+    gate: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    ended: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "state": self.state,
+            "last_frame_age_s": None if self.last_frame_age_s is None else round(self.last_frame_age_s, 3),
+            "fps": round(self.fps, 2), "frames_read": self.frames_read, "frames_sampled": self.frames_sampled,
+            "frames_emitted": self.frames_emitted, "frames_dropped": self.frames_dropped,
+            "reconnects": self.reconnects, "gate": dict(self.gate), "last_error": self.last_error,
+            "ended": self.ended,
+        }
+
+
+class _OpenFailed(Exception):
+    """A live source could not be opened this time; worth retrying."""
+
+
+class _Reader(Protocol):
+    """One opened source. `fps` is the media frame rate (None for live sources)."""
+
+    fps: float | None
+
+    def next(self, *, decode: bool) -> tuple[bool, Image | None]: ...
+
+    def close(self) -> None: ...
+
+
+class _CaptureReader:
+    def __init__(self, capture: cv2.VideoCapture, fps: float | None) -> None:
+        self._capture = capture
+        self.fps = fps
+
+    def next(self, *, decode: bool) -> tuple[bool, Image | None]:
+        if not decode:
+            # grab() demuxes and decodes but skips the colour conversion of frames we do not sample.
+            return bool(self._capture.grab()), None
+        ok, image = self._capture.read()
+        return (bool(ok) and image is not None), (image if ok else None)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class _FolderReader:
+    def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path], None]) -> None:
+        self._paths = deque(paths)
+        self.fps: float | None = fps
+        self._on_bad = on_bad
+
+    def next(self, *, decode: bool) -> tuple[bool, Image | None]:
+        while self._paths:
+            path = self._paths.popleft()
+            if not decode:
+                return True, None
+            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+            if image is not None:
+                return True, image
+            self._on_bad(path)
+        return False, None
+
+    def close(self) -> None:
+        self._paths.clear()
+
+
+class _End:
+    """Marks the end of a camera's frames in its buffer."""
+
+
+_END = _End()
+
+
+class _FrameBuffer:
+    """A bounded hand-off from the capture thread to the event loop.
+
+    `put` drops the oldest frame when full (and says so), or with `block` waits
+    for room. `notify` is called after every put, from the capture thread.
+    """
+
+    def __init__(self, size: int, *, block: bool) -> None:
+        self.size = size
+        self.block = block
+        self._items: deque[Frame | _End] = deque()
+        self._room = threading.Condition()
+        self.notify: Callable[[], None] = lambda: None
+
+    def put(self, frame: Frame, stop: threading.Event) -> int:
+        """Add a frame; returns how many frames were dropped to make room."""
+        dropped = 0
+        with self._room:
+            if self.block:
+                while len(self._items) >= self.size and not stop.is_set():
+                    self._room.wait(0.1)
+            while len(self._items) >= self.size:
+                self._items.popleft()
+                dropped += 1
+            self._items.append(frame)
+        self.notify()
+        return dropped
+
+    def close(self) -> None:
+        with self._room:
+            self._items.append(_END)
+        self.notify()
+
+    def take(self) -> Frame | _End | None:
+        with self._room:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._room.notify_all()
+            return item
+
+    def wake(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+
+def backoff_delay(attempt: int, *, initial_s: float, max_s: float, jitter: float,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (1, 2, ...): doubling, capped, jittered."""
+    base = min(max_s, initial_s * 2.0 ** min(attempt - 1, 64))
+    factor: float = (rng or random).uniform(1.0 - jitter, 1.0 + jitter)
+    return base * factor
+
+
+class CameraSource:
+    """An `ObservationSource` of camera `Frame`s; see the module docstring for clocks and drop policy."""
+
+    def __init__(self, settings: CameraSettings, *, pose: PosePrefilter | None = None) -> None:
+        self.settings = settings
+        self.id = settings.id
+        self.ended = False
+        self.gate = ChangeGate(settings.gating)
+        if pose is None and settings.pose_prefilter:
+            pose = create_pose_prefilter()
+        self._pose = pose
+        self._buffer = _FrameBuffer(settings.queue_size, block=not settings.live)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._log: Any = structlog.get_logger("sensors.camera").bind(source=self.id)
+        self._state: State = "offline"
+        self._last_error: str | None = None
+        self._last_frame_at: float | None = None
+        self._fps = 0.0
+        self._fps_window: tuple[float, int] = (time.monotonic(), 0)
+        self.frames_read = 0
+        self.frames_sampled = 0
+        self.frames_emitted = 0
+        self.frames_dropped = 0
+        self.reconnects = 0
+        self._media_offset = 0.0
+        self._started_at = time.time()
+
+    # -- the event-loop side --------------------------------------------------------------------
+    async def run(self, emit: Emit) -> None:
+        """Capture in a thread and emit the frames the gate passes, until the source ends or is cancelled."""
+        loop = asyncio.get_running_loop()
+        available = asyncio.Event()
+
+        def notify() -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(available.set)
+
+        self._buffer.notify = notify
+        self._started_at = time.time()
+        self._thread = threading.Thread(target=self._capture, name=f"camera:{self.id}", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                available.clear()
+                while (item := self._buffer.take()) is not None:
+                    if isinstance(item, _End):
+                        if self._error is not None:
+                            raise self._error
+                        return
+                    await emit(item)
+                    self.frames_emitted += 1
+                await available.wait()
+        finally:
+            self.ended = True
+            self._stop.set()
+            self._buffer.wake()
+            await asyncio.to_thread(self._thread.join, _JOIN_TIMEOUT_S)
+
+    def health(self) -> CameraHealth:
+        """A snapshot of this camera's health; safe to call from the event loop at any time."""
+        now = time.monotonic()
+        age = None if self._last_frame_at is None else now - self._last_frame_at
+        state = self._state
+        if state == "online" and age is not None and age > self.settings.reconnect.read_timeout_s:
+            state = "offline"  # the capture thread is still blocked in a read that will time out
+        fps = self._fps
+        since, count = self._fps_window
+        if fps == 0.0 and self._last_frame_at is not None and self._last_frame_at - since >= 0.2:
+            fps = (self.frames_read - count) / (self._last_frame_at - since)  # the first second online
+        if age is None or age > 2.0:
+            fps = 0.0
+        return CameraHealth(
+            source=self.id, state=state, last_frame_age_s=age, fps=fps,
+            frames_read=self.frames_read, frames_sampled=self.frames_sampled,
+            frames_emitted=self.frames_emitted, frames_dropped=self.frames_dropped,
+            reconnects=self.reconnects, gate=dict(self.gate.counts), last_error=self._last_error,
+            ended=self.ended,
+        )
+
+    # -- the capture thread ---------------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            self._capture_loop()
+        except BaseException as exc:  # handed to run(), which raises it on the loop
+            self._error = exc
+        finally:
+            if self._state == "online":
+                self._state = "offline"
+                reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
+                self._log.info("camera closed", reason=reason)
+            if self._pose is not None:
+                self._pose.close()
+            self._buffer.close()
+
+    def _capture_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                reader = self._open()
+            except _OpenFailed as exc:
+                attempt += 1
+                self._retry_later(str(exc), attempt)
+                continue
+            try:
+                outcome = self._pump(reader)
+            finally:
+                reader.close()
+            if outcome == "frames":
+                attempt = 0
+            if outcome in ("stopped", "ended"):
+                return
+            if outcome == "looped":
+                continue
+            attempt += 1
+            self._retry_later(f"camera '{self.id}': stream stopped delivering frames", attempt)
+
+    def _retry_later(self, error: str, attempt: int) -> None:
+        reconnect = self.settings.reconnect
+        delay = backoff_delay(attempt, initial_s=reconnect.initial_s, max_s=reconnect.max_s, jitter=reconnect.jitter)
+        self._set_state("offline", error, retry_in_s=delay)
+        if self._stop.wait(delay):
+            return
+        self.reconnects += 1
+
+    def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
+        if error is not None:
+            self._last_error = error
+        if state == self._state:
+            if state == "offline" and fields:
+                self._log.debug("camera still offline", error=error, **fields)
+            return
+        self._state = state
+        self._fps = 0.0
+        if state == "online":
+            self._fps_window = (time.monotonic(), self.frames_read)
+            self._log.info("camera online", kind=self.settings.kind)
+        else:
+            self._log.warning("camera offline", error=error, **fields)
+
+    def _open(self) -> _Reader:
+        settings = self.settings
+        if settings.kind == "folder":
+            return self._open_folder()
+        if settings.kind == "file":
+            assert settings.path is not None  # validated by CameraSettings
+            if not settings.path.is_file():
+                raise SensorError(f"camera '{self.id}': video file {settings.path} not found")
+            capture = cv2.VideoCapture(str(settings.path), cv2.CAP_FFMPEG)
+            if not capture.isOpened():
+                raise SensorError(f"camera '{self.id}': OpenCV cannot open video file {settings.path}")
+            return _CaptureReader(capture, _file_fps(capture.get(cv2.CAP_PROP_FPS)))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(settings.reconnect.open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.reconnect.read_timeout_s * 1000)]
+        if settings.kind == "device":
+            assert settings.device is not None
+            capture = cv2.VideoCapture(settings.device, cv2.CAP_ANY, params)
+            where = f"video device {settings.device}"
+        else:
+            assert settings.url is not None
+            capture = _open_url(settings.url, settings.capture_options, params)
+            where = _redact(settings.url)
+        if not capture.isOpened():
+            capture.release()
+            raise _OpenFailed(f"camera '{self.id}': cannot open {where}")
+        if settings.kind == "device":
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
+        return _CaptureReader(capture, None)
+
+    def _open_folder(self) -> _Reader:
+        folder = self.settings.path
+        assert folder is not None
+        if not folder.is_dir():
+            raise SensorError(f"camera '{self.id}': image folder {folder} not found")
+        paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not paths:
+            raise SensorError(f"camera '{self.id}': no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+
+        def bad(path: Path) -> None:
+            self._log.warning("unreadable image skipped", path=str(path))
+
+        return _FolderReader(paths, self.settings.folder_fps, bad)
+
+    def _pump(self, reader: _Reader) -> Literal["stopped", "ended", "looped", "failed", "frames"]:
+        """Read until the stream ends or fails; 'frames' means it failed after delivering some."""
+        settings = self.settings
+        period = 1.0 / settings.max_fps
+        media_fps = reader.fps
+        opened_at = time.monotonic()
+        next_sample: float | None = None
+        index = 0
+        while not self._stop.is_set():
+            media_t = index / media_fps if media_fps else None
+            if media_t is not None and settings.speed > 0:
+                wait = opened_at + media_t / settings.speed - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return "stopped"
+            sample_clock = self._media_offset + media_t if media_t is not None else time.monotonic()
+            sample = next_sample is None or sample_clock >= next_sample - 1e-6
+            ok, image = reader.next(decode=sample)
+            if not ok:
+                return self._stream_end(media_t, index)
+            index += 1
+            self._count_read()
+            if sample and image is not None:
+                # A grid of due times keeps the average rate exact; after a stall, start afresh.
+                next_sample = sample_clock + period if next_sample is None else next_sample + period
+                if next_sample <= sample_clock:
+                    next_sample = sample_clock + period
+                self._sampled(image, self._timestamp(media_t))
+        return "stopped"
+
+    def _stream_end(self, media_t: float | None, index: int) -> Literal["ended", "looped", "failed", "frames"]:
+        if media_t is None:  # a live source stopped delivering
+            return "frames" if index else "failed"
+        if self.settings.loop and index > 0:
+            self._media_offset += media_t
+            return "looped"
+        if index == 0 and self.settings.loop:
+            raise SensorError(f"camera '{self.id}': {self.settings.path} has no frames to loop over")
+        self._log.info("camera reached the end", path=str(self.settings.path), frames=self.frames_read)
+        return "ended"
+
+    def _timestamp(self, media_t: float | None) -> float:
+        if media_t is not None and self.settings.speed == 0:
+            return self._started_at + self._media_offset + media_t
+        return time.time()
+
+    def _count_read(self) -> None:
+        now = time.monotonic()
+        self.frames_read += 1
+        self._last_frame_at = now
+        if self._state != "online":
+            self._set_state("online")
+        since, count = self._fps_window
+        if now - since >= 1.0:
+            self._fps = (self.frames_read - count) / (now - since)
+            self._fps_window = (now, self.frames_read)
+
+    def _sampled(self, image: Image, ts: float) -> None:
+        self.frames_sampled += 1
+        decision = self.gate.decide(image, ts)
+        if not decision.passed:
+            return
+        small = downscale(image, self.settings.longest_side)
+        facts = self._pose.facts(small, ts) if self._pose is not None else ()
+        jpeg = encode_jpeg(small, self.settings.jpeg_quality)
+        frame = Frame(source=self.id, ts=ts, jpeg=jpeg, width=small.shape[1], height=small.shape[0],
+                      change=decision.score, facts=facts)
+        dropped = self._buffer.put(frame, self._stop)
+        if dropped:
+            self.frames_dropped += dropped
+            self._log.info("frames dropped", reason="queue_full", dropped=dropped, total=self.frames_dropped)
+
+
+def build_camera(settings: CameraSettings) -> CameraSource:
+    """The camera source a `[[cameras]]` entry describes."""
+    return CameraSource(settings)
+
+
+def downscale(image: Image, longest_side: int) -> Image:
+    """`image` with its longest side at most `longest_side` (area interpolation; never upscales)."""
+    height, width = image.shape[:2]
+    scale = longest_side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+
+def encode_jpeg(image: Image, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise SensorError(f"JPEG encoding failed for a {image.shape} image")
+    return bytes(data.tobytes())
+
+
+def _open_url(url: str, options: str | None, params: list[int]) -> cv2.VideoCapture:
+    if options is None:
+        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    with _ENV_LOCK:
+        previous = os.environ.get(CAPTURE_OPTIONS_ENV)
+        os.environ[CAPTURE_OPTIONS_ENV] = options
+        try:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        finally:
+            if previous is None:
+                os.environ.pop(CAPTURE_OPTIONS_ENV, None)
+            else:
+                os.environ[CAPTURE_OPTIONS_ENV] = previous
+
+
+def _file_fps(value: float) -> float:
+    return float(value) if 0 < value <= 1000 else _DEFAULT_FILE_FPS
+
+
+def _redact(url: str) -> str:
+    """A URL fit for logs: credentials removed."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
