@@ -59,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_config(path: Path) -> int:
     settings = load_settings(path)
-    print(f"{path}: ok ({len(settings.sources)} sources, backend '{settings.model.backend}')")
+    print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
+          f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
+          f"strategy '{settings.assessment.strategy}')")
     return 0
 
 
