@@ -38,6 +38,7 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	bash systemd/check-unit.sh
 
 check-configs: install
 	@for f in configs/*.toml; do $(BIN)/monitor check-config "$$f" || exit 1; done

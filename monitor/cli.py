@@ -70,4 +70,4 @@ def _run(config: Path | None) -> int:
     configure_logging(settings.service.log_level, settings.service.log_format)
     from monitor.service import run_loop, serve
 
-    return run_loop(serve(settings))
+    return run_loop(serve(settings, config))

@@ -3,6 +3,11 @@
 Nothing here knows whether it runs live or in replay. Stages are joined by a
 newest-wins slot per zone (the model stage is the slow one; an older pending
 window of the same zone is dropped and counted when a newer one arrives).
+
+A running pipeline can be reconfigured in place (the daemon's SIGHUP): sources
+added or removed, window and alert settings changed, workers resized, the
+assessor or the sinks replaced. Open alerts, windows and unchanged sources
+carry on untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +38,14 @@ from sensors.types import Observation
 log = structlog.get_logger("monitor.pipeline")
 Emit = Callable[[Observation], Awaitable[None]]
 
+STAGES = ("capture", "gating", "queue_wait", "prompt_build", "model_call", "alert_publish", "end_to_end")
+# Seconds spent inside model calls during the current assessment; a metered backend appends to it.
+MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", default=None)
+# The scheduler wakes at least this often, so a stalled pipeline can be told from an idle one.
+TICK_S = 1.0
+# An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
+_LIVE_AGE_S = 3600.0
+
 
 class ObservationSource(Protocol):
     """Anything that emits observations until it ends or is cancelled."""
@@ -41,8 +56,27 @@ class ObservationSource(Protocol):
     async def run(self, emit: Emit) -> None: ...
 
 
+class StageObserver(Protocol):
+    """Receives one latency per stage and event (the daemon's metrics)."""
+
+    def observe(self, stage: str, seconds: float) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    window: Window
+    assessor: Assessor
+    started: float
+
+
 class Pipeline:
-    """Runs the stages as one task group; `stop()` starts an ordered, bounded shutdown."""
+    """Runs the stages as one task group; `stop()` starts an ordered, bounded shutdown.
+
+    `alerts` is the alert settings, or an `AlertManager` whose open alerts the
+    pipeline continues. With `owns_sinks=False` the caller starts and closes
+    the sinks (the daemon keeps them across reloads). With `keep_history=False`
+    the `verdicts` and `events` lists stay empty (a daemon runs for months).
+    """
 
     def __init__(
         self,
@@ -51,33 +85,51 @@ class Pipeline:
         assessor: Assessor,
         sinks: Sequence[AlertSink],
         windows: WindowSettings,
-        alerts: AlertSettings,
+        alerts: AlertSettings | AlertManager,
         workers: int = 1,
         stats: Stats | None = None,
         exit_when_sources_end: bool = False,
         shutdown_timeout_s: float = 10.0,
         audit_path: Path | None = None,
         controls: ZoneControls | None = None,
+        observer: StageObserver | None = None,
+        owns_sinks: bool = True,
+        keep_history: bool = True,
     ) -> None:
         self.sources = list(sources)
         self.assessor = assessor
         self.sinks = list(sinks)
         self.window_settings = windows
-        self.controls = controls or ZoneControls()
-        self.alerts = AlertManager(alerts, controls=self.controls)
+        if isinstance(alerts, AlertManager):
+            self.alerts = alerts
+            self.controls = controls or alerts.controls
+        else:
+            self.controls = controls or ZoneControls()
+            self.alerts = AlertManager(alerts, controls=self.controls)
         self.workers = workers
         self.stats = stats or Stats()
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
         self.audit_path = audit_path
+        self.observer = observer
+        self.owns_sinks = owns_sinks
+        self.keep_history = keep_history
         self.zone_of = {source.id: zone for source, zone in self.sources}
         self.windows: dict[str, RollingWindow] = {}
         self.slot = LatestSlot()
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._busy = 0
+        self.started = asyncio.Event()
+        self.last_tick = time.monotonic()
         self.events: list[AlertEvent] = []
         self.verdicts: list[tuple[Window, Verdict | BackendError]] = []
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
+        self._worker_tasks: dict[int, asyncio.Task[None]] = {}
+        self._inflight: dict[int, _InFlight] = {}
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._sink_lock = asyncio.Lock()
+        self._pending_since: dict[str, float] = {}
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -85,28 +137,114 @@ class Pipeline:
         self._stopping.set()
         self._wake.set()
 
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called (or every source ended, with exit_when_sources_end)."""
+        return self._stopping.is_set()
+
     async def run(self) -> None:
         """Run until stopped (or, with exit_when_sources_end, until every source has ended)."""
-        for sink in self.sinks:
-            await sink.start()
+        if self.owns_sinks:
+            for sink in self.sinks:
+                await sink.start()
         try:
             async with asyncio.TaskGroup() as group:
-                source_tasks = [group.create_task(self._run_source(s), name=f"source:{s.id}") for s, _ in self.sources]
-                worker_tasks = [group.create_task(self._worker(i), name=f"assess:{i}") for i in range(self.workers)]
+                self._group = group
+                for source, _ in self.sources:
+                    self._start_source(source)
+                self.set_workers(self.workers)
                 scheduler = group.create_task(self._schedule(), name="scheduler")
                 expiry = group.create_task(self._expire_alerts(), name="alert-expiry")
+                self.started.set()
                 await self._stopping.wait()
-                await self._shutdown(source_tasks, scheduler, expiry, worker_tasks)
+                await self._shutdown(scheduler, expiry)
         finally:
-            for sink in self.sinks:
-                await sink.close()
+            self._group = None
+            if self.owns_sinks:
+                for sink in self.sinks:
+                    await sink.close()
 
     def stats_json(self) -> dict[str, Any]:
         """The counters, with those the sources keep themselves folded in."""
         self.stats.bad_log_lines = sum(getattr(source, "bad_lines", 0) for source, _ in self.sources)
         return self.stats.to_json()
 
+    def heartbeat_age(self) -> float:
+        """Seconds since the scheduler last ran (it runs at least every TICK_S while alive)."""
+        return time.monotonic() - self.last_tick
+
+    def oldest_assessment_s(self) -> float:
+        """How long the longest-running assessment has been running (0 when none is)."""
+        now = time.monotonic()
+        return max((now - flight.started for flight in self._inflight.values()), default=0.0)
+
+    # -- reconfiguration (SIGHUP) ------------------------------------------------------
+    def add_source(self, source: ObservationSource, zone: str) -> None:
+        """Start feeding `source` into `zone`'s window (at once when running)."""
+        self.sources.append((source, zone))
+        self.zone_of[source.id] = zone
+        if self._group is not None and not self.stopping:
+            self._start_source(source)
+
+    async def remove_source(self, source_id: str) -> None:
+        """Stop a source; what it already delivered stays in its zone's window."""
+        self.sources = [(s, z) for s, z in self.sources if s.id != source_id]
+        self.zone_of.pop(source_id, None)
+        task = self._source_tasks.pop(source_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def set_window_settings(self, settings: WindowSettings) -> None:
+        """Apply new window bounds; a zone whose `max_entries` changed is rebuilt with its history."""
+        old, self.window_settings = self.window_settings, settings
+        for zone, window in list(self.windows.items()):
+            if settings.max_entries != old.max_entries:
+                rebuilt = self._new_window(zone)
+                # Re-added observations count as new: the zone is assessed once more rather than
+                # risk an observation that arrived just before the reload never being assessed.
+                for observation in window.snapshot().observations:
+                    rebuilt.add(observation)
+                self.windows[zone] = rebuilt
+            else:
+                window.max_age_s = settings.max_age_s
+                window.min_interval_s = settings.min_interval_s
+        self._wake.set()
+
+    def set_workers(self, count: int) -> None:
+        """Run `count` assessment workers; extra ones finish their current window, then exit."""
+        self.workers = count
+        if self._group is None or self.stopping:
+            return
+        self._worker_tasks = {i: t for i, t in self._worker_tasks.items() if not t.done()}
+        for index in range(count):
+            if index not in self._worker_tasks:
+                self._worker_tasks[index] = self._group.create_task(self._worker(index), name=f"assess:{index}")
+
+    async def replace_assessor(self, assessor: Assessor, *, timeout_s: float) -> bool:
+        """Assess new windows with `assessor`; wait (bounded) for the old one's in-flight windows.
+
+        Returns False when some were still running at the timeout.
+        """
+        old, self.assessor = self.assessor, assessor
+        deadline = time.monotonic() + timeout_s
+        while any(f.assessor is old for f in self._inflight.values()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def sinks_paused(self) -> AsyncIterator[list[AlertSink]]:
+        """Hold publishing while the caller changes the sink list in place; waiting events are not lost."""
+        async with self._sink_lock:
+            yield self.sinks
+
     # -- stages -------------------------------------------------------------------
+    def _start_source(self, source: ObservationSource) -> None:
+        assert self._group is not None
+        self._source_tasks[source.id] = self._group.create_task(self._run_source(source), name=f"source:{source.id}")
+
     async def _run_source(self, source: ObservationSource) -> None:
         try:
             await source.run(self._ingest)
@@ -115,79 +253,100 @@ class Pipeline:
             log.info("source ended", source=source.id)
             self._wake.set()
 
+    def _new_window(self, zone: str) -> RollingWindow:
+        return RollingWindow(
+            zone,
+            max_age_s=self.window_settings.max_age_s,
+            max_entries=self.window_settings.max_entries,
+            min_interval_s=self.window_settings.min_interval_s,
+        )
+
     async def _ingest(self, observation: Observation) -> None:
         zone = self.zone_of.get(observation.source, observation.source)
         window = self.windows.get(zone)
         if window is None:
-            window = self.windows[zone] = RollingWindow(
-                zone,
-                max_age_s=self.window_settings.max_age_s,
-                max_entries=self.window_settings.max_entries,
-                min_interval_s=self.window_settings.min_interval_s,
-            )
+            window = self.windows[zone] = self._new_window(zone)
         window.add(observation)
+        self._pending_since.setdefault(zone, time.monotonic())
+        self._observe_age("capture", observation.ts)
         self._wake.set()
 
     async def _schedule(self) -> None:
         while not self._stopping.is_set():
+            self.last_tick = time.monotonic()
             await self._offer_due_windows()
             if self._finished():
                 self.stop()
                 return
             self._wake.clear()
             waits = [w.seconds_until_due() for w in self.windows.values()]
-            timeout = min((w for w in waits if w is not None), default=None)
+            timeout = min((w for w in waits if w is not None), default=TICK_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), min(timeout, TICK_S))
 
     async def _offer_due_windows(self) -> None:
-        for window in self.windows.values():
-            if window.due():
-                if not self.controls.is_monitoring(window.zone):
-                    window.snapshot()  # consume the new observations: nobody asked about them
-                    self.stats.windows_dropped["monitoring_off"] += 1
-                    continue
-                replaced = await self.slot.put(window.snapshot())
-                if replaced is not None:
-                    self.stats.windows_dropped["superseded"] += 1
-                    log.info("window dropped", zone=replaced.zone, window=replaced.id, reason="superseded")
+        for zone, window in list(self.windows.items()):  # a put may yield while a source adds a zone
+            if not window.due():
+                continue
+            snapshot = window.snapshot()
+            pending_since = self._pending_since.pop(zone, None)
+            if pending_since is not None:
+                self._observe("gating", time.monotonic() - pending_since)
+            if not self.controls.is_monitoring(zone):
+                self._dropped(snapshot, "monitoring_off")  # nobody asked about these observations
+                continue
+            replaced = await self.slot.put(snapshot)
+            if replaced is not None:
+                self._dropped(replaced, "superseded")
 
     def _finished(self) -> bool:
         if not self.exit_when_sources_end or not all(source.ended for source, _ in self.sources):
             return False
-        idle = self._busy == 0 and len(self.slot) == 0
+        idle = not self._inflight and len(self.slot) == 0
         return idle and not any(w.seconds_until_due() is not None for w in self.windows.values())
 
     async def _worker(self, index: int) -> None:
-        while (window := await self.slot.get()) is not None:
-            self._busy += 1
+        # A worker beyond a reduced count finishes the window it holds, then exits.
+        while index < self.workers and (window := await self.slot.get()) is not None:
+            flight = self._inflight[index] = _InFlight(window, self.assessor, time.monotonic())
+            self._observe("queue_wait", time.time() - window.created_at)
             try:
-                await self._assess(window)
+                await self._assess(window, flight.assessor)
             finally:
-                self._busy -= 1
+                del self._inflight[index]
                 self._wake.set()
 
-    async def _assess(self, window: Window) -> None:
+    async def _assess(self, window: Window, assessor: Assessor) -> None:
         started = time.perf_counter()
+        model_seconds: list[float] = []
+        token = MODEL_SECONDS.set(model_seconds)
         try:
-            verdict = await self.assessor.assess(window)
+            verdict = await assessor.assess(window)
         except BackendError as exc:
             self._record_error(window, exc, time.perf_counter() - started)
             return
+        finally:
+            MODEL_SECONDS.reset(token)
+        elapsed = time.perf_counter() - started
+        self._observe("prompt_build", elapsed - sum(model_seconds))
         self.stats.windows_assessed += 1
         self.stats.model_calls += verdict.usage.calls
         self.stats.prompt_tokens += verdict.usage.prompt_tokens
         self.stats.completion_tokens += verdict.usage.completion_tokens
-        self.verdicts.append((window, verdict))
+        if self.keep_history:
+            self.verdicts.append((window, verdict))
         event = self.alerts.decide(window, verdict)
-        self._summary(window, verdict, event, time.perf_counter() - started)
+        self._summary(window, verdict, event, elapsed)
         self._audit(window, verdict, event)
         if event is not None:
-            await self._publish(event)
+            await self._deliver(event)
+        if window.observations:
+            self._observe_age("end_to_end", max(o.ts for o in window.observations))
 
     def _record_error(self, window: Window, exc: BackendError, elapsed: float) -> None:
         self.stats.model_errors[exc.kind] += 1
-        self.verdicts.append((window, exc))
+        if self.keep_history:
+            self.verdicts.append((window, exc))
         fields: dict[str, Any] = {"zone": window.zone, "window": window.id, "error": str(exc),
                                   "kind": exc.kind, "latency_s": round(elapsed, 3)}
         if isinstance(exc, MalformedReplyError):
@@ -204,7 +363,12 @@ class Pipeline:
             completion_tokens=verdict.usage.completion_tokens,
             verdict="danger" if assessment.danger else "safe", severity=assessment.severity,
             hazard=assessment.hazard, alert=event.type if event else None, strategy=verdict.strategy,
+            dropped=False,
         )
+
+    def _dropped(self, window: Window, reason: str, **detail: Any) -> None:
+        self.stats.windows_dropped[reason] += 1
+        log.info("window dropped", zone=window.zone, window=window.id, reason=reason, dropped=True, **detail)
 
     def _audit(self, window: Window, verdict: Verdict | None, event: AlertEvent | None,
                error: BackendError | None = None) -> None:
@@ -223,29 +387,74 @@ class Pipeline:
         with self.audit_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    async def _deliver(self, event: AlertEvent) -> None:
+        # A decided alert must reach the sinks even when the worker or the expiry task is
+        # cancelled at shutdown: publishing runs as its own task, awaited before sinks close.
+        task = asyncio.create_task(self._publish(event), name=f"publish:{event.message_id}")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        await asyncio.shield(task)
+
     async def _publish(self, event: AlertEvent) -> None:
-        self.events.append(event)
-        self.stats.alerts[f"{event.type}:{event.alert.severity}"] += 1
-        for sink in self.sinks:
-            await sink.publish(event)
+        started = time.perf_counter()
+        async with self._sink_lock:
+            if self.keep_history:
+                self.events.append(event)
+            self.stats.alerts[f"{event.type}:{event.alert.severity}"] += 1
+            for sink in self.sinks:
+                await sink.publish(event)
+        self._observe("alert_publish", time.perf_counter() - started)
 
     async def _expire_alerts(self) -> None:
         while not self._stopping.is_set():
             for event in self.alerts.expire():
-                await self._publish(event)
+                await self._deliver(event)
             await asyncio.sleep(1.0)
 
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer.observe(stage, max(0.0, seconds))
+
+    def _observe_age(self, stage: str, observed_ts: float) -> None:
+        age = time.time() - observed_ts
+        if -1.0 < age < _LIVE_AGE_S:  # a second of clock skew between sensor and service is fine
+            self._observe(stage, age)
+
     # -- shutdown -------------------------------------------------------------------
-    async def _shutdown(self, sources: list[asyncio.Task[None]], scheduler: asyncio.Task[None],
-                        expiry: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
-        for task in [*sources, expiry]:
+    async def _shutdown(self, scheduler: asyncio.Task[None], expiry: asyncio.Task[None]) -> None:
+        sources = list(self._source_tasks.values())
+        log.info("pipeline stopping", sources=len(sources), in_flight=len(self._inflight), queued=len(self.slot),
+                 timeout_s=self.shutdown_timeout_s)
+        for task in [*sources, expiry, scheduler]:  # nothing new is offered: the queued windows are final
             task.cancel()
-        await asyncio.gather(*sources, expiry, return_exceptions=True)
-        await scheduler
-        await self.slot.close()
-        _done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout_s)
+        await asyncio.gather(*sources, expiry, scheduler, return_exceptions=True)
+        await self.slot.close()  # queued windows are still assessed; then the workers return
+        workers = [t for t in self._worker_tasks.values() if not t.done()]
+        pending: set[asyncio.Task[None]] = set()
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout_s)
+        if pending:
+            reason = f"not finished within shutdown_timeout_s={self.shutdown_timeout_s:g}"
+            for flight in self._inflight.values():
+                self._dropped(flight.window, "shutdown", detail=f"assessment cancelled: {reason}")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            while (window := await self.slot.get()) is not None:
+                self._dropped(window, "shutdown", detail=f"never assessed: {reason}")
+        await self._finish_publishing()
+
+    async def _finish_publishing(self) -> None:
+        """Wait for every decided alert to reach the sinks (bounded; a stuck sink is reported)."""
+        publishing = set(self._publishing)
+        if not publishing:
+            return
+        done, pending = await asyncio.wait(publishing, timeout=self.shutdown_timeout_s)
         for task in pending:
-            log.warning("assessment cancelled at shutdown", task=task.get_name(),
-                        reason=f"not finished within shutdown_timeout_s={self.shutdown_timeout_s}")
+            log.error("alert not delivered to every sink at shutdown", task=task.get_name(),
+                      reason=f"sinks did not accept it within shutdown_timeout_s={self.shutdown_timeout_s:g}")
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error("alert publish failed at shutdown", task=task.get_name(), error=str(error))

@@ -25,6 +25,7 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from monitor.config_base import Identifier, PositiveFloat, Section
 from monitor.errors import ConfigError
+from monitor.health_config import HealthSettings
 from monitor.sinks.mqtt_config import MqttSettings
 from monitor.strategy_config import AssessmentSettings, ZoneSettings
 from sensors.camera_config import CameraSettings, KeyframeSettings, check_camera_capability, check_camera_ids
@@ -171,6 +172,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     mqtt: MqttSettings | None = Field(default=None, description="MQTT broker; alerts are published when set")
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:

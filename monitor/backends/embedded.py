@@ -68,6 +68,11 @@ class EmbeddedBackend:
     def last_success_at(self) -> float | None:
         return self._client.last_success_at if self._client else None
 
+    @property
+    def base_url(self) -> str | None:
+        """The loopback URL of the child server once it answers; None before."""
+        return self._client.base_url if self._client else None
+
     async def start(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise FatalBackendError(

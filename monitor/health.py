@@ -1,0 +1,262 @@
+"""Health, readiness and metrics over HTTP, on loopback by default.
+
+- `/healthz`: the process and its event loop answer, and the pipeline's stages
+  are making progress (the same test the systemd watchdog uses). 200 or 503.
+- `/readyz`: every source online or within its grace period, the model backend
+  answered recently (or, when idle, a `GET <base_url>/models` probe succeeds),
+  every sink that reports a connection is connected. 200 or 503; the JSON body
+  names each check and lists the failed ones.
+- `/metrics`: the Prometheus text format.
+
+A tiny HTTP/1.1 server on asyncio streams: three GET routes need no framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+
+from monitor.health_config import HealthSettings
+
+log = structlog.get_logger("monitor.health")
+
+_REQUEST_TIMEOUT_S = 5.0
+_MAX_REQUEST_BYTES = 16 * 1024
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+@dataclass
+class BackendStatus:
+    """What readiness needs to know about the model backend. `api_key` is only sent, never shown."""
+
+    name: str
+    last_success_at: float | None
+    last_error_at: float | None
+    base_url: str | None
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class Snapshot:
+    """The service as readiness sees it at one moment."""
+
+    state: str  # starting | running | reloading | stopping | stopped
+    sources: Mapping[str, bool]
+    sinks: Mapping[str, bool | None]
+    backend: BackendStatus | None
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
+Probe = Callable[[str, str | None, float], tuple[bool, str]]
+
+
+def probe_models(base_url: str, api_key: str | None, timeout_s: float) -> tuple[bool, str]:
+    """`GET <base_url>/models`: the cheapest request every OpenAI-compatible server answers."""
+    url = base_url.rstrip("/") + "/models"
+    if urlsplit(url).scheme not in ("http", "https"):
+        return False, "not an http(s) URL"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (scheme checked above)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, str(reason)
+
+
+class Readiness:
+    """Decides readiness from snapshots; remembers since when each part has been down."""
+
+    def __init__(self, settings: HealthSettings, *, probe: Probe = probe_models,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._probe = probe
+        self._clock = clock
+        self._wall = wall
+        self._down_since: dict[str, float] = {}
+        self._probe_ok_at: float | None = None
+        self._probe_failed: tuple[float, str] | None = None
+        self._probe_lock = asyncio.Lock()
+        self.last_ready: bool | None = None
+
+    def track(self, snapshot: Snapshot) -> None:
+        """Note which sources and sinks are down now (call often: it dates the start of each outage)."""
+        now = self._clock()
+        up = {f"source:{k}": v for k, v in snapshot.sources.items()}
+        up.update({f"sink:{k}": v for k, v in snapshot.sinks.items() if v is not None})
+        for key, online in up.items():
+            if online:
+                self._down_since.pop(key, None)
+            else:
+                self._down_since.setdefault(key, now)
+        for key in set(self._down_since) - set(up):
+            del self._down_since[key]  # removed by a reload
+
+    async def check(self, snapshot: Snapshot) -> tuple[bool, dict[str, Any]]:
+        """The readiness verdict and its JSON body."""
+        self.track(snapshot)
+        checks = {
+            "service": Check(snapshot.state == "running" or snapshot.state == "reloading", snapshot.state),
+            "sources": self._within_grace("source", snapshot.sources),
+            "backend": await self._backend(snapshot.backend),
+            "sinks": self._within_grace("sink", snapshot.sinks),
+        }
+        failed = [name for name, check in checks.items() if not check.ok]
+        self.last_ready = not failed
+        body = {"ready": not failed, "failed": failed, "checks": {k: c.to_json() for k, c in checks.items()}}
+        return not failed, body
+
+    def _within_grace(self, kind: str, parts: Mapping[str, bool | None]) -> Check:
+        now = self._clock()
+        detail: dict[str, str] = {}
+        ok = True
+        for name, online in parts.items():
+            if online is None:
+                detail[name] = "no connection to report"
+            elif online:
+                detail[name] = "online"
+            else:
+                down_for = now - self._down_since.get(f"{kind}:{name}", now)
+                within = down_for < self.settings.ready_grace_s
+                ok = ok and within
+                state = "within grace" if within else "offline"
+                detail[name] = f"{state} for {down_for:.1f} s (ready_grace_s={self.settings.ready_grace_s:g})"
+        return Check(ok, detail)
+
+    async def _backend(self, backend: BackendStatus | None) -> Check:
+        if backend is None:
+            return Check(False, "not started")
+        now = self._wall()
+        last_ok = max(backend.last_success_at or 0.0, self._probe_ok_at or 0.0)
+        failing = backend.last_error_at is not None and backend.last_error_at > last_ok
+        if last_ok and not failing and now - last_ok <= self.settings.backend_fresh_s:
+            return Check(True, f"answered {now - last_ok:.1f} s ago")
+        if backend.base_url is None:
+            # No endpoint to probe (the scripted backend): only its own failures count.
+            return Check(not failing, "last call failed" if failing else f"{backend.name}: nothing to probe")
+        return await self._probe_backend(backend)
+
+    async def _probe_backend(self, backend: BackendStatus) -> Check:
+        url = _without_credentials(backend.base_url or "")
+        async with self._probe_lock:  # one probe at a time; concurrent checks share its result
+            failed = self._probe_failed
+            retry_after = min(5.0, self.settings.backend_fresh_s / 2)
+            if failed is not None and self._wall() - failed[0] < retry_after:
+                return Check(False, f"probe GET {url}/models failed: {failed[1]}")
+            if self._probe_ok_at is not None and self._wall() - self._probe_ok_at <= retry_after:
+                return Check(True, f"probe GET {url}/models ok")
+            ok, detail = await asyncio.to_thread(
+                self._probe, backend.base_url or "", backend.api_key, self.settings.probe_timeout_s)
+            if ok:
+                self._probe_ok_at, self._probe_failed = self._wall(), None
+                return Check(True, f"idle; probe GET {url}/models ok")
+            self._probe_failed = (self._wall(), detail)
+            return Check(False, f"probe GET {url}/models failed: {detail}")
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+
+
+# --------------------------------------------------------------------------- the HTTP server
+
+Liveness = Callable[[], tuple[bool, dict[str, Any]]]
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+class HealthServer:
+    """Serves `/healthz`, `/readyz` and `/metrics` until closed."""
+
+    def __init__(self, settings: HealthSettings, *, liveness: Liveness, readiness: ReadinessCheck,
+                 metrics: Callable[[], bytes] | None = None, metrics_content_type: str = "text/plain") -> None:
+        self.settings = settings
+        self._liveness = liveness
+        self._readiness = readiness
+        self._metrics = metrics
+        self._metrics_type = metrics_content_type
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.settings.host, self.settings.port,
+                                                  limit=_MAX_REQUEST_BYTES)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("health server listening", host=self.settings.host, port=self.port,
+                 url=f"http://{self.settings.host}:{self.port}/readyz")
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
+            method, _, rest = head.decode("latin-1").partition(" ")
+            path = urlsplit(rest.partition(" ")[0]).path
+            status, content_type, body = await self._route(method, path)
+            await self._respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            pass  # a client that hung up or sent junk gets nothing
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "application/json", _json({"error": "only GET and HEAD"})
+        if path == "/healthz":
+            ok, body = self._liveness()
+            return (200 if ok else 503), "application/json", _json(body)
+        if path == "/readyz":
+            ok, body = await self._readiness()
+            return (200 if ok else 503), "application/json", _json(body)
+        if path == "/metrics" and self._metrics is not None:
+            return 200, self._metrics_type, self._metrics()
+        return 404, "application/json", _json({"error": "not found", "paths": ["/healthz", "/readyz", "/metrics"]})
+
+    @staticmethod
+    async def _respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
+                       length: int) -> None:
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+
+
+def _json(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, indent=1).encode("utf-8") + b"\n"

@@ -1,0 +1,28 @@
+"""Configuration of the health, readiness and metrics HTTP endpoint (`[health]`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from monitor.config_base import PositiveFloat, Section
+
+
+class HealthSettings(Section):
+    """`/healthz`, `/readyz` and `/metrics` on one small HTTP server, loopback only by default."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1, description="bind address; keep it on loopback")
+    port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
+    ready_grace_s: PositiveFloat = Field(
+        default=30.0, description="a source or sink may be offline this long (after start or a drop) and stay ready"
+    )
+    backend_fresh_s: PositiveFloat = Field(
+        default=60.0, description="the model counts as answering for this long after its last success"
+    )
+    probe_timeout_s: PositiveFloat = Field(
+        default=2.0, description="when the model was idle: timeout of the GET <base_url>/models probe"
+    )
+    stall_after_s: PositiveFloat = Field(
+        default=15.0, description="no scheduler tick for this long: the pipeline counts as stalled"
+    )
+    metrics: bool = Field(default=True, description="serve /metrics")

@@ -1,0 +1,213 @@
+"""Prometheus metrics: one registry per service instance, rendered for `/metrics`.
+
+Latencies are observed as they happen (`Metrics.observe`, the pipeline's
+`StageObserver`); counters are read from the service's `Stats` at scrape time,
+so there is one set of books and the log summary and the metrics cannot drift.
+The model call is timed at the boundary by `MeteredBackend`, which also keeps
+the last success and failure for readiness.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from monitor.backends import ModelBackend, ModelReply, ModelRequest
+from monitor.errors import BackendError
+from monitor.pipeline import MODEL_SECONDS, STAGES
+from monitor.stats import Stats
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# From a tenth of a millisecond (queue hand-offs) to two minutes (a slow model with retries).
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Label values that exist from the first scrape, so rate() has a zero to start from.
+DROP_REASONS = ("superseded", "monitoring_off", "shutdown")
+ERROR_KINDS = ("transient", "fatal", "timeout", "malformed", "image_unsupported")
+SEVERITIES = ("info", "warning", "critical")
+EVENT_TYPES = ("new", "update", "end")
+
+
+class Metrics:
+    """The service's metrics. Mutated and rendered on the event loop thread only."""
+
+    def __init__(self, *, stats: Callable[[], Stats]) -> None:
+        self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "monitor_stage_latency_seconds",
+            "Latency per pipeline stage: capture (sensor timestamp to ingest), gating (first new observation "
+            "to window offered), queue_wait, prompt_build (assessment time outside the model call: prompt "
+            "and reply validation), model_call (one backend call, retries included), alert_publish (all "
+            "sinks), end_to_end (newest observation to decision published)",
+            ["stage"], buckets=BUCKETS, registry=self.registry,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        self.reloads = Counter("monitor_config_reloads", "Configuration reloads (SIGHUP) by result",
+                               ["result"], registry=self.registry)
+        for result in ("applied", "rejected"):
+            self.reloads.labels(result)
+        self.outbox_depth: Callable[[], int | None] = lambda: None
+        self.source_health: Callable[[], Mapping[str, bool]] = dict
+        self.sink_health: Callable[[], Mapping[str, bool | None]] = dict
+        self.open_alerts: Callable[[], int] = lambda: 0
+        self.ready: Callable[[], bool | None] = lambda: None
+        self.registry.register(_ServiceCollector(self, stats))
+        self.registry.register(_ProcessCollector())
+
+    def observe(self, stage: str, seconds: float) -> None:
+        """Record one latency (the pipeline's StageObserver)."""
+        self.stage_seconds.labels(stage).observe(max(0.0, seconds))
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _ServiceCollector:
+    """Counters and gauges read from the service's state at scrape time."""
+
+    def __init__(self, metrics: Metrics, stats: Callable[[], Stats]) -> None:
+        self.metrics = metrics
+        self.stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.stats()
+        yield _counter("monitor_windows_assessed", "Windows the model assessed", stats.windows_assessed)
+        yield _labelled(CounterMetricFamily, "monitor_windows_dropped", "Windows dropped without assessment",
+                        "reason", _with_zeros(stats.windows_dropped, DROP_REASONS))
+        yield _counter("monitor_model_calls", "Model calls made by the assessments", stats.model_calls)
+        yield _labelled(CounterMetricFamily, "monitor_model_errors", "Failed assessments by error class",
+                        "kind", _with_zeros(stats.model_errors, ERROR_KINDS))
+        yield _labelled(CounterMetricFamily, "monitor_tokens", "Model tokens used", "kind",
+                        {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens})
+        yield self._alerts(stats)
+        yield _counter("monitor_bad_log_lines", "Activity-log lines that could not be parsed", stats.bad_log_lines)
+        yield from self._gauges()
+
+    def _alerts(self, stats: Stats) -> Metric:
+        family = CounterMetricFamily("monitor_alerts", "Alert events published, by type and severity",
+                                     labels=["type", "severity"])
+        counts = {(t, s): 0 for t in EVENT_TYPES for s in SEVERITIES}
+        for key, count in stats.alerts.items():
+            event_type, _, severity = key.partition(":")
+            counts[(event_type, severity)] = counts.get((event_type, severity), 0) + count
+        for (event_type, severity), count in sorted(counts.items()):
+            family.add_metric([event_type, severity], count)
+        return family
+
+    def _gauges(self) -> Iterable[Metric]:
+        m = self.metrics
+        yield _gauge("monitor_open_alerts", "Alerts currently open", m.open_alerts())
+        depth = m.outbox_depth()
+        if depth is not None:
+            yield _gauge("monitor_outbox_depth", "MQTT outbox messages waiting for the broker", depth)
+        yield _labelled(GaugeMetricFamily, "monitor_source_up", "1 when the source is online", "source",
+                        {k: int(v) for k, v in m.source_health().items()})
+        yield _labelled(GaugeMetricFamily, "monitor_sink_connected",
+                        "1 when the sink is connected (sinks that report it)", "sink",
+                        {k: int(v) for k, v in m.sink_health().items() if v is not None})
+        ready = m.ready()
+        if ready is not None:
+            yield _gauge("monitor_ready", "1 when /readyz last answered ready", int(ready))
+
+
+class _ProcessCollector:
+    """Memory, descriptors and CPU of this process from /proc/self.
+
+    prometheus_client's own collector needs /proc/stat (boot time), which the
+    systemd unit hides (`ProcSubset=pid`); this one reads only /proc/self.
+    """
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with open("/proc/self/statm", "rb") as statm:
+                virtual, resident = (int(v) for v in statm.read().split()[:2])
+            with open("/proc/self/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            descriptors = len(os.listdir("/proc/self/fd"))
+        except (OSError, ValueError, IndexError):
+            return  # not Linux, or /proc unavailable: no process metrics
+        cpu = (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime (fields 14, 15 of stat)
+        yield _gauge("process_resident_memory_bytes", "Resident memory size in bytes", resident * self.page_size)
+        yield _gauge("process_virtual_memory_bytes", "Virtual memory size in bytes", virtual * self.page_size)
+        yield _gauge("process_open_fds", "Number of open file descriptors", descriptors)
+        yield _counter("process_cpu_seconds", "User and system CPU time spent in seconds", cpu)
+        yield _gauge("process_start_time_seconds", "Start time of the service, seconds since the epoch",
+                     self.started_at)
+
+
+class MeteredBackend:
+    """A model backend that times every call and remembers the last success and failure.
+
+    `last_success_at` / `last_error_at` are wall-clock times of calls that
+    returned an answer (valid or not: the model answered) or raised.
+    """
+
+    def __init__(self, inner: ModelBackend, *, observe: Callable[[str, float], None] | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+        self.accepts_images = inner.accepts_images
+        self._observe = observe
+        self.last_success_at: float | None = None
+        self.last_error_at: float | None = None
+
+    @property
+    def base_url(self) -> str | None:
+        """The endpoint to probe: the backend's own, or the embedded server's once started."""
+        url = getattr(self.inner, "base_url", None)  # scripted backends have none
+        return str(url) if url else None
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        started = time.perf_counter()
+        try:
+            reply = await self.inner.complete(request)
+        except BackendError:
+            self.last_error_at = time.time()
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            spent = MODEL_SECONDS.get()
+            if spent is not None:
+                spent.append(elapsed)
+            if self._observe is not None:
+                self._observe("model_call", elapsed)
+        self.last_success_at = time.time()
+        return reply
+
+
+def _counter(name: str, documentation: str, value: float) -> Metric:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _labelled(kind: Any, name: str, documentation: str, label: str, values: Mapping[str, float]) -> Metric:
+    family: Metric = kind(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)  # type: ignore[attr-defined]
+    return family
+
+
+def _with_zeros(counts: Mapping[str, int], known: Iterable[str]) -> dict[str, int]:
+    return {**dict.fromkeys(known, 0), **counts}
