@@ -196,10 +196,10 @@ class Pipeline:
             await asyncio.gather(task, return_exceptions=True)
 
     def set_window_settings(self, settings: WindowSettings) -> None:
-        """Apply new window bounds; a zone whose `max_entries` changed is rebuilt with its history."""
+        """Apply new window bounds; a zone whose count bounds changed is rebuilt with its history."""
         old, self.window_settings = self.window_settings, settings
         for zone, window in list(self.windows.items()):
-            if settings.max_entries != old.max_entries:
+            if (settings.max_entries, settings.max_frames) != (old.max_entries, old.max_frames):
                 rebuilt = self._new_window(zone)
                 # Re-added observations count as new: the zone is assessed once more rather than
                 # risk an observation that arrived just before the reload never being assessed.
@@ -258,6 +258,7 @@ class Pipeline:
             zone,
             max_age_s=self.window_settings.max_age_s,
             max_entries=self.window_settings.max_entries,
+            max_frames=self.window_settings.max_frames,
             min_interval_s=self.window_settings.min_interval_s,
         )
 

@@ -48,11 +48,15 @@ class RollingWindow:
     """The recent observations of one zone."""
 
     def __init__(self, zone: str, *, max_age_s: float, max_entries: int, min_interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_frames: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.zone = zone
         self.max_age_s = max_age_s
         self.min_interval_s = min_interval_s
-        self._items: deque[Observation] = deque(maxlen=max_entries)
+        # Log entries and frames are capped separately: a busy camera must not push the
+        # zone's log entries out of the window.
+        self.max_entries = max_entries
+        self.max_frames = max_entries if max_frames is None else max_frames
+        self._items: deque[Observation] = deque()
         self._new = 0
         self._last_snapshot: float | None = None
         self._clock = clock
@@ -62,10 +66,19 @@ class RollingWindow:
         if self._items and observation.ts < self._items[-1].ts:
             items = sorted([*self._items, observation], key=lambda o: o.ts)
             self._items.clear()
-            self._items.extend(items[-(self._items.maxlen or len(items)):])
+            self._items.extend(items)
         else:
             self._items.append(observation)
         self._new += 1
+        self._cap(Frame if isinstance(observation, Frame) else LogEntry)
+
+    def _cap(self, kind: type[Frame] | type[LogEntry]) -> None:
+        limit = self.max_frames if kind is Frame else self.max_entries
+        excess = sum(1 for o in self._items if isinstance(o, kind)) - limit
+        if excess > 0:
+            oldest = [o for o in self._items if isinstance(o, kind)][:excess]
+            for observation in oldest:
+                self._items.remove(observation)
 
     def _expire(self, now_ts: float) -> None:
         while self._items and now_ts - self._items[0].ts > self.max_age_s:

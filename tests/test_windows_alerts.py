@@ -30,6 +30,20 @@ def test_window_is_bounded_by_count_and_age() -> None:
     assert [o.ts for o in snap.observations] == [100.0]  # count kept 20, 30, 100; age drops 20 and 30
 
 
+def test_frames_and_log_entries_are_capped_separately() -> None:
+    from sensors.types import Frame
+
+    window = RollingWindow("z", max_age_s=600, max_entries=2, max_frames=3, min_interval_s=0)
+    window.add(entry("a", ts=1.0))
+    window.add(entry("b", ts=2.0))
+    for ts in range(3, 13):
+        window.add(Frame(source="cam", ts=float(ts), jpeg=b"", width=1, height=1))
+    window.add(entry("c", ts=13.0))
+    snap = window.snapshot()
+    assert [o.text for o in snap.entries] == ["b", "c"]
+    assert [f.ts for f in snap.frames] == [10.0, 11.0, 12.0]
+
+
 def test_window_keeps_time_order_across_sources() -> None:
     window = RollingWindow("z", max_age_s=600, max_entries=10, min_interval_s=0)
     window.add(entry("b", ts=2.0, source="s1"))
