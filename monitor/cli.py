@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import MonitorError, report
 from monitor.logging import configure_logging
 from monitor.settings import load_settings
 from replay.cli import add_replay_parser, run_replay
@@ -45,13 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config)
         if args.command == "replay":
             return run_replay(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
     except MonitorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return report(exc)
     except KeyboardInterrupt:
         return 130
     return 2

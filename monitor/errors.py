@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import TextIO
+
 
 class MonitorError(Exception):
     """Root of every error the monitor raises on purpose."""
@@ -61,3 +64,11 @@ class ImageInputUnsupportedError(FatalBackendError):
     """The backend rejected image input: a configuration problem, not 'no danger'."""
 
     kind = "image_unsupported"
+
+
+def report(error: MonitorError, stream: TextIO | None = None) -> int:
+    """Print an error for a person (one line per config problem) and return the exit code 1."""
+    lines = error.problems if isinstance(error, ConfigError) else [f"error: {error}"]
+    for line in lines:
+        print(line, file=stream or sys.stderr)
+    return 1

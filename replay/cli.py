@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, report
 
 JUDGE_KEY_ENV = "MONITOR_JUDGE_API_KEY"
 JUDGE_KEY_SECRET = "judge_api_key"  # noqa: S105 (a file name in the secrets dir, not a secret)
@@ -121,13 +121,8 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         if args.list:
             return _list(args, stdout)
         return _pasbench(args, stdout)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
     except MonitorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return report(exc)
     except KeyboardInterrupt:
         print("interrupted: finished trials are in the run log; run the same command to resume", file=sys.stderr)
         return 130
