@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from monitor.backends import ModelRequest
+from monitor.backends import ModelReply, ModelRequest
 from monitor.backends.openai_compat import OpenAICompatBackend
 from monitor.errors import (
     BackendTimeoutError,
@@ -24,6 +24,16 @@ IMAGE_REQUEST = ModelRequest(messages=({"role": "user", "content": [
 ]},))
 
 
+async def complete_once(server: ScriptedOpenAIServer, request: ModelRequest, **overrides: object) -> ModelReply:
+    """Start a backend for `server`, send one request, close the backend."""
+    backend = backend_for(server, **overrides)
+    await backend.start()
+    try:
+        return await backend.complete(request)
+    finally:
+        await backend.close()
+
+
 def backend_for(server: ScriptedOpenAIServer, **overrides: object) -> OpenAICompatBackend:
     fields: dict[str, object] = {
         "backend": "openai", "base_url": server.base_url, "model": "scripted-vlm",
@@ -36,12 +46,7 @@ def backend_for(server: ScriptedOpenAIServer, **overrides: object) -> OpenAIComp
 @pytest.mark.asyncio
 async def test_reply_text_usage_and_json_mode_on_the_wire(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(reply(DANGER, prompt_tokens=120, completion_tokens=30))
-    backend = backend_for(openai_server)
-    await backend.start()
-    try:
-        result = await backend.complete(REQUEST)
-    finally:
-        await backend.close()
+    result = await complete_once(openai_server, REQUEST)
     assert json.loads(result.text) == DANGER
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.attempts) == (120, 30, 1)
     assert result.usage.latency_s > 0
@@ -53,12 +58,7 @@ async def test_reply_text_usage_and_json_mode_on_the_wire(openai_server: Scripte
 @pytest.mark.asyncio
 async def test_http_500_and_429_are_retried_then_succeed(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(Action(status=500), Action(status=429), reply(DANGER))
-    backend = backend_for(openai_server)
-    await backend.start()
-    try:
-        result = await backend.complete(REQUEST)
-    finally:
-        await backend.close()
+    result = await complete_once(openai_server, REQUEST)
     assert result.usage.attempts == 3
     assert openai_server.calls == 3
 
@@ -66,26 +66,16 @@ async def test_http_500_and_429_are_retried_then_succeed(openai_server: Scripted
 @pytest.mark.asyncio
 async def test_retries_are_bounded(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=503)
-    backend = backend_for(openai_server, max_retries=2)
-    await backend.start()
-    try:
-        with pytest.raises(TransientBackendError, match="HTTP 503"):
-            await backend.complete(REQUEST)
-    finally:
-        await backend.close()
+    with pytest.raises(TransientBackendError, match="HTTP 503"):
+        await complete_once(openai_server, REQUEST, max_retries=2)
     assert openai_server.calls == 3
 
 
 @pytest.mark.asyncio
 async def test_client_errors_are_fatal_and_not_retried(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=400)
-    backend = backend_for(openai_server)
-    await backend.start()
-    try:
-        with pytest.raises(FatalBackendError, match="HTTP 400"):
-            await backend.complete(REQUEST)
-    finally:
-        await backend.close()
+    with pytest.raises(FatalBackendError, match="HTTP 400"):
+        await complete_once(openai_server, REQUEST)
     assert openai_server.calls == 1
 
 
@@ -111,37 +101,22 @@ async def test_attempt_timeout_is_retried_and_total_timeout_bounds_it(openai_ser
 async def test_connection_refused_is_transient() -> None:
     server = ScriptedOpenAIServer().start()
     server.stop()  # the port is now closed
-    backend = backend_for(server, max_retries=1)
-    await backend.start()
-    try:
-        with pytest.raises(TransientBackendError, match="connection failed"):
-            await backend.complete(REQUEST)
-    finally:
-        await backend.close()
+    with pytest.raises(TransientBackendError, match="connection failed"):
+        await complete_once(server, REQUEST, max_retries=1)
 
 
 @pytest.mark.asyncio
 async def test_http_500_on_image_input_is_a_configuration_problem(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=500)
-    backend = backend_for(openai_server, accepts_images=True)
-    await backend.start()
-    try:
-        with pytest.raises(ImageInputUnsupportedError, match="does not accept images"):
-            await backend.complete(IMAGE_REQUEST)
-    finally:
-        await backend.close()
+    with pytest.raises(ImageInputUnsupportedError, match="does not accept images"):
+        await complete_once(openai_server, IMAGE_REQUEST, accepts_images=True)
     assert openai_server.calls == 1  # a configuration problem is not retried
 
 
 @pytest.mark.asyncio
 async def test_text_only_backend_refuses_images_without_calling(openai_server: ScriptedOpenAIServer) -> None:
-    backend = backend_for(openai_server, accepts_images=False)
-    await backend.start()
-    try:
-        with pytest.raises(ImageInputUnsupportedError, match="text-only"):
-            await backend.complete(IMAGE_REQUEST)
-    finally:
-        await backend.close()
+    with pytest.raises(ImageInputUnsupportedError, match="text-only"):
+        await complete_once(openai_server, IMAGE_REQUEST, accepts_images=False)
     assert openai_server.calls == 0
 
 
