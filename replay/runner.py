@@ -208,6 +208,7 @@ class ReplayRunner:
         self.summary = RunSummary()
         self.notes: list[str] = []
         self._slots = asyncio.Semaphore(options.concurrency)
+        self._fatal: FatalBackendError | None = None
         self._writer: RunLogWriter | None = None
         self._progress: Any = None
 
@@ -232,10 +233,13 @@ class ReplayRunner:
         uses: Counter[str] = Counter(s.id for s, _ in jobs)
         observations = _Observations(self.options.protocol, self.options.interval_s, uses)
         self._progress = _progress_bar(len(jobs), self.options, self.summary.already_done)
+        self._fatal = None
         try:
             async with asyncio.TaskGroup() as group:
                 for scenario, trial in jobs:
                     group.create_task(self._job(scenario, trial, observations), name=f"trial:{scenario.id}:{trial}")
+            if self._fatal is not None:
+                raise self._fatal
         except BaseExceptionGroup as group_error:
             expected = _first_error(group_error)
             if expected is None:
@@ -257,11 +261,19 @@ class ReplayRunner:
         )
 
     async def _job(self, scenario: Scenario, trial: int, observations: _Observations) -> None:
+        # A fatal model error stops the run without cancelling trials in flight: they finish (and
+        # fail fast on the same error), trials not yet started are skipped, and run() raises it.
+        # Cancelling pipelines mid-shutdown instead raced with their own cleanup and could hang.
         try:
             async with self._slots:
+                if self._fatal is not None:
+                    return
                 items = await observations.get(scenario)
                 outcome = await self._run_monitor(scenario, trial, items)
             record = await self._grade(scenario, trial, outcome)
+        except FatalBackendError as exc:
+            self._fatal = self._fatal or exc
+            return
         finally:
             observations.release(scenario)
         assert self._writer is not None
