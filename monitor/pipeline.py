@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from monitor.aio import wait_event
 from monitor.alerts import AlertEvent, AlertManager
 from monitor.assess import Assessor
 from monitor.assessment import Verdict
@@ -282,8 +283,7 @@ class Pipeline:
             self._wake.clear()
             waits = [w.seconds_until_due() for w in self.windows.values()]
             timeout = min((w for w in waits if w is not None), default=TICK_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(timeout, TICK_S))
+            await wait_event(self._wake, min(timeout, TICK_S))
 
     async def _offer_due_windows(self) -> None:
         for zone, window in list(self.windows.items()):  # a put may yield while a source adds a zone

@@ -21,7 +21,6 @@ Signal handlers only set state; the control task acts on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from monitor.aio import wait_event
 from monitor.alerts import AlertManager
 from monitor.assess import Assessor
 from monitor.backends import create_backend
@@ -558,8 +558,7 @@ class Service:
             if self.notifier.enabled and self.state == "running" and now >= next_status:
                 next_status = now + 10.0
                 self.notifier.status(self.status_line())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), min(1.0, interval or 1.0))
+            await wait_event(self._done, min(1.0, interval or 1.0))
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=."""

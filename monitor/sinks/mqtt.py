@@ -34,6 +34,7 @@ import structlog
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
+from monitor.aio import wait_event
 from monitor.alerts import Alert, AlertEvent
 from monitor.assessment import SEVERITY_RANK
 from monitor.control import ZoneControls
@@ -124,8 +125,7 @@ def _code(rc: int | ReasonCode | None) -> int | None:
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake at once when `stop` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    await wait_event(stop, seconds)
 
 
 async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
@@ -244,12 +244,9 @@ class MqttSink:
         if self._task is None:
             return
         timeout = self.settings.close_timeout_s
-        if flush and not self._task.done():
-            try:
-                await asyncio.wait_for(self._outbox_empty.wait(), timeout)
-            except TimeoutError:
-                log.warning("mqtt outbox not flushed at shutdown; messages are kept for the next start",
-                            pending=len(self.outbox), outbox=str(self.outbox.path), broker=self.settings.broker)
+        if flush and not self._task.done() and not await wait_event(self._outbox_empty, timeout):
+            log.warning("mqtt outbox not flushed at shutdown; messages are kept for the next start",
+                        pending=len(self.outbox), outbox=str(self.outbox.path), broker=self.settings.broker)
         self._stop.set()
         _done, pending = await asyncio.wait({self._task}, timeout=timeout + _GOODBYE_TIMEOUT_S)
         for task in pending:
