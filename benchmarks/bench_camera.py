@@ -27,10 +27,11 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.keyframes import choose_images  # noqa: E402
+from monitor.assess.keyframes import choose_images  # noqa: E402
+from monitor.assess.settings import KeyframeSettings  # noqa: E402
 from monitor.windows import RollingWindow  # noqa: E402
 from sensors.camera import CameraSource  # noqa: E402
-from sensors.camera_config import CameraSettings, GatingSettings, KeyframeSettings  # noqa: E402
+from sensors.camera_config import CameraSettings, GatingSettings  # noqa: E402
 from sensors.gating import ChangeGate  # noqa: E402
 from sensors.types import Observation  # noqa: E402
 from tests.support.media import Scene, appears_at, moving_square, write_video  # noqa: E402

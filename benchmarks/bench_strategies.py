@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor.alerts import AlertManager
-from monitor.assess import Assessor
+from monitor.alerts import AlertManager, AlertSettings
+from monitor.assess.settings import AssessmentSettings
+from monitor.assess.single import Assessor
+from monitor.assess.strategies import build_assessor
+from monitor.backends.settings import ModelSettings
 from monitor.backends.stochastic import StochasticBackend, StochasticParameters, correct_hazard
-from monitor.settings import AlertSettings, ModelSettings
-from monitor.strategies import build_assessor
-from monitor.strategy_config import AssessmentSettings
 from monitor.windows import Window
 from sensors.types import LogEntry
 

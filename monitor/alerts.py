@@ -7,21 +7,28 @@ ends when no verdict has confirmed it for `dedup_ttl_s`.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from monitor.assessment import SEVERITY_RANK, Severity, Verdict
+from pydantic import Field
+
+from monitor.assess.verdict import SEVERITY_RANK, Severity, Verdict, same_hazard
 from monitor.control import ZoneControls
-from monitor.settings import AlertSettings
+from monitor.core.config import PositiveFloat, Section
 from monitor.windows import Window
 
 EventType = Literal["new", "update", "end"]
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP_WORDS = frozenset({"a", "an", "the", "of", "to", "and", "or", "in", "on", "with", "risk", "from", "for", "is"})
+
+
+class AlertSettings(Section):
+    """Alert lifecycle: which verdicts warn and how repeats merge."""
+
+    dedup_ttl_s: PositiveFloat = 300.0
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,27 +90,6 @@ class AlertEvent:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
-
-
-def _stem(word: str) -> str:
-    # A crude suffix strip is enough for short hazard names ("falling" ~ "fall", "burns" ~ "burn").
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def hazard_key(hazard: str) -> frozenset[str]:
-    """Stemmed content words of a hazard name, so small rewordings match."""
-    return frozenset(_stem(w) for w in _WORD.findall(hazard.lower()) if w not in _STOP_WORDS)
-
-
-def same_hazard(a: str, b: str) -> bool:
-    key_a, key_b = hazard_key(a), hazard_key(b)
-    if not key_a or not key_b:
-        return key_a == key_b
-    overlap = len(key_a & key_b) / len(key_a | key_b)
-    return overlap >= 0.5 or key_a <= key_b or key_b <= key_a
 
 
 class AlertManager:

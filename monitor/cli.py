@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__
-from monitor.errors import MonitorError, report
-from monitor.logging import configure_logging
+from monitor.core.errors import MonitorError, report
+from monitor.core.logging import configure_logging
 from monitor.settings import load_settings
 from replay.cli import add_replay_parser, run_replay
 
@@ -63,6 +63,6 @@ def _check_config(path: Path) -> int:
 def _run(config: Path | None) -> int:
     settings = load_settings(config)
     configure_logging(settings.service.log_level, settings.service.log_format)
-    from monitor.service import run_loop, serve
+    from monitor.daemon.service import run_loop, serve
 
     return run_loop(serve(settings, config))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.errors import LogParseError
+from monitor.core.errors import LogParseError
 from sensors.logs.parsers import FORMATS, FormatChoice, LogParser, is_format_choice, parse_pasbench_log
 from sensors.types import LogEntry
 

@@ -14,53 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from monitor.aio import wait_event
 from monitor.alerts import AlertEvent, AlertManager
-from monitor.assess import Assessor
-from monitor.assessment import Verdict
-from monitor.control import ZoneControls
-from monitor.errors import BackendError, MalformedReplyError
-from monitor.settings import AlertSettings, WindowSettings
+from monitor.assess.single import Assessor
+from monitor.assess.verdict import Verdict
+from monitor.core.aio import wait_event
+from monitor.core.errors import BackendError, MalformedReplyError
+from monitor.observer import Observers, PipelineObserver, Settled
 from monitor.sinks import AlertSink
-from monitor.stats import Stats
-from monitor.windows import LatestSlot, RollingWindow, Window
-from sensors.types import Observation
+from monitor.windows import LatestSlot, RollingWindow, Window, WindowSettings
+from sensors.types import Observation, ObservationSource
 
 log = structlog.get_logger("monitor.pipeline")
-Emit = Callable[[Observation], Awaitable[None]]
 
-STAGES = ("capture", "gating", "queue_wait", "prompt_build", "model_call", "alert_publish", "end_to_end")
 # Seconds spent inside model calls during the current assessment; a metered backend appends to it.
 MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", default=None)
 # The scheduler wakes at least this often, so a stalled pipeline can be told from an idle one.
 TICK_S = 1.0
 # An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
 _LIVE_AGE_S = 3600.0
-
-
-class ObservationSource(Protocol):
-    """Anything that emits observations until it ends or is cancelled."""
-
-    id: str
-    ended: bool
-
-    async def run(self, emit: Emit) -> None: ...
-
-
-class StageObserver(Protocol):
-    """Receives one latency per stage and event (the daemon's metrics)."""
-
-    def observe(self, stage: str, seconds: float) -> None: ...
 
 
 @dataclass
@@ -73,10 +52,10 @@ class _InFlight:
 class Pipeline:
     """Runs the stages as one task group; `stop()` starts an ordered, bounded shutdown.
 
-    `alerts` is the alert settings, or an `AlertManager` whose open alerts the
-    pipeline continues. With `owns_sinks=False` the caller starts and closes
-    the sinks (the daemon keeps them across reloads). With `keep_history=False`
-    the `verdicts` and `events` lists stay empty (a daemon runs for months).
+    The caller owns the sinks (starts them before `run()`, closes them after) and
+    the `AlertManager`, whose open alerts outlive a pipeline. Everything the
+    pipeline does is reported to its `observers` (counters, metrics, audit,
+    replay's recorder); it keeps no history of its own.
     """
 
     def __init__(
@@ -86,42 +65,27 @@ class Pipeline:
         assessor: Assessor,
         sinks: Sequence[AlertSink],
         windows: WindowSettings,
-        alerts: AlertSettings | AlertManager,
+        alerts: AlertManager,
         workers: int = 1,
-        stats: Stats | None = None,
+        observers: Sequence[PipelineObserver] = (),
         exit_when_sources_end: bool = False,
         shutdown_timeout_s: float = 10.0,
-        audit_path: Path | None = None,
-        controls: ZoneControls | None = None,
-        observer: StageObserver | None = None,
-        owns_sinks: bool = True,
-        keep_history: bool = True,
     ) -> None:
         self.sources = list(sources)
         self.assessor = assessor
         self.sinks = list(sinks)
         self.window_settings = windows
-        if isinstance(alerts, AlertManager):
-            self.alerts = alerts
-            self.controls = controls or alerts.controls
-        else:
-            self.controls = controls or ZoneControls()
-            self.alerts = AlertManager(alerts, controls=self.controls)
+        self.alerts = alerts
         self.workers = workers
-        self.stats = stats or Stats()
+        self.observers = Observers(observers)
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.audit_path = audit_path
-        self.observer = observer
-        self.owns_sinks = owns_sinks
-        self.keep_history = keep_history
         self.zone_of = {source.id: zone for source, zone in self.sources}
+        self.ended: set[str] = set()
         self.windows: dict[str, RollingWindow] = {}
         self.slot = LatestSlot()
         self.started = asyncio.Event()
         self.last_tick = time.monotonic()
-        self.events: list[AlertEvent] = []
-        self.verdicts: list[tuple[Window, Verdict | BackendError]] = []
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -145,9 +109,6 @@ class Pipeline:
 
     async def run(self) -> None:
         """Run until stopped (or, with exit_when_sources_end, until every source has ended)."""
-        if self.owns_sinks:
-            for sink in self.sinks:
-                await sink.start()
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -161,14 +122,6 @@ class Pipeline:
                 await self._shutdown(scheduler, expiry)
         finally:
             self._group = None
-            if self.owns_sinks:
-                for sink in self.sinks:
-                    await sink.close()
-
-    def stats_json(self) -> dict[str, Any]:
-        """The counters, with those the sources keep themselves folded in."""
-        self.stats.bad_log_lines = sum(getattr(source, "bad_lines", 0) for source, _ in self.sources)
-        return self.stats.to_json()
 
     def heartbeat_age(self) -> float:
         """Seconds since the scheduler last ran (it runs at least every TICK_S while alive)."""
@@ -191,6 +144,7 @@ class Pipeline:
         """Stop a source; what it already delivered stays in its zone's window."""
         self.sources = [(s, z) for s, z in self.sources if s.id != source_id]
         self.zone_of.pop(source_id, None)
+        self.ended.discard(source_id)
         task = self._source_tasks.pop(source_id, None)
         if task is not None:
             task.cancel()
@@ -250,7 +204,7 @@ class Pipeline:
         try:
             await source.run(self._ingest)
         finally:
-            source.ended = True
+            self.ended.add(source.id)
             log.info("source ended", source=source.id)
             self._wake.set()
 
@@ -293,7 +247,7 @@ class Pipeline:
             pending_since = self._pending_since.pop(zone, None)
             if pending_since is not None:
                 self._observe("gating", time.monotonic() - pending_since)
-            if not self.controls.is_monitoring(zone):
+            if not self.alerts.controls.is_monitoring(zone):
                 self._dropped(snapshot, "monitoring_off")  # nobody asked about these observations
                 continue
             replaced = await self.slot.put(snapshot)
@@ -301,7 +255,7 @@ class Pipeline:
                 self._dropped(replaced, "superseded")
 
     def _finished(self) -> bool:
-        if not self.exit_when_sources_end or not all(source.ended for source, _ in self.sources):
+        if not self.exit_when_sources_end or not all(source.id in self.ended for source, _ in self.sources):
             return False
         idle = not self._inflight and len(self.slot) == 0
         return idle and not any(w.seconds_until_due() is not None for w in self.windows.values())
@@ -330,30 +284,21 @@ class Pipeline:
             MODEL_SECONDS.reset(token)
         elapsed = time.perf_counter() - started
         self._observe("prompt_build", elapsed - sum(model_seconds))
-        self.stats.windows_assessed += 1
-        self.stats.model_calls += verdict.usage.calls
-        self.stats.prompt_tokens += verdict.usage.prompt_tokens
-        self.stats.completion_tokens += verdict.usage.completion_tokens
-        if self.keep_history:
-            self.verdicts.append((window, verdict))
         event = self.alerts.decide(window, verdict)
         self._summary(window, verdict, event, elapsed)
-        self._audit(window, verdict, event)
+        self.observers.window_settled(Settled(window, verdict, None, event, elapsed))
         if event is not None:
             await self._deliver(event)
         if window.observations:
             self._observe_age("end_to_end", max(o.ts for o in window.observations))
 
     def _record_error(self, window: Window, exc: BackendError, elapsed: float) -> None:
-        self.stats.model_errors[exc.kind] += 1
-        if self.keep_history:
-            self.verdicts.append((window, exc))
         fields: dict[str, Any] = {"zone": window.zone, "window": window.id, "error": str(exc),
                                   "kind": exc.kind, "latency_s": round(elapsed, 3)}
         if isinstance(exc, MalformedReplyError):
             fields["raw"] = exc.raw[:2000]
         log.error("assessment failed", **fields)
-        self._audit(window, None, None, error=exc)
+        self.observers.window_settled(Settled(window, None, exc, None, elapsed))
 
     def _summary(self, window: Window, verdict: Verdict, event: AlertEvent | None, elapsed: float) -> None:
         assessment = verdict.assessment
@@ -368,25 +313,8 @@ class Pipeline:
         )
 
     def _dropped(self, window: Window, reason: str, **detail: Any) -> None:
-        self.stats.windows_dropped[reason] += 1
         log.info("window dropped", zone=window.zone, window=window.id, reason=reason, dropped=True, **detail)
-
-    def _audit(self, window: Window, verdict: Verdict | None, event: AlertEvent | None,
-               error: BackendError | None = None) -> None:
-        if self.audit_path is None:
-            return
-        record = {
-            "at": time.time(), "zone": window.zone, "window": window.id,
-            "observations": [o.to_json() for o in window.entries],
-            "frames": len(window.frames),
-            "verdict": verdict.assessment.model_dump() if verdict else None,
-            "raw": verdict.raw if verdict else getattr(error, "raw", None),
-            "usage": verdict.usage.to_json() if verdict else None,
-            "alert": event.to_json() if event else None,
-            "error": {"kind": error.kind, "message": str(error)} if error else None,
-        }
-        with self.audit_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.observers.window_dropped(window, reason)
 
     async def _deliver(self, event: AlertEvent) -> None:
         # A decided alert must reach the sinks even when the worker or the expiry task is
@@ -399,11 +327,9 @@ class Pipeline:
     async def _publish(self, event: AlertEvent) -> None:
         started = time.perf_counter()
         async with self._sink_lock:
-            if self.keep_history:
-                self.events.append(event)
-            self.stats.alerts[f"{event.type}:{event.alert.severity}"] += 1
             for sink in self.sinks:
                 await sink.publish(event)
+        self.observers.alert_published(event)
         self._observe("alert_publish", time.perf_counter() - started)
 
     async def _expire_alerts(self) -> None:
@@ -413,8 +339,7 @@ class Pipeline:
             await asyncio.sleep(1.0)
 
     def _observe(self, stage: str, seconds: float) -> None:
-        if self.observer is not None:
-            self.observer.observe(stage, max(0.0, seconds))
+        self.observers.stage_latency(stage, seconds)
 
     def _observe_age(self, stage: str, observed_ts: float) -> None:
         age = time.time() - observed_ts

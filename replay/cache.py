@@ -24,9 +24,8 @@ from typing import Any
 
 import structlog
 
-from monitor.assessment import Usage
-from monitor.backends import Message, ModelBackend, ModelReply, ModelRequest
-from monitor.errors import BackendError
+from monitor.backends import Message, ModelBackend, ModelReply, ModelRequest, Usage
+from monitor.core.errors import BackendError
 
 log = structlog.get_logger(__name__)
 _SEED_MIX = 1_000_003
@@ -216,6 +215,10 @@ class CachingBackend:
         self.model = inner.model
         self.accepts_images = inner.accepts_images
         self.calls: list[CallRecord] = []
+
+    @property
+    def base_url(self) -> str | None:
+        return self.inner.base_url
 
     async def start(self) -> None:
         return None

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.errors import ConfigError, MonitorError, report
+from monitor.core.errors import ConfigError, MonitorError, report
 
 JUDGE_KEY_ENV = "MONITOR_JUDGE_API_KEY"
 JUDGE_KEY_SECRET = "judge_api_key"  # noqa: S105 (a file name in the secrets dir, not a secret)
@@ -107,7 +107,7 @@ def _positive(text: str) -> int:
 
 def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Run `replay pasbench` or `replay score`; return the exit code."""
-    from monitor.logging import configure_logging
+    from monitor.core.logging import configure_logging
 
     stdout = out if out is not None else sys.stdout
     configure_logging(args.log_level, "auto")
@@ -188,7 +188,7 @@ def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
 def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout: TextIO, *,
                  cache: Path | None = None, judge_cache: Path | None = None) -> int:
     """Run the replay the options describe with `settings` into `out_dir`, then score it."""
-    from monitor.service import run_loop
+    from monitor.daemon.service import run_loop
     from replay.runlog import read_run_log
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monitor.errors import MonitorError
+from monitor.core.errors import MonitorError
 
 
 class ReplayError(MonitorError):

@@ -29,8 +29,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
-from monitor.errors import BackendError, MalformedReplyError
-from monitor.resources import package_dir
+from monitor.core.errors import BackendError, MalformedReplyError
+from monitor.core.resources import package_dir
 from replay.cache import ResponseCache, request_key
 from replay.errors import JudgeError
 from replay.pasbench import Reference
@@ -230,7 +230,7 @@ def create_llm_judge(*, base_url: str, model: str, api_key: str | None, cache: R
     from pydantic import SecretStr
 
     from monitor.backends.openai_compat import OpenAICompatBackend
-    from monitor.settings import ModelSettings
+    from monitor.backends.settings import ModelSettings
 
     settings = ModelSettings(
         backend="openai", base_url=base_url, model=model, api_key=SecretStr(api_key) if api_key else None,

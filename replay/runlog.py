@@ -26,7 +26,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from monitor.strategy_config import AssessmentSettings
+from monitor.assess.settings import AssessmentSettings
 from replay.errors import RunLogError
 
 log = structlog.get_logger(__name__)

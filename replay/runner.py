@@ -25,14 +25,16 @@ from typing import Any
 
 import structlog
 
-from monitor.assess import Assessor
-from monitor.assessment import Verdict
+from monitor.alerts import AlertManager
+from monitor.assess.strategies import build_assessor
 from monitor.backends import ModelBackend
-from monitor.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
+from monitor.observer import Settled
 from monitor.pipeline import Pipeline
-from monitor.settings import ModelSettings, Settings, WindowSettings
+from monitor.settings import Settings
 from monitor.stats import Stats
-from monitor.strategies import build_assessor
+from monitor.windows import WindowSettings
 from replay.cache import CachingBackend, ResponseCache
 from replay.errors import JudgeError, RunLogError
 from replay.judge import NO_WARNING, Judge, Judgement, WarningText, judge_failure, no_warning_judgement
@@ -50,11 +52,10 @@ from replay.runlog import (
 )
 from replay.streams import (
     ZONE,
-    GatedAssessor,
     Pacing,
     ProtocolName,
     ScenarioStream,
-    SettleGate,
+    TrialRecorder,
     image_frames,
     source_id,
     text_observations,
@@ -283,29 +284,26 @@ class ReplayRunner:
     # -- one trial through the pipeline ------------------------------------------------------------
     async def _run_monitor(self, scenario: Scenario, trial: int, observations: list[Observation]) -> _MonitorOutcome:
         backend = CachingBackend(self.backend, self.cache, trial=trial, identity=self.identity)
-        stats = Stats()
-        gate = SettleGate(stats) if self.pacing.mode == "lockstep" else None
+        stats, recorder = Stats(), TrialRecorder()
         # The configured [assessment] strategy (single, vote, verify, temporal), fresh per trial:
         # a temporal strategy keeps evidence across windows, and trials must not share it.
-        assessor: Assessor = build_assessor(backend, self.settings.assessment, keyframes=self.keyframes)
-        if gate is not None:
-            assessor = GatedAssessor(assessor, gate)
+        assessor = build_assessor(backend, self.settings.assessment, keyframes=self.keyframes)
         wall_start, perf_start = time.time(), time.perf_counter()
-        stream = ScenarioStream(observations, source=source_id(scenario), pacing=self.pacing, gate=gate)
+        stream = ScenarioStream(observations, source=source_id(scenario), pacing=self.pacing, recorder=recorder)
         pipeline = Pipeline(
             sources=[(stream, ZONE)], assessor=assessor, sinks=[], windows=self._windows(len(observations)),
-            alerts=self.settings.alerts, stats=stats, exit_when_sources_end=True,
+            alerts=AlertManager(self.settings.alerts), observers=[stats, recorder], exit_when_sources_end=True,
             shutdown_timeout_s=self.settings.service.shutdown_timeout_s,
         )
         await pipeline.run()
         wall_s = time.perf_counter() - perf_start
         position = {id(o): index for index, o in enumerate(observations)}
-        windows, window_index, errors = _windows_of(pipeline.verdicts, position)
+        windows, window_index, errors = _windows_of(recorder.settled, position)
         fatal = [e for e in errors if isinstance(e, FatalBackendError)]
         if fatal:
             raise fatal[0]
-        alerts = [event.to_json() for event in pipeline.events]
-        first = next((e for e in pipeline.events if e.type == "new"), None)
+        alerts = [event.to_json() for event in recorder.events]
+        first = next((e for e in recorder.events if e.type == "new"), None)
         first_alert: FirstAlert | None = None
         if first is not None:
             number, last = window_index[first.alert.window_id]
@@ -376,26 +374,31 @@ class ReplayRunner:
                                    tokens=summary.prompt_tokens + summary.completion_tokens, refresh=False)
 
 
-def _windows_of(verdicts: list[tuple[Any, Verdict | BackendError]], position: dict[int, int],
+def _windows_of(settled: list[Settled], position: dict[int, int],
                 ) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]], list[BackendError]]:
-    """The assessed windows as run-log entries, window id -> (number, last entry), and the errors."""
+    """The assessed windows as run-log entries, window id -> (number, last entry), and the errors.
+
+    `position` maps each observation of the stream (by identity: the pipeline passes the
+    stream's own objects through) to its index in the stream.
+    """
     windows: list[dict[str, Any]] = []
     index: dict[str, tuple[int, int]] = {}
     errors: list[BackendError] = []
-    for number, (window, result) in enumerate(verdicts):
+    for number, outcome in enumerate(settled):
+        window = outcome.window
         entries = sorted(position[id(o)] for o in window.observations if id(o) in position)
         last = entries[-1] if entries else -1
         index[window.id] = (number, last)
         entry: dict[str, Any] = {"window": number, "entries": entries, "last_entry": last}
-        if isinstance(result, BackendError):
-            errors.append(result)
-            entry["error"] = f"{result.kind}: {result}"
-            if isinstance(result, MalformedReplyError):
-                entry["raw"] = result.raw[:2000]
-        else:
-            entry["verdict"] = result.assessment.model_dump()
-            entry["strategy"] = result.strategy
-            entry["usage"] = result.usage.to_json()
+        if outcome.error is not None:
+            errors.append(outcome.error)
+            entry["error"] = f"{outcome.error.kind}: {outcome.error}"
+            if isinstance(outcome.error, MalformedReplyError):
+                entry["raw"] = outcome.error.raw[:2000]
+        elif outcome.verdict is not None:
+            entry["verdict"] = outcome.verdict.assessment.model_dump()
+            entry["strategy"] = outcome.verdict.strategy
+            entry["usage"] = outcome.verdict.usage.to_json()
         windows.append(entry)
     return windows, index, errors
 

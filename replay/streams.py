@@ -8,7 +8,8 @@ Two protocols:
 - ``stream``: the log's entries (parsed with the monitor's PaSBench parser) or the
   frames arrive one by one. Paced at ``interval_s / speed`` seconds apart, or with
   speed 0 in *lockstep*: the next entry is emitted only once the window holding the
-  previous one has been settled (assessed, failed or dropped), so results do not
+  previous one has been settled (assessed, failed or dropped; the trial's recorder
+  hears it from the pipeline), so results do not
   depend on timing and an identical re-run is answered from the cache.
 
 Timestamps are stream time (entry index x interval_s from 0), not the wall clock,
@@ -18,7 +19,6 @@ so prompts are identical from run to run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -27,16 +27,14 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from monitor.assess import Assessor
-from monitor.assessment import Verdict
-from monitor.pipeline import Emit
-from monitor.stats import Stats
+from monitor.alerts import AlertEvent
+from monitor.observer import Observer, Settled
 from monitor.windows import Window
 from replay.errors import ReleaseError
 from replay.pasbench import Scenario
 from sensors.composite import split_composite
 from sensors.logs.parsers import parse_pasbench_log
-from sensors.types import Frame, LogEntry, Observation
+from sensors.types import Emit, Frame, InputHealth, LogEntry, Observation
 
 ProtocolName = Literal["paper", "stream"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("paper", "stream")
@@ -109,60 +107,53 @@ def image_frames(scenario: Scenario, *, interval_s: float) -> list[Frame]:
     return [encode_frame(image, ts=index * interval_s) for index, image in enumerate(decode_frames(scenario))]
 
 
-class SettleGate:
-    """Lets a lockstep stream wait until every window offered so far has been settled.
+class TrialRecorder(Observer):
+    """Listens to one trial's pipeline: every settled window in order and every published alert event.
 
-    Counted from the pipeline's public Stats: a window is settled once assessed, failed
-    or dropped. The assessor wrapper wakes waiters; a short poll covers any window the
-    pipeline settles without calling the assessor.
+    A lockstep stream waits on it: a window counts as settled once assessed, failed or
+    dropped, and each of those wakes the waiting stream at once.
     """
 
-    def __init__(self, stats: Stats, *, poll_s: float = 0.05) -> None:
-        self.stats = stats
-        self.poll_s = poll_s
+    def __init__(self) -> None:
+        self.settled: list[Settled] = []
+        self.events: list[AlertEvent] = []
+        self.dropped = 0
         self._changed = asyncio.Event()
 
-    def settled(self) -> int:
-        stats = self.stats
-        return stats.windows_assessed + sum(stats.model_errors.values()) + sum(stats.windows_dropped.values())
+    @property
+    def settled_count(self) -> int:
+        return len(self.settled) + self.dropped
 
-    def notify(self) -> None:
+    def window_settled(self, settled: Settled) -> None:
+        self.settled.append(settled)
         self._changed.set()
 
-    async def wait_for(self, count: int) -> None:
-        while self.settled() < count:
+    def window_dropped(self, window: Window, reason: str) -> None:
+        self.dropped += 1
+        self._changed.set()
+
+    def alert_published(self, event: AlertEvent) -> None:
+        self.events.append(event)
+
+    async def wait_settled(self, count: int) -> None:
+        """Return once `count` windows have settled."""
+        while self.settled_count < count:
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.poll_s)
-
-
-class GatedAssessor:
-    """Wraps an assessor so a SettleGate hears about every finished assessment."""
-
-    def __init__(self, inner: Assessor, gate: SettleGate) -> None:
-        self.inner = inner
-        self.gate = gate
-        self.name = inner.name
-
-    async def assess(self, window: Window) -> Verdict:
-        try:
-            return await self.inner.assess(window)
-        finally:
-            self.gate.notify()
+            await self._changed.wait()
 
 
 class ScenarioStream:
     """An ObservationSource that emits one scenario's observations with the given pacing."""
 
     def __init__(self, observations: Sequence[Observation], *, source: str, pacing: Pacing,
-                 gate: SettleGate | None = None, on_emit: Callable[[int], None] | None = None) -> None:
-        if pacing.mode == "lockstep" and gate is None:
-            raise ValueError("a lockstep stream needs a SettleGate")
+                 recorder: TrialRecorder | None = None, on_emit: Callable[[int], None] | None = None) -> None:
+        if pacing.mode == "lockstep" and recorder is None:
+            raise ValueError("a lockstep stream needs a TrialRecorder to wait on")
         self.id = source
         self.ended = False
         self.observations = list(observations)
         self.pacing = pacing
-        self.gate = gate
+        self.recorder = recorder
         self.on_emit = on_emit
         self.emitted = 0
 
@@ -177,10 +168,13 @@ class ScenarioStream:
                 if index and self.pacing.mode == "paced":
                     await asyncio.sleep(self.pacing.delay_s)
                 await self._emit(emit, index, observation)
-                if self.gate is not None and self.pacing.mode == "lockstep":
-                    await self.gate.wait_for(index + 1)
+                if self.recorder is not None and self.pacing.mode == "lockstep":
+                    await self.recorder.wait_settled(index + 1)
         finally:
             self.ended = True
+
+    def health(self) -> InputHealth:
+        return InputHealth(self.id, "offline" if self.ended else "online", entries=self.emitted)
 
     async def _emit(self, emit: Emit, index: int, observation: Observation) -> None:
         await emit(observation)

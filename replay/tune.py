@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from monitor.errors import ConfigError
-from monitor.strategy_config import AssessmentSettings
+from monitor.assess.settings import AssessmentSettings
+from monitor.core.errors import ConfigError
 from replay.compare import ScoredRun
 from replay.runlog import strategy_label
 

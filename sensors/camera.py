@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,14 +36,14 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 from sensors.camera_config import CameraSettings
 from sensors.gating import ChangeGate
 from sensors.pose import PosePrefilter, create_pose_prefilter
-from sensors.types import Frame, Observation
+from sensors.types import Emit, Frame
 
 Image = npt.NDArray[Any]
-Emit = Callable[[Observation], Awaitable[None]]
+
 State = Literal["online", "offline"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -70,6 +70,7 @@ class CameraHealth:
     gate: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     ended: bool = False
+    bad_input: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +79,7 @@ class CameraHealth:
             "fps": round(self.fps, 2), "frames_read": self.frames_read, "frames_sampled": self.frames_sampled,
             "frames_emitted": self.frames_emitted, "frames_dropped": self.frames_dropped,
             "reconnects": self.reconnects, "gate": dict(self.gate), "last_error": self.last_error,
-            "ended": self.ended,
+            "ended": self.ended, "bad_input": self.bad_input,
         }
 
 
@@ -219,6 +220,7 @@ class CameraSource:
         self.frames_sampled = 0
         self.frames_emitted = 0
         self.frames_dropped = 0
+        self.bad_images = 0
         self.reconnects = 0
         self._media_offset = 0.0
         self._started_at = time.time()
@@ -272,7 +274,7 @@ class CameraSource:
             frames_read=self.frames_read, frames_sampled=self.frames_sampled,
             frames_emitted=self.frames_emitted, frames_dropped=self.frames_dropped,
             reconnects=self.reconnects, gate=dict(self.gate.counts), last_error=self._last_error,
-            ended=self.ended,
+            ended=self.ended, bad_input=self.bad_images,
         )
 
     # -- the capture thread ---------------------------------------------------------------------------
@@ -374,6 +376,7 @@ class CameraSource:
             raise SensorError(f"camera '{self.id}': no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
 
         def bad(path: Path) -> None:
+            self.bad_images += 1
             self._log.warning("unreadable image skipped", path=str(path))
 
         return _FolderReader(paths, self.settings.folder_fps, bad)

@@ -7,15 +7,13 @@ cross-section rules the settings validator applies to the whole tree.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from monitor.config_base import Identifier, PositiveFloat, Section
+from monitor.core.config import Identifier, PositiveFloat, Section
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
 CameraKind = Literal["device", "file", "url", "folder"]
@@ -111,110 +109,3 @@ class CameraSettings(Section):
         return self.kind in ("device", "url") or self.speed > 0
 
 
-class KeyframeSettings(Section):
-    """Which frames of a window go to the model, how large, and how many tokens they may cost.
-
-    Token estimate per image, `estimate = tiles` (OpenAI's published rule for detail=high):
-    scale to fit 2048x2048, then the shortest side down to 768, then
-    `85 + 170 * tiles` with 512 px tiles. `fixed`: `tokens_per_image` each
-    (e.g. 258 for Gemini; check your local model's vision encoder).
-    """
-
-    max_frames: int = Field(default=4, ge=1, le=32, description="K: frames per request at most")
-    longest_side: int = Field(default=768, ge=64, le=4096)
-    jpeg_quality: int = Field(default=80, ge=10, le=100)
-    min_change: float = Field(
-        default=0.005, ge=0.0, le=1.0,
-        description="a frame this close to every chosen frame of its camera adds nothing and is left out",
-    )
-    estimate: Literal["tiles", "fixed"] = Field(default="tiles", description="how image tokens are estimated")
-    tokens_per_image: int = Field(default=258, ge=1, le=100_000, description="estimate = fixed: tokens per image")
-    max_image_tokens: int = Field(default=3000, ge=1, le=1_000_000, description="image tokens per request at most")
-
-    @model_validator(mode="after")
-    def _one_image_fits(self) -> KeyframeSettings:
-        worst = self.estimate_tokens(self.longest_side, self.longest_side)
-        if worst > self.max_image_tokens:
-            raise ValueError(
-                f"max_image_tokens ({self.max_image_tokens}) is below the estimate for one "
-                f"{self.longest_side}x{self.longest_side} image ({worst}); raise it or lower longest_side"
-            )
-        return self
-
-    def estimate_tokens(self, width: int, height: int) -> int:
-        """Estimated prompt tokens of one image of this size."""
-        if self.estimate == "fixed":
-            return self.tokens_per_image
-        return openai_image_tokens(width, height)
-
-
-def openai_image_tokens(width: int, height: int) -> int:
-    """OpenAI's detail=high estimate: 85 + 170 per 512 px tile after its two downscales."""
-    scale = min(1.0, 2048 / max(width, height))
-    scale *= min(1.0, 768 / (min(width, height) * scale))
-    return 85 + 170 * math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
-
-
-class _Model(Protocol):
-    @property
-    def backend(self) -> str: ...
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def images_supported(self) -> bool: ...
-
-
-class _Source(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-class _Tree(Protocol):
-    @property
-    def model(self) -> _Model: ...
-
-    @property
-    def cameras(self) -> Sequence[CameraSettings]: ...
-
-
-class _TreeWithSources(_Tree, Protocol):
-    @property
-    def sources(self) -> Sequence[_Source]: ...
-
-
-def check_camera_capability(settings: _Tree) -> list[str]:
-    """Problems with cameras the configured model cannot see: one line each, naming the key.
-
-    A camera needs a backend that accepts images, unless its pose pre-filter
-    turns frames into text facts; the pre-filter needs the mediapipe extra.
-    """
-    from sensors.pose import pose_unavailable_reason
-
-    problems: list[str] = []
-    model = settings.model
-    for index, camera in enumerate(settings.cameras):
-        key = f"cameras[{index}]"
-        if camera.pose_prefilter:
-            reason = pose_unavailable_reason()
-            if reason is not None:
-                problems.append(f"{key}.pose_prefilter: camera '{camera.id}': {reason}")
-        elif not model.images_supported:
-            problems.append(
-                f"{key}: camera '{camera.id}' (zone '{camera.zone_id}') needs a model that accepts images, but "
-                f"model '{model.model}' (backend '{model.backend}') is text-only: use a vision model and set "
-                f"model.accepts_images = true, or set {key}.pose_prefilter = true to send text facts instead"
-            )
-    return problems
-
-
-def check_camera_ids(settings: _TreeWithSources) -> list[str]:
-    """Camera ids must be unique among cameras and activity-log sources (observations carry the id)."""
-    problems: list[str] = []
-    seen = {source.id for source in settings.sources}
-    for index, camera in enumerate(settings.cameras):
-        if camera.id in seen:
-            problems.append(f"cameras[{index}].id: duplicate source id '{camera.id}'")
-        seen.add(camera.id)
-    return problems

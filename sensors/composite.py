@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 
 Image = npt.NDArray[Any]
 

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiomqtt
 import structlog
 
-from monitor.errors import LogParseError
-from monitor.sinks.mqtt import Backoff, log_connect_failure, make_client
-from monitor.sinks.mqtt_config import MqttSettings
+from monitor.core.aio import Backoff
+from monitor.core.errors import LogParseError
+from monitor.mqtt.client import log_connect_failure, make_client
+from monitor.mqtt.settings import MqttSettings
 from sensors.logs.parsers import parse_jsonl_line
-from sensors.types import LogEntry
+from sensors.types import Emit, InputHealth, LogEntry
 
-Emit = Callable[[LogEntry], Awaitable[None]]
 Clock = Callable[[], float]
 
 
@@ -47,6 +47,12 @@ class MqttActivitySource:
 
     def __repr__(self) -> str:
         return f"MqttActivitySource(id={self.id!r}, broker={self.settings.broker!r}, topic={self.topic!r})"
+
+    def health(self) -> InputHealth:
+        """Online while subscribed; with the events it emitted and the payloads it could not parse."""
+        online = self._subscribed.is_set() and not self.ended
+        return InputHealth(self.id, "online" if online else "offline", entries=self.entries_emitted,
+                           bad_input=self.bad_messages)
 
     async def wait_subscribed(self) -> None:
         """Wait until the subscription is in place (tests, readiness)."""

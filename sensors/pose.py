@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 
 PINNED = "0.10.21"
 INSTALL_HINT = (

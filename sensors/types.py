@@ -7,8 +7,9 @@ replayed stream).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +62,47 @@ class Frame:
 
 
 Observation = LogEntry | Frame
+# What a source calls with each observation it produces.
+Emit = Callable[[Observation], Awaitable[None]]
+
+SourceState = Literal["online", "offline"]
+
+
+class SourceHealth(Protocol):
+    """What every source reports about itself (for readiness, zone state, metrics and stats)."""
+
+    @property
+    def state(self) -> SourceState: ...
+
+    @property
+    def bad_input(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputHealth:
+    """The health of a source of activity entries: online or not, and the inputs it could not use."""
+
+    source: str
+    state: SourceState
+    entries: int = 0
+    bad_input: int = 0
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "state": self.state, "entries": self.entries,
+                "bad_input": self.bad_input, "last_error": self.last_error}
+
+
+class ObservationSource(Protocol):
+    """Anything that emits observations until it ends or is cancelled, and reports its health."""
+
+    id: str
+
+    async def run(self, emit: Emit) -> None: ...
+
+    def health(self) -> SourceHealth: ...

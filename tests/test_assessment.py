@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from monitor.assessment import Assessment
-from monitor.errors import MalformedReplyError
+from monitor.assess.verdict import Assessment
+from monitor.core.errors import MalformedReplyError
 
 
 def test_valid_reply_is_parsed_and_numbers_clamped() -> None:

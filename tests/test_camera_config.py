@@ -9,14 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from monitor.settings import ModelSettings, SourceSettings
-from sensors.camera_config import (
-    CameraSettings,
-    KeyframeSettings,
-    check_camera_capability,
-    check_camera_ids,
-    openai_image_tokens,
-)
+from monitor.assess.settings import KeyframeSettings, openai_image_tokens
+from monitor.backends.settings import ModelSettings
+from monitor.settings import check_camera_capability, check_camera_ids
+from sensors.camera_config import CameraSettings
+from sensors.logs.settings import SourceSettings
 from sensors.pose import pose_unavailable_reason
 
 

@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
+from monitor.assess.keyframes import choose_images, choose_images_off_loop, data_url, image_tokens, select_keyframes
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.assess.settings import KeyframeSettings
 from monitor.backends import ModelRequest
 from monitor.backends.openai_compat import OpenAICompatBackend
-from monitor.keyframes import choose_images, choose_images_off_loop, data_url, image_tokens, select_keyframes
-from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
-from monitor.settings import ModelSettings
+from monitor.backends.settings import ModelSettings
 from monitor.windows import Window
 from sensors.camera import encode_jpeg
-from sensors.camera_config import KeyframeSettings
 from sensors.types import Frame, LogEntry, Observation
 from tests.support.media import Scene, appears_at, moving_square
 from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply

@@ -15,17 +15,19 @@ from typing import Any
 
 import pytest
 
-from monitor.assessment import Assessment, Verdict
+from monitor.alerts import AlertManager, AlertSettings
+from monitor.assess.keyframes import choose_images
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.assess.settings import KeyframeSettings
+from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import ModelRequest
 from monitor.backends.openai_compat import OpenAICompatBackend
-from monitor.keyframes import choose_images
-from monitor.pipeline import Emit, Pipeline
-from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
-from monitor.settings import AlertSettings, ModelSettings, WindowSettings
-from monitor.windows import Window
+from monitor.backends.settings import ModelSettings
+from monitor.pipeline import Pipeline
+from monitor.windows import Window, WindowSettings
 from sensors.camera import CameraSource
-from sensors.camera_config import CameraSettings, GatingSettings, KeyframeSettings
-from sensors.types import LogEntry
+from sensors.camera_config import CameraSettings, GatingSettings
+from sensors.types import Emit, LogEntry
 from tests.support.media import Scene, appears_at, write_video
 from tests.support.openai_server import ScriptedOpenAIServer
 
@@ -75,7 +77,7 @@ async def test_static_stretch_is_skipped_and_the_change_reaches_the_model_with_t
         pipeline = Pipeline(
             sources=[(camera, "kitchen"), (_KitchenLog(), "kitchen")],
             assessor=_VisionCall(backend, KeyframeSettings(max_frames=4)),
-            sinks=[], windows=WindowSettings(min_interval_s=0.4, max_entries=40), alerts=AlertSettings(),
+            sinks=[], windows=WindowSettings(min_interval_s=0.4, max_entries=40), alerts=AlertManager(AlertSettings()),
             exit_when_sources_end=True,
         )
         await asyncio.wait_for(pipeline.run(), 30)

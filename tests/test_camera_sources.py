@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 from sensors.camera import CameraSource, backoff_delay
 from sensors.camera_config import CameraSettings
 from sensors.types import Frame, Observation

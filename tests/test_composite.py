@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 from sensors.composite import load_composite, split_composite
 from tests.support.media import Scene, compose, moving_square, natural_image
 

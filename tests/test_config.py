@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.errors import ConfigError
+from monitor.core.errors import ConfigError
 from monitor.settings import load_settings
 from tests.conftest import REPO
 

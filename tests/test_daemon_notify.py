@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.notify import Notifier
-from monitor.service import Service
+from monitor.daemon.notify import Notifier
+from monitor.daemon.service import Service
 from monitor.settings import Settings
 from tests.support.daemon import Daemon, NotifySocket, append, responder, write_config
 from tests.support.openai_server import ScriptedOpenAIServer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.health import BackendStatus, Readiness, Snapshot
-from monitor.health_config import HealthSettings
+from monitor.daemon.health import BackendStatus, Readiness, Snapshot
+from monitor.daemon.settings import HealthSettings
 
 
 class Clock:

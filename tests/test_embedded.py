@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.assessment import Assessment
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.assess.verdict import Assessment
 from monitor.backends import ModelRequest, create_backend
-from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
-from monitor.settings import ModelSettings
+from monitor.backends.settings import ModelSettings
 from monitor.windows import Window
 from tests.conftest import REPO
 from tests.support.sources import entry

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.errors import LogParseError, MonitorError, SensorError
+from monitor.core.errors import LogParseError, MonitorError, SensorError
 from monitor.inspect_log import inspect_log
 from sensors.logs import (
     FORMATS,

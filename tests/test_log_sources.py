@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.errors import SensorError
+from monitor.core.errors import SensorError
 from sensors.logs import FileTailSource, ReplayFileSource, StdinSource
 from sensors.types import LogEntry
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from monitor.core.aio import Backoff
+from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Topics
-from monitor.sinks.mqtt import Backoff
-from monitor.sinks.mqtt_config import MqttSettings
 
 
 def test_defaults() -> None:

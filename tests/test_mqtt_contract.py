@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings
 from monitor.stats import Stats
 from tests.support.mosquitto import Mosquitto, Recorder, alert_event, retained
 
@@ -124,7 +124,7 @@ _SINK_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings
+from monitor.mqtt.settings import MqttSettings
 from tests.support.mosquitto import alert_event
 
 async def main() -> None:

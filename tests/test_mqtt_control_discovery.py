@@ -11,8 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.control import ZoneControls
+from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings
 from tests.support.mosquitto import Mosquitto, Recorder, alert_event, publish, retained
 
 # What Home Assistant's MQTT integration requires of each component's config.

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings
 from monitor.sinks.outbox import Outbox
 from tests.support.mosquitto import Mosquitto, Recorder, alert_event
 

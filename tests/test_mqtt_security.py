@@ -12,8 +12,8 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from monitor.mqtt.settings import MqttSettings, MqttTlsSettings
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings, MqttTlsSettings
 from tests.support.mosquitto import Mosquitto, Recorder, TlsFiles, alert_event, make_tls_files
 
 USER, PASSWORD = "monitor", "correct-horse-battery-staple"

@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.assess import SingleCall
+from monitor.alerts import AlertManager, AlertSettings
+from monitor.assess.single import SingleCall
 from monitor.backends.scripted import ScriptedBackend
+from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
+from monitor.mqtt.settings import MqttSettings
 from monitor.pipeline import Pipeline
-from monitor.settings import AlertSettings, ModelSettings, WindowSettings
+from monitor.sinks import running as sinks_running
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.mqtt_config import MqttSettings
+from monitor.stats import Stats
+from monitor.windows import WindowSettings
 from sensors.mqtt_source import MqttActivitySource
 from sensors.types import LogEntry, Observation
 from tests.support.mosquitto import Mosquitto, Recorder, publish
@@ -97,13 +101,14 @@ async def test_mqtt_activity_feeds_a_window_that_leads_to_an_mqtt_alert(broker: 
     controls = ZoneControls()
     source = MqttActivitySource("kitchen-mqtt", settings, topic=topic)
     sink = MqttSink(settings, zones=["kitchen"], state_dir=tmp_path / "state", controls=controls)
+    stats = Stats()
     pipeline = Pipeline(
         sources=[(source, "kitchen")], assessor=SingleCall(backend), sinks=[sink],
-        windows=WindowSettings(min_interval_s=0.0), alerts=AlertSettings(), controls=controls,
-        shutdown_timeout_s=2.0,
+        windows=WindowSettings(min_interval_s=0.0), alerts=AlertManager(AlertSettings(), controls=controls),
+        observers=[stats], shutdown_timeout_s=2.0,
     )
     async with Recorder(broker, f"{p}/alerts", f"{p}/kitchen/state") as rec:
-        running = asyncio.create_task(pipeline.run())
+        running = asyncio.create_task(run_with_sinks(pipeline))
         async with asyncio.timeout(10):
             await source.wait_subscribed()
             await sink.wait_connected()
@@ -119,4 +124,9 @@ async def test_mqtt_activity_feeds_a_window_that_leads_to_an_mqtt_alert(broker: 
     assert (alert["severity"], alert["hazard"]) == ("critical", "grease fire")
     assert alert["sources"] == ["kitchen-mqtt"]
     assert backend.calls >= 1
-    assert pipeline.stats.windows_assessed >= 1
+    assert stats.windows_assessed >= 1
+
+
+async def run_with_sinks(pipeline: Pipeline) -> None:
+    async with sinks_running(pipeline.sinks):
+        await pipeline.run()

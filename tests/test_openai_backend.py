@@ -8,13 +8,13 @@ import pytest
 
 from monitor.backends import ModelReply, ModelRequest
 from monitor.backends.openai_compat import OpenAICompatBackend
-from monitor.errors import (
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import (
     BackendTimeoutError,
     FatalBackendError,
     ImageInputUnsupportedError,
     TransientBackendError,
 )
-from monitor.settings import ModelSettings
 from tests.support.openai_server import DANGER, Action, ScriptedOpenAIServer, reply
 
 REQUEST = ModelRequest(messages=({"role": "user", "content": "hello"},))

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from monitor.assess import SingleCall
+from monitor.alerts import AlertManager, AlertSettings
+from monitor.assess.single import SingleCall
 from monitor.backends.openai_compat import OpenAICompatBackend
+from monitor.backends.settings import ModelSettings
 from monitor.pipeline import Pipeline
-from monitor.settings import AlertSettings, ModelSettings, WindowSettings
+from monitor.sinks import running as sinks_running
 from monitor.sinks.local import JsonlSink, StdoutSink
+from monitor.stats import Stats
+from monitor.windows import WindowSettings
+from replay.streams import TrialRecorder
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
 from tests.support.sources import ListSource, entry
 
@@ -31,29 +36,28 @@ def make_pipeline(server: ScriptedOpenAIServer, texts: list[str], tmp_path: Path
     backend = OpenAICompatBackend(settings)
     out = io.StringIO()
     jsonl = tmp_path / "alerts.jsonl"
-    holder: dict[str, Pipeline] = {}
+    recorder = TrialRecorder()
     emitted = {"n": 0}
 
     async def one_window_at_a_time() -> None:
-        while len(holder["p"].verdicts) < emitted["n"]:
-            await asyncio.sleep(0.01)
+        await recorder.wait_settled(emitted["n"])
         emitted["n"] += 1
 
     source = ListSource("kitchen", [entry(t) for t in texts], gate=one_window_at_a_time)
     pipeline = Pipeline(
         sources=[(source, "kitchen")], assessor=SingleCall(backend),
         sinks=[StdoutSink(stream=out, color=False), JsonlSink(jsonl)],
-        windows=WindowSettings(min_interval_s=0.0), alerts=AlertSettings(dedup_ttl_s=60),
-        exit_when_sources_end=True,
+        windows=WindowSettings(min_interval_s=0.0), alerts=AlertManager(AlertSettings(dedup_ttl_s=60)),
+        observers=[Stats(), recorder], exit_when_sources_end=True,
     )
-    holder["p"] = pipeline
     return pipeline, backend, out, jsonl
 
 
 async def run(pipeline: Pipeline, backend: OpenAICompatBackend) -> None:
     await backend.start()
     try:
-        await asyncio.wait_for(pipeline.run(), 30)
+        async with asyncio.timeout(30), sinks_running(pipeline.sinks):
+            await pipeline.run()
     finally:
         await backend.close()
 
@@ -89,12 +93,14 @@ async def test_failures_are_counted_and_the_next_window_is_still_assessed(
     )
     pipeline, backend, _, jsonl = make_pipeline(openai_server, ["a", "b", "c", "d"], tmp_path)
     await run(pipeline, backend)
-    assert pipeline.stats.model_errors == {"malformed": 1, "transient": 2}
-    assert pipeline.stats.windows_assessed == 1
+    stats, recorder = pipeline.observers.observers
+    assert isinstance(stats, Stats) and isinstance(recorder, TrialRecorder)
+    assert stats.model_errors == {"malformed": 1, "transient": 2}
+    assert stats.windows_assessed == 1
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["type"] for e in events] == ["new"]
     assert openai_server.calls == 6
-    failures = [v for _, v in pipeline.verdicts if isinstance(v, Exception)]
+    failures = [s.error for s in recorder.settled if s.error is not None]
     assert "not JSON" in str(failures[0])
     assert getattr(failures[0], "raw", None) == "this is not json"
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.assessment import Usage
-from monitor.backends import ModelReply, ModelRequest
-from monitor.errors import TransientBackendError
+from monitor.backends import ModelReply, ModelRequest, Usage
+from monitor.core.errors import TransientBackendError
 from replay.cache import CachingBackend, ResponseCache, redact_images, request_key, trial_seed
 
 IDENTITY = {"backend": "openai", "model": "m", "base_url": "http://x/v1", "temperature": 0.2, "max_tokens": 400}

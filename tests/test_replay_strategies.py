@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.errors import ConfigError
+from monitor.assess.settings import AssessmentSettings
+from monitor.core.errors import ConfigError
 from monitor.settings import load_settings
-from monitor.strategy_config import AssessmentSettings
 from replay.cli import main as replay_main
 from replay.compare import ScoredRun, load_scores, render_compare_markdown
 from replay.pasbench import load_release

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.assessment import Usage
-from monitor.backends import ModelReply, ModelRequest
+from monitor.backends import ModelReply, ModelRequest, Usage
 from monitor.settings import Settings, load_settings
 from replay.judge import JudgeInfo, Judgement, WarningText
 from replay.pasbench import Reference, Scenario

@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from monitor.assess import SingleCall
-from monitor.assessment import Assessment, Usage, Verdict
-from monitor.backends import ModelReply, ModelRequest
-from monitor.errors import MalformedReplyError
-from monitor.strategies import (
+from monitor.assess.settings import AssessmentSettings, TemporalSettings, VerifySettings, VoteSettings
+from monitor.assess.single import SingleCall
+from monitor.assess.strategies import (
     Candidate,
     ProposeVerify,
     Temporal,
@@ -22,7 +20,9 @@ from monitor.strategies import (
     verify_decision,
     vote_decision,
 )
-from monitor.strategy_config import AssessmentSettings, TemporalSettings, VerifySettings, VoteSettings
+from monitor.assess.verdict import Assessment, Verdict
+from monitor.backends import ModelReply, ModelRequest, Usage
+from monitor.core.errors import MalformedReplyError
 from monitor.windows import Window
 from tests.support.sources import entry
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from monitor.alerts import AlertManager, same_hazard
-from monitor.assessment import Assessment, Usage, Verdict
+from monitor.alerts import AlertManager, AlertSettings
+from monitor.assess.verdict import Assessment, Verdict, same_hazard
+from monitor.backends import Usage
 from monitor.control import ZoneControls
-from monitor.settings import AlertSettings
 from monitor.windows import LatestSlot, RollingWindow, Window
 from tests.support.sources import entry
 

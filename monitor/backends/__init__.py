@@ -11,10 +11,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from monitor.assessment import Usage
-from monitor.settings import ModelSettings
+from monitor.backends.settings import ModelSettings
 
 Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Accounting of one model call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    calls: int = 1
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            latency_s=self.latency_s + other.latency_s,
+            attempts=self.attempts + other.attempts,
+            calls=self.calls + other.calls,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "attempts": self.attempts,
+            "calls": self.calls,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +81,11 @@ class ModelBackend(Protocol):
     name: str
     model: str
     accepts_images: bool
+
+    @property
+    def base_url(self) -> str | None:
+        """The endpoint it calls (for readiness probes and messages); None when it has none."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -23,9 +23,9 @@ import structlog
 
 from monitor.backends import ModelReply, ModelRequest, register_backend
 from monitor.backends.openai_compat import OpenAICompatBackend
-from monitor.errors import FatalBackendError
-from monitor.resources import package_dir
-from monitor.settings import ModelSettings
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import FatalBackendError
+from monitor.core.resources import package_dir
 
 log = structlog.get_logger(__name__)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

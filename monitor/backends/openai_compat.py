@@ -16,16 +16,15 @@ import openai
 import structlog
 from openai import AsyncOpenAI
 
-from monitor.assessment import Usage
-from monitor.backends import ModelReply, ModelRequest, register_backend
-from monitor.errors import (
+from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import (
     BackendError,
     BackendTimeoutError,
     FatalBackendError,
     ImageInputUnsupportedError,
     TransientBackendError,
 )
-from monitor.settings import ModelSettings
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from monitor.assessment import Usage
-from monitor.backends import ModelReply, ModelRequest, register_backend
-from monitor.errors import ConfigError
-from monitor.settings import ModelSettings
+from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import ConfigError
 
 
 class ScriptedBackend:
@@ -26,6 +25,7 @@ class ScriptedBackend:
     def __init__(self, settings: ModelSettings) -> None:
         self.model = settings.model
         self.accepts_images = settings.accepts_images is not False
+        self.base_url: str | None = None  # in-process: no endpoint to probe
         self.script_path = settings.script
         self.rules: list[tuple[str, str]] = []
         self.default = json.dumps({"danger": False, "severity": "info", "confidence": 0.5})

@@ -34,10 +34,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.assessment import Usage
-from monitor.backends import ModelReply, ModelRequest, register_backend
-from monitor.errors import ConfigError
-from monitor.settings import ModelSettings
+from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
+from monitor.backends.settings import ModelSettings
+from monitor.core.errors import ConfigError
 
 
 class StochasticParameters(BaseModel):
@@ -72,6 +71,7 @@ class StochasticBackend:
     def __init__(self, settings: ModelSettings, params: StochasticParameters | None = None) -> None:
         self.model = settings.model
         self.accepts_images = True
+        self.base_url: str | None = None  # in-process: no endpoint to probe
         self.script_path = settings.script
         self.params = params or StochasticParameters()
         self.rng = random.Random(self.params.seed)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:  # settings import this package for MqttSettings; avoid the cycle at run time
+if TYPE_CHECKING:
     from monitor.alerts import AlertEvent
 
 
@@ -13,8 +15,32 @@ class AlertSink(Protocol):
 
     name: str
 
+    @property
+    def connected(self) -> bool | None:
+        """Whether the sink reaches its destination now; None for sinks with no connection to report."""
+        ...
+
+    @property
+    def backlog(self) -> int | None:
+        """Events accepted but not yet delivered; None for sinks that deliver before `publish` returns."""
+        ...
+
     async def start(self) -> None: ...
 
     async def publish(self, event: AlertEvent) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def running(sinks: Sequence[AlertSink]) -> AsyncIterator[Sequence[AlertSink]]:
+    """Start `sinks` in order, and close them in order however the block ends."""
+    started: list[AlertSink] = []
+    try:
+        for sink in sinks:
+            await sink.start()
+            started.append(sink)
+        yield sinks
+    finally:
+        for sink in started:
+            await sink.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
-from monitor.sinks.mqtt_config import MqttSettings
+from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
 HAZARD_ON = "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"

@@ -21,6 +21,9 @@ class StdoutSink:
 
     name = "stdout"
 
+    connected = None  # a terminal has no connection to report
+    backlog = None  # written before publish returns
+
     def __init__(self, *, stream: TextIO | None = None, color: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty() if color is None else color
@@ -55,6 +58,9 @@ class JsonlSink:
     """One alert event per line, flushed and fsynced before `publish` returns."""
 
     name = "jsonl"
+
+    connected = None  # a local file has no connection to report
+    backlog = None  # written and fsynced before publish returns
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import json
 import math
-import random
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -31,22 +29,19 @@ from typing import Any
 
 import aiomqtt
 import structlog
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 
-from monitor.aio import wait_event
 from monitor.alerts import Alert, AlertEvent
-from monitor.assessment import SEVERITY_RANK
+from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
-from monitor.errors import MonitorError
+from monitor.core.aio import Backoff, cancel_all, wait_event
+from monitor.core.errors import MonitorError
+from monitor.mqtt.client import log_connect_failure, make_client
+from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics
-from monitor.sinks.mqtt_config import MqttSettings
 from monitor.sinks.outbox import Outbox, OutboxMessage
 
 log = structlog.get_logger("monitor.sinks.mqtt")
 
-# CONNACK codes for bad credentials: MQTT 3.1.1 (4, 5) and their MQTT 5 reason codes (134, 135).
-_AUTH_CODES = frozenset({4, 5, 134, 135})
 _BATCH = 32  # outbox messages in flight at once; the acknowledged prefix is removed
 _GOODBYE_TIMEOUT_S = 2.0
 _PUBLISHED_RECORD = "mqtt-published.json"
@@ -56,91 +51,6 @@ StatsProvider = Callable[[], Mapping[str, Any]]
 
 class MqttSinkError(MonitorError):
     """The MQTT sink's background task failed; names the broker."""
-
-
-# --------------------------------------------------------------------------- shared with the MQTT source
-
-
-def make_client(settings: MqttSettings, *, identifier: str | None = None, will: aiomqtt.Will | None = None,
-                clean_session: bool | None = None) -> aiomqtt.Client:
-    """An aiomqtt client for the configured broker, credentials and TLS (one per connection attempt)."""
-    tls_params = None
-    tls_insecure = None
-    if settings.tls is not None:
-        tls = settings.tls
-        tls_params = aiomqtt.TLSParameters(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        tls_insecure = True if tls.insecure else None
-    return aiomqtt.Client(
-        settings.host,
-        settings.port,
-        identifier=identifier,
-        username=settings.username,
-        password=settings.password.get_secret_value() if settings.password is not None else None,
-        will=will,
-        clean_session=clean_session,
-        keepalive=settings.keepalive_s,
-        timeout=settings.publish_timeout_s,
-        tls_params=tls_params,
-        tls_insecure=tls_insecure,
-    )
-
-
-class Backoff:
-    """Exponential backoff with jitter: delays are uniform in [ceiling/2, ceiling], within [min_s, max_s]."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self.min_s = min_s
-        self.max_s = max_s
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.max_s, self.min_s * 2 ** min(self.attempt, 32))
-        self.attempt += 1
-        return random.uniform(max(self.min_s, ceiling / 2), ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def log_connect_failure(settings: MqttSettings, exc: Exception, retry_in_s: float, *, role: str) -> None:
-    """One clear line per failed attempt; wrong credentials are an error, an absent broker a warning."""
-    fields = {"broker": settings.broker, "role": role, "error": str(exc), "retry_in_s": round(retry_in_s, 2)}
-    if isinstance(exc, MqttConnectError) and _code(exc.rc) in _AUTH_CODES:
-        log.error(f"mqtt broker {settings.broker} refused the connection: not authorised "
-                  f"(check mqtt.username and the mqtt password secret)", username=settings.username, **fields)
-    elif isinstance(exc, MqttConnectError):
-        log.error(f"mqtt broker {settings.broker} refused the connection", **fields)
-    else:
-        log.warning(f"mqtt broker {settings.broker} unreachable or connection lost", **fields)
-
-
-def _code(rc: int | ReasonCode | None) -> int | None:
-    return rc.value if isinstance(rc, ReasonCode) else rc
-
-
-async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep, but wake at once when `stop` is set."""
-    await wait_event(stop, seconds)
-
-
-async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel `tasks` and wait until every one has finished.
-
-    Cancels again while any is still running: on Python 3.11, `asyncio.wait_for`
-    (which aiomqtt awaits on) swallows a cancellation that races with its result.
-    """
-    pending = [task for task in tasks if not task.done()]
-    while pending:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-        pending = [task for task in pending if not task.done()]
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -189,6 +99,11 @@ class MqttSink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def backlog(self) -> int:
+        """Messages in the outbox, waiting for the broker's acknowledgement."""
+        return len(self.outbox)
 
     async def wait_connected(self) -> None:
         """Wait until the sink is connected and has announced itself (tests, readiness)."""
@@ -300,7 +215,7 @@ class MqttSink:
                 delay = backoff.next()
                 self.counters["connect_failures"] += 1
                 log_connect_failure(self.settings, exc, delay, role="alert sink")
-                await sleep_unless(self._stop, delay)
+                await wait_event(self._stop, delay)
 
     async def _session(self, backoff: Backoff) -> None:
         will = aiomqtt.Will(self.topics.available, b"offline", qos=1, retain=True)

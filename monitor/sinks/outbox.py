@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from monitor.errors import MonitorError
+from monitor.core.errors import MonitorError
 
 log = structlog.get_logger("monitor.sinks.outbox")
 

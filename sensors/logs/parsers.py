@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeGuard, get_args
 
-from monitor.errors import LogParseError
+from monitor.core.errors import LogParseError
 from sensors.types import LogEntry
 
 Format = Literal["jsonl", "text", "pasbench"]

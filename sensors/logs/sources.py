@@ -14,18 +14,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Literal
 
 import structlog
 
-from monitor.errors import LogParseError, SensorError
+from monitor.core.errors import LogParseError, SensorError
 from sensors.logs.parsers import Clock, FormatChoice, LogParser
-from sensors.types import LogEntry
-
-Emit = Callable[[LogEntry], Awaitable[None]]
+from sensors.types import Emit, InputHealth, LogEntry
 
 _READ_CHUNK = 64 * 1024
 # A writer that never sends a newline (binary junk, a runaway line) must not grow memory without bound.
@@ -60,6 +57,11 @@ class _LogSource:
         for entry in entries:
             await emit(entry)
             self.entries_emitted += 1
+
+    def health(self) -> InputHealth:
+        """Online until the source ends; with the entries it emitted and the lines it could not parse."""
+        return InputHealth(self.id, "offline" if self.ended else "online", entries=self.entries_emitted,
+                           bad_input=self.bad_lines)
 
 
 class _Chunk:

@@ -28,7 +28,7 @@ from typing import Any
 import aiomqtt
 
 from monitor.alerts import Alert, AlertEvent, EventType
-from monitor.assessment import Severity
+from monitor.assess.verdict import Severity
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from sensors.types import LogEntry, Observation
+from sensors.types import InputHealth, LogEntry, Observation
 
 
 def entry(text: str, *, source: str = "kitchen", ts: float | None = None) -> LogEntry:
@@ -31,3 +31,6 @@ class ListSource:
             elif self.interval_s:
                 await asyncio.sleep(self.interval_s)
             await emit(observation)
+
+    def health(self) -> InputHealth:
+        return InputHealth(self.id, "online", entries=len(self.observations))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.assessment import Assessment, Verdict
+from monitor.assess.keyframes import choose_images_off_loop
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.assess.settings import KeyframeSettings
+from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import ModelBackend, ModelRequest
-from monitor.keyframes import choose_images_off_loop
-from monitor.prompt import ASSESSMENT_SCHEMA, build_messages
 from monitor.windows import Window
-from sensors.camera_config import KeyframeSettings
 from sensors.types import Frame
 
 

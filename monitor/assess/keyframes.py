@@ -31,9 +31,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from monitor.assess.settings import KeyframeSettings
 from monitor.windows import Window
 from sensors.camera import downscale, encode_jpeg
-from sensors.camera_config import GatingSettings, KeyframeSettings
+from sensors.camera_config import GatingSettings
 from sensors.gating import change_score, gray_thumbnail
 from sensors.types import Frame
 

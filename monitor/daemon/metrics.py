@@ -1,7 +1,7 @@
 """Prometheus metrics: one registry per service instance, rendered for `/metrics`.
 
-Latencies are observed as they happen (`Metrics.observe`, the pipeline's
-`StageObserver`); counters are read from the service's `Stats` at scrape time,
+Latencies are observed as they happen (`Metrics` is a pipeline observer of
+stage latencies); counters are read from the service's `Stats` at scrape time,
 so there is one set of books and the log summary and the metrics cannot drift.
 The model call is timed at the boundary by `MeteredBackend`, which also keeps
 the last success and failure for readiness.
@@ -19,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
-from monitor.errors import BackendError
-from monitor.pipeline import MODEL_SECONDS, STAGES
+from monitor.core.errors import BackendError
+from monitor.observer import STAGES, Observer
+from monitor.pipeline import MODEL_SECONDS
 from monitor.stats import Stats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -34,7 +35,7 @@ SEVERITIES = ("info", "warning", "critical")
 EVENT_TYPES = ("new", "update", "end")
 
 
-class Metrics:
+class Metrics(Observer):
     """The service's metrics. Mutated and rendered on the event loop thread only."""
 
     def __init__(self, *, stats: Callable[[], Stats]) -> None:
@@ -61,8 +62,8 @@ class Metrics:
         self.registry.register(_ServiceCollector(self, stats))
         self.registry.register(_ProcessCollector())
 
-    def observe(self, stage: str, seconds: float) -> None:
-        """Record one latency (the pipeline's StageObserver)."""
+    def stage_latency(self, stage: str, seconds: float) -> None:
+        """Record one latency of a pipeline stage."""
         self.stage_seconds.labels(stage).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
@@ -167,8 +168,7 @@ class MeteredBackend:
     @property
     def base_url(self) -> str | None:
         """The endpoint to probe: the backend's own, or the embedded server's once started."""
-        url = getattr(self.inner, "base_url", None)  # scripted backends have none
-        return str(url) if url else None
+        return self.inner.base_url
 
     async def start(self) -> None:
         await self.inner.start()

@@ -1,10 +1,13 @@
-"""Configuration of the health, readiness and metrics HTTP endpoint (`[health]`)."""
+"""Configuration of the daemon (`[service]`) and its health endpoint (`[health]`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
-from monitor.config_base import PositiveFloat, Section
+from monitor.core.config import PositiveFloat, Section
 
 
 class HealthSettings(Section):
@@ -26,3 +29,16 @@ class HealthSettings(Section):
         default=15.0, description="no scheduler tick for this long: the pipeline counts as stalled"
     )
     metrics: bool = Field(default=True, description="serve /metrics")
+
+
+class ServiceSettings(Section):
+    """The daemon itself."""
+
+    state_dir: Path = Path("state")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    shutdown_timeout_s: PositiveFloat = 10.0
+    exit_when_sources_end: bool = Field(
+        default=False, description="stop once every source has ended (replay demos), after the last assessment"
+    )
+    audit_log: Path | None = Field(default=None, description="JSONL of every decision: prompt, answer, verdict")

@@ -17,21 +17,14 @@ from functools import reduce
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from monitor.alerts import same_hazard
-from monitor.assess import Assessor, SingleCall
-from monitor.assessment import SEVERITY_RANK, Assessment, Severity, Usage, Verdict
-from monitor.backends import ModelBackend, ModelRequest
-from monitor.errors import BackendError, MalformedReplyError
-from monitor.prompt import build_messages
-from monitor.strategy_config import (
-    AssessmentSettings,
-    TemporalSettings,
-    VerifySettings,
-    VoteSettings,
-    ZoneSettings,
-)
+from monitor.assess.prompt import build_messages
+from monitor.assess.settings import AssessmentSettings, KeyframeSettings, TemporalSettings, VerifySettings, VoteSettings
+from monitor.assess.single import Assessor, SingleCall
+from monitor.assess.verdict import SEVERITY_RANK, Assessment, Severity, Verdict, same_hazard
+from monitor.backends import ModelBackend, ModelRequest, Usage
+from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.windows import Window
-from sensors.camera_config import KeyframeSettings
+from monitor.zones import ZoneSettings
 
 
 def total_usage(verdicts: Sequence[Verdict]) -> Usage:

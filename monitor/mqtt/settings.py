@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from monitor.config_base import PositiveFloat, Section
+from monitor.core.config import PositiveFloat, Section
 
 _TOPIC_PREFIX = r"^[^#+/\s](?:[^#+\s]*[^#+/\s])?$"
 _OUTBOX_FILE = "mqtt-outbox.sqlite3"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from monitor.errors import MalformedReplyError
+from monitor.backends import Usage
+from monitor.core.errors import MalformedReplyError
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP_WORDS = frozenset({"a", "an", "the", "of", "to", "and", "or", "in", "on", "with", "risk", "from", "for", "is"})
 
 
 def _clamp_unit(value: Any) -> Any:
@@ -76,35 +80,6 @@ def _strip_code_fence(raw: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
-    """Accounting of one model call."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    attempts: int = 1
-    calls: int = 1
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            latency_s=self.latency_s + other.latency_s,
-            attempts=self.attempts + other.attempts,
-            calls=self.calls + other.calls,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": round(self.latency_s, 4),
-            "attempts": self.attempts,
-            "calls": self.calls,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """An assessment together with where it came from and what it cost."""
 
@@ -114,3 +89,24 @@ class Verdict:
     raw: str = ""
     strategy: str = "single"
     samples: tuple[Assessment, ...] = field(default_factory=tuple)
+
+
+def _stem(word: str) -> str:
+    # A crude suffix strip is enough for short hazard names ("falling" ~ "fall", "burns" ~ "burn").
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def hazard_key(hazard: str) -> frozenset[str]:
+    """Stemmed content words of a hazard name, so small rewordings match."""
+    return frozenset(_stem(w) for w in _WORD.findall(hazard.lower()) if w not in _STOP_WORDS)
+
+
+def same_hazard(a: str, b: str) -> bool:
+    key_a, key_b = hazard_key(a), hazard_key(b)
+    if not key_a or not key_b:
+        return key_a == key_b
+    overlap = len(key_a & key_b) / len(key_a | key_b)
+    return overlap >= 0.5 or key_a <= key_b or key_b <= key_a

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
-from monitor.health_config import HealthSettings
+from monitor.daemon.settings import HealthSettings
 
 log = structlog.get_logger("monitor.health")
 

@@ -1,0 +1,1 @@
+"""The daemon around the pipeline: lifecycle, reload, wiring, health, metrics, systemd notify."""

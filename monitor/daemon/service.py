@@ -1,0 +1,376 @@
+"""The daemon: one entry point that owns the event loop and the pipeline's life.
+
+Life of `monitor run`, uvicorn-like:
+
+1. start: health server, model backend, sinks, then the pipeline; `READY=1`.
+2. run: the watchdog is pinged while the pipeline makes progress; `/readyz`
+   and `/metrics` report on it.
+3. SIGHUP: the configuration file is read again. A valid one is applied in
+   place (open alerts, windows and unchanged sources carry on; the backend is
+   rebuilt only if `[model]` changed); an invalid one is rejected, one log line
+   per problem, and the running configuration stays.
+4. SIGTERM / SIGINT: `STOPPING=1`; sources stop, in-flight windows get
+   `shutdown_timeout_s`, stragglers are cancelled with a logged reason, every
+   decided alert reaches the sinks, the sinks close (the MQTT sink flushes its
+   outbox, publishes `offline`, disconnects), the backend stops. A second
+   SIGINT exits at once.
+
+Signal handlers only set state; the control task acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from monitor.alerts import AlertManager
+from monitor.audit import AuditLog
+from monitor.backends import create_backend
+from monitor.backends.settings import ModelSettings
+from monitor.control import ZoneControls
+from monitor.core.aio import leaf_errors, wait_event
+from monitor.core.errors import MonitorError
+from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapshot
+from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
+from monitor.daemon.notify import Notifier
+from monitor.daemon.reload import reload
+from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs
+from monitor.pipeline import Pipeline
+from monitor.settings import Settings
+from monitor.sinks import AlertSink
+from monitor.stats import Stats
+from sensors.types import InputHealth
+
+log = structlog.get_logger("monitor.service")
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is importable, else on asyncio's loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+async def serve(settings: Settings, config_path: Path | None = None) -> int:
+    """Run the daemon until a signal or the end of the sources; reload from `config_path` on SIGHUP."""
+    service = Service(settings, config_path=config_path)
+    try:
+        return await service.run()
+    except BaseExceptionGroup as group:
+        leaves = leaf_errors(group)
+        if len(leaves) == 1 and isinstance(leaves[0], MonitorError):
+            raise leaves[0] from None  # the CLI prints it as one line and exits 1
+        raise
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class Service:
+    """The daemon's life: start, run, reload on SIGHUP, stop in order on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, *, config_path: Path | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.notifier = notifier if notifier is not None else Notifier.from_environment()
+        self.health_settings = settings.health  # read once: a new [health] takes effect at the next start
+        self.stats = Stats()
+        # Shared by the pipeline and the MQTT sink (control topics), and kept across reloads.
+        self.controls = ZoneControls()
+        self.alerts = AlertManager(settings.alerts, controls=self.controls)
+        self.metrics = Metrics(stats=self._stats)
+        self.audit = AuditLog(settings.service.audit_log)
+        self.readiness = Readiness(self.health_settings)
+        self.state = "starting"
+        self.started_at = time.monotonic()
+        self.backend: MeteredBackend | None = None
+        self.pipeline: Pipeline | None = None
+        self.sinks: dict[SinkName, tuple[SinkSpec, AlertSink]] = {}
+        self.health: HealthServer | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._reload_requested = False
+        self._interrupts = 0
+
+    async def run(self) -> int:
+        """Run the whole life; returns the exit status."""
+        self._install_signal_handlers()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._heartbeat(), name="heartbeat")
+                try:
+                    await self._lifecycle(group)
+                finally:
+                    self._done.set()
+        finally:
+            self._remove_signal_handlers()
+            self.notifier.close()
+        return 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def _lifecycle(self, group: asyncio.TaskGroup) -> None:
+        await self._start_health()
+        try:
+            if not await self._start():
+                log.info("monitor stopped before it was ready")
+                return
+            assert self.pipeline is not None and self.backend is not None
+            control = group.create_task(self._control(self.pipeline), name="control")
+            log.info("monitor running", model=self.backend.model, backend=self.backend.name,
+                     sources=list(source_specs(self.settings)))
+            await self.pipeline.run()
+            self._stop.set()
+            self._wake.set()
+            await control  # a reload in progress completes before anything is closed
+        finally:
+            self.state = "stopping"
+            await self.close_sinks()
+            await asyncio.to_thread(self.audit.close)
+            if self.backend is not None:
+                await self.backend.close()
+            if self.health is not None:
+                await self.health.close()
+            self.state = "stopped"
+            self.notifier.status("stopped")
+        log.info("monitor stopped", **self.stats_json())
+
+    async def _start(self) -> bool:
+        """Start the backend, the sinks and build the pipeline; False if stopped meanwhile."""
+        settings = self.settings
+        self.notifier.status(f"starting: model backend '{settings.model.backend}'")
+        self.backend = self.new_backend(settings.model)
+        if not await self._until_stopped(self.backend.start()):
+            return False
+        for name, spec in sink_specs(settings).items():
+            sink = self.new_sink(spec)
+            await sink.start()
+            self.sinks[name] = (spec, sink)
+        self.pipeline = Pipeline(
+            sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
+            assessor=build_assessor(settings, self.backend),
+            sinks=[sink for _, sink in self.sinks.values()],
+            windows=settings.windows,
+            alerts=self.alerts,
+            workers=settings.model.concurrency,
+            observers=[self.stats, self.metrics, self.audit],
+            exit_when_sources_end=settings.service.exit_when_sources_end,
+            shutdown_timeout_s=settings.service.shutdown_timeout_s,
+        )
+        self._wire_metrics()
+        return not self._stop.is_set()
+
+    async def _control(self, pipeline: Pipeline) -> None:
+        """Act on the state the signal handlers set: reload, or stop in order."""
+        await pipeline.started.wait()
+        self.state = "running"
+        self.notifier.ready(self.status_line())
+        log.info("monitor ready", notify=self.notifier.enabled,
+                 watchdog_interval_s=self.notifier.watchdog_interval_s)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set() or pipeline.stopping:
+                break
+            if self._reload_requested:
+                self._reload_requested = False
+                await reload(self)
+        self.state = "stopping"
+        self.notifier.stopping("stopping: finishing in-flight windows, flushing sinks")
+        pipeline.stop()
+
+    async def _until_stopped(self, start: Coroutine[Any, Any, None]) -> bool:
+        """Await `start` unless a stop is requested first (the embedded model takes a while to load)."""
+        task = asyncio.ensure_future(start)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+
+    async def close_sinks(self) -> None:
+        """Close every sink in order: local sinks first, MQTT last (it flushes, says offline, disconnects)."""
+        for name, (_spec, sink) in list(self.sinks.items()):
+            try:
+                await sink.close()
+            except Exception as exc:  # one sink failing to close must not keep the others open
+                log.error("sink failed to close", sink=name, error=str(exc))
+        self.sinks.clear()
+
+    def new_backend(self, settings: ModelSettings) -> MeteredBackend:
+        """The configured model backend, timed for metrics and readiness."""
+        return MeteredBackend(create_backend(settings), observe=self.metrics.stage_latency)
+
+    def new_sink(self, spec: SinkSpec) -> AlertSink:
+        """A sink wired to the service's controls, counters and open alerts."""
+        return build_sink(spec, controls=self.controls, stats=self.stats_json,
+                          open_alerts=list(self.alerts.open.values()))
+
+    # -- signals ---------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        # Signals only set state; the control task acts on it. The second SIGINT forces exit.
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            self.request_reload()
+            return
+        self._interrupts += 1
+        if self._interrupts > 1:
+            if signum == signal.SIGINT:
+                log.warning("second interrupt, exiting now")
+                os._exit(130)
+            log.info("shutdown already in progress", signal=name)
+            return
+        log.info("shutdown requested", signal=name)
+        self.request_stop()
+
+    def request_reload(self) -> None:
+        """Read the configuration file again (what SIGHUP does)."""
+        self._reload_requested = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Start the ordered shutdown (what SIGTERM and the first SIGINT do)."""
+        self._stop.set()
+        self._wake.set()
+        if self.pipeline is not None:
+            self.pipeline.stop()  # sets the pipeline's own stop state, even while a reload runs
+
+    # -- health, watchdog, status -----------------------------------------------------------
+    async def _start_health(self) -> None:
+        settings = self.health_settings
+        if not settings.enabled:
+            return
+        self.health = HealthServer(
+            settings, liveness=self.liveness, readiness=self.ready,
+            metrics=self.metrics.render if settings.metrics else None, metrics_content_type=CONTENT_TYPE,
+        )
+        try:
+            await self.health.start()
+        except OSError as exc:
+            # Monitoring matters more than its health endpoint: run on, but say so loudly.
+            log.error("health server could not start; running without it", host=settings.host,
+                      port=settings.port, error=str(exc))
+            self.health = None
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """The event loop answers (else nothing would), and the stages make progress."""
+        body: dict[str, Any] = {"state": self.state, "uptime_s": round(time.monotonic() - self.started_at, 1)}
+        pipeline = self.pipeline
+        if pipeline is None or self.state not in ("running", "reloading"):
+            return True, {"alive": True, **body}
+        tick_age, oldest = pipeline.heartbeat_age(), pipeline.oldest_assessment_s()
+        stall_after = self.health_settings.stall_after_s
+        assessment_limit = 3 * self.settings.model.total_timeout_s + stall_after
+        problems = []
+        if tick_age > stall_after:
+            problems.append(f"scheduler has not run for {tick_age:.1f} s (stall_after_s={stall_after:g})")
+        if oldest > assessment_limit:
+            problems.append(f"an assessment has run for {oldest:.1f} s (limit {assessment_limit:g} s)")
+        body.update(scheduler_tick_age_s=round(tick_age, 3), oldest_assessment_s=round(oldest, 3))
+        return not problems, {"alive": not problems, "problems": problems, **body}
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """The readiness verdict and its JSON body (`/readyz`)."""
+        return await self.readiness.check(self.snapshot())
+
+    def snapshot(self) -> Snapshot:
+        """The service's parts as readiness sees them now."""
+        backend = self.backend
+        status = None
+        if backend is not None:
+            key = self.settings.model.api_key
+            status = BackendStatus(name=backend.name, last_success_at=backend.last_success_at,
+                                   last_error_at=backend.last_error_at, base_url=backend.base_url,
+                                   api_key=key.get_secret_value() if key is not None else None)
+        return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
+                        backend=status)
+
+    async def _heartbeat(self) -> None:
+        """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
+        interval = self.notifier.watchdog_interval_s
+        next_ping = next_status = 0.0
+        while not self._done.is_set():
+            self.readiness.track(self.snapshot())
+            now = time.monotonic()
+            if interval is not None and now >= next_ping:
+                next_ping = now + interval
+                alive, body = self.liveness()
+                if alive:
+                    self.notifier.watchdog()
+                else:
+                    log.error("pipeline stalled; withholding the watchdog ping", problems=body.get("problems"))
+            if self.notifier.enabled and self.state == "running" and now >= next_status:
+                next_status = now + 10.0
+                self.notifier.status(self.status_line())
+            await wait_event(self._done, min(1.0, interval or 1.0))
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        stats = self.stats
+        open_alerts = len(self.alerts.open)
+        sources = len(self.pipeline.sources) if self.pipeline else 0
+        return (f"{self.state}: {sources} sources, {stats.windows_assessed} windows assessed, "
+                f"{open_alerts} open alerts, {sum(stats.model_errors.values())} model errors")
+
+    def _wire_metrics(self) -> None:
+        metrics = self.metrics
+        metrics.source_health = self._sources_online
+        metrics.sink_health = self._sinks_connected
+        metrics.open_alerts = lambda: len(self.alerts.open)
+        metrics.outbox_depth = self._outbox_depth
+        metrics.ready = lambda: self.readiness.last_ready
+
+    def _sources_online(self) -> dict[str, bool]:
+        if self.pipeline is None:
+            return {}
+        return {source.id: source.health().state == "online" for source, _ in self.pipeline.sources}
+
+    def _sinks_connected(self) -> dict[str, bool | None]:
+        return {name: sink.connected for name, (_spec, sink) in self.sinks.items()}
+
+    def _outbox_depth(self) -> int | None:
+        entry = self.sinks.get("mqtt")
+        return entry[1].backlog if entry is not None else None
+
+    def _stats(self) -> Stats:
+        if self.pipeline is not None:
+            # The sources count the lines they could not parse themselves; fold them in.
+            healths = (source.health() for source, _ in self.pipeline.sources)
+            self.stats.bad_log_lines = sum(h.bad_input for h in healths if isinstance(h, InputHealth))
+        return self.stats
+
+    def stats_json(self) -> dict[str, Any]:
+        """The service's counters (for the stats topic and the final log line)."""
+        return self._stats().to_json()
+

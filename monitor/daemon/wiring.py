@@ -1,0 +1,123 @@
+"""Wiring: what the configuration asks for, as comparable specs, and the parts built from them.
+
+A spec is the part of the configuration one source or one sink depends on. The
+daemon builds each part from its spec, and on reload rebuilds exactly the parts
+whose spec changed: two specs compare equal when their settings do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from monitor.alerts import Alert
+from monitor.assess.single import Assessor
+from monitor.assess.strategies import build_zone_assessor
+from monitor.backends import ModelBackend
+from monitor.control import ZoneControls
+from monitor.mqtt.settings import MqttSettings
+from monitor.settings import Settings
+from monitor.sinks import AlertSink
+from monitor.sinks.local import JsonlSink, StdoutSink
+from monitor.sinks.settings import JsonlSinkSettings, StdoutSinkSettings
+from sensors.camera_config import CameraSettings
+from sensors.logs.settings import SourceSettings
+from sensors.types import ObservationSource
+
+SinkName = Literal["stdout", "jsonl", "mqtt"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One sensor: an activity-log source or a camera, the zone it feeds, and the broker of an MQTT source."""
+
+    id: str
+    zone: str
+    settings: SourceSettings | CameraSettings
+    broker: MqttSettings | None = None
+
+    def build(self) -> ObservationSource:
+        """The sensor this spec describes (OpenCV and aiomqtt are imported only when needed)."""
+        settings = self.settings
+        if isinstance(settings, CameraSettings):
+            from sensors.camera import CameraSource
+
+            return CameraSource(settings)
+        return _log_source(settings, self.broker)
+
+
+def _log_source(settings: SourceSettings, broker: MqttSettings | None) -> ObservationSource:
+    from sensors.logs.sources import FileTailSource, ReplayFileSource, StdinSource
+
+    if settings.kind == "stdin":
+        return StdinSource(settings.id, settings.format)
+    if settings.kind == "mqtt":
+        from sensors.mqtt_source import MqttActivitySource
+
+        assert broker is not None and settings.topic is not None  # validated by Settings and SourceSettings
+        return MqttActivitySource(settings.id, broker, topic=settings.topic)
+    assert settings.path is not None  # validated by SourceSettings
+    if settings.kind == "replay":
+        return ReplayFileSource(settings.id, settings.path, settings.format,
+                                interval_s=settings.interval_s, speed=settings.speed)
+    return FileTailSource(settings.id, settings.path, settings.format,
+                          from_start=settings.from_start, poll_interval_s=settings.poll_interval_s)
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """One sink: its settings, and for MQTT the zones it announces and the state dir of its outbox."""
+
+    name: SinkName
+    settings: StdoutSinkSettings | JsonlSinkSettings | MqttSettings
+    zones: tuple[str, ...] = ()
+    state_dir: Path | None = None
+
+
+def source_specs(settings: Settings) -> dict[str, SourceSpec]:
+    """Every source (activity logs, then cameras) by id."""
+    specs = {s.id: SourceSpec(s.id, s.zone_id, s, settings.mqtt if s.kind == "mqtt" else None)
+             for s in settings.sources}
+    specs.update({c.id: SourceSpec(c.id, c.zone_id, c) for c in settings.cameras})
+    return specs
+
+
+def zones_of(settings: Settings) -> list[str]:
+    """The zones that have sources, in order, once each."""
+    return list(dict.fromkeys(spec.zone for spec in source_specs(settings).values()))
+
+
+def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
+    """One spec per enabled sink, in publishing order (MQTT last: it closes last)."""
+    specs: dict[SinkName, SinkSpec] = {}
+    if settings.sinks.stdout.enabled:
+        specs["stdout"] = SinkSpec("stdout", settings.sinks.stdout)
+    if settings.sinks.jsonl.enabled:
+        specs["jsonl"] = SinkSpec("jsonl", settings.sinks.jsonl)
+    if settings.mqtt is not None:
+        specs["mqtt"] = SinkSpec("mqtt", settings.mqtt, tuple(zones_of(settings)), settings.service.state_dir)
+    return specs
+
+
+def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Mapping[str, Any]],
+               open_alerts: Sequence[Alert]) -> AlertSink:
+    """The sink a spec describes. An MQTT sink starts with the alerts already open, so its zone
+    state is not reported clear after a reload."""
+    settings = spec.settings
+    if isinstance(settings, StdoutSinkSettings):
+        return StdoutSink(color=settings.color)
+    if isinstance(settings, JsonlSinkSettings):
+        return JsonlSink(settings.path)
+    from monitor.sinks.mqtt import MqttSink
+
+    assert spec.state_dir is not None
+    sink = MqttSink(settings, zones=spec.zones, state_dir=spec.state_dir, controls=controls, stats=stats)
+    sink.restore_open_alerts(open_alerts)
+    return sink
+
+
+def build_assessor(settings: Settings, backend: ModelBackend) -> Assessor:
+    """The configured assessment strategy, per zone, with the keyframe choice for camera windows."""
+    return build_zone_assessor(backend, settings.assessment, settings.zones, settings.keyframes)

@@ -1,0 +1,37 @@
+"""Configuration of activity-log sources (`[[sources]]`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from monitor.core.config import Identifier, PositiveFloat, Section
+
+
+class SourceSettings(Section):
+    """One activity-log source. Sources that share a `zone` share one window."""
+
+    id: Identifier
+    kind: Literal["file", "stdin", "replay", "mqtt"] = "file"
+    path: Path | None = None
+    topic: str | None = Field(default=None, description="mqtt: topic of JSON activity events")
+    format: Literal["auto", "jsonl", "text", "pasbench"] = "auto"
+    zone: Identifier | None = Field(default=None, description="default: the source id")
+    from_start: bool = Field(default=False, description="file: read existing content first instead of only appends")
+    speed: float = Field(default=1.0, ge=0.0, description="replay: entries per interval scale; 0 = as fast as possible")
+    interval_s: PositiveFloat = Field(default=2.0, description="replay: seconds between entries at speed 1")
+    poll_interval_s: PositiveFloat = 0.25
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> SourceSettings:
+        if self.kind in ("file", "replay") and self.path is None:
+            raise ValueError(f"source kind '{self.kind}' needs path")
+        if self.kind == "mqtt" and not self.topic:
+            raise ValueError("source kind 'mqtt' needs topic")
+        return self
+
+    @property
+    def zone_id(self) -> str:
+        return self.zone or self.id
