@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monitor.core.aio import run_loop  # noqa: E402
 from monitor.core.logging import configure_logging  # noqa: E402
-from monitor.daemon.service import run_loop  # noqa: E402
 from monitor.settings import load_settings  # noqa: E402
 from replay.runner import JudgeSpec, ReplayOptions, run_pasbench  # noqa: E402
 

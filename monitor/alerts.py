@@ -174,10 +174,6 @@ class AlertManager:
         ended = [a for a in self.open.values() if now - a.updated_at >= self.settings.dedup_ttl_s]
         return [self._end(alert, now) for alert in ended]
 
-    def end_all(self) -> list[AlertEvent]:
-        now = self._clock()
-        return [self._end(alert, now) for alert in list(self.open.values())]
-
     def _end(self, alert: Alert, now: float) -> AlertEvent:
         del self.open[alert.id]
         return AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1), at=now)

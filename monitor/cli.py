@@ -9,9 +9,9 @@ from pathlib import Path
 
 from monitor import __version__
 from monitor.core.errors import MonitorError, report
-from monitor.core.logging import configure_logging
-from monitor.settings import load_settings
-from replay.cli import add_replay_parser, run_replay
+
+# This module is the one place where the service and the replay tool meet. Everything
+# heavier than argparse is imported by the command that needs it, so `--help` is quick.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
+    from replay.cli import add_replay_parser
+
     add_replay_parser(commands)
     return parser
 
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args.config)
         if args.command == "replay":
+            from replay.cli import run_replay
+
             return run_replay(args)
     except MonitorError as exc:
         return report(exc)
@@ -53,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: Path) -> int:
+    from monitor.settings import config_warnings, load_settings
+
     settings = load_settings(path)
+    for warning in config_warnings(settings):
+        print(f"{path}: warning: {warning}")
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
           f"strategy '{settings.assessment.strategy}')")
@@ -61,8 +69,12 @@ def _check_config(path: Path) -> int:
 
 
 def _run(config: Path | None) -> int:
+    from monitor.core.logging import configure_logging
+    from monitor.settings import load_settings
+
     settings = load_settings(config)
     configure_logging(settings.service.log_level, settings.service.log_format)
-    from monitor.daemon.service import run_loop, serve
+    from monitor.core.aio import run_loop
+    from monitor.daemon.service import serve
 
     return run_loop(serve(settings, config))

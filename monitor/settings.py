@@ -117,6 +117,14 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
+def config_warnings(settings: Settings) -> list[str]:
+    """Things worth a person's attention in a valid configuration: one line each, naming the key."""
+    warnings: list[str] = []
+    if settings.windows.queue_size is not None:
+        warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
+    return warnings
+
+
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """`top` over `base`, tables merged key by key."""
     merged = dict(base)

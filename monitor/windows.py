@@ -31,7 +31,10 @@ class WindowSettings(Section):
     max_entries: int = Field(default=12, ge=1, le=1000, description="log entries kept per zone")
     max_frames: int = Field(default=24, ge=1, le=1000, description="camera frames kept per zone")
     min_interval_s: float = Field(default=2.0, ge=0.0)
-    queue_size: int = Field(default=4, ge=1, le=1000)
+    queue_size: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="ignored, kept so older files stay valid: a zone's newest window replaces a waiting one",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,7 +188,7 @@ def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
 def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout: TextIO, *,
                  cache: Path | None = None, judge_cache: Path | None = None) -> int:
     """Run the replay the options describe with `settings` into `out_dir`, then score it."""
-    from monitor.daemon.service import run_loop
+    from monitor.core.aio import run_loop
     from replay.runlog import read_run_log
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from monitor.assess.verdict import parse_reply
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.core.resources import package_dir
@@ -174,19 +174,7 @@ def judge_messages(reference: Reference, warning: WarningText) -> tuple[dict[str
 
 def parse_judge_reply(raw: str) -> JudgeAnswer:
     """Validate the judge's raw text; raise MalformedReplyError (with the text) otherwise."""
-    text = raw.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rstrip().removesuffix("```")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedReplyError(f"judge reply is not JSON: {exc.msg} at char {exc.pos}", raw) from exc
-    try:
-        return JudgeAnswer.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise MalformedReplyError(f"judge reply does not match {{correct, reason}}: {problems}", raw) from exc
+    return parse_reply(JudgeAnswer, raw, what="judge")
 
 
 class LLMJudge:

@@ -29,7 +29,9 @@ from monitor.alerts import AlertManager
 from monitor.assess.strategies import build_assessor
 from monitor.backends import ModelBackend
 from monitor.backends.settings import ModelSettings
+from monitor.core.aio import leaf_errors
 from monitor.core.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
+from monitor.core.text import shorten
 from monitor.observer import Settled
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
@@ -429,29 +431,14 @@ def _check_compatible(previous: RunHeader, current: RunHeader, path: Path) -> No
         old, new = getattr(previous, name), getattr(current, name)
         if old != new:
             raise RunLogError(
-                f"{path}: holds a run with a different {name} ({_short(old)} vs now {_short(new)}); "
+                f"{path}: holds a run with a different {name} ({shorten(old, 120)} vs now {shorten(new, 120)}); "
                 "resume with the same options, or use another --out"
             )
 
 
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The error to report from a failed task group: its first MonitorError, if any."""
-    leaves: list[BaseException] = []
-
-    def walk(error: BaseException) -> None:
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner)
-        else:
-            leaves.append(error)
-
-    walk(group)
-    return next((e for e in leaves if isinstance(e, MonitorError)), None)
+    return next((e for e in leaf_errors(group) if isinstance(e, MonitorError)), None)
 
 
 class _NoProgress:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import threading
 import time
@@ -36,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from monitor.core.aio import Backoff
 from monitor.core.errors import SensorError
 from sensors.camera_config import CameraSettings
 from sensors.gating import ChangeGate
@@ -187,14 +187,6 @@ class _FrameBuffer:
             self._room.notify_all()
 
 
-def backoff_delay(attempt: int, *, initial_s: float, max_s: float, jitter: float,
-                  rng: random.Random | None = None) -> float:
-    """Seconds to wait before reconnect attempt `attempt` (1, 2, ...): doubling, capped, jittered."""
-    base = min(max_s, initial_s * 2.0 ** min(attempt - 1, 64))
-    factor: float = (rng or random).uniform(1.0 - jitter, 1.0 + jitter)
-    return base * factor
-
-
 class CameraSource:
     """An `ObservationSource` of camera `Frame`s; see the module docstring for clocks and drop policy."""
 
@@ -221,6 +213,8 @@ class CameraSource:
         self.frames_emitted = 0
         self.frames_dropped = 0
         self.bad_images = 0
+        reconnect = settings.reconnect
+        self._backoff = Backoff(reconnect.initial_s, reconnect.max_s, jitter=reconnect.jitter)
         self.reconnects = 0
         self._media_offset = 0.0
         self._started_at = time.time()
@@ -315,8 +309,7 @@ class CameraSource:
             self._retry_later(f"camera '{self.id}': stream stopped delivering frames", attempt)
 
     def _retry_later(self, error: str, attempt: int) -> None:
-        reconnect = self.settings.reconnect
-        delay = backoff_delay(attempt, initial_s=reconnect.initial_s, max_s=reconnect.max_s, jitter=reconnect.jitter)
+        delay = self._backoff.delay(attempt)
         self._set_state("offline", error, retry_in_s=delay)
         if self._stop.wait(delay):
             return
@@ -451,11 +444,6 @@ class CameraSource:
         if dropped:
             self.frames_dropped += dropped
             self._log.info("frames dropped", reason="queue_full", dropped=dropped, total=self.frames_dropped)
-
-
-def build_camera(settings: CameraSettings) -> CameraSource:
-    """The camera source a `[[cameras]]` entry describes."""
-    return CameraSource(settings)
 
 
 def downscale(image: Image, longest_side: int) -> Image:

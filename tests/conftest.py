@@ -1,14 +1,28 @@
+"""Fixtures every test may use: real servers on 127.0.0.1, settings, and a clean logging setup."""
+
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
+from monitor.settings import Settings, load_settings
+from tests.support.mosquitto import Mosquitto
 from tests.support.openai_server import ScriptedOpenAIServer
+from tests.support.paths import PASBENCH, REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+__all__ = ["PASBENCH", "REPO", "SHARED"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI configures structlog for the whole process; give every test back what it had."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
@@ -16,3 +30,28 @@ def openai_server() -> Iterator[ScriptedOpenAIServer]:
     """A scripted OpenAI-compatible server on 127.0.0.1 (real socket, real `openai` client)."""
     with ScriptedOpenAIServer() as server:
         yield server
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto broker on a free loopback port, anonymous, stopped after the test."""
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Settings from the built-in defaults plus keyword sections, validated like a config file."""
+
+    def make(**sections: Any) -> Settings:
+        return load_settings(None, **sections)
+
+    return make
+
+
+@pytest.fixture
+def pasbench() -> Path:
+    """The development subset of PaSBench beside the project (read-only: copy before changing it)."""
+    if not (PASBENCH / "text_eval_hugging.json").is_file():
+        pytest.fail(f"the PaSBench development subset is missing at {PASBENCH} (../shared beside the project)")
+    return PASBENCH

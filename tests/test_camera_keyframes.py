@@ -8,7 +8,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pytest
 
 from monitor.assess.keyframes import choose_images, choose_images_off_loop, data_url, image_tokens, select_keyframes
 from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
@@ -109,7 +108,6 @@ def _entry(t: float, behaviour: str) -> LogEntry:
     return LogEntry(source="kitchen-log", ts=T0 + t, text=behaviour, behaviour=behaviour, location="kitchen")
 
 
-@pytest.mark.asyncio
 async def test_prompt_to_a_scripted_vlm_server_holds_the_frames_and_logs_in_time_order(
     openai_server: ScriptedOpenAIServer,
 ) -> None:
@@ -166,7 +164,6 @@ def test_window_without_frames_sends_no_images() -> None:
     assert choose_images(window, KeyframeSettings()) == []
 
 
-@pytest.mark.asyncio
 async def test_off_loop_variant_gives_the_same_choice() -> None:
     scene = Scene(width=1280, height=720, seed=30, moving=moving_square(1280, 720))
     window = _window([_frame(scene, t * 0.5) for t in range(6)])

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from monitor.alerts import AlertManager, AlertSettings
 from monitor.assess.keyframes import choose_images
 from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
@@ -62,7 +60,6 @@ class _KitchenLog:
                             behaviour="walks towards the stove with wet hands"))
 
 
-@pytest.mark.asyncio
 async def test_static_stretch_is_skipped_and_the_change_reaches_the_model_with_the_log(
     tmp_path: Path, openai_server: ScriptedOpenAIServer
 ) -> None:

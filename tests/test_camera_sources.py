@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from monitor.core.aio import Backoff
 from monitor.core.errors import SensorError
-from sensors.camera import CameraSource, backoff_delay
+from sensors.camera import CameraSource
 from sensors.camera_config import CameraSettings
 from sensors.types import Frame, Observation
 from tests.support.media import (
@@ -85,7 +86,6 @@ async def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) 
 
 
 # -- video files --------------------------------------------------------------------------------------
-@pytest.mark.asyncio
 async def test_static_scene_is_skipped_except_for_heartbeats(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["static"], speed=0, max_fps=2, gating={"heartbeat_s": 10})
     frames = await _collect(camera)
@@ -97,7 +97,6 @@ async def test_static_scene_is_skipped_except_for_heartbeats(media: dict[str, Pa
     assert health.ended and health.frames_dropped == 0
 
 
-@pytest.mark.asyncio
 async def test_moving_scene_passes_every_sampled_frame(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["moving"], speed=0, max_fps=2)
     frames = await _collect(camera)
@@ -110,7 +109,6 @@ async def test_moving_scene_passes_every_sampled_frame(media: dict[str, Path]) -
     assert image is not None and image.shape == (360, 640, 3)
 
 
-@pytest.mark.asyncio
 async def test_scene_that_goes_static_then_changes_is_assessed_at_the_change(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["change"], speed=0, max_fps=2, longest_side=320,
                      gating={"heartbeat_s": None})
@@ -123,7 +121,6 @@ async def test_scene_that_goes_static_then_changes_is_assessed_at_the_change(med
     assert max(f.width for f in frames) == 320  # downscaled to longest_side
 
 
-@pytest.mark.asyncio
 async def test_paced_playback_follows_the_file_clock(media: dict[str, Path]) -> None:
     started = time.monotonic()
     frames = await _collect(_camera(kind="file", path=media["moving"], speed=5, max_fps=2))
@@ -132,7 +129,6 @@ async def test_paced_playback_follows_the_file_clock(media: dict[str, Path]) -> 
     assert len(frames) == 20  # sampling follows media time, whatever the speed
 
 
-@pytest.mark.asyncio
 async def test_looping_file_keeps_going_with_rising_timestamps(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["moving"], speed=0, loop=True, max_fps=2)
     frames = await _collect(camera, until=lambda fs: len(fs) >= 45)
@@ -141,7 +137,6 @@ async def test_looping_file_keeps_going_with_rising_timestamps(media: dict[str, 
     assert offsets == sorted(offsets) and offsets[44] == pytest.approx(22.0, abs=0.2)
 
 
-@pytest.mark.asyncio
 async def test_live_policy_drops_the_oldest_frames_and_counts_them(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["moving"], speed=4, max_fps=10, queue_size=2)
     frames = await _collect(camera, on_frame=lambda f: asyncio.sleep(0.25))
@@ -151,14 +146,12 @@ async def test_live_policy_drops_the_oldest_frames_and_counts_them(media: dict[s
     assert len(frames) == health.frames_emitted
 
 
-@pytest.mark.asyncio
 async def test_as_fast_as_possible_waits_for_a_slow_pipeline_instead_of_dropping(media: dict[str, Path]) -> None:
     camera = _camera(kind="file", path=media["moving"], speed=0, max_fps=2, queue_size=1)
     frames = await _collect(camera, on_frame=lambda f: asyncio.sleep(0.01))
     assert len(frames) == 20 and camera.health().frames_dropped == 0
 
 
-@pytest.mark.asyncio
 async def test_missing_file_is_a_sensor_error_naming_the_camera(tmp_path: Path) -> None:
     camera = _camera(id="porch", kind="file", path=tmp_path / "nope.mp4")
     with pytest.raises(SensorError, match=r"camera 'porch': video file .*nope\.mp4 not found"):
@@ -171,7 +164,6 @@ async def _ignore(observation: Observation) -> None:
 
 
 # -- image folder -------------------------------------------------------------------------------------
-@pytest.mark.asyncio
 async def test_image_folder_plays_in_name_order_at_its_rate(tmp_path: Path) -> None:
     scene = Scene(width=320, height=240, seed=6, moving=moving_square(320, 240, period_s=20.0))
     folder = write_folder(tmp_path / "shots", scene, count=12, step_s=1.0, ext="jpg")
@@ -194,7 +186,6 @@ def _square_x(frame: Frame) -> int:
     return int(np.flatnonzero(red.any(axis=0))[0])
 
 
-@pytest.mark.asyncio
 async def test_empty_folder_is_a_sensor_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SensorError, match="no images"):
@@ -205,7 +196,6 @@ async def test_empty_folder_is_a_sensor_error(tmp_path: Path) -> None:
 FAST_RECONNECT = {"initial_s": 0.2, "max_s": 1.0, "open_timeout_s": 3.0, "read_timeout_s": 2.0}
 
 
-@pytest.mark.asyncio
 async def test_mjpeg_stream_goes_offline_and_comes_back_by_itself() -> None:
     scene = Scene(width=320, height=240, seed=7, moving=moving_square(320, 240))
     server = MjpegServer(scene, fps=10).start()
@@ -237,7 +227,6 @@ async def test_mjpeg_stream_goes_offline_and_comes_back_by_itself() -> None:
     assert camera.ended
 
 
-@pytest.mark.asyncio
 async def test_rtsp_stream_on_loopback_goes_offline_and_comes_back(tmp_path: Path) -> None:
     reason = rtsp_missing()
     if reason is not None:
@@ -267,7 +256,6 @@ async def test_rtsp_stream_on_loopback_goes_offline_and_comes_back(tmp_path: Pat
             await asyncio.gather(task, return_exceptions=True)
 
 
-@pytest.mark.asyncio
 async def test_missing_device_stays_offline_and_keeps_retrying() -> None:
     camera = _camera(kind="device", device=99, reconnect={"initial_s": 0.05, "max_s": 0.2, "open_timeout_s": 1})
     task = asyncio.create_task(camera.run(_ignore))
@@ -286,8 +274,8 @@ async def test_missing_device_stays_offline_and_keeps_retrying() -> None:
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     import random
 
-    rng = random.Random(1)
-    delays = [backoff_delay(n, initial_s=0.5, max_s=8.0, jitter=0.25, rng=rng) for n in range(1, 9)]
+    backoff = Backoff(0.5, 8.0, jitter=0.25, rng=random.Random(1))
+    delays = [backoff.next() for _ in range(1, 9)]
     for n, delay in enumerate(delays, start=1):
         base = min(8.0, 0.5 * 2 ** (n - 1))
         assert 0.75 * base <= delay <= 1.25 * base

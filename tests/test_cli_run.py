@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.support.paths import SHARED
 
 
 def write_config(tmp_path: Path) -> tuple[Path, Path, Path]:

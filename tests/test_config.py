@@ -11,7 +11,7 @@ import pytest
 
 from monitor.core.errors import ConfigError
 from monitor.settings import load_settings
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 

@@ -73,7 +73,6 @@ def test_notifier_sends_to_a_socket_path_and_is_a_no_op_without_one() -> None:
     assert other.watchdog_interval_s is None  # the watchdog is meant for another process
 
 
-@pytest.mark.asyncio
 async def test_watchdog_pings_stop_when_the_scheduler_stalls(
         tmp_path: Path, notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONITOR_HEALTH__STALL_AFTER_S", "0.5")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from monitor.daemon.health import BackendStatus, Readiness, Snapshot
 from monitor.daemon.settings import HealthSettings
 
@@ -37,7 +35,6 @@ def readiness(clock: Clock, probe: Probe) -> Readiness:
     return Readiness(settings, probe=probe, clock=clock, wall=clock)
 
 
-@pytest.mark.asyncio
 async def test_an_offline_source_or_sink_is_ready_only_within_its_grace_period() -> None:
     clock, probe = Clock(), Probe()
     check = readiness(clock, probe)
@@ -61,7 +58,6 @@ async def test_an_offline_source_or_sink_is_ready_only_within_its_grace_period()
     assert ok
 
 
-@pytest.mark.asyncio
 async def test_the_backend_is_ready_when_fresh_probed_when_idle_and_unready_when_failing() -> None:
     clock, probe = Clock(), Probe()
     check = readiness(clock, probe)
@@ -88,7 +84,6 @@ async def test_the_backend_is_ready_when_fresh_probed_when_idle_and_unready_when
     assert (await check.check(snap()))[0]
 
 
-@pytest.mark.asyncio
 async def test_not_ready_while_starting_or_stopping_and_without_a_backend() -> None:
     check = readiness(Clock(), Probe())
     ok, body = await check.check(Snapshot(state="starting", sources={}, sinks={}, backend=None))

@@ -19,13 +19,12 @@ from monitor.assess.verdict import Assessment
 from monitor.backends import ModelRequest, create_backend
 from monitor.backends.settings import ModelSettings
 from monitor.windows import Window
-from tests.conftest import REPO
+from tests.support.paths import REPO
 from tests.support.sources import entry
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.asyncio
 async def test_embedded_server_answers_over_http_with_a_valid_assessment() -> None:
     backend = create_backend(ModelSettings(json_schema_hint=True, attempt_timeout_s=120, total_timeout_s=240))
     await backend.start()

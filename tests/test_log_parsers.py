@@ -25,8 +25,8 @@ from sensors.logs import (
     parse_text_line,
 )
 from sensors.types import LogEntry
+from tests.support.paths import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVAL_FILE = SHARED / "pasbench" / "text_eval_hugging.json"
 RECORDS: list[dict[str, Any]] = json.loads(EVAL_FILE.read_text(encoding="utf-8"))
 

@@ -83,7 +83,6 @@ async def settle() -> None:
 # --------------------------------------------------------------------------- FileTailSource
 
 
-@pytest.mark.asyncio
 async def test_tail_follows_appends_and_skips_old_content(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("old line\n")
@@ -97,7 +96,6 @@ async def test_tail_follows_appends_and_skips_old_content(tmp_path: Path) -> Non
     assert source.entries_emitted == 3 and source.bad_lines == 0 and source.id == "tail"
 
 
-@pytest.mark.asyncio
 async def test_tail_from_start_reads_existing_content(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("old line\n")
@@ -105,7 +103,6 @@ async def test_tail_from_start_reads_existing_content(tmp_path: Path) -> None:
         assert await got.wait_for(1) == ["old line"]
 
 
-@pytest.mark.asyncio
 async def test_tail_buffers_a_partial_line_until_its_newline(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"")
@@ -119,7 +116,6 @@ async def test_tail_buffers_a_partial_line_until_its_newline(tmp_path: Path) -> 
         assert await got.wait_for(2) == ["café au lait", "bad \ufffd byte"]
 
 
-@pytest.mark.asyncio
 async def test_tail_survives_rotation(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"")
@@ -137,7 +133,6 @@ async def test_tail_survives_rotation(tmp_path: Path) -> None:
         assert await got.wait_for(5) == ["before", "late in old", "no newline", "new file", "more"]
 
 
-@pytest.mark.asyncio
 async def test_tail_waits_while_the_rotated_path_is_missing(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"")
@@ -151,7 +146,6 @@ async def test_tail_waits_while_the_rotated_path_is_missing(tmp_path: Path) -> N
         assert await got.wait_for(2) == ["still old", "new"]
 
 
-@pytest.mark.asyncio
 async def test_tail_rereads_a_truncated_file(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"")
@@ -166,7 +160,6 @@ async def test_tail_rereads_a_truncated_file(tmp_path: Path) -> None:
         assert await got.wait_for(3) == ["a fairly long first line", "second", "after"]
 
 
-@pytest.mark.asyncio
 async def test_tail_waits_for_the_file_to_appear(tmp_path: Path) -> None:
     log = tmp_path / "later.log"
     async with running(tail(log)) as got:
@@ -178,7 +171,6 @@ async def test_tail_waits_for_the_file_to_appear(tmp_path: Path) -> None:
         assert await got.wait_for(2) == ["first", "second"]
 
 
-@pytest.mark.asyncio
 async def test_tail_counts_bad_jsonl_lines_and_carries_on(tmp_path: Path) -> None:
     log = tmp_path / "a.jsonl"
     log.write_bytes(b"")
@@ -190,7 +182,6 @@ async def test_tail_counts_bad_jsonl_lines_and_carries_on(tmp_path: Path) -> Non
     assert source.bad_lines == 1 and source.entries_emitted == 2
 
 
-@pytest.mark.asyncio
 async def test_tail_emits_the_last_pasbench_block_when_the_writer_goes_quiet(tmp_path: Path) -> None:
     log = tmp_path / "p.log"
     log.write_bytes(b"")
@@ -202,7 +193,6 @@ async def test_tail_emits_the_last_pasbench_block_when_the_writer_goes_quiet(tmp
         assert [entry.behaviour for entry in got.entries] == ["She fills the kettle.", "She runs."]
 
 
-@pytest.mark.asyncio
 async def test_tail_of_a_directory_is_a_sensor_error(tmp_path: Path) -> None:
     with pytest.raises(SensorError, match="tail"):
         await tail(tmp_path).run(Collector())
@@ -211,7 +201,6 @@ async def test_tail_of_a_directory_is_a_sensor_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- StdinSource
 
 
-@pytest.mark.asyncio
 async def test_stdin_source_reads_a_pipe_until_eof() -> None:
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd, "rb") as stream:
@@ -242,7 +231,6 @@ def ticking_clock() -> Callable[[], float]:
     return lambda: float(next(ticks))
 
 
-@pytest.mark.asyncio
 async def test_replay_as_fast_as_possible(tmp_path: Path) -> None:
     source = ReplayFileSource("r", write_log(tmp_path, 200), "auto", speed=0, clock=ticking_clock())
     collector = Collector()
@@ -255,7 +243,6 @@ async def test_replay_as_fast_as_possible(tmp_path: Path) -> None:
     assert source.ended and source.entries_emitted == 200 and source.bad_lines == 1
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(("interval", "speed"), [(0.05, 1.0), (0.1, 2.0)])
 async def test_replay_paces_entries(tmp_path: Path, interval: float, speed: float) -> None:
     source = ReplayFileSource("r", write_log(tmp_path, 4), "jsonl", interval_s=interval, speed=speed)
@@ -270,7 +257,6 @@ async def test_replay_paces_entries(tmp_path: Path, interval: float, speed: floa
     assert all(0.04 <= gap < 0.5 for gap in gaps), gaps
 
 
-@pytest.mark.asyncio
 async def test_replay_of_a_missing_file_is_a_sensor_error(tmp_path: Path) -> None:
     source = ReplayFileSource("r", tmp_path / "nope.log", "auto", speed=0)
     with pytest.raises(SensorError, match=r"nope\.log"):

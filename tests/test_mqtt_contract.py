@@ -8,10 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
@@ -19,12 +16,6 @@ from monitor.stats import Stats
 from tests.support.mosquitto import Mosquitto, Recorder, alert_event, retained
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
 
 
 def fast_settings(broker: Mosquitto, **overrides: object) -> MqttSettings:
@@ -36,7 +27,6 @@ def fast_settings(broker: Mosquitto, **overrides: object) -> MqttSettings:
     return MqttSettings.model_validate(values)
 
 
-@pytest.mark.asyncio
 async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) -> None:
     settings = fast_settings(broker, stats_interval_s=0.2)
     p = settings.topic_prefix
@@ -103,7 +93,6 @@ async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) ->
     assert kept[f"{p}/available"].payload == b"offline"
 
 
-@pytest.mark.asyncio
 async def test_a_rebuilt_sink_keeps_reporting_open_alerts(broker: Mosquitto, tmp_path: Path) -> None:
     settings = fast_settings(broker)
     p = settings.topic_prefix
@@ -177,7 +166,6 @@ async def wait_line(process: subprocess.Popen[str], marker: str, timeout: float 
         await asyncio.to_thread(read)
 
 
-@pytest.mark.asyncio
 async def test_last_will_marks_offline_when_the_monitor_is_killed(broker: Mosquitto, tmp_path: Path) -> None:
     settings = fast_settings(broker)
     p = settings.topic_prefix
@@ -195,7 +183,6 @@ async def test_last_will_marks_offline_when_the_monitor_is_killed(broker: Mosqui
     assert (await retained(broker, f"{p}/available"))[f"{p}/available"].payload == b"offline"
 
 
-@pytest.mark.asyncio
 async def test_messages_of_a_killed_monitor_go_out_first_and_in_order(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")  # not started: the first monitor cannot deliver
     settings = fast_settings(broker)

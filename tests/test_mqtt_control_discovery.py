@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
 from monitor.control import ZoneControls
@@ -26,18 +24,11 @@ REQUIRED = {
 COMMON = {"name", "unique_id", "device", "availability_topic"}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
 def settings_for(broker: Mosquitto) -> MqttSettings:
     return MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
                         reconnect_min_s=0.05, reconnect_max_s=0.5, close_timeout_s=3.0)
 
 
-@pytest.mark.asyncio
 async def test_control_topics_switch_monitoring_and_bound_sensitivity(broker: Mosquitto, tmp_path: Path) -> None:
     settings = settings_for(broker)
     p = settings.topic_prefix
@@ -94,7 +85,6 @@ async def test_control_topics_switch_monitoring_and_bound_sensitivity(broker: Mo
     assert kept[f"{p}/garage/monitoring/state"].payload == b"OFF"
 
 
-@pytest.mark.asyncio
 async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosquitto, tmp_path: Path) -> None:
     settings = settings_for(broker)
     p, node = settings.topic_prefix, settings.node_id
@@ -146,7 +136,6 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
     await sink.close()
 
 
-@pytest.mark.asyncio
 async def test_removed_zone_loses_its_entities(broker: Mosquitto, tmp_path: Path) -> None:
     settings = settings_for(broker)
     p, node = settings.topic_prefix, settings.node_id

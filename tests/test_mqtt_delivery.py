@@ -7,7 +7,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
 from monitor.mqtt.settings import MqttSettings
@@ -28,7 +27,6 @@ def settings_for(broker: Mosquitto, **overrides: object) -> MqttSettings:
     return MqttSettings.model_validate(values)
 
 
-@pytest.mark.asyncio
 async def test_a_thousand_alerts_survive_three_broker_restarts_and_a_monitor_restart(tmp_path: Path) -> None:
     # Persistence keeps the subscriber's session (and its queued QoS 1 messages) across broker restarts.
     broker = Mosquitto(tmp_path / "broker", persistence=True)
@@ -111,7 +109,6 @@ def test_full_outbox_drops_the_oldest_with_a_warning_and_a_count(tmp_path: Path)
     outbox.close()
 
 
-@pytest.mark.asyncio
 async def test_publish_returns_fast_while_the_broker_is_down(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")  # never started
     sink = MqttSink(settings_for(broker, close_timeout_s=0.2), zones=["kitchen"], state_dir=tmp_path / "state")

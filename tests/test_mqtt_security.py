@@ -40,7 +40,6 @@ def secure_settings(broker: Mosquitto, files: TlsFiles, password: str, **overrid
     })
 
 
-@pytest.mark.asyncio
 async def test_alerts_flow_over_tls_with_client_certificate_and_password(
         broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path) -> None:
     settings = secure_settings(broker, tls_files, PASSWORD)
@@ -62,7 +61,6 @@ async def test_alerts_flow_over_tls_with_client_certificate_and_password(
     assert "'password': SecretStr('**********')" in repr(settings.model_dump())
 
 
-@pytest.mark.asyncio
 async def test_wrong_password_is_a_clear_error_and_the_sink_keeps_retrying(
         broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path) -> None:
     wrong = "not-the-password"
@@ -96,7 +94,6 @@ async def test_wrong_password_is_a_clear_error_and_the_sink_keeps_retrying(
 # paho-mqtt 2.2 leaves the socket of a failed TLS handshake to the garbage collector
 # (Client._ssl_wrap_socket raises without closing it); collect it here, inside this test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.asyncio
 async def test_untrusted_broker_certificate_is_refused_and_retried(
         broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path) -> None:
     other_ca = make_tls_files(tmp_path / "other-ca")

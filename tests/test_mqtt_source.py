@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,11 @@ SAFE = {"danger": False, "severity": "info", "hazard": "", "reason": "Nothing ri
         "evidence": [], "confidence": 0.8}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
 def settings_for(broker: Mosquitto) -> MqttSettings:
     return MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
                         reconnect_min_s=0.05, reconnect_max_s=0.3, close_timeout_s=3.0)
 
 
-@pytest.mark.asyncio
 async def test_source_emits_entries_and_counts_bad_payloads(broker: Mosquitto) -> None:
     settings = settings_for(broker)
     topic = f"{settings.topic_prefix}/activity/kitchen"
@@ -89,7 +81,6 @@ async def test_source_emits_entries_and_counts_bad_payloads(broker: Mosquitto) -
     assert len(bad) == 4 and all(e["log_level"] == "warning" and e["topic"] == topic for e in bad)
 
 
-@pytest.mark.asyncio
 async def test_mqtt_activity_feeds_a_window_that_leads_to_an_mqtt_alert(broker: Mosquitto, tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"default": SAFE, "rules": [{"match": "towel", "reply": DANGER}]}))

@@ -43,7 +43,6 @@ def backend_for(server: ScriptedOpenAIServer, **overrides: object) -> OpenAIComp
     return OpenAICompatBackend(ModelSettings.model_validate(fields))
 
 
-@pytest.mark.asyncio
 async def test_reply_text_usage_and_json_mode_on_the_wire(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(reply(DANGER, prompt_tokens=120, completion_tokens=30))
     result = await complete_once(openai_server, REQUEST)
@@ -55,7 +54,6 @@ async def test_reply_text_usage_and_json_mode_on_the_wire(openai_server: Scripte
     assert sent["model"] == "scripted-vlm"
 
 
-@pytest.mark.asyncio
 async def test_http_500_and_429_are_retried_then_succeed(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(Action(status=500), Action(status=429), reply(DANGER))
     result = await complete_once(openai_server, REQUEST)
@@ -63,7 +61,6 @@ async def test_http_500_and_429_are_retried_then_succeed(openai_server: Scripted
     assert openai_server.calls == 3
 
 
-@pytest.mark.asyncio
 async def test_retries_are_bounded(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=503)
     with pytest.raises(TransientBackendError, match="HTTP 503"):
@@ -71,7 +68,6 @@ async def test_retries_are_bounded(openai_server: ScriptedOpenAIServer) -> None:
     assert openai_server.calls == 3
 
 
-@pytest.mark.asyncio
 async def test_client_errors_are_fatal_and_not_retried(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=400)
     with pytest.raises(FatalBackendError, match="HTTP 400"):
@@ -79,7 +75,6 @@ async def test_client_errors_are_fatal_and_not_retried(openai_server: ScriptedOp
     assert openai_server.calls == 1
 
 
-@pytest.mark.asyncio
 async def test_attempt_timeout_is_retried_and_total_timeout_bounds_it(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.push(reply(DANGER, delay_s=1.5), reply(DANGER))
     backend = backend_for(openai_server, attempt_timeout_s=0.5)
@@ -97,7 +92,6 @@ async def test_attempt_timeout_is_retried_and_total_timeout_bounds_it(openai_ser
         await backend.close()
 
 
-@pytest.mark.asyncio
 async def test_connection_refused_is_transient() -> None:
     server = ScriptedOpenAIServer().start()
     server.stop()  # the port is now closed
@@ -105,7 +99,6 @@ async def test_connection_refused_is_transient() -> None:
         await complete_once(server, REQUEST, max_retries=1)
 
 
-@pytest.mark.asyncio
 async def test_http_500_on_image_input_is_a_configuration_problem(openai_server: ScriptedOpenAIServer) -> None:
     openai_server.default = Action(status=500)
     with pytest.raises(ImageInputUnsupportedError, match="does not accept images"):
@@ -113,14 +106,12 @@ async def test_http_500_on_image_input_is_a_configuration_problem(openai_server:
     assert openai_server.calls == 1  # a configuration problem is not retried
 
 
-@pytest.mark.asyncio
 async def test_text_only_backend_refuses_images_without_calling(openai_server: ScriptedOpenAIServer) -> None:
     with pytest.raises(ImageInputUnsupportedError, match="text-only"):
         await complete_once(openai_server, IMAGE_REQUEST, accepts_images=False)
     assert openai_server.calls == 0
 
 
-@pytest.mark.asyncio
 async def test_concurrency_limit_is_respected(openai_server: ScriptedOpenAIServer) -> None:
     import asyncio
     import threading

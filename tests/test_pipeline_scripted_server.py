@@ -11,8 +11,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 from monitor.alerts import AlertManager, AlertSettings
 from monitor.assess.single import SingleCall
 from monitor.backends.openai_compat import OpenAICompatBackend
@@ -62,7 +60,6 @@ async def run(pipeline: Pipeline, backend: OpenAICompatBackend) -> None:
         await backend.close()
 
 
-@pytest.mark.asyncio
 async def test_danger_reply_becomes_alert_on_stdout_and_jsonl(openai_server: ScriptedOpenAIServer,
                                                                tmp_path: Path) -> None:
     openai_server.push(reply(DANGER))
@@ -82,7 +79,6 @@ async def test_danger_reply_becomes_alert_on_stdout_and_jsonl(openai_server: Scr
     assert "<observations" in user and "pours oil, walks away" in user
 
 
-@pytest.mark.asyncio
 async def test_failures_are_counted_and_the_next_window_is_still_assessed(
         openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     openai_server.push(
@@ -105,7 +101,6 @@ async def test_failures_are_counted_and_the_next_window_is_still_assessed(
     assert getattr(failures[0], "raw", None) == "this is not json"
 
 
-@pytest.mark.asyncio
 async def test_second_identical_warning_updates_instead_of_duplicating(
         openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     reworded = {**DANGER, "hazard": "Hot-oil fire", "evidence": ["wet potatoes over the pan"]}
@@ -119,7 +114,6 @@ async def test_second_identical_warning_updates_instead_of_duplicating(
     assert events[1]["evidence"] == ["dense smoke above the pan", "wet potatoes over the pan"]
 
 
-@pytest.mark.asyncio
 async def test_different_hazard_opens_a_second_alert(openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     other = {**DANGER, "hazard": "slippery wet floor", "severity": "warning"}
     openai_server.push(reply(DANGER), reply(other))

@@ -71,7 +71,6 @@ def test_images_are_redacted_to_digests() -> None:
     assert messages[0]["content"][1]["image_url"]["url"] == url  # the original is untouched
 
 
-@pytest.mark.asyncio
 async def test_trials_are_seeded_cached_and_persisted(tmp_path: Path) -> None:
     inner = CountingBackend()
     cache = ResponseCache(tmp_path / "cache.jsonl")
@@ -93,7 +92,6 @@ async def test_trials_are_seeded_cached_and_persisted(tmp_path: Path) -> None:
     assert backend.calls[0].cached is True
 
 
-@pytest.mark.asyncio
 async def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "cache.jsonl"
     inner = CountingBackend()
@@ -104,7 +102,6 @@ async def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     assert (len(cache), cache.torn_lines) == (1, 1)
 
 
-@pytest.mark.asyncio
 async def test_concurrent_identical_requests_share_one_call() -> None:
     inner = CountingBackend(delay_s=0.05)
     cache = ResponseCache(None)
@@ -115,7 +112,6 @@ async def test_concurrent_identical_requests_share_one_call() -> None:
     assert sorted(b.calls[0].cached for b in backends) == [False, True, True, True, True]
 
 
-@pytest.mark.asyncio
 async def test_failures_are_recorded_and_not_cached() -> None:
     inner = CountingBackend(fail=True)
     cache = ResponseCache(None)

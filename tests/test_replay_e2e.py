@@ -9,22 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from replay.cli import main as replay_main
 from replay.pasbench import load_release
 from replay.runlog import read_run_log
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
-
-PASBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "pasbench"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
+from tests.support.paths import PASBENCH
 
 
 def _user_text(body: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.support.paths import SHARED
 
 pytestmark = pytest.mark.slow
 

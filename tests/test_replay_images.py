@@ -12,7 +12,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import structlog
 
 from replay.cli import main as replay_main
 from replay.pasbench import MISSING_PNG
@@ -32,14 +31,6 @@ RECORDS = [
      "Leaving bleach open on the floor", "input": "3.png"},
 ]
 PANELS = {"1.png": 3, "2.png": 2}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def _composite(name: str) -> bytes:

@@ -46,7 +46,6 @@ def test_judge_answers_are_validated() -> None:
             parse_judge_reply(bad)
 
 
-@pytest.mark.asyncio
 async def test_llm_judge_over_a_scripted_judge_server(tmp_path: Path) -> None:
     with ScriptedOpenAIServer(model="judge-model") as server:
         server.push(reply("not json at all"), reply({"correct": True, "reason": "same risk, sound reason"}))
@@ -75,7 +74,6 @@ async def test_llm_judge_over_a_scripted_judge_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.asyncio
 async def test_offline_judge_on_a_couple_of_pairs() -> None:
     judge = OfflineJudge()
     started = time.perf_counter()

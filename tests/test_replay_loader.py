@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from replay.cli import main as replay_main
 from replay.errors import ReleaseError
@@ -22,16 +20,7 @@ from replay.pasbench import (
     select,
 )
 from sensors.logs.parsers import parse_pasbench_log
-
-PASBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "pasbench"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
+from tests.support.paths import PASBENCH
 
 
 @pytest.fixture

@@ -9,12 +9,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
-import structlog
 
 from replay.cli import main as replay_main
 from replay.runlog import read_run_log
@@ -22,14 +18,6 @@ from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply
 
 REPO = Path(__file__).resolve().parents[1]
 PASBENCH = REPO.parent / "shared" / "pasbench"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def _request_id(messages: list[dict[str, Any]], seed: int | None) -> str:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from replay.cli import main as replay_main
 from replay.report import render_html, render_markdown, write_reports
@@ -25,14 +23,6 @@ from replay.runlog import (
 from replay.score import clustered, proportion, score_run, wilson
 
 ENTRIES = 5
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def _trial(sample: str, trial: int, *, correct: bool | None, alert_at: int | None = None,

@@ -21,17 +21,10 @@ from replay.compare import ScoredRun, load_scores, render_compare_markdown
 from replay.pasbench import load_release
 from replay.tune import Candidate, apply_param, assessment_toml, parse_param, recommend
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
+from tests.support.paths import PASBENCH
 
-PASBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "pasbench"
 SEED_STRIDE = 1_000_003  # replay/cache.py trial_seed: trial t, sample seed s -> t * stride + s
 COMMON = ("--limit", "2", "--trials", "2", "--modality", "text", "--no-progress")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def _user_text(body: dict[str, Any]) -> str:

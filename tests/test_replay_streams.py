@@ -110,7 +110,6 @@ def test_paper_protocol_is_one_entry_with_the_whole_log() -> None:
         (0.0, "07:00 AM", "Garden"), (2.0, "07:10 AM", "Garden"), (4.0, "07:20 AM", "Shed")]
 
 
-@pytest.mark.asyncio
 async def test_lockstep_assesses_every_entry_whatever_min_interval_says(tmp_path: Path) -> None:
     backend = WindowCountingBackend(danger_at=2)
     await _run(tmp_path, backend, [SCENARIO], protocol="stream")
@@ -121,7 +120,6 @@ async def test_lockstep_assesses_every_entry_whatever_min_interval_says(tmp_path
     assert trial.judgement is not None and trial.judgement.correct
 
 
-@pytest.mark.asyncio
 async def test_paced_streams_keep_the_monitors_newest_wins_policy(tmp_path: Path) -> None:
     # Entries every 10 ms, the model takes 150 ms: the window of entry 1 waits while entry 0's is
     # assessed, and entry 2's window supersedes it, as it would live.
@@ -135,7 +133,6 @@ async def test_paced_streams_keep_the_monitors_newest_wins_policy(tmp_path: Path
     assert runner.summary.statuses["ok"] == 1
 
 
-@pytest.mark.asyncio
 async def test_paper_image_trial_has_one_window_with_every_frame(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     frames = [encode_frame(np.full((40, 60, 3), 40 * i, dtype=np.uint8), ts=float(i)) for i in range(3)]

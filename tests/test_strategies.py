@@ -88,7 +88,6 @@ def test_vote_merges_the_largest_hazard_cluster_and_keeps_every_reason() -> None
     assert len(result.samples) == 4
 
 
-@pytest.mark.asyncio
 async def test_vote_samples_concurrently_with_distinct_seeds_at_the_vote_temperature() -> None:
     backend = QueueBackend(assess=[danger(), SAFE, danger()])
     vote = Vote(SingleCall(backend), VoteSettings(k=3, m=2, temperature=0.9))
@@ -98,7 +97,6 @@ async def test_vote_samples_concurrently_with_distinct_seeds_at_the_vote_tempera
     assert {r.temperature for r in backend.requests} == {0.9}
 
 
-@pytest.mark.asyncio
 async def test_vote_counts_malformed_samples_as_no_danger_and_fails_only_if_all_fail() -> None:
     backend = QueueBackend(assess=[danger(), "garbage", danger()])
     result = await Vote(SingleCall(backend), VoteSettings(k=3, m=2)).assess(WINDOW)
@@ -130,7 +128,6 @@ def test_verify_picks_the_most_severe_verified_candidate_and_respects_confidence
     assert verify_decision(candidates, answers, min_confidence=0.5).hazard == "bruise"
 
 
-@pytest.mark.asyncio
 async def test_propose_then_verify_calls_once_per_distinct_candidate_and_names_it() -> None:
     backend = QueueBackend(
         propose=[{"candidates": [{"hazard": "fall from chair", "behaviour": "climbs a wobbly chair"},
@@ -148,7 +145,6 @@ async def test_propose_then_verify_calls_once_per_distinct_candidate_and_names_i
     assert '"shelf collapses"' in verify_prompts[1]
 
 
-@pytest.mark.asyncio
 async def test_propose_with_no_candidates_is_safe_after_one_call() -> None:
     backend = QueueBackend(propose=[{"candidates": []}])
     result = await ProposeVerify(backend, VerifySettings()).assess(WINDOW)
@@ -183,7 +179,6 @@ def test_temporal_keeps_zones_apart() -> None:
     assert temporal.accumulate("a", verdict(danger(confidence=0.6))).assessment.danger
 
 
-@pytest.mark.asyncio
 async def test_build_assessor_composes_verify_inside_temporal() -> None:
     settings = AssessmentSettings.model_validate({"strategy": "temporal", "temporal": {"inner": "verify"}})
     assessor = build_assessor(QueueBackend(), settings)

@@ -66,7 +66,6 @@ def test_window_due_needs_new_entries_and_min_interval() -> None:
     assert window.due()
 
 
-@pytest.mark.asyncio
 async def test_latest_slot_newest_window_wins_and_drops_are_counted() -> None:
     slot = LatestSlot()
 

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.assess.verdict import Assessment, response_schema
 from monitor.backends import Message
 from monitor.windows import Window
 from sensors.types import Frame, LogEntry
@@ -41,19 +42,8 @@ Answer with one JSON object and nothing else:
 Severity: critical = risk of serious injury or death soon; warning = likely harm; \
 info = minor risk."""
 
-ASSESSMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "danger": {"type": "boolean"},
-        "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
-        "hazard": {"type": "string"},
-        "reason": {"type": "string"},
-        "advice": {"type": "string"},
-        "evidence": {"type": "array", "items": {"type": "string"}},
-        "confidence": {"type": "number"},
-    },
-    "required": ["danger", "severity", "hazard", "reason", "advice", "evidence", "confidence"],
-}
+# What a grammar-constrained server is asked to follow: generated from the validator itself.
+ASSESSMENT_SCHEMA: dict[str, Any] = response_schema(Assessment)
 
 
 def quote_entry(entry: LogEntry) -> dict[str, str]:

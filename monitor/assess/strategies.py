@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import reduce
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.assess.prompt import build_messages
 from monitor.assess.settings import AssessmentSettings, KeyframeSettings, TemporalSettings, VerifySettings, VoteSettings
 from monitor.assess.single import Assessor, SingleCall
-from monitor.assess.verdict import SEVERITY_RANK, Assessment, Severity, Verdict, same_hazard
+from monitor.assess.verdict import SEVERITY_RANK, Assessment, Severity, Verdict, parse_reply, same_hazard
 from monitor.backends import ModelBackend, ModelRequest, Usage
 from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.windows import Window
@@ -160,15 +160,6 @@ class VerifyAnswer(BaseModel):
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
-def parse_model(model: type[BaseModel], raw: str, what: str) -> BaseModel:
-    try:
-        return model.model_validate_json(raw.strip().removeprefix("```json").removesuffix("```"))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise MalformedReplyError(f"{what} reply is not valid: {where}: {first['msg']}", raw) from exc
-
-
 def verify_decision(candidates: Sequence[Candidate], answers: Sequence[VerifyAnswer | None], *,
                     min_confidence: float) -> Assessment:
     """Only verified candidates warn; the most severe (then most confident) one leads."""
@@ -210,8 +201,7 @@ class ProposeVerify:
             meta={"window": window.id, "zone": window.zone},
         )
         reply = await self.backend.complete(propose)
-        parsed = parse_model(Candidates, reply.text, "propose")
-        assert isinstance(parsed, Candidates)
+        parsed = parse_reply(Candidates, reply.text, what="propose")
         candidates = _distinct(parsed.candidates)[: self.settings.max_candidates]
         results = await asyncio.gather(*(self._verify(window, user, c) for c in candidates))
         answers = [answer for answer, _ in results]
@@ -235,10 +225,9 @@ class ProposeVerify:
             # One failed check rejects that candidate only; the others still count.
             return None, Usage(attempts=0, calls=1)
         try:
-            answer = parse_model(VerifyAnswer, reply.text, "verify")
+            answer = parse_reply(VerifyAnswer, reply.text, what="verify")
         except MalformedReplyError:
             return None, reply.usage
-        assert isinstance(answer, VerifyAnswer)
         return answer, reply.usage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -53,20 +53,42 @@ class Assessment(BaseModel):
     @classmethod
     def parse_reply(cls, raw: str) -> Assessment:
         """Validate a model's raw text; anything else than one JSON object is malformed."""
-        text = _strip_code_fence(raw)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MalformedReplyError(f"model reply is not JSON: {exc.msg} at char {exc.pos}", raw) from exc
-        if not isinstance(data, dict):
-            raise MalformedReplyError(f"model reply is JSON {type(data).__name__}, not an object", raw)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-            )
-            raise MalformedReplyError(f"model reply does not match the Assessment schema: {problems}", raw) from exc
+        return parse_reply(cls, raw, what="model")
+
+
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+def parse_reply(model: type[Reply], raw: str, *, what: str) -> Reply:
+    """Validate a model's raw text as one JSON object of `model`, or raise MalformedReplyError with the text.
+
+    `what` names the answer in messages ("model", "propose", "verify", "judge").
+    """
+    text = _strip_code_fence(raw)
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f": {exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ": nested too deeply"
+        raise MalformedReplyError(f"{what} reply is not JSON{where}", raw) from exc
+    if not isinstance(data, dict):
+        raise MalformedReplyError(f"{what} reply is JSON {type(data).__name__}, not an object", raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise MalformedReplyError(f"{what} reply does not match the {model.__name__} schema: {problems}",
+                                  raw) from exc
+
+
+def response_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema a model's answer must follow, generated from the pydantic model that validates it.
+
+    Every field is listed as required: the validator fills defaults for a missing
+    field, but a grammar-constrained server should always write all of them.
+    """
+    schema = model.model_json_schema(mode="serialization")
+    schema["required"] = list(schema.get("properties", {}))
+    return schema
 
 
 def _strip_code_fence(raw: str) -> str:

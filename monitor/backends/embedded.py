@@ -128,7 +128,8 @@ class EmbeddedBackend:
         if process is not None and process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
                 await process.wait()

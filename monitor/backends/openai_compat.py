@@ -8,7 +8,6 @@ exponential backoff and jitter inside the total budget; everything else is fatal
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from openai import AsyncOpenAI
 
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
 from monitor.backends.settings import ModelSettings
+from monitor.core.aio import Backoff
 from monitor.core.errors import (
     BackendError,
     BackendTimeoutError,
@@ -25,8 +25,10 @@ from monitor.core.errors import (
     ImageInputUnsupportedError,
     TransientBackendError,
 )
+from monitor.core.text import shorten
 
 log = structlog.get_logger(__name__)
+_MAX_BACKOFF_S = 30.0
 
 
 class OpenAICompatBackend:
@@ -41,6 +43,8 @@ class OpenAICompatBackend:
         self.base_url = base_url or settings.base_url
         self._client: AsyncOpenAI | None = None
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        # Retries stay inside the total budget; a wide jitter spreads clients hitting one rate limit.
+        self._backoff = Backoff(settings.backoff_base_s, _MAX_BACKOFF_S, jitter=0.5)
         self.last_success_at: float | None = None
 
     async def start(self) -> None:
@@ -63,7 +67,8 @@ class OpenAICompatBackend:
             )
         async with self._semaphore:
             try:
-                return await asyncio.wait_for(self._with_retries(request), self.settings.total_timeout_s)
+                async with asyncio.timeout(self.settings.total_timeout_s):
+                    return await self._with_retries(request)
             except TimeoutError:
                 raise BackendTimeoutError(
                     f"model '{self.model}' at {self.base_url}: no valid answer within "
@@ -79,14 +84,10 @@ class OpenAICompatBackend:
             except TransientBackendError as exc:
                 if attempt > self.settings.max_retries:
                     raise
-                delay = self._backoff(attempt)
+                delay = self._backoff.delay(attempt)
                 log.warning("model attempt failed, retrying", model=self.model, attempt=attempt,
                             error=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
-
-    def _backoff(self, attempt: int) -> float:
-        base = self.settings.backoff_base_s * (2 ** (attempt - 1))
-        return float(min(30.0, base) * random.uniform(0.5, 1.5))
 
     async def _attempt(self, request: ModelRequest, attempt: int) -> ModelReply:
         if self._client is None:
@@ -148,12 +149,8 @@ class OpenAICompatBackend:
                 )
             if status == 429 or status >= 500 or status == 408:
                 return TransientBackendError(f"{where}: HTTP {status}")
-            return FatalBackendError(f"{where}: HTTP {status}: {_short(exc.message)}")
-        return FatalBackendError(f"{where}: {exc.__class__.__name__}: {_short(str(exc))}")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+            return FatalBackendError(f"{where}: HTTP {status}: {shorten(exc.message, 300)}")
+        return FatalBackendError(f"{where}: {exc.__class__.__name__}: {shorten(exc, 300)}")
 
 
 @register_backend("openai")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -39,19 +41,33 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 
 class Backoff:
-    """Exponential backoff with jitter: delays are uniform in [ceiling/2, ceiling], within [min_s, max_s]."""
+    """Exponential backoff with jitter, the one formula every reconnect and retry uses.
 
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self.min_s = min_s
+    Attempt n (1, 2, ...) waits `min(max_s, initial_s * 2**(n-1))` scaled by a random
+    factor in [1 - jitter, 1 + jitter]: doubling, capped, and never in lock step with
+    another client retrying against the same server.
+    """
+
+    def __init__(self, initial_s: float, max_s: float, *, jitter: float = 0.25,
+                 rng: random.Random | None = None) -> None:
+        self.initial_s = initial_s
         self.max_s = max_s
+        self.jitter = jitter
         self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry `attempt` (1, 2, ...)."""
+        base = min(self.max_s, self.initial_s * 2.0 ** min(max(attempt, 1) - 1, 64))
+        return base * self._rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
 
     def next(self) -> float:
-        ceiling = min(self.max_s, self.min_s * 2 ** min(self.attempt, 32))
+        """The delay before the next attempt; counts the attempt."""
         self.attempt += 1
-        return random.uniform(max(self.min_s, ceiling / 2), ceiling)
+        return self.delay(self.attempt)
 
     def reset(self) -> None:
+        """Start again from `initial_s` (after a success)."""
         self.attempt = 0
 
 
@@ -61,3 +77,16 @@ def leaf_errors(group: BaseExceptionGroup[BaseException]) -> list[BaseException]
     for error in group.exceptions:
         leaves.extend(leaf_errors(error) if isinstance(error, BaseExceptionGroup) else [error])
     return leaves
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is importable, else on asyncio's loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

@@ -24,7 +24,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,19 +50,6 @@ from sensors.types import InputHealth
 
 log = structlog.get_logger("monitor.service")
 T = TypeVar("T")
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` on uvloop when it is importable, else on asyncio's loop."""
-    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
-        pass
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)
 
 
 async def serve(settings: Settings, config_path: Path | None = None) -> int:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeGuard, get_args
 
 from monitor.core.errors import LogParseError
+from monitor.core.text import shorten
 from sensors.types import LogEntry
 
 Format = Literal["jsonl", "text", "pasbench"]
@@ -47,7 +48,7 @@ def parse_jsonl_line(line: str, *, source: str, lineno: int, now: float) -> LogE
         obj = json.loads(line)
     except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested arrays are valid JSON that json cannot load.
-        raise LogParseError(f"{where}: not valid JSON ({_short(exc)})") from exc
+        raise LogParseError(f"{where}: not valid JSON ({shorten(exc, 80) or type(exc).__name__})") from exc
     if not isinstance(obj, dict):
         raise LogParseError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
@@ -107,10 +108,6 @@ def _iso_timestamp(value: str, where: str) -> float:
 
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc)[:80] or type(exc).__name__
 
 
 def _utf8_safe(text: str) -> str:

@@ -16,13 +16,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from tests.support.http import LoopbackHTTPServer
 
 Image = npt.NDArray[Any]
 
@@ -139,19 +141,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class MjpegServer:
+class MjpegServer(LoopbackHTTPServer):
     """`multipart/x-mixed-replace` JPEG stream at http://127.0.0.1:PORT/stream.mjpg.
 
     `stop()` closes the listening socket and every open stream; `start()` serves
     again on the same port, which is how a test takes a camera offline and back.
     """
 
+    thread_name = "mjpeg"
+
     def __init__(self, scene: Scene, *, fps: float = 10.0, port: int | None = None) -> None:
+        super().__init__(port=port or free_port())
         self.scene = scene
         self.fps = fps
-        self.port = port or free_port()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.clients = 0
 
@@ -159,9 +161,16 @@ class MjpegServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
-    def start(self) -> MjpegServer:
-        owner = self
+    def start(self) -> Self:
         self._stopped.clear()
+        return super().start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -186,34 +195,7 @@ class MjpegServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        for _attempt in range(50):  # the port may linger briefly after a stop
-            try:
-                self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"cannot bind 127.0.0.1:{self.port}")
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> MjpegServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
 
 # -- RTSP relay (rtsp-server-perl) fed by ffmpeg ------------------------------------------------------

@@ -11,9 +11,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.http import LoopbackHTTPServer
 
 
 @dataclass
@@ -40,22 +42,23 @@ SAFE = {"danger": False, "severity": "info", "hazard": "", "reason": "Nothing ri
         "evidence": [], "confidence": 0.8}
 
 
-@dataclass
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(LoopbackHTTPServer):
     """Serve `/v1/chat/completions` and `/v1/models` from a script of actions.
 
     `script` is consumed in order; when empty, `default` (or `responder`, given the request) answers.
     """
 
-    model: str = "scripted-vlm"
-    default: Action = field(default_factory=lambda: reply(SAFE))
-    responder: Callable[[dict[str, Any]], Action] | None = None
-    script: deque[Action] = field(default_factory=deque)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    port: int = 0
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    thread_name = "scripted-openai"
+
+    def __init__(self, *, model: str = "scripted-vlm", default: Action | None = None,
+                 responder: Callable[[dict[str, Any]], Action] | None = None, port: int = 0) -> None:
+        super().__init__(port=port)
+        self.model = model
+        self.default = default or reply(SAFE)
+        self.responder = responder
+        self.script: deque[Action] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -77,7 +80,7 @@ class ScriptedOpenAIServer:
                 return self.script.popleft()
         return self.responder(body) if self.responder else self.default
 
-    def start(self) -> ScriptedOpenAIServer:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,24 +125,4 @@ class ScriptedOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (attempt timeout); nothing to tell it
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> ScriptedOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
