@@ -1,8 +1,8 @@
 """The optional pose pre-filter: clean refusal without mediapipe; real facts with it.
 
 The main environment cannot hold mediapipe==0.10.21 (it needs numpy<2, OpenCV 5
-needs numpy>=2), so the tests that run the model skip here and run in an
-environment with the pose extra (see docs/cameras.md).
+needs numpy>=2), so the tests that run the model are marked `pose` and run in
+their own environment with the pose extra (`make test` runs them in .venv-pose).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_torso_angle_and_posture() -> None:
     assert [posture(a) for a in (10, 27, 45, 65, 84)] == ["upright", "upright", "bent or reclining", "lying", "lying"]
 
 
-@pytest.mark.skipif(REASON is None, reason="mediapipe is installed here")
+@pytest.mark.skipif(REASON is None, reason="mediapipe is installed here: this test is for the main environment")
 def test_without_mediapipe_the_prefilter_refuses_with_the_fix() -> None:
     assert REASON is not None and "mediapipe==0.10.21" in REASON
     with pytest.raises(PoseUnavailableError, match="numpy<2"):
@@ -41,7 +41,7 @@ def test_without_mediapipe_the_prefilter_refuses_with_the_fix() -> None:
     CameraSource(CameraSettings(id="cam", kind="device", device=0))
 
 
-@pytest.mark.skipif(REASON is not None, reason=f"pose extra missing: {REASON}")
+@pytest.mark.pose
 def test_an_empty_room_has_no_person() -> None:
     prefilter = create_pose_prefilter()
     try:
@@ -50,10 +50,10 @@ def test_an_empty_room_has_no_person() -> None:
         prefilter.close()
 
 
-@pytest.mark.skipif(REASON is not None, reason=f"pose extra missing: {REASON}")
+@pytest.mark.pose
 def test_a_real_photo_upright_then_lying_then_still() -> None:
-    data = pytest.importorskip("skimage.data", reason="needs scikit-image for a bundled photo of a person")
     import cv2
+    from skimage import data  # the pose environment has scikit-image for its bundled photo of a person
 
     person = cv2.cvtColor(cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2RGB), cv2.COLOR_RGB2BGR)
     prefilter = create_pose_prefilter(still_after_s=2.0)
