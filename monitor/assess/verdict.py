@@ -84,11 +84,22 @@ def response_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema a model's answer must follow, generated from the pydantic model that validates it.
 
     Every field is listed as required: the validator fills defaults for a missing
-    field, but a grammar-constrained server should always write all of them.
+    field, but a grammar-constrained server should always write all of them. Length
+    limits are left out: the validator enforces them, and a server that turns the
+    schema into a grammar may unroll them into thousands of rules (llama.cpp's
+    server 0.3.36 dies on `maxLength: 2000`).
     """
-    schema = model.model_json_schema(mode="serialization")
+    schema: dict[str, Any] = _without_keys(model.model_json_schema(mode="serialization"), {"maxLength", "maxItems"})
     schema["required"] = list(schema.get("properties", {}))
     return schema
+
+
+def _without_keys(node: Any, keys: set[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_keys(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, list):
+        return [_without_keys(v, keys) for v in node]
+    return node
 
 
 def _strip_code_fence(raw: str) -> str:
