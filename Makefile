@@ -62,8 +62,11 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The person sees the warnings; the monitor's own structured log goes to out/demo.log.
 demo: install
-	$(BIN)/monitor run --config configs/demo.toml
+	@mkdir -p out
+	@$(BIN)/monitor run --config configs/demo.toml 2> out/demo.log || { tail -n 25 out/demo.log; exit 1; }
+	@echo "(the monitor's log: out/demo.log; the warnings as JSON lines: out/demo-alerts.jsonl)"
 
 # Every test runs: the main environment takes all but the pose pre-filter's, which need mediapipe and
 # numpy<2 (OpenCV 5 needs numpy>=2) and run in their own environment; Home Assistant runs from its own.

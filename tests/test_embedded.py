@@ -53,6 +53,11 @@ def test_demo_config_runs_end_to_end_and_exits(tmp_path: Path) -> None:
         env={**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The first screen: the notice first, then readable warnings, never the prompt's template prose.
+    assert result.stdout.startswith("Note: these verdicts come from SmolLM2-135M"), result.stdout[:500]
+    for placeholder in ("short name of the risk", "why this is dangerous, citing", "what the person should do or"):
+        assert placeholder not in result.stdout.lower()
+    assert "window assessed" not in result.stdout  # logs stay on stderr
     logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     events = [record["event"] for record in logs]
     assert "embedded model server ready" in events

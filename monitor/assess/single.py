@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from monitor.assess.keyframes import choose_images_off_loop
-from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, build_messages, reject_echo
 from monitor.assess.settings import KeyframeSettings
 from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import ModelBackend, ModelRequest
@@ -56,6 +56,7 @@ class SingleCall:
 
     async def assess_request(self, request: ModelRequest) -> Verdict:
         reply = await self.backend.complete(request)
-        # Raises MalformedReplyError (with the raw text) rather than guessing "safe".
-        assessment = Assessment.parse_reply(reply.text)
+        # Raises MalformedReplyError (with the raw text) rather than guessing "safe"; a reply that
+        # copies the prompt's template is malformed too, not a warning.
+        assessment = reject_echo(Assessment.parse_reply(reply.text), reply.text)
         return Verdict(assessment=assessment, model=reply.model, usage=reply.usage, raw=reply.text, strategy=self.name)

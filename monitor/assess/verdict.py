@@ -40,15 +40,24 @@ class Assessment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    danger: bool
-    severity: Annotated[Severity, BeforeValidator(_lower)] = "info"
-    hazard: str = Field(default="", max_length=300)
-    reason: str = Field(default="", max_length=2000)
-    advice: str = Field(default="", max_length=1000)
+    danger: bool = Field(
+        description="true when the person, or someone in their care, is in danger now or about to walk into it")
+    severity: Annotated[Severity, BeforeValidator(_lower)] = Field(
+        default="info",
+        description='"critical" for a risk of serious injury or death soon, "warning" for likely harm, '
+                    '"info" for a minor risk or none')
+    hazard: str = Field(default="", max_length=300,
+                        description="a few words naming the risk; empty when there is no danger")
+    reason: str = Field(default="", max_length=2000,
+                        description="one or two sentences on why it is or is not dangerous, citing what you observed")
+    advice: str = Field(default="", max_length=1000,
+                        description="what the person should do or stop doing now, said to them directly; "
+                                    "empty when there is no danger")
     evidence: Annotated[list[Annotated[str, Field(max_length=1000)]], BeforeValidator(_short_list)] = Field(
-        default_factory=list, max_length=20
-    )
-    confidence: Annotated[float, BeforeValidator(_clamp_unit)] = Field(default=0.5, ge=0.0, le=1.0)
+        default_factory=list, max_length=20,
+        description="the observations that show the risk, each quoted briefly; an empty list when there is none")
+    confidence: Annotated[float, BeforeValidator(_clamp_unit)] = Field(
+        default=0.5, ge=0.0, le=1.0, description="how sure you are, a number from 0 to 1")
 
     @classmethod
     def parse_reply(cls, raw: str) -> Assessment:

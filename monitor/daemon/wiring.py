@@ -74,6 +74,15 @@ class SinkSpec:
     settings: StdoutSinkSettings | JsonlSinkSettings | MqttSettings
     zones: tuple[str, ...] = ()
     state_dir: Path | None = None
+    notice: str | None = None
+
+
+# Said once, above the first warning, when the verdicts come from the bundled plumbing model.
+EMBEDDED_NOTICE = (
+    "Note: these verdicts come from SmolLM2-135M, a tiny local model that only exercises the plumbing; it "
+    "cannot judge danger. For real judgements point the monitor at a capable model: README, "
+    '"Point it at a real model".'
+)
 
 
 def source_specs(settings: Settings) -> dict[str, SourceSpec]:
@@ -93,7 +102,8 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
     """One spec per enabled sink, in publishing order (MQTT last: it closes last)."""
     specs: dict[SinkName, SinkSpec] = {}
     if settings.sinks.stdout.enabled:
-        specs["stdout"] = SinkSpec("stdout", settings.sinks.stdout)
+        notice = EMBEDDED_NOTICE if settings.model.backend == "embedded" else None
+        specs["stdout"] = SinkSpec("stdout", settings.sinks.stdout, notice=notice)
     if settings.sinks.jsonl.enabled:
         specs["jsonl"] = SinkSpec("jsonl", settings.sinks.jsonl)
     if settings.mqtt is not None:
@@ -107,7 +117,7 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
     state is not reported clear after a reload."""
     settings = spec.settings
     if isinstance(settings, StdoutSinkSettings):
-        return StdoutSink(color=settings.color)
+        return StdoutSink(color=settings.color, notice=spec.notice)
     if isinstance(settings, JsonlSinkSettings):
         return JsonlSink(settings.path)
     from monitor.sinks.mqtt import MqttSink

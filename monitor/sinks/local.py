@@ -24,12 +24,16 @@ class StdoutSink:
     connected = None  # a terminal has no connection to report
     backlog = None  # written before publish returns
 
-    def __init__(self, *, stream: TextIO | None = None, color: bool | None = None) -> None:
+    def __init__(self, *, stream: TextIO | None = None, color: bool | None = None, notice: str | None = None) -> None:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty() if color is None else color
+        self.notice = notice
 
     async def start(self) -> None:
-        return None
+        """Print the notice, if any: the first thing a person reading the warnings should know."""
+        if self.notice:
+            self.stream.write(self.notice + "\n")
+            self.stream.flush()
 
     async def publish(self, event: AlertEvent) -> None:
         self.stream.write(self.render(event) + "\n")
