@@ -81,7 +81,8 @@ def windows(limit: int | None) -> list[tuple[str, Window]]:
     logs += [(f"safe-{p.stem}", p.read_text()) for p in safe]
     out = []
     for name, text in logs:
-        entries = parse_pasbench_log(text, source="activity-log", clock=lambda: 0.0)[-12:]
+        # The demo's window: the last 6 entries (configs/demo.toml, windows.max_entries).
+        entries = parse_pasbench_log(text, source="activity-log", clock=lambda: 0.0)[-6:]
         if entries:
             out.append((name, Window(id=name, zone="home", observations=tuple(entries), new_count=len(entries),
                                      created_at=time.time())))

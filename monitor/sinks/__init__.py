@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from monitor.alerts import AlertEvent
+from monitor.alerts import AlertEvent
 
 
 class AlertSink(Protocol):
