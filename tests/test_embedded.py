@@ -75,3 +75,26 @@ def test_demo_config_runs_end_to_end_and_exits(tmp_path: Path) -> None:
     # the child server was stopped with the monitor
     server_pid = next(r for r in logs if r["event"] == "embedded model server ready")["pid"]
     assert not Path(f"/proc/{server_pid}").exists()
+
+
+async def test_a_killed_embedded_server_is_started_again_for_the_next_call() -> None:
+    """Fail-safe: the child server dying (a crash, the OOM killer) must not blind the monitor for good."""
+    import asyncio
+    import signal
+
+    from monitor.backends.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(ModelSettings(max_tokens=32, max_retries=0, attempt_timeout_s=120, total_timeout_s=240))
+    await backend.start()
+    try:
+        process = backend._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), 10)
+        request = ModelRequest(messages=({"role": "user", "content": "Say OK as JSON."},))
+        reply = await backend.complete(request)
+        assert reply.text and backend.restarts == 1
+        assert backend._process is not None and backend._process.pid != process.pid
+    finally:
+        await backend.close()
+    assert backend._process is None

@@ -24,7 +24,8 @@ import structlog
 from monitor.backends import ModelReply, ModelRequest, register_backend
 from monitor.backends.openai_compat import OpenAICompatBackend
 from monitor.backends.settings import ModelSettings
-from monitor.core.errors import FatalBackendError
+from monitor.core.aio import Backoff
+from monitor.core.errors import FatalBackendError, TransientBackendError
 from monitor.core.resources import package_dir
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,11 @@ class EmbeddedBackend:
         self._process: asyncio.subprocess.Process | None = None
         self._server_log: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._client: OpenAICompatBackend | None = None
+        # A dead child server is started again, never faster than this backoff (no restart storm).
+        self._restarts = Backoff(1.0, 60.0)
+        self._restart_lock = asyncio.Lock()
+        self._wanted = False  # started by its owner and not closed: keep a server running
+        self.restarts = 0
 
     @property
     def last_success_at(self) -> float | None:
@@ -74,6 +80,10 @@ class EmbeddedBackend:
         return self._client.base_url if self._client else None
 
     async def start(self) -> None:
+        self._wanted = True
+        await self._start_server()
+
+    async def _start_server(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise FatalBackendError(
                 "embedded model: 'llama-cpp-python[server]' is not installed; "
@@ -107,7 +117,7 @@ class EmbeddedBackend:
             if await asyncio.to_thread(_answers, f"{base_url}/models"):
                 return
             await asyncio.sleep(0.2)
-        await self.close()
+        await self._stop_server()
         raise FatalBackendError(
             f"embedded model server did not answer within {self.settings.embedded.startup_timeout_s} s: "
             f"{self._log_tail()}"
@@ -121,6 +131,10 @@ class EmbeddedBackend:
         return text[-800:].strip()
 
     async def close(self) -> None:
+        self._wanted = False
+        await self._stop_server()
+
+    async def _stop_server(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -139,9 +153,45 @@ class EmbeddedBackend:
             self._server_log = None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
-        if self._client is None:
+        client = await self._running_client()
+        try:
+            reply = await client.complete(request)
+        except TransientBackendError as exc:
+            if self._exit_code() is not None:
+                raise TransientBackendError(f"embedded model server died during the call (exit code "
+                                            f"{self._exit_code()}); it is started again for the next window: "
+                                            f"{self._log_tail()}") from exc
+            raise
+        self._restarts.reset()
+        return reply
+
+    async def _running_client(self) -> OpenAICompatBackend:
+        """The client of a live server: a server that died (crash, OOM kill) is started again first."""
+        if not self._wanted:
             raise FatalBackendError("embedded model used before start()")
-        return await self._client.complete(request)
+        if self._client is None or self._exit_code() is not None:
+            async with self._restart_lock:  # concurrent calls wait for one restart
+                if self._client is None or self._exit_code() is not None:
+                    await self._restart()
+        assert self._client is not None
+        return self._client
+
+    async def _restart(self) -> None:
+        delay = self._restarts.next()
+        log.error("embedded model server exited; starting it again", exit_code=self._exit_code(),
+                  retry_in_s=round(delay, 2), server_log=self._log_tail())
+        await self._stop_server()
+        await asyncio.sleep(delay)
+        try:
+            await self._start_server()
+        except FatalBackendError as exc:
+            # Not fatal for the monitor: this window fails, the next one tries again.
+            raise TransientBackendError(f"embedded model server could not be started again: {exc}") from exc
+        self.restarts += 1
+
+    def _exit_code(self) -> int | None:
+        process = self._process
+        return process.returncode if process is not None else None
 
 
 def _answers(url: str) -> bool:
