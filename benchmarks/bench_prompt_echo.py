@@ -12,9 +12,12 @@ safe logs, one window per log, and counts per reply:
 It measures whether replies are well formed, NOT whether verdicts are right: a 135M model cannot
 judge danger. Run from the project root:
 
-    .venv/bin/python benchmarks/bench_prompt_echo.py [--limit 40] [--schema-hint on|off|both]
+    .venv/bin/python benchmarks/bench_prompt_echo.py [--limit 40] [--schema-hint on|off|both] [--raw FILE]
+    .venv/bin/python benchmarks/bench_prompt_echo.py --rescore FILE [FILE ...]
 
-Prints a Markdown table and a JSON line per configuration.
+Prints a Markdown table and a JSON line per configuration. `--raw` keeps every reply, so replies
+collected with an older prompt (from an older checkout) can be classified again with the current
+rule (`--rescore`): before and after are then judged by the same yardstick.
 """
 
 from __future__ import annotations
@@ -61,16 +64,15 @@ def template_texts() -> list[str]:
 
 
 def echoes(assessment: Assessment, templates: list[str]) -> bool:
-    """True when a free-text field repeats a template text (the same words, or nearly all of them)."""
-    for value in (assessment.hazard, assessment.reason, assessment.advice):
-        got = words(value)
-        if not got:
-            continue
-        for template in templates:
-            want = words(template)
-            overlap = len(set(got) & set(want)) / max(len(set(got) | set(want)), 1)
-            if got == want or overlap >= 0.8:
-                return True
+    """True when hazard, reason or advice repeats a template text: the product's own rule where it has one."""
+    fields = {"hazard": assessment.hazard, "reason": assessment.reason, "advice": assessment.advice}
+    product_rule = getattr(prompt_module, "echoed", None)
+    if callable(product_rule):
+        return product_rule(fields, templates) is not None
+    for value in fields.values():  # an older checkout without the rule: same words, or nearly all of them
+        got = set(words(value))
+        if got and any(len(got & set(words(t))) / len(got | set(words(t))) >= 0.8 for t in templates):
+            return True
     return False
 
 
@@ -92,6 +94,7 @@ def windows(limit: int | None) -> list[tuple[str, Window]]:
 @dataclass
 class Tally:
     hint: bool
+    raws: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"valid": 0, "echo": 0, "invalid": 0, "error": 0})
     latencies: list[float] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
@@ -116,9 +119,12 @@ async def run(hint: bool, items: list[tuple[str, Window]]) -> Tally:
                 reply = await backend.complete(single.request(window))
             except BackendError:
                 tally.counts["error"] += 1
+                tally.raws.append({"window": _name, "hint": hint, "reply": None, "latency_s": None})
                 continue
             tally.latencies.append(time.perf_counter() - started)
             tally.counts[classify(reply.text, templates)] += 1
+            tally.raws.append({"window": _name, "hint": hint, "reply": reply.text,
+                               "latency_s": round(tally.latencies[-1], 3)})
             if len(tally.examples) < 3:
                 tally.examples.append(reply.text[:200])
             print(f"\r  schema hint {'on' if hint else 'off'}: {index}/{len(items)}", end="", file=sys.stderr)
@@ -136,11 +142,40 @@ def classify(text: str, templates: list[str]) -> str:
     return "echo" if echoes(assessment, templates) else "valid"
 
 
+def rescore(paths: list[Path]) -> list[Tally]:
+    """Classify saved replies again with the current rule, one tally per schema-hint setting."""
+    tallies: dict[bool, Tally] = {}
+    templates = template_texts()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            tally = tallies.setdefault(record["hint"], Tally(record["hint"]))
+            if record.get("reply") is None:
+                tally.counts["error"] += 1
+                continue
+            tally.counts[classify(record["reply"], templates)] += 1
+            tally.latencies.append(record["latency_s"])
+    return [tallies[h] for h in sorted(tallies, reverse=True)]
+
+
+def table(rows: list[dict[str, Any]]) -> None:
+    print("\n| schema hint | replies | valid | echo the template | not an Assessment | backend error | mean latency |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {'on' if r['schema_hint'] else 'off'} | {r['replies']} | {r['valid_pct']}% | {r['echo_pct']}% | "
+              f"{r['invalid_pct']}% | {r['error_pct']}% | {r['mean_latency_s']} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="the first N risk logs and N safe logs")
     parser.add_argument("--schema-hint", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--raw", type=Path, help="also write every reply to this JSON-lines file")
+    parser.add_argument("--rescore", type=Path, nargs="+", help="classify saved replies again; call no model")
     args = parser.parse_args()
+    if args.rescore:
+        table([tally.row() for tally in rescore(args.rescore)])
+        return
     items = windows(args.limit)
     hints = {"on": [True], "off": [False], "both": [True, False]}[args.schema_hint]
     rows = []
@@ -148,11 +183,10 @@ def main() -> None:
         tally = asyncio.run(run(hint, items))
         rows.append(tally.row())
         print(json.dumps({**tally.row(), "examples": tally.examples}))
-    print("\n| schema hint | replies | valid | echo the template | not an Assessment | backend error | mean latency |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {'on' if r['schema_hint'] else 'off'} | {r['replies']} | {r['valid_pct']}% | {r['echo_pct']}% | "
-              f"{r['invalid_pct']}% | {r['error_pct']}% | {r['mean_latency_s']} s |")
+        if args.raw is not None:
+            with args.raw.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in tally.raws)
+    table(rows)
 
 
 if __name__ == "__main__":

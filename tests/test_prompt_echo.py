@@ -82,6 +82,10 @@ def test_strategy_prompts_carry_no_json_template(prompt: str) -> None:
           "advice": "Turn the burner off before answering the door."}, None),
         ({"hazard": "fire", "reason": "", "advice": ""}, None),
         ({"hazard": "", "reason": "It is not dangerous.", "advice": ""}, None),
+        ({"hazard": "short name of risk"}, "hazard"),
+        ({"hazard": "short name of the risk: information about an emergency request to stop"}, "hazard"),
+        ({"reason": "Why this is dangerous and how to stop it."}, None),
+        ({"advice": "Step back from the hob and turn the gas off before you answer the door."}, None),
     ],
 )
 def test_echo_detection(fields: dict[str, str], echoed: str | None) -> None:

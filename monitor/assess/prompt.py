@@ -135,6 +135,7 @@ _OLD_PLACEHOLDERS = ("short name of the risk, empty if none", "why this is dange
                      "what the person should do or stop doing now", "the observations that show it")
 _WORD = re.compile(r"[a-z0-9]+")
 _ECHO_OVERLAP = 0.8
+_ECHO_RUN = 5  # words in a row shared with a template
 
 
 def template_texts() -> list[str]:
@@ -147,22 +148,28 @@ def template_texts() -> list[str]:
 def echoed(texts: dict[str, str], templates: list[str]) -> str | None:
     """The name of the first text that repeats one of `templates`, or None.
 
-    Repeating means at least 80% of the words of both in common, or a text of five words
-    or more made only of a template's words (a copied fragment; shorter ones such as "it
-    is not dangerous" are honest answers): a small model that copies a template changes
-    a word or two at most.
+    A small model that copies a template changes a word or two, drops one, or runs on after
+    it, so a text repeats a template when it has at least 80% of their words in common, or
+    shares a run of five words with it, or is four words or more taken only from a template
+    and covering half of it. "It is not dangerous" is an honest answer, not a copy.
     """
-    known = [k for k in (set(_WORD.findall(text.lower())) for text in templates) if k]
+    known = [words for words in (_WORD.findall(text.lower()) for text in templates) if words]
     for name, text in texts.items():
-        words = set(_WORD.findall(text.lower()))
-        if len(words) >= 2 and any(_copies(words, k) for k in known):
+        words = _WORD.findall(text.lower())
+        if len(set(words)) >= 2 and any(_copies(words, template) for template in known):
             return name
     return None
 
 
-def _copies(words: set[str], template: set[str]) -> bool:
-    common = len(words & template)
-    return common / len(words | template) >= _ECHO_OVERLAP or (len(words) >= 5 and common == len(words))
+def _copies(words: list[str], template: list[str]) -> bool:
+    mine, theirs = set(words), set(template)
+    common = len(mine & theirs)
+    if common / len(mine | theirs) >= _ECHO_OVERLAP:
+        return True
+    if len(mine) >= 4 and common == len(mine) and common >= len(theirs) / 2:
+        return True
+    runs = {tuple(template[i:i + _ECHO_RUN]) for i in range(len(template) - _ECHO_RUN + 1)}
+    return any(tuple(words[i:i + _ECHO_RUN]) in runs for i in range(len(words) - _ECHO_RUN + 1))
 
 
 def echoed_field(assessment: Assessment) -> str | None:
