@@ -18,9 +18,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor.errors import ConfigError, MonitorError, report
+
+if TYPE_CHECKING:
+    from replay.score import UnjudgedPolicy
 
 JUDGE_KEY_ENV = "MONITOR_JUDGE_API_KEY"
 JUDGE_KEY_SECRET = "judge_api_key"  # noqa: S105 (a file name in the secrets dir, not a secret)
@@ -150,7 +153,7 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 EXIT_INCOMPLETE = 3
 
 
-def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: Any = "exclude") -> int:
+def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolicy = "exclude") -> int:
     """Score a run log into `out_dir`; exit 3 when the run is incomplete (the scores then say so first)."""
     from replay.report import completeness_lines, write_reports
     from replay.runlog import read_run_log

@@ -148,7 +148,8 @@ def plan(release: Release, safe: Sequence[Scenario], *, modality: ModalityChoice
             raise FatalBackendError(f"model '{model}' is configured as text-only (model.accepts_images); "
                                     "image samples need a vision model")
         reason = f"model '{model}' is text-only (model.accepts_images = false)"
-        skipped += [Skipped(s.id, "image", s.severity, reason, s.index) for s in scenarios if s.modality == "image"]
+        skipped += [Skipped(s.id, "image", s.severity, reason, s.index, s.content_id)
+                    for s in scenarios if s.modality == "image"]
         scenarios = [s for s in scenarios if s.modality != "image"]
     return scenarios + list(safe), skipped
 
