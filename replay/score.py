@@ -45,7 +45,6 @@ from replay.pasbench import SEVERITIES, UNKNOWN_SEVERITY
 from replay.runlog import RunData, RunHeader, TrialRecord
 
 UnjudgedPolicy = Literal["exclude", "incorrect"]
-UNJUDGED_POLICIES: tuple[UnjudgedPolicy, ...] = ("exclude", "incorrect")
 BLIND_METHOD = (
     "A content-blind model warns on each assessed window with probability r, the pooled per-window alert "
     "rate of this run (risk and safe windows together), whatever the window holds. A trial of n windows "
@@ -137,11 +136,15 @@ class SampleTally:
     errors: int = 0
     unjudged: int = 0
     recorded: set[int] = field(default_factory=set)
-    windows: int = 0
     windows_alerted: int = 0
     trial_windows: list[int] = field(default_factory=list)
     record: str = ""
     first_warnings: list[TrialRecord] = field(default_factory=list)
+
+    @property
+    def windows(self) -> int:
+        """Assessed windows over the counted trials."""
+        return sum(self.trial_windows)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "record": self.record, "modality": self.modality, "severity": self.severity,
@@ -156,7 +159,8 @@ def windows_alerted(record: TrialRecord) -> int:
 
 
 def windows_assessed(record: TrialRecord) -> int:
-    return int(record.usage.get("windows_assessed", len([w for w in record.windows if "verdict" in w])))
+    """Windows the monitor assessed in a trial (from its usage; else the windows with a verdict)."""
+    return int(record.usage.get("windows_assessed", sum(1 for w in record.windows if "verdict" in w)))
 
 
 def tally(trials: Iterable[TrialRecord], *, unjudged: UnjudgedPolicy = "exclude") -> list[SampleTally]:
@@ -177,7 +181,6 @@ def tally(trials: Iterable[TrialRecord], *, unjudged: UnjudgedPolicy = "exclude"
                 continue
         sample.judged += 1
         sample.trial_windows.append(windows_assessed(record))
-        sample.windows += windows_assessed(record)
         sample.windows_alerted += windows_alerted(record)
         correct = record.kind == "risk" and record.judgement is not None and record.judgement.correct
         sample.correct += int(correct)
