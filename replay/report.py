@@ -82,6 +82,10 @@ def _labels(scores: dict[str, Any], samples: Sequence[str], most: int = 12) -> s
     return shown + (f" and {len(samples) - most} more" if len(samples) > most else "")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def completeness_lines(scores: dict[str, Any]) -> list[str]:
     """The first lines of every summary: complete or not, what is missing, and truncated records."""
     whole = scores.get("completeness") or {}
@@ -98,11 +102,11 @@ def completeness_lines(scores: dict[str, Any]) -> list[str]:
     lines = [text]
     skipped = whole.get("skipped_samples", 0)
     if skipped:
-        lines.append(f"{skipped} samples were skipped and are in no denominator (see Coverage)")
+        lines.append(f"{_count(skipped, 'sample')} skipped, in no denominator (see Coverage)")
     truncated = whole.get("truncated_samples") or []
     if truncated:
-        lines.append(f"{len(truncated)} records are TRUNCATED (no [LOG END]; the risky behaviour may never appear) "
-                     f"and are scored as they are: {_labels(scores, truncated)}")
+        lines.append(f"{_count(len(truncated), 'record')} TRUNCATED (no [LOG END]; the risky behaviour may never "
+                     f"appear), scored as written: {_labels(scores, truncated)}")
     if whole.get("unjudged_trials"):
         lines.append(f"Unjudged trials policy: {whole.get('unjudged_policy', 'exclude')}")
     return lines

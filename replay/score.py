@@ -392,7 +392,8 @@ def completeness(data: RunData, samples: Sequence[SampleTally], trials_per_sampl
     reasons: list[str] = []
     if sum(missing.values()):
         reasons.append(f"{sum(missing.values())} trials missing" +
-                       (f" ({len(without)} samples without any trial)" if without else ""))
+                       (f" ({len(without)} sample{'s' if len(without) != 1 else ''} without any trial)"
+                        if without else ""))
     if errored:
         reasons.append(f"{errored} trials failed at the model (not scored)")
     if unjudged:
