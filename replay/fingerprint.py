@@ -9,13 +9,13 @@ mismatch is refused with the components that differ, named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from monitor.prompt import ASSESSMENT_SCHEMA, SYSTEM_PROMPT
 from monitor.strategies import PROPOSE_PROMPT, VERIFY_PROMPT
+from replay.pasbench import content_id
 
 FINGERPRINT_VERSION = 1
 # How each component is called in a refusal, in the order they are reported.
@@ -38,8 +38,7 @@ COMPONENTS = {
 
 def digest(value: Any) -> str:
     """A short sha256 of a JSON-able value (canonical form)."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return content_id(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")), length=16)
 
 
 def prompts_digest() -> str:

@@ -44,10 +44,10 @@ _LOG_END = re.compile(r"[\[【]\s*LOG\s*END\s*[\]】]", re.IGNORECASE)
 TRUNCATED = "no [LOG END]: the log is cut off, and its risky behaviour may never appear"
 
 
-def content_id(content: str | dict[str, Any]) -> str:
+def content_id(content: str | dict[str, Any], *, length: int = CONTENT_ID_LENGTH) -> str:
     """A short sha256 of a record (canonical JSON) or of a log's text: the record's own id."""
     text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:CONTENT_ID_LENGTH]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def is_truncated(text: str) -> bool:
