@@ -4,9 +4,10 @@ run log, compare scored runs side by side, and sweep an [assessment] setting.
 Wired into `monitor` by monitor/cli.py (`add_replay_parser(commands)` and
 `run_replay(args)`); also runnable alone as `python -m replay.cli ...`.
 
-Exit codes: 0 done; 1 configuration, data or model error; 3 some trials failed or
-stayed unjudged (run the same command again to retry only those); 4 (tune) no setting
-fits the false-alarm budget, nothing recommended.
+Exit codes: 0 done and complete; 1 configuration, data or model error; 3 incomplete:
+trials missing, failed or unjudged, or no risk sample scored (run the same command
+again to retry only those); 4 (tune) no setting fits the false-alarm budget, nothing
+recommended.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor.core.errors import ConfigError, MonitorError, report
+
+if TYPE_CHECKING:
+    from replay.score import UnjudgedPolicy
 
 JUDGE_KEY_ENV = "MONITOR_JUDGE_API_KEY"
 JUDGE_KEY_SECRET = "judge_api_key"  # noqa: S105 (a file name in the secrets dir, not a secret)
@@ -41,6 +45,7 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="re-score a run log (never calls a model)")
     score.add_argument("--runs", type=Path, required=True, help="OUT/runs.jsonl of a replay")
     score.add_argument("--out", type=Path, required=True, help="where to write scores.json and the reports")
+    _unjudged_option(score)
     _common(score)
 
     compare = commands.add_parser("compare", help="scored runs side by side (strategies, models, thresholds)")
@@ -65,9 +70,15 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _run_options(run: argparse.ArgumentParser) -> None:
     """What `pasbench` and `tune` both take: data, protocol, trials, config, pacing, judge."""
     run.add_argument("--data", type=Path, required=True, help="the release folder (text/image JSON, severity.json)")
-    run.add_argument("--protocol", choices=["paper", "stream"], default="paper")
+    run.add_argument("--preset", choices=["paper"], default=None,
+                     help="paper: follow the paper wherever it says what it did (protocol, 16 trials, sampling, "
+                          "one picture per image sample, its judge rule); see docs/replay.md")
+    run.add_argument("--protocol", choices=["paper", "stream"], default=None, help="default paper")
     run.add_argument("--modality", choices=["text", "image", "all"], default="all")
-    run.add_argument("--trials", type=_positive, default=16, help="trials per sample (default 16, as the paper)")
+    run.add_argument("--trials", type=_positive, default=None, help="trials per sample (default 16, as the paper)")
+    run.add_argument("--image-input", choices=["frames", "composite"], default=None,
+                     help="an image sample as its 2-3 panels split into frames (default) or as the one composite "
+                          "picture (as the paper)")
     run.add_argument("--limit", type=_positive, help="only the first K records of each modality (and K safe logs)")
     run.add_argument("--config", type=Path, help="monitor config (model, windows, alerts); sources are ignored")
     run.add_argument("--concurrency", type=_positive, help="trials at once (default: model.concurrency)")
@@ -77,12 +88,23 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--interval", type=float, default=2.0, help="stream seconds between entries (default 2.0)")
     run.add_argument("--no-safe-controls", dest="safe_controls", action="store_false",
                      help="do not run the bundled safe logs (no false-alarm measure)")
-    run.add_argument("--safe-controls-dir", type=Path, help="another folder of safe *.log files")
+    run.add_argument("--safe-controls", "--safe-controls-dir", dest="safe_controls_path", type=Path,
+                     metavar="PATH", help="other safe logs: a folder of *.log files, or a release-format JSON file "
+                                          "(an array of records with 'input')")
+    run.add_argument("--fresh", action="store_true",
+                     help="start over: set an existing OUT/runs.jsonl aside (renamed, kept) instead of resuming it")
     run.add_argument("--judge-base-url", help="OpenAI-compatible judge endpoint (default: offline approximate judge)")
     run.add_argument("--judge-model", help="judge model name, e.g. gpt-4.1")
     run.add_argument("--judge-api-key-file", type=Path,
                      help=f"file holding the judge key (else ${JUDGE_KEY_ENV}, else the secrets dir)")
     run.add_argument("--judge-concurrency", type=_positive, default=8)
+    _unjudged_option(run)
+
+
+def _unjudged_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unjudged", choices=["exclude", "incorrect"], default="exclude",
+                        help="trials the judge failed on: left out of the scores (exclude, default) or counted as "
+                             "incorrect; recorded in scores.json either way, and the run is reported incomplete")
 
 
 def _share(text: str) -> float:
@@ -113,7 +135,7 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     configure_logging(args.log_level, "auto")
     try:
         if args.replay_command == "score":
-            return _score(args.runs, args.out, stdout)
+            return _score(args.runs, args.out, stdout, unjudged=args.unjudged)
         if args.replay_command == "compare":
             return _compare(args.runs, args.out, stdout)
         if args.replay_command == "tune":
@@ -128,16 +150,22 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         return 130
 
 
-def _score(runs: Path, out_dir: Path, stdout: TextIO) -> int:
-    from replay.report import write_reports
+EXIT_INCOMPLETE = 3
+
+
+def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolicy = "exclude") -> int:
+    """Score a run log into `out_dir`; exit 3 when the run is incomplete (the scores then say so first)."""
+    from replay.report import completeness_lines, write_reports
     from replay.runlog import read_run_log
     from replay.score import score_run
 
-    scores = score_run(read_run_log(runs))
+    scores = score_run(read_run_log(runs), unjudged=unjudged)
     paths = write_reports(scores, out_dir)
+    for line in completeness_lines(scores):
+        print(line, file=stdout)
     print(_headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths), file=stdout)
-    return 0
+    return 0 if scores["complete"] else EXIT_INCOMPLETE
 
 
 def _headline(scores: dict[str, Any]) -> str:
@@ -189,32 +217,40 @@ def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout:
                  cache: Path | None = None, judge_cache: Path | None = None) -> int:
     """Run the replay the options describe with `settings` into `out_dir`, then score it."""
     from monitor.core.aio import run_loop
-    from replay.runlog import read_run_log
+    from replay.preset import resolve
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    resolved = resolve(preset=args.preset or "none", protocol=args.protocol, trials=args.trials,
+                       image_input=args.image_input)
+    for note in resolved.notes:
+        print(note, file=sys.stderr)
+    if resolved.temperature is not None:
+        settings = settings.model_copy(
+            update={"model": settings.model.model_copy(update={"temperature": resolved.temperature})})
     try:
         options = ReplayOptions(
-            protocol=args.protocol, modality=args.modality, trials=args.trials,
+            protocol=resolved.protocol, modality=args.modality, trials=resolved.trials,
             concurrency=args.concurrency or settings.model.concurrency, speed=args.speed,
-            interval_s=args.interval, safe_controls=args.safe_controls, progress=progress,
+            interval_s=args.interval, safe_controls=args.safe_controls, progress=progress, limit=args.limit,
+            image_input=resolved.image_input, preset=args.preset or "none", fresh=args.fresh,
         )
     except ValueError as exc:
         raise ConfigError([f"replay {args.replay_command}: {exc}"]) from None
     judge = JudgeSpec(base_url=args.judge_base_url, model=args.judge_model, api_key=_judge_key(args),
-                      concurrency=args.judge_concurrency)
+                      concurrency=args.judge_concurrency, rule=resolved.judge_rule)
     summary = run_loop(run_pasbench(settings=settings, data_dir=args.data, out=out_dir, options=options,
                                     judge=judge, limit=args.limit, cache_path=cache,
-                                    safe_controls_dir=args.safe_controls_dir, judge_cache_path=judge_cache))
+                                    safe_controls_dir=args.safe_controls_path, judge_cache_path=judge_cache))
+    if summary.set_aside is not None:
+        print(f"--fresh: the earlier run log was kept as {summary.set_aside}", file=sys.stderr)
     print(f"trials: {summary.ran} run now, {summary.already_done} already done; model calls {summary.calls} "
           f"({summary.cached_calls} cached); tokens {summary.prompt_tokens}+{summary.completion_tokens}; "
           f"{summary.wall_s:.1f} s", file=sys.stderr)
-    code = _score(out_dir / RUNS_FILE, out_dir, stdout)
-    unfinished = read_run_log(out_dir / RUNS_FILE).trials
-    failed = sum(1 for record in unfinished if record.status != "ok")
-    if failed:
-        print(f"{failed} trials failed or are unjudged; run the same command again to retry them", file=sys.stderr)
-        return 3
+    code = _score(out_dir / RUNS_FILE, out_dir, stdout, unjudged=args.unjudged)
+    if code == EXIT_INCOMPLETE:
+        print("the run is incomplete (see the first lines above); run the same command again to retry what is "
+              "missing, failed or unjudged", file=sys.stderr)
     return code
 
 
@@ -281,25 +317,30 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _list(args: argparse.Namespace, stdout: TextIO) -> int:
-    from replay.pasbench import load_release, load_safe_controls, select
+    from replay.pasbench import TRUNCATED, load_release, load_safe_controls, select
+    from replay.preset import resolve
     from replay.streams import decode_frames, text_observations
 
+    image_input = resolve(preset=args.preset or "none", protocol=args.protocol, trials=args.trials,
+                          image_input=args.image_input).image_input
     release = select(load_release(args.data, modality=args.modality), limit=args.limit)
     scenarios = list(release.scenarios)
     if args.safe_controls:
-        scenarios += load_safe_controls(args.safe_controls_dir, limit=args.limit)
+        scenarios += load_safe_controls(args.safe_controls_path, limit=args.limit)
     rows: list[tuple[int, dict[str, Any]]] = []
     for scenario in scenarios:
         if scenario.modality == "image":
-            entries = len(decode_frames(scenario))
+            entries = 1 if image_input == "composite" else len(decode_frames(scenario))
         else:
             entries = len(text_observations(scenario, "stream", interval_s=1.0))
-        rows.append((_order(scenario.modality, scenario.safe, scenario.index),
-                     {"id": scenario.id, "modality": scenario.modality, "entries": entries,
-                      "severity": scenario.severity}))
+        row: dict[str, Any] = {"id": scenario.id, "record": scenario.content_id, "modality": scenario.modality,
+                               "entries": entries, "severity": scenario.severity}
+        if scenario.truncated:
+            row["truncated"] = TRUNCATED
+        rows.append((_order(scenario.modality, scenario.safe, scenario.index), row))
     for skipped in release.skipped:
         rows.append((_order(skipped.modality, False, skipped.index),
-                     {"id": skipped.id, "modality": skipped.modality, "entries": None,
+                     {"id": skipped.id, "record": skipped.content_id, "modality": skipped.modality, "entries": None,
                       "severity": skipped.severity, "missing": skipped.reason}))
     for _, row in sorted(rows, key=lambda item: item[0]):
         print(json.dumps(row, ensure_ascii=False), file=stdout)

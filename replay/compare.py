@@ -95,7 +95,15 @@ def _false_alarms(scores: dict[str, Any]) -> str:
     return f"{pct_ci(alarms, 'rate')} ({alarms.get('n_false_alarms', 0)}/{alarms.get('n_trials', 0)})"
 
 
+def _complete(scores: dict[str, Any]) -> str:
+    whole = scores.get("completeness")
+    if whole is None:
+        return "not recorded"
+    return "yes" if whole.get("complete") else "INCOMPLETE: " + "; ".join(whole.get("reasons", []))
+
+
 ROWS: tuple[tuple[str, Any], ...] = (
+    ("complete", _complete),
     ("strategy", _strategy),
     ("protocol", lambda s: str(s.get("protocol"))),
     ("model", _model),

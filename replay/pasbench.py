@@ -4,14 +4,20 @@ Layout (see docs/replay.md): ``text_eval_hugging.json`` and ``multi_modal_eval_h
 (JSON arrays of records with five string fields), ``severity.json`` (joined on
 ``safety_knowledge``) and the composites in ``combine_images/`` or ``combine_images.zip``.
 
-Ids are stable: ``text-<index>`` (0-based index in the text file) and ``image-<png name
-without .png>``; safe controls are ``safe-<file stem>``. The reference fields of a record
-(knowledge, behaviour, reason) are for the judge only and never reach a prompt.
+Ids: ``text-<index>`` (0-based index in the text file) and ``image-<png name without
+.png>``; safe controls are ``safe-<file stem>`` (a folder of logs) or ``safe-<index>`` (a
+release-format JSON file). Those are positions, so every scenario also carries a
+``content_id``: a short sha256 of the record itself, which is what a run log's
+fingerprint compares (``text-1`` of one folder is another record in another). The
+reference fields of a record (knowledge, behaviour, reason) are for the judge only and
+never reach a prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +38,21 @@ IMAGE_DIR = "combine_images"
 IMAGE_ZIP = "combine_images.zip"
 MISSING_PNG = f"composite PNG not found (neither in {IMAGE_DIR}/ nor {IMAGE_ZIP})"
 RECORD_FIELDS = ("safety_knowledge", "condition_or_scenario", "risk_reason", "risk_triggering_behavior", "input")
+CONTENT_ID_LENGTH = 12
+# A whole log ends with this marker; without it the record was cut off (its risk may never appear).
+_LOG_END = re.compile(r"[\[【]\s*LOG\s*END\s*[\]】]", re.IGNORECASE)
+TRUNCATED = "no [LOG END]: the log is cut off, and its risky behaviour may never appear"
+
+
+def content_id(content: str | dict[str, Any], *, length: int = CONTENT_ID_LENGTH) -> str:
+    """A short sha256 of a record (canonical JSON) or of a log's text: the record's own id."""
+    text = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def is_truncated(text: str) -> bool:
+    """True when a text log has no [LOG END] marker: it was cut off."""
+    return _LOG_END.search(text) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +103,17 @@ class Scenario:
     image: ImageRef | None = None
     safe: bool = False
     origin: str = ""
+    content_id: str = ""
+    truncated: bool = False
 
     @property
     def kind(self) -> Literal["risk", "safe"]:
         return "safe" if self.safe else "risk"
+
+    @property
+    def label(self) -> str:
+        """How reports name it: position id and content id."""
+        return f"{self.id} #{self.content_id}" if self.content_id else self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +125,7 @@ class Skipped:
     severity: str | None
     reason: str
     index: int = 0
+    content_id: str = ""
 
 
 @dataclass
@@ -198,6 +227,7 @@ def _add_text(release: Release, path: Path, severity: dict[str, str]) -> None:
         release.scenarios.append(Scenario(
             id=sample, modality="text", severity=_severity_of(release, severity, values, sample),
             reference=_reference(values), index=index, text=values["input"], origin=f"{path.name}[{index}]",
+            content_id=content_id(values), truncated=is_truncated(values["input"]),
         ))
 
 
@@ -218,12 +248,15 @@ def _add_images(release: Release, data_dir: Path, severity: dict[str, str]) -> N
         seen.add(sample)
         level = _severity_of(release, severity, values, sample)
         image = _locate(name, folder, data_dir / IMAGE_ZIP, members)
+        # The record names its PNG, so hashing the record is cheap and identifies the sample; the
+        # 5 MB composites are not read just to name them.
+        record_id = content_id(values)
         if image is None:
-            release.skipped.append(Skipped(sample, "image", level, MISSING_PNG, index))
+            release.skipped.append(Skipped(sample, "image", level, MISSING_PNG, index, record_id))
             continue
         release.scenarios.append(Scenario(
             id=sample, modality="image", severity=level, reference=_reference(values), index=index,
-            image=image, origin=f"{path.name}[{index}]",
+            image=image, origin=f"{path.name}[{index}]", content_id=record_id,
         ))
 
 
@@ -273,20 +306,54 @@ def safe_controls_dir() -> Path:
     return Path(str(resources.files(SAFE_CONTROLS_PACKAGE).joinpath(*SAFE_CONTROLS_DIR)))
 
 
-def load_safe_controls(folder: Path | None = None, *, limit: int | None = None) -> list[Scenario]:
-    """The safe daily-life logs (no hazard), sorted by file name, as text scenarios."""
-    folder = folder or safe_controls_dir()
+def load_safe_controls(path: Path | None = None, *, limit: int | None = None) -> list[Scenario]:
+    """The safe daily-life logs (no hazard) as text scenarios.
+
+    `path` is a folder of ``*.log`` files (sorted by name; the bundled set by default) or a
+    release-format JSON file: an array of records whose ``input`` is the log text.
+    """
+    path = path or safe_controls_dir()
+    scenarios = _safe_from_json(path) if path.is_file() else _safe_from_folder(path)
+    return scenarios[:limit]
+
+
+def _safe_from_folder(folder: Path) -> list[Scenario]:
+    if not folder.is_dir():
+        raise ReleaseError(f"{folder}: no such folder or file (--safe-controls takes a folder of *.log files "
+                           "or a JSON file of records with 'input')")
     paths = sorted(folder.glob("*.log"))
     if not paths:
         raise ReleaseError(f"{folder}: no safe-control logs (*.log) found")
     scenarios: list[Scenario] = []
-    for index, path in enumerate(paths[:limit]):
+    for index, path in enumerate(paths):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ReleaseError(f"{path}: cannot read safe control: {exc}") from None
         if not text.strip():
             raise ReleaseError(f"{path}: safe control is empty")
-        scenarios.append(Scenario(id=f"safe-{path.stem}", modality="text", severity=None, reference=None,
-                                  index=index, text=text, safe=True, origin=path.name))
+        scenarios.append(_safe_scenario(f"safe-{path.stem}", index, text, origin=path.name,
+                                        record_id=content_id(text)))
     return scenarios
+
+
+def _safe_from_json(path: Path) -> list[Scenario]:
+    records = _read_array(path)
+    if not records:
+        raise ReleaseError(f"{path}: no safe-control records (expected a JSON array of records with 'input')")
+    scenarios: list[Scenario] = []
+    for index, record in enumerate(records):
+        text = _fields(path, index, record, ("input",))["input"]
+        if not text.strip():
+            raise ReleaseError(f"{path.name}: record {index}: field 'input' is empty")
+        if text.strip().lower().endswith(".png") and "\n" not in text.strip():
+            raise ReleaseError(f"{path.name}: record {index}: 'input' names an image; safe controls must be "
+                               "text logs")
+        scenarios.append(_safe_scenario(f"safe-{index}", index, text, origin=f"{path.name}[{index}]",
+                                        record_id=content_id(record)))
+    return scenarios
+
+
+def _safe_scenario(sample: str, index: int, text: str, *, origin: str, record_id: str) -> Scenario:
+    return Scenario(id=sample, modality="text", severity=None, reference=None, index=index, text=text, safe=True,
+                    origin=origin, content_id=record_id, truncated=is_truncated(text))

@@ -56,7 +56,60 @@ def _judge_line(scores: dict[str, Any]) -> str:
         text += f", prompt {judge['prompt_version']}"
     if judge.get("approximate"):
         text = "**APPROXIMATE** " + text + " (embedding similarity, not an LLM judge: not comparable with the paper)"
-    return text
+    return text + "; " + judge_error_rate(judge)
+
+
+def judge_error_rate(judge: dict[str, Any]) -> str:
+    """What is known of the judge's own error rate, in one sentence."""
+    measured = judge.get("measured")
+    if measured:
+        return (f"its error rate, measured as a classifier ({measured.get('how', '')}): precision "
+                f"{pct(measured.get('precision'))}, recall {pct(measured.get('recall'))}")
+    if judge.get("kind") == "llm":
+        return ("its error rate was not measured by this project (the paper reports 94.5% agreement with "
+                "humans for its GPT-4.1 judge)")
+    return "its error rate is unknown"
+
+
+def sample_label(scores: dict[str, Any], sample: str) -> str:
+    """A sample as reports name it: position id and, where known, the record's content id."""
+    record = (scores.get("records") or {}).get(sample)
+    return f"{sample} #{record}" if record else sample
+
+
+def _labels(scores: dict[str, Any], samples: Sequence[str], most: int = 12) -> str:
+    shown = ", ".join(sample_label(scores, s) for s in samples[:most])
+    return shown + (f" and {len(samples) - most} more" if len(samples) > most else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def completeness_lines(scores: dict[str, Any]) -> list[str]:
+    """The first lines of every summary: complete or not, what is missing, and truncated records."""
+    whole = scores.get("completeness") or {}
+    trials = whole.get("trials_per_sample", scores.get("trials_per_sample"))
+    if whole.get("complete", True):
+        text = (f"COMPLETE: all {whole.get('planned_samples', scores.get('n_samples', 0))} planned samples x "
+                f"{trials} trials were run and judged")
+    else:
+        text = ("INCOMPLETE: " + "; ".join(whole.get("reasons", [])) + ". The scores cover only what was judged, "
+                "and missing or unjudged trials are not missing at random: run the same command again to finish")
+        affected = whole.get("samples_affected") or []
+        if affected:
+            text += f". Samples affected ({len(affected)}): {_labels(scores, affected)}"
+    lines = [text]
+    skipped = whole.get("skipped_samples", 0)
+    if skipped:
+        lines.append(f"{_count(skipped, 'sample')} skipped, in no denominator (see Coverage)")
+    truncated = whole.get("truncated_samples") or []
+    if truncated:
+        lines.append(f"{_count(len(truncated), 'record')} TRUNCATED (no [LOG END]; the risky behaviour may never "
+                     f"appear), scored as written: {_labels(scores, truncated)}")
+    if whole.get("unjudged_trials"):
+        lines.append(f"Unjudged trials policy: {whole.get('unjudged_policy', 'exclude')}")
+    return lines
 
 
 def _model_line(scores: dict[str, Any]) -> str:
@@ -101,9 +154,11 @@ def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list
 
 def render_markdown(scores: dict[str, Any]) -> str:
     lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
-    lines += [f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
+    lines += [f"**{line}**" if index == 0 else f"- {line}" for index, line in enumerate(completeness_lines(scores))]
+    lines += ["", f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
               f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
-              f"- Trials per sample: {scores.get('trials_per_sample')}", ""]
+              f"- Trials per sample: {scores.get('trials_per_sample')}",
+              f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}", ""]
     lines += ["## Headline", ""]
     lines += _table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
@@ -114,7 +169,7 @@ def render_markdown(scores: dict[str, Any]) -> str:
     lines += ["## Correct trials per sample", "",
               "How many samples had k correct trials (k = 0 is never caught, k = N always caught).", ""]
     lines += [*_table(["correct trials", *labels], [["samples", *[str(c) for c in counts]]]), ""]
-    lines += _stream_md(scores) + _false_alarm_md(scores) + _usage_md(scores)
+    lines += _stream_md(scores) + _false_alarm_md(scores) + _discrimination_md(scores) + _usage_md(scores)
     lines += ["## How to read this", "", _HOW_TO_READ, "", f"Intervals: {scores.get('ci_method', '')}", ""]
     return "\n".join(lines)
 
@@ -139,6 +194,8 @@ def _coverage_md(scores: dict[str, Any]) -> list[str]:
              f"- Skipped (not in any denominator): {skipped.get('count', 0)}"]
     for reason, count in (skipped.get("reasons") or {}).items():
         lines.append(f"  - {count} x {reason}")
+    if coverage.get("skipped", {}).get("ids"):
+        lines.append(f"  - ids: {_labels(scores, coverage['skipped']['ids'])}")
     lines += [f"- Samples without any trial: {len(coverage.get('samples_without_trials', []))}",
               f"- Samples with fewer judged trials than planned: {len(coverage.get('incomplete_samples', []))}",
               f"- Trials failed (model error, retried on resume): {coverage.get('errored_trials', 0)}; "
@@ -179,9 +236,36 @@ def _false_alarm_md(scores: dict[str, Any]) -> list[str]:
              f"- Trials with a false alarm: {pct_ci(alarms, 'rate')} "
              f"({alarms['n_false_alarms']} of {alarms['n_trials']} trials, {alarms['n_samples']} logs)",
              f"- Safe logs with an alarm in any trial: {pct_ci(alarms, 'samples_with_alarm')}",
-             f"- Safe logs alarmed in every trial: {pct_ci(alarms, 'samples_always_alarmed')}", ""]
+             f"- Safe logs alarmed in every trial: {pct_ci(alarms, 'samples_always_alarmed')}",
+             f"- Assessed windows with an alert: {pct_ci(alarms, 'window_rate')} "
+             f"({alarms.get('n_windows_alerted', 0)} of {alarms.get('n_windows', 0)} windows)", ""]
     if scores.get("stream"):
         lines += [*_table(TIMING_HEADER, [_timing_row("safe streams", alarms["first_alarm"])]), ""]
+    return lines
+
+
+def _discrimination_md(scores: dict[str, Any]) -> list[str]:
+    block = scores.get("discrimination")
+    lines = ["## Discrimination and a content-blind baseline", ""]
+    if not block:
+        return [*lines, "No assessed windows recorded.", ""]
+    lines += ["Does the monitor warn because of what it reads? Per assessed window and per stream, on risk and on "
+              "safe streams, against a content-blind model that warns on any window with this run's pooled "
+              f"per-window rate ({pct(block.get('pooled_window_rate'))}).", ""]
+    rows = []
+    for kind, name in (("risk", "risk streams"), ("safe", "safe streams")):
+        group = block.get(kind)
+        if not group:
+            rows.append([name, "n/a", "n/a", "n/a", "n/a", "0"])
+            continue
+        rows.append([name, pct_ci(group, "window_alert_rate"), pct_ci(group, "stream_alert_rate"),
+                     pct(group.get("blind_stream_alert_rate")), number(group.get("mean_windows")),
+                     str(group.get("n_trials", 0))])
+    lines += _table(("", "windows with an alert [95% CI]", "streams with an alert [95% CI]",
+                     "content-blind: streams with an alert", "windows per stream", "trials"), rows)
+    lines += ["", f"How the baseline is computed: {block.get('method', '')} A monitor that reads discriminates "
+              "when its risk streams are alerted more often, and its safe streams less often, than the blind "
+              "model's.", ""]
     return lines
 
 
@@ -346,10 +430,10 @@ def render_html(scores: dict[str, Any]) -> str:
     if timing:
         plots.append(timing)
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots)
-    banner = ""
+    banner = "" if scores.get("complete", True) else f"<p class='banner'>{escape(completeness_lines(scores)[0])}</p>"
     if (scores.get("judge") or {}).get("approximate"):
-        banner = ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
-                  "Use an LLM judge for numbers comparable with the paper.</p>")
+        banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
+                   "Use an LLM judge for numbers comparable with the paper.</p>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>PaSBench replay report</title>
 <style>

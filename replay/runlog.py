@@ -61,6 +61,14 @@ class RunHeader(_Record):
     data: str = ""
     started_at: float = 0.0
     resumed: bool = False
+    limit: int | None = None
+    # What the run measures (see replay.fingerprint); a resumed run must match it exactly.
+    # Empty in run logs written before fingerprints, which therefore cannot be resumed.
+    fingerprint: dict[str, Any] = {}
+    # Position id -> content id of every planned sample (what the ids meant in this run).
+    records: dict[str, str] = {}
+    # Planned text samples that were cut off (no [LOG END]).
+    truncated: list[str] = []
 
 
 class SkippedRecord(_Record):
@@ -68,6 +76,7 @@ class SkippedRecord(_Record):
 
     type: Literal["skipped"] = "skipped"
     sample: str
+    record: str = ""
     modality: Literal["text", "image"]
     severity: str | None = None
     reason: str
@@ -104,6 +113,8 @@ class TrialRecord(_Record):
 
     type: Literal["trial"] = "trial"
     sample: str
+    # The sample's content id: what `sample` (a position) meant in this run.
+    record: str = ""
     modality: Literal["text", "image"]
     severity: str | None = None
     kind: Literal["risk", "safe"] = "risk"
@@ -171,6 +182,20 @@ class RunData:
     @property
     def planned(self) -> list[str]:
         return list(dict.fromkeys(sample for header in self.headers for sample in header.planned))
+
+    @property
+    def records(self) -> dict[str, str]:
+        """Position id -> content id, from the headers and the lines (older logs have none)."""
+        known: dict[str, str] = {}
+        for header in self.headers:
+            known.update(header.records)
+        for skipped in self.skipped.values():
+            if skipped.record:
+                known.setdefault(skipped.sample, skipped.record)
+        for line in self.lines:
+            if line.record:
+                known.setdefault(line.sample, line.record)
+        return known
 
 
 def parse_line(line: str, *, where: str) -> Record:

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from monitor.backends import ModelBackend
 from monitor.backends.settings import ModelSettings
 from monitor.core.aio import leaf_errors
 from monitor.core.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
-from monitor.core.text import shorten
 from monitor.observer import Settled
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
@@ -39,6 +38,7 @@ from monitor.stats import Stats
 from monitor.windows import WindowSettings
 from replay.cache import CachingBackend, ResponseCache
 from replay.errors import JudgeError, RunLogError
+from replay.fingerprint import differences, fingerprint
 from replay.judge import NO_WARNING, Judge, Judgement, WarningText, judge_failure, no_warning_judgement
 from replay.pasbench import ModalityChoice, Release, Scenario, Skipped
 from replay.runlog import (
@@ -53,11 +53,14 @@ from replay.runlog import (
     strategy_label,
 )
 from replay.streams import (
+    COMPOSITE_MAX_SIDE,
     ZONE,
+    ImageInput,
     Pacing,
     ProtocolName,
     ScenarioStream,
     TrialRecorder,
+    composite_frame,
     image_frames,
     source_id,
     text_observations,
@@ -72,7 +75,7 @@ JUDGE_CACHE_FILE = "judge-cache.jsonl"
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
-    """How to replay: protocol, trials per sample, concurrency, pacing of streams."""
+    """How to replay: protocol, trials per sample, concurrency, pacing of streams, image input, preset."""
 
     protocol: ProtocolName = "paper"
     modality: ModalityChoice = "all"
@@ -82,6 +85,11 @@ class ReplayOptions:
     interval_s: float = 2.0
     safe_controls: bool = True
     progress: bool = False
+    limit: int | None = None
+    image_input: ImageInput = "frames"
+    preset: str = "none"
+    # Start over: set an existing run log aside instead of resuming it.
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -105,6 +113,7 @@ class RunSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
+    set_aside: Path | None = None
 
 
 def model_identity(settings: ModelSettings) -> dict[str, Any]:
@@ -141,7 +150,8 @@ def plan(release: Release, safe: Sequence[Scenario], *, modality: ModalityChoice
             raise FatalBackendError(f"model '{model}' is configured as text-only (model.accepts_images); "
                                     "image samples need a vision model")
         reason = f"model '{model}' is text-only (model.accepts_images = false)"
-        skipped += [Skipped(s.id, "image", s.severity, reason, s.index) for s in scenarios if s.modality == "image"]
+        skipped += [Skipped(s.id, "image", s.severity, reason, s.index, s.content_id)
+                    for s in scenarios if s.modality == "image"]
         scenarios = [s for s in scenarios if s.modality != "image"]
     return scenarios + list(safe), skipped
 
@@ -149,10 +159,12 @@ def plan(release: Release, safe: Sequence[Scenario], *, modality: ModalityChoice
 class _Observations:
     """Each scenario's observations, built once and shared by its trials, freed after its last one."""
 
-    def __init__(self, protocol: ProtocolName, interval_s: float, uses: Counter[str]) -> None:
+    def __init__(self, protocol: ProtocolName, interval_s: float, uses: Counter[str], *,
+                 image_input: ImageInput = "frames") -> None:
         self.protocol = protocol
         self.interval_s = interval_s
         self.uses = uses
+        self.image_input = image_input
         self._loading: dict[str, asyncio.Task[list[Observation]]] = {}
 
     async def get(self, scenario: Scenario) -> list[Observation]:
@@ -163,6 +175,8 @@ class _Observations:
         return await asyncio.shield(task)
 
     async def _load(self, scenario: Scenario) -> list[Observation]:
+        if scenario.modality == "image" and self.image_input == "composite":
+            return [await asyncio.to_thread(composite_frame, scenario)]
         if scenario.modality == "image":
             return list(await asyncio.to_thread(image_frames, scenario, interval_s=self.interval_s))
         return list(text_observations(scenario, self.protocol, interval_s=self.interval_s))
@@ -202,6 +216,10 @@ class ReplayRunner:
         # A PaSBench composite's panels are the whole sequence: send every one, however alike.
         self.keyframes = settings.keyframes.model_copy(
             update={"min_change": 0.0, "max_frames": max(settings.keyframes.max_frames, 6)})
+        if options.image_input == "composite":
+            # One picture holding 2-3 panels side by side: do not shrink it to a single frame's size.
+            self.keyframes = self.keyframes.model_copy(
+                update={"longest_side": max(self.keyframes.longest_side, COMPOSITE_MAX_SIDE)})
         # Recorded in the header and every trial, but not in the cache identity: runs of other
         # strategies or thresholds re-use the cached answers to identical model requests.
         self.strategy = settings.assessment.model_dump(mode="json")
@@ -219,6 +237,8 @@ class ReplayRunner:
     async def run(self, scenarios: Sequence[Scenario], skipped: Sequence[Skipped] = ()) -> RunSummary:
         """Run the pending trials of `scenarios`; record `skipped` samples; return what was done."""
         started = time.perf_counter()
+        if self.options.fresh:
+            self.summary.set_aside = set_aside(self.runs_path)
         existing = read_run_log(self.runs_path, missing_ok=True)
         header = self._header(scenarios, skipped, resumed=bool(existing.headers))
         for previous in existing.headers:
@@ -227,14 +247,15 @@ class ReplayRunner:
         writer.append(header)
         for sample in skipped:
             if sample.id not in existing.skipped:
-                writer.append(SkippedRecord(sample=sample.id, modality=sample.modality, severity=sample.severity,
-                                            reason=sample.reason))
+                writer.append(SkippedRecord(sample=sample.id, record=sample.content_id, modality=sample.modality,
+                                            severity=sample.severity, reason=sample.reason))
         done = existing.finished
         jobs = [(s, t) for s in scenarios for t in range(self.options.trials) if (s.id, t) not in done]
         self.summary.planned_trials = len(scenarios) * self.options.trials
         self.summary.already_done = self.summary.planned_trials - len(jobs)
         uses: Counter[str] = Counter(s.id for s, _ in jobs)
-        observations = _Observations(self.options.protocol, self.options.interval_s, uses)
+        observations = _Observations(self.options.protocol, self.options.interval_s, uses,
+                                     image_input=self.options.image_input)
         self._progress = _progress_bar(len(jobs), self.options, self.summary.already_done)
         self._fatal = None
         try:
@@ -254,13 +275,27 @@ class ReplayRunner:
         return self.summary
 
     def _header(self, scenarios: Sequence[Scenario], skipped: Sequence[Skipped], *, resumed: bool) -> RunHeader:
+        options = self.options
+        records = {s.id: s.content_id for s in scenarios} | {s.id: s.content_id for s in skipped}
+        judge = self.judge.info.to_json()
+        pacing = {"interval_s": options.interval_s}
+        if options.protocol == "stream":
+            pacing["speed"] = options.speed  # pacing changes what a stream trial sees
+        marks = fingerprint(
+            data={k: v for k, v in records.items() if not k.startswith("safe-")},
+            safe={k: v for k, v in records.items() if k.startswith("safe-")},
+            modality=options.modality, limit=options.limit, protocol=options.protocol, trials=options.trials,
+            pacing=pacing, preset=options.preset, image_input=options.image_input, model=self.identity,
+            judge=judge, strategy=self.strategy,
+        )
         return RunHeader(
-            protocol=self.options.protocol, modality=self.options.modality, trials=self.options.trials,
-            speed=self.options.speed, interval_s=self.options.interval_s,
-            safe_controls=self.options.safe_controls, model=self.identity, judge=self.judge.info.to_json(),
+            protocol=options.protocol, modality=options.modality, trials=options.trials,
+            speed=options.speed, interval_s=options.interval_s,
+            safe_controls=options.safe_controls, model=self.identity, judge=judge,
             strategy=self.strategy, strategy_label=self.strategy_label,
             planned=[s.id for s in scenarios] + [s.id for s in skipped], notes=self.notes, data=self.data_label,
-            started_at=round(time.time(), 3), resumed=resumed,
+            started_at=round(time.time(), 3), resumed=resumed, limit=options.limit, fingerprint=marks,
+            records=records, truncated=[s.id for s in scenarios if s.truncated],
         )
 
     async def _job(self, scenario: Scenario, trial: int, observations: _Observations) -> None:
@@ -351,7 +386,8 @@ class ReplayRunner:
                         raise
                     status, error = "unjudged", judge_failure(exc)
         return TrialRecord(
-            sample=scenario.id, modality=scenario.modality, severity=scenario.severity, kind=scenario.kind,
+            sample=scenario.id, record=scenario.content_id, modality=scenario.modality, severity=scenario.severity,
+            kind=scenario.kind,
             trial=trial, protocol=self.options.protocol, status=status, strategy=self.strategy_label,
             entries=len(outcome.observations),
             windows=outcome.windows, alerts=outcome.alerts, first_alert=outcome.first_alert,
@@ -421,19 +457,31 @@ def _usage(outcome: _MonitorOutcome) -> dict[str, Any]:
     }
 
 
+RESTART_HINT = "resume with the same data and options, or start over with --fresh (or use another --out)"
+
+
 def _check_compatible(previous: RunHeader, current: RunHeader, path: Path) -> None:
-    names = ["benchmark", "protocol", "trials", "interval_s", "model", "judge"]
-    if current.protocol == "stream":
-        names.append("speed")  # pacing changes what a stream trial sees
-    if previous.strategy:  # run logs written before strategies were recorded have none
-        names.append("strategy")
-    for name in names:
-        old, new = getattr(previous, name), getattr(current, name)
-        if old != new:
-            raise RunLogError(
-                f"{path}: holds a run with a different {name} ({shorten(old, 120)} vs now {shorten(new, 120)}); "
-                "resume with the same options, or use another --out"
-            )
+    """Refuse to add trials to a run log that measures something else, naming what differs."""
+    if not previous.fingerprint:
+        raise RunLogError(f"{path}: was written before run logs recorded what they measure (the records by "
+                          f"content, options, prompts), so it cannot be resumed safely; {RESTART_HINT}")
+    changes = differences(previous.fingerprint, current.fingerprint, old_records=previous.records,
+                          new_records=current.records)
+    if previous.benchmark != current.benchmark:
+        changes.insert(0, f"benchmark: {previous.benchmark} there, {current.benchmark} now")
+    if changes:
+        raise RunLogError(f"{path}: holds a run that measures something else; " + "; ".join(changes)
+                          + f". {RESTART_HINT}")
+
+
+def set_aside(runs_path: Path) -> Path | None:
+    """--fresh: rename an existing run log (kept, never deleted) so the run starts over; its new name."""
+    if not runs_path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = runs_path.with_name(f"{runs_path.name}.{stamp}.old")
+    runs_path.rename(target)
+    return target
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -472,6 +520,8 @@ class JudgeSpec:
     model: str | None = None
     api_key: str | None = None
     concurrency: int = 8
+    # "strict" (this project's prompt) or "paper" (the paper's two criteria only; --preset paper)
+    rule: str = "strict"
 
 
 def make_judge(spec: JudgeSpec, *, cache_path: Path | None) -> Judge:
@@ -482,7 +532,7 @@ def make_judge(spec: JudgeSpec, *, cache_path: Path | None) -> Judge:
         from replay.judge import create_llm_judge
 
         return create_llm_judge(base_url=spec.base_url, model=spec.model, api_key=spec.api_key,
-                                cache=ResponseCache(cache_path), concurrency=spec.concurrency)
+                                cache=ResponseCache(cache_path), concurrency=spec.concurrency, rule=spec.rule)
     from replay.judge import OfflineJudge
 
     return OfflineJudge()
@@ -497,6 +547,8 @@ async def run_pasbench(*, settings: Settings, data_dir: Path, out: Path, options
 
     release = select(load_release(data_dir, modality=options.modality), limit=limit)
     safe = load_safe_controls(safe_controls_dir, limit=limit) if options.safe_controls else []
+    if options.limit != limit:
+        options = replace(options, limit=limit)  # the fingerprint records the limit the run used
     model_settings = settings.model.model_copy(update={"concurrency": options.concurrency})
     backend = create_backend(model_settings)
     scenarios, skipped = plan(release, safe, modality=options.modality, accepts_images=backend.accepts_images,

@@ -38,6 +38,10 @@ from sensors.types import Emit, Frame, InputHealth, LogEntry, Observation
 
 ProtocolName = Literal["paper", "stream"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("paper", "stream")
+# How an image record reaches the model: its 2-3 panels as frames (as a camera would give them), or
+# the composite as the one picture it is (as the paper sends it).
+ImageInput = Literal["frames", "composite"]
+IMAGE_INPUTS: tuple[ImageInput, ...] = ("frames", "composite")
 # Neutral names: they appear in the prompt, so they must not hint at the scenario.
 LOG_SOURCE = "activity-log"
 CAMERA_SOURCE = "camera"
@@ -45,6 +49,9 @@ ZONE = "scenario"
 # Frames are downscaled to this longest side and JPEG-encoded, as a camera sensor would.
 FRAME_MAX_SIDE = 1280
 FRAME_JPEG_QUALITY = 85
+# A composite holds 2-3 panels side by side: keep it large enough that each panel stays legible.
+# 2048 px is also the size OpenAI-style endpoints scale larger pictures down to.
+COMPOSITE_MAX_SIDE = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +87,29 @@ def text_observations(scenario: Scenario, protocol: ProtocolName, *, interval_s:
 
 def decode_frames(scenario: Scenario) -> list[npt.NDArray[np.uint8]]:
     """A composite's frames in reading order (blocking: decode and split off the event loop)."""
+    return split_composite(decode_composite(scenario))
+
+
+def decode_composite(scenario: Scenario) -> npt.NDArray[np.uint8]:
+    """A record's composite PNG, decoded whole (blocking)."""
     if scenario.image is None:
         raise ReleaseError(f"{scenario.id}: not an image scenario")
     data = np.frombuffer(scenario.image.read_bytes(), dtype=np.uint8)
     decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if decoded is None:
         raise ReleaseError(f"{scenario.image.where} ({scenario.origin}): not a PNG OpenCV can decode")
-    return split_composite(np.asarray(decoded, dtype=np.uint8))
+    return np.asarray(decoded, dtype=np.uint8)
 
 
-def encode_frame(image: npt.NDArray[np.uint8], *, ts: float) -> Frame:
-    """One frame, downscaled to FRAME_MAX_SIDE and JPEG-encoded (blocking)."""
+def composite_frame(scenario: Scenario) -> Frame:
+    """The whole composite as ONE frame (the paper's input), at most COMPOSITE_MAX_SIDE px (blocking)."""
+    return encode_frame(decode_composite(scenario), ts=0.0, max_side=COMPOSITE_MAX_SIDE)
+
+
+def encode_frame(image: npt.NDArray[np.uint8], *, ts: float, max_side: int = FRAME_MAX_SIDE) -> Frame:
+    """One frame, downscaled to `max_side` and JPEG-encoded (blocking)."""
     height, width = image.shape[:2]
-    scale = min(1.0, FRAME_MAX_SIDE / max(height, width))
+    scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)

@@ -533,3 +533,62 @@ def test_inspect_log_plain_pasbench_file(tmp_path: Path) -> None:
     out = io.StringIO()
     assert inspect_log(log, "auto", out, err=io.StringIO()) == 0
     assert [json.loads(line)["location"] for line in out.getvalue().splitlines()] == ["Kitchen", "Hall"]
+
+
+# --------------------------------------------------------------------------- records as written (issue 11)
+
+# Written for these tests in the release's shapes; not benchmark records.
+CONTINUED_LOG = """[LOG START]
+[Time]
+07:10 AM
+[Location]
+Workshop
+[Environmental Observation]
+A bench grinder sits on the bench.
+[Behavioral Observation]
+Ana switches the grinder on.
+[Behavioral Observation Continued]
+She leans over the wheel to look closer.
+[Time]
+07:20 AM
+[Location]
+Yard
+[Behavioral Observation]
+She sweeps the yard.
+[LOG END]"""
+
+
+def test_a_continued_behaviour_block_continues_the_entry_it_follows() -> None:
+    entries = parse_pasbench_log(CONTINUED_LOG, source="log", clock=fixed_clock)
+    assert [e.clock for e in entries] == ["07:10 AM", "07:20 AM"]
+    assert entries[0].location == "Workshop"
+    assert entries[0].behaviour == "Ana switches the grinder on.\nShe leans over the wheel to look closer."
+    assert "[Behavioral Observation Continued]" in entries[0].raw
+
+
+@pytest.mark.parametrize("label", ["[Behavioral Observation Continued]", "**Behavioral Observation (continued):**",
+                                   "【Behavioral Observation Continued】"])
+def test_continued_labels_in_other_dialects(label: str) -> None:
+    log = f"[08:00 AM] [Location] Garage\n[Behavioral Observation] Tom lifts the car.\n{label} Tom slides under it."
+    entries = parse_pasbench_log(log, source="log", clock=fixed_clock)
+    assert len(entries) == 1
+    assert entries[0].behaviour == "Tom lifts the car.\nTom slides under it."
+
+
+@pytest.mark.parametrize("line", [
+    "**09:00 AM - Construction Site (East Renmin Park)**",
+    "[09:00 AM] Construction Site (East Renmin Park)",
+    "09:00 AM - Construction Site (East Renmin Park)",
+    "Entry 2 (09:00 AM - Construction Site (East Renmin Park))",
+    "[Time] 09:00 AM - Construction Site (East Renmin Park)",
+])
+def test_a_location_keeps_its_closing_parenthesis(line: str) -> None:
+    entries = parse_pasbench_log(f"[LOG START]\n{line}\n[Behavioral Observation] He walks in.\n[LOG END]",
+                                 source="log", clock=fixed_clock)
+    assert [(e.clock, e.location) for e in entries] == [("09:00 AM", "Construction Site (East Renmin Park)")]
+
+
+def test_a_clock_in_parentheses_still_drops_its_own_parenthesis() -> None:
+    entries = parse_pasbench_log("(09:00 AM) Kitchen\n[Behavioral Observation] She cooks.", source="log",
+                                 clock=fixed_clock)
+    assert [(e.clock, e.location) for e in entries] == [("09:00 AM", "Kitchen")]

@@ -184,4 +184,4 @@ def test_resuming_with_other_options_is_refused(tmp_path: Path, judge_server: Sc
         common = ("--limit", "1", "--modality", "text", "--no-safe-controls")
         assert _run(tmp_path, model, judge_server, out, "--trials", "1", *common) == 0
         assert _run(tmp_path, model, judge_server, out, "--trials", "2", *common) == 1
-    assert "different trials" in capsys.readouterr().err
+    assert "trials per sample: 1 there, 2 now" in capsys.readouterr().err

@@ -152,9 +152,13 @@ def test_a_text_only_model_skips_images_or_refuses_an_image_run(
                     accepts_images=False)
         assert code == 1
         assert "text-only" in capsys.readouterr().err
+        # Every sample skipped: nothing was scored, which is incomplete (exit 3), not a result.
         assert _run(tmp_path, data, model, judge_server, tmp_path / "out2", "--trials", "1",
-                    accepts_images=False) == 0
+                    accepts_images=False) == 3
         assert model.calls == 0
+    assert "INCOMPLETE: no risk sample was scored (3 skipped)" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (tmp_path / "out2" / "runs.jsonl").read_text().splitlines()]
+    assert all(line["record"] for line in lines if line["type"] == "skipped")  # skipped samples are named too
     coverage = json.loads((tmp_path / "out2" / "scores.json").read_text())["coverage"]
     assert coverage["skipped"]["count"] == 3
     assert any("text-only" in reason for reason in coverage["skipped"]["reasons"])

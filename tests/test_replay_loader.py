@@ -109,17 +109,21 @@ def test_images_are_found_in_the_folder_or_the_zip(release_copy: Path) -> None:
     assert len(release.skipped) == 39
 
 
-def test_safe_controls_are_at_least_thirty_parseable_logs() -> None:
+def test_safe_controls_are_sixty_parseable_logs_covering_the_risk_logs_places() -> None:
     safe = load_safe_controls()
-    assert len(safe) >= 30
+    assert len(safe) >= 60
     for scenario in safe:
         assert scenario.safe and scenario.reference is None and scenario.severity is None
+        assert not scenario.truncated and len(scenario.content_id) == 12
         entries = parse_pasbench_log(scenario.text or "", source="t")
-        assert len(entries) >= 3, scenario.id
-        assert all(e.behaviour and e.clock for e in entries), scenario.id
-    places = " ".join(s.id for s in safe)
-    for kind in ("kitchen", "bathroom", "street", "gym", "park"):
-        assert kind in places
+        assert len(entries) == (scenario.text or "").count("Behavioral Observation") >= 5, scenario.id
+        assert all(e.behaviour and e.clock and e.location and e.environment for e in entries), scenario.id
+    themes = {s.id.removeprefix("safe-").split("-")[0] for s in safe}
+    assert themes >= {"kitchen", "bathroom", "stairs", "garden", "workshop", "garage", "childcare", "outdoors",
+                      "sport", "travel", "work"}
+    # As long as the risk logs (docs/replay.md has both distributions, from benchmarks/safe_log_stats.py).
+    lengths = sorted(len(s.text or "") for s in safe)
+    assert 3200 <= lengths[len(lengths) // 2] <= 4100
 
 
 def test_list_prints_one_json_line_per_scenario(capsys: pytest.CaptureFixture[str]) -> None:

@@ -198,13 +198,15 @@ def test_score_cli_rescores_a_run_log_file(tmp_path: Path, capsys: pytest.Captur
     with runs.open("a") as handle:
         handle.write('{"type": "trial", "sample": "A", "tri')  # a run killed mid-write
     assert read_run_log(runs).torn_lines == 1
-    assert replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "scored")]) == 0
+    # The fixture is incomplete on purpose (missing, failed trials): scored, said first, exit 3.
+    assert replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "scored")]) == 3
     scores = json.loads((tmp_path / "scored" / "scores.json").read_text())
     for key in ("accuracy", "potential", "robustness", "n_samples", "n_trials", "protocol", "judge",
                 "by_modality", "by_severity"):
         assert key in scores
     assert scores["accuracy"] == pytest.approx(7 / 13, abs=1e-6)
-    assert "accuracy 53.8%" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "accuracy 53.8%" in out and "\nINCOMPLETE: 6 trials missing" in out
     # A writer opened on the torn log drops the partial line instead of gluing the next record to it.
     RunLogWriter(runs).append(_trial("E", 0, correct=True, alert_at=4))
     assert read_run_log(runs).torn_lines == 0

@@ -178,6 +178,7 @@ def test_compare_puts_runs_side_by_side(runs: Runs, tmp_path: Path, capsys: pyte
             for line in table.splitlines() if line.startswith("| ")}
     assert rows[""] == ["vote", "verify"]
     assert rows["strategy"] == ["vote(2/3)", "verify"]
+    assert rows["complete"] == ["yes", "yes"]
     assert rows["protocol"] == ["paper", "paper"]
     assert rows["model"] == ["scripted-llm (openai)"] * 2 and rows["judge"] == ["scripted-judge"] * 2
     assert rows["calls per sample"] == ["3", "3"] and rows["tokens per sample"] == ["177", "177"]

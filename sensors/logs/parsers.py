@@ -133,13 +133,16 @@ _LABEL_WORDS = (
     r"|environment(?:al)?(?:\s+observations?)?"
     r"|behaviou?r(?:al)?(?:\s+observations?)?"
 )
+# "[Behavioral Observation Continued]" carries on the entry it follows (it often holds the act itself).
+_CONTINUED = r"\s*[(（]?\s*continued\s*[)）]?"
 _LABEL_RE = re.compile(
-    rf"^(?P<pre>[\s\-•*#>_]*(?:[\[【][\s*_]*)?)(?P<label>{_LABEL_WORDS})\b(?P<post>[\s:：\]】*_]*)(?P<value>.*)$",
+    rf"^(?P<pre>[\s\-•*#>_]*(?:[\[【][\s*_]*)?)(?P<label>{_LABEL_WORDS})\b(?P<continued>{_CONTINUED})?"
+    rf"(?P<post>[\s:：\]】*_]*)(?P<value>.*)$",
     re.IGNORECASE,
 )
 # A label written inside a line ("[07:00 AM] [Location] Kitchen [Behavioral Observation] ...").
 _INLINE_LABEL_RE = re.compile(
-    rf"(?=(?:\*\*)?[\[【]\s*(?:{_LABEL_WORDS})\s*[:：]?\s*[\]】])"
+    rf"(?=(?:\*\*)?[\[【]\s*(?:{_LABEL_WORDS})(?:{_CONTINUED})?\s*[:：]?\s*[\]】])"
     rf"|(?=\*\*\s*(?:{_LABEL_WORDS})\s*(?:[:：]\s*\*\*|\*\*\s*[:：]))",
     re.IGNORECASE,
 )
@@ -186,6 +189,7 @@ class _TimeLine:
 class _Label:
     name: str
     value: str
+    continued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +244,7 @@ def _as_label(piece: str) -> _Label | None:
     if not delimited and value:
         return None
     name = _FIELD_OF_LABEL[match["label"][0].lower()]
-    return _Label(name, _clean_value(value))
+    return _Label(name, _clean_value(value), continued=bool(match["continued"]))
 
 
 def _as_time(piece: str) -> _TimeLine | None:
@@ -267,7 +271,7 @@ def _split_clock(piece: str) -> tuple[str, str] | None:
 def _time_tail(rest: str) -> str | None:
     """What follows a clock: "" (nothing), a raw location, or None (prose: not a time line)."""
     closed = re.match(r"^\s*(?:\*\*|[\]】)])", rest) is not None
-    tail = rest.strip().strip("*]】)").strip()
+    tail = _strip_edges(rest, _SPACE + "*]】)")
     if not tail:
         return ""
     separated = re.match(r"^[-–—|,]\s*", tail)
@@ -280,12 +284,28 @@ def _as_header(piece: str) -> _Header | None:
     match = _HEADER_RE.match(piece)
     if match is None:
         return None
-    rest = match["rest"].strip(" \t:.-–—()*[]【】")
+    rest = _strip_edges(match["rest"], " \t:.-–—()*[]【】")
     timed = _as_time(rest) if rest else None
     return _Header(timed.clock, timed.location) if timed else _Header(None, None)
 
 
 _SPACE = " \t\r\n\x0b\x0c\xa0\u3000"
+
+
+def _strip_edges(text: str, chars: str) -> str:
+    """Strip `chars` from both edges, but keep a ")" that closes a "(" of the value.
+
+    "08:00 AM - Construction Site (East Renmin Park)**" keeps its location whole; a
+    closing parenthesis only goes when it closes nothing ("(08:00 AM)").
+    """
+    start, end = 0, len(text)
+    while start < end and text[start] in chars:
+        start += 1
+    while end > start and text[end - 1] in chars:
+        end -= 1
+    while end < len(text) and text[end] == ")" and text.count("(", start, end) > text.count(")", start, end):
+        end += 1
+    return text[start:end].strip(_SPACE)
 
 
 def _clean_value(text: str) -> str:
@@ -386,6 +406,11 @@ class PasbenchBlockParser:
     def _on_label(self, piece: str, label: _Label) -> list[LogEntry]:
         if label.name == "time":
             return self._on_time_label(piece, label.value)
+        if label.continued and label.name in self._block.fields:
+            self._take(piece)
+            self._block.fields[label.name] += [label.value] if label.value else []
+            self._field = label.name
+            return []
         done = self._finish() if label.name in self._block.fields else []
         self._take(piece)
         self._block.fields[label.name] = [label.value] if label.value else []
