@@ -98,3 +98,40 @@ async def test_a_killed_embedded_server_is_started_again_for_the_next_call() -> 
     finally:
         await backend.close()
     assert backend._process is None
+
+
+def test_the_embedded_server_dies_with_a_killed_monitor(tmp_path: Path) -> None:
+    """A monitor killed with SIGKILL leaves no model server behind (300 MB and a port)."""
+    import signal
+    import time
+
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from monitor.backends import create_backend\n"
+        "from monitor.backends.settings import ModelSettings\n"
+        "async def main():\n"
+        "    backend = create_backend(ModelSettings())\n"
+        "    await backend.start()\n"
+        "    print('PID', backend._process.pid, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    monitor = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert monitor.stdout is not None
+        line = next(line for line in monitor.stdout if line.startswith("PID "))
+        server_pid = int(line.split()[1])
+        assert Path(f"/proc/{server_pid}").exists()
+    finally:
+        monitor.send_signal(signal.SIGKILL)
+        monitor.wait(10)
+        if monitor.stdout is not None:
+            monitor.stdout.close()
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # A zombie is gone from the process table once init reaps it; a live server would still have a cmdline.
+    status = Path(f"/proc/{server_pid}/status")
+    assert not status.exists() or "zombie" in status.read_text().lower()

@@ -30,6 +30,20 @@ from monitor.core.resources import package_dir
 
 log = structlog.get_logger(__name__)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Runs `python -m llama_cpp.server ARGS` so that, on Linux, the kernel stops the server when the
+# monitor dies by any means (SIGKILL, OOM): an orphaned server would hold ~300 MB and a port.
+_DIE_WITH_PARENT = """\
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # not Linux: the monitor's own close() still stops the server
+if os.getppid() != parent:
+    sys.exit("the monitor exited before its model server started")
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 def bundled_gguf() -> Path:
@@ -93,7 +107,7 @@ class EmbeddedBackend:
         port = free_port()
         self._server_log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log")  # noqa: SIM115
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()),
             "--model", str(gguf), "--model_alias", self.model,
             "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(self.settings.embedded.n_ctx),
