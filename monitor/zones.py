@@ -181,13 +181,8 @@ class ZoneStatus(Observer):
 
     def alert_event(self, event: AlertEvent) -> None:
         """Open or close the event's alert (idempotent: the MQTT sink and the pipeline both report it)."""
-        alert = event.alert
-        book = self._book(alert.zone)
-        if event.type == "end":
-            book.open.pop(alert.id, None)
-        else:
-            book.open[alert.id] = alert
-        self._update(alert.zone)
+        self._apply(event)
+        self._update(event.alert.zone)
 
     # -- PipelineObserver --------------------------------------------------------------------
     def observation_received(self, zone: str, observation: Observation) -> None:
@@ -203,6 +198,10 @@ class ZoneStatus(Observer):
             book.last_error = f"{settled.error.kind}: {shorten(settled.error, _ERROR_CHARS)}"
         else:
             self._covered(book, window)
+        if settled.event is not None:
+            # The window's verdict and its alert are one change: an unknown or blind zone whose first good
+            # window warns goes straight to hazard, never through a "clear" that would read "Safe".
+            self._apply(settled.event)
         self._update(window.zone)
 
     def alert_published(self, event: AlertEvent) -> None:
@@ -214,6 +213,13 @@ class ZoneStatus(Observer):
         if book is None:
             book = self._books[zone] = _Book(monitoring=self.controls.is_monitoring(zone))
         return book
+
+    def _apply(self, event: AlertEvent) -> None:
+        book = self._book(event.alert.zone)
+        if event.type == "end":
+            book.open.pop(event.alert.id, None)
+        else:
+            book.open[event.alert.id] = event.alert
 
     def _covered(self, book: _Book, window: Window) -> None:
         now = self._clock()

@@ -222,3 +222,20 @@ def test_stats_json_carries_each_zone_and_its_last_assessment() -> None:
     assert body["kitchen"]["state"] == "clear" and body["kitchen"]["last_assessed_at"].endswith("+00:00")
     assert body["garage"]["state"] == "unknown" and body["garage"]["last_assessed_at"] is None
     assert t.status.last_success_at() == t.clock.now
+
+
+def test_a_first_window_that_warns_goes_straight_to_hazard_never_through_clear() -> None:
+    """The verdict settles before its alert is published; were they two changes, an unknown or blind zone would
+    flash "clear" (Home Assistant: "Safe") for a moment before "hazard"."""
+    t = Tracker(blind_after_s=10)
+    t.observe()
+    t.fail(t.window())
+    t.tick(10)
+    assert t.state().state == "blind"
+    assessment = Assessment.model_validate({"danger": True, "severity": "critical", "hazard": "hot oil fire",
+                                            "reason": "Smoking oil.", "advice": "Turn it off.", "confidence": 0.9})
+    verdict = Verdict(assessment=assessment, model="m", usage=Usage())
+    t.status.window_settled(Settled(t.window(), verdict, None, AlertEvent("new", alert()), 0.1))
+    assert [c.state for c in t.changes] == ["unknown", "blind", "hazard"]
+    t.status.alert_published(AlertEvent("new", alert()))  # the pipeline reports it again once published
+    assert [c.state for c in t.changes] == ["unknown", "blind", "hazard"]

@@ -374,8 +374,10 @@ class Service:
         stats = self.stats
         open_alerts = len(self.alerts.open)
         sources = len(self.pipeline.sources) if self.pipeline else 0
+        blind = self.zones.blind()
         return (f"{self.state}: {sources} sources, {stats.windows_assessed} windows assessed, "
-                f"{open_alerts} open alerts, {sum(stats.model_errors.values())} model errors")
+                f"{open_alerts} open alerts, {sum(stats.model_errors.values())} model errors"
+                + (f", BLIND: {', '.join(blind)}" if blind else ""))
 
     def _wire_metrics(self) -> None:
         metrics = self.metrics

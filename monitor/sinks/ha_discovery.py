@@ -31,6 +31,8 @@ EVENT_TYPES = ("info", "warning", "critical")
 # say "Unsafe", never "Safe".
 HAZARD_ON = "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"
 PROBLEM_ON = "{{ 'OFF' if value_json.state in ['clear', 'hazard'] else 'ON' }}"
+# Home Assistant drops an attribute named `state`: the zone's state is `zone_state` there.
+PROBLEM_ATTRIBUTES = "{{ {'zone_state': value_json.state, 'reason': value_json.reason} | tojson }}"
 ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard'] else 'offline' }}"
 MANUFACTURER = "proactive-monitor"
 HUB = "hub"
@@ -210,7 +212,7 @@ class Discovery:
                 "name": "Monitoring problem", "device_class": "problem", "state_topic": t.state(zone),
                 "value_template": PROBLEM_ON, "payload_on": "ON", "payload_off": "OFF",
                 "json_attributes_topic": t.state(zone),
-                "json_attributes_template": "{{ {'state': value_json.state, 'reason': value_json.reason} | tojson }}",
+                "json_attributes_template": PROBLEM_ATTRIBUTES,
             }),
             ("event", "warning", {
                 "name": "Warning", "state_topic": t.event(zone), "event_types": list(EVENT_TYPES),
