@@ -65,6 +65,7 @@ FAILURES: dict[str, tuple[Action, str]] = {
     "http_500": (Action(status=500), "transient"),
     "http_429": (Action(status=429), "transient"),
     "http_401": (Action(status=401), "fatal"),
+    "invalid_reply": (reply({"danger": "perhaps"}), "malformed"),  # the model answers, but not an Assessment
     "hang": (reply(SAFE, delay_s=6.0), ""),  # answers long after the zone counts as blind
 }
 
@@ -95,9 +96,11 @@ async def test_a_zone_whose_model_fails_is_blind_on_mqtt_readyz_metrics_and_stat
                 status, ready = await asyncio.to_thread(daemon.json, "/readyz")
                 assert status == 503 and "zones" in ready["failed"]
                 assert ready["checks"]["zones"]["detail"]["kitchen"].startswith("blind: observations waited")
-                if kind:  # a failed call is a backend failure too; the models-list probe is not asked
+                if kind in ("transient", "fatal"):  # a failed call is a backend failure too; no probe is asked
                     assert "backend" in ready["failed"]
                     assert ready["checks"]["backend"]["detail"].startswith("the last model call failed")
+                elif kind == "malformed":  # the model answers, so only the zone's state tells
+                    assert ready["failed"] == ["zones"]
                 assert await asyncio.to_thread(metric, daemon, "monitor_zone_state", zone="kitchen",
                                                state="blind") == 1
                 assert await asyncio.to_thread(metric, daemon, "monitor_zone_state", zone="kitchen",
@@ -116,6 +119,63 @@ async def test_a_zone_whose_model_fails_is_blind_on_mqtt_readyz_metrics_and_stat
                 daemon.kill()
         states = [m.json()["state"] for m in rec.on(state_topic) if m.payload]
         assert "clear" not in states[: states.index("blind")]  # never "clear" while it could not see
+
+
+async def test_a_zone_whose_every_source_is_offline_is_blind(broker: Mosquitto, tmp_path: Path) -> None:
+    """A replayed log that has ended leaves its zone with no source online: nothing watches it any more, and the
+    zone says so at once (it used to keep saying "clear")."""
+    prefix = f"pm_test/{uuid.uuid4().hex[:8]}"
+    replay = tmp_path / "hall.jsonl"
+    replay.write_text(json.dumps({"ts": 1, "text": "Sam walks down the hall"}) + "\n")
+    with ScriptedOpenAIServer(default=reply(SAFE)) as server:
+        config = tmp_path / "monitor.toml"
+        config.write_text(f"""
+[model]
+backend = "openai"
+base_url = "{server.base_url}"
+model = "scripted-vlm"
+max_retries = 0
+
+[[sources]]
+id = "hall-replay"
+kind = "replay"
+path = "{replay}"
+format = "jsonl"
+interval_s = 1.0
+zone = "hall"
+
+[windows]
+min_interval_s = 0.0
+
+[sinks.stdout]
+enabled = false
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+topic_prefix = "{prefix}"
+reconnect_min_s = 0.05
+close_timeout_s = 3.0
+""")
+        async with Recorder(broker, f"{prefix}/hall/state") as rec:
+            daemon = Daemon(config, tmp_path)
+            try:
+                await asyncio.to_thread(daemon.start)
+                await rec.wait_for(state_is(rec, f"{prefix}/hall/state", "blind"), timeout=15, what="blind")
+                blind = rec.last(f"{prefix}/hall/state")
+                assert blind is not None
+                assert blind.json()["reason"] == "every source of the zone is offline: hall-replay"
+                status, ready = await asyncio.to_thread(daemon.json, "/readyz")
+                assert status == 503 and ready["failed"] == ["zones"]
+                # Its last observation was assessed as safe, yet nothing watches the hall now: blind, not clear.
+                await asyncio.to_thread(daemon.wait_log, "window assessed", zone="hall")
+                await asyncio.sleep(1.5)  # a few tracker refreshes
+                assert rec.last(f"{prefix}/hall/state").json()["state"] == "blind"  # type: ignore[union-attr]
+                daemon.signal(signal.SIGTERM)
+                assert await asyncio.to_thread(daemon.wait, 15) == 0
+            finally:
+                daemon.kill()
+        assert "clear" not in [m.json()["state"] for m in rec.messages if m.payload]
 
 
 def _after(messages: list[Received], start: int, topic: str) -> list[tuple[int, Received]]:
