@@ -66,7 +66,7 @@ FAILURES: dict[str, tuple[Action, str]] = {
     "http_429": (Action(status=429), "transient"),
     "http_401": (Action(status=401), "fatal"),
     "invalid_reply": (reply({"danger": "perhaps"}), "malformed"),  # the model answers, but not an Assessment
-    "hang": (reply(SAFE, delay_s=6.0), ""),  # answers long after the zone counts as blind
+    "hang": (reply(SAFE, delay_s=8.0), ""),  # answers long after the zone counts as blind
 }
 
 
