@@ -7,7 +7,9 @@ state, the one answer read wherever a person looks (the retained MQTT
 
 1. `off`: monitoring of the zone is switched off (wins over everything).
 2. `blind`: every source of the zone is offline, or observations have waited
-   `blind_after_s` with no successful assessment.
+   `blind_after_s` with no successful assessment. A source that has not been
+   online yet (a camera connecting at start-up) is waited for, up to
+   `blind_after_s`: meanwhile its zone is `unknown`.
 3. `hazard`: an alert of the zone is open.
 4. `unknown`: not assessed since start (or since monitoring was switched back on).
 5. `clear`: the last assessment found no hazard.
@@ -122,6 +124,8 @@ class ZoneStatus(Observer):
         self._wall = wall
         self._books: dict[str, _Book] = {}
         self._zones: list[str] = []
+        self._first_seen: dict[str, float] = {}  # source id -> when the tracker first saw it
+        self._been_online: set[str] = set()
         self.set_zones(zones)
         self.controls.listeners.append(self._control_changed)
 
@@ -191,6 +195,7 @@ class ZoneStatus(Observer):
         book.last_arrival = now
         if book.first_unjudged is None:
             book.first_unjudged = now
+        self._been_online.add(observation.source)  # it delivered: it is not merely starting
 
     def window_settled(self, settled: Settled) -> None:
         window, book = settled.window, self._book(settled.window.zone)
@@ -265,7 +270,11 @@ class ZoneStatus(Observer):
         if not self.controls.is_monitoring(zone):
             return "off", "monitoring is switched off"
         if (offline := self._all_offline(zone)) is not None:
-            return "blind", offline
+            starting, reason = offline
+            if not starting:
+                return "blind", reason
+            if not book.assessed:
+                return "unknown", reason
         if book.first_unjudged is not None and self._clock() - book.first_unjudged >= self.blind_after_s:
             return "blind", self._blind_reason(book)
         top = _top_alert(book.open.values())
@@ -275,12 +284,26 @@ class ZoneStatus(Observer):
             return "unknown", self._unknown_reason(book)
         return "clear", "the last assessment found no hazard"
 
-    def _all_offline(self, zone: str) -> str | None:
+    def _all_offline(self, zone: str) -> tuple[bool, str] | None:
+        """None while a source of the zone is online; else whether they are all still starting, and why.
+
+        A source that has never been online gets `blind_after_s` from when the tracker first saw it (a camera
+        connecting at start-up): until then its zone is waiting, not blind.
+        """
         sources = self.sources().get(zone, ())
+        now = self._clock()
+        for sid, health in sources:
+            self._first_seen.setdefault(sid, now)
+            if health.state == "online":
+                self._been_online.add(sid)
         if not sources or any(health.state == "online" for _, health in sources):
             return None
         parts = [f"{sid} ({shorten(h.last_error, _ERROR_CHARS)})" if h.last_error else sid for sid, h in sources]
-        return "every source of the zone is offline: " + ", ".join(parts)
+        starting = all(sid not in self._been_online and now - self._first_seen[sid] < self.blind_after_s
+                       for sid, _ in sources)
+        if starting:
+            return True, "waiting for the zone's sources to come online: " + ", ".join(parts)
+        return False, "every source of the zone is offline: " + ", ".join(parts)
 
     def _blind_reason(self, book: _Book) -> str:
         waited = f"observations waited {self.blind_after_s:g} s (health.blind_after_s) with no successful assessment"

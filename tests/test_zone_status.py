@@ -239,3 +239,24 @@ def test_a_first_window_that_warns_goes_straight_to_hazard_never_through_clear()
     assert [c.state for c in t.changes] == ["unknown", "blind", "hazard"]
     t.status.alert_published(AlertEvent("new", alert()))  # the pipeline reports it again once published
     assert [c.state for c in t.changes] == ["unknown", "blind", "hazard"]
+
+
+def test_a_source_that_has_not_come_online_yet_is_waited_for_then_the_zone_is_blind() -> None:
+    """A camera connecting at start-up reports offline until its first frame: its zone is unknown ("waiting"),
+    not blind, for up to blind_after_s; a camera that never comes up makes it blind after that."""
+    t = Tracker("porch", "garage", blind_after_s=30)
+    t.health["porch"] = [("porch-cam", InputHealth("porch-cam", "offline", last_error="connection refused"))]
+    t.health["garage"] = [("garage-cam", InputHealth("garage-cam", "offline"))]
+    t.tick(0)
+    waiting = t.state("porch")
+    assert (waiting.state, waiting.reason) == (
+        "unknown", "waiting for the zone's sources to come online: porch-cam (connection refused)")
+    t.health["garage"] = [("garage-cam", InputHealth("garage-cam", "online"))]
+    t.tick(29)
+    assert t.state("porch").state == "unknown"
+    t.tick(1)
+    assert t.state("porch").state == "blind"
+    assert t.state("porch").reason == "every source of the zone is offline: porch-cam (connection refused)"
+    t.health["garage"] = [("garage-cam", InputHealth("garage-cam", "offline"))]  # was online once: blind at once
+    t.tick(0.1)
+    assert t.state("garage").state == "blind"
