@@ -3,24 +3,38 @@
 A warning about the same hazard in the same zone while an alert is open updates
 that alert (same id, `update` event) instead of creating a new one. An alert
 ends when no verdict has confirmed it for `dedup_ttl_s`.
+
+With a journal (the daemon's `<state_dir>/open-alerts.json`) the open alerts
+are written durably on every change. After a crash or a stop with alerts open,
+the next start ends each of them with the reason "monitor restarted", so a
+subscriber waiting for closure gets it rather than a hazard that stays open
+forever.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
+import structlog
 from pydantic import Field
 
 from monitor.assess.verdict import SEVERITY_RANK, Severity, Verdict, same_hazard
 from monitor.control import ZoneControls
 from monitor.core.config import PositiveFloat, Section
+from monitor.core.statefile import JsonStateFile
 from monitor.windows import Window
 
+log = structlog.get_logger("monitor.alerts")
+
 EventType = Literal["new", "update", "end"]
+OPEN_ALERTS_FILE = "open-alerts.json"
+RESTARTED = "monitor restarted"
+_JOURNAL_VERSION = 1
 
 
 class AlertSettings(Section):
@@ -75,6 +89,23 @@ class Alert:
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alert:
+        """The alert `to_json` wrote; KeyError, TypeError or ValueError when it is not one."""
+        severity = data["severity"]
+        if severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        tokens, timings = data.get("tokens") or {}, data.get("timings") or {}
+        return cls(
+            id=str(data["id"]), zone=str(data["zone"]), sources=tuple(str(s) for s in data["sources"]),
+            created_at=float(data["created_at"]), updated_at=float(data["updated_at"]), severity=severity,
+            hazard=str(data["hazard"]), reason=str(data["reason"]), advice=str(data["advice"]),
+            evidence=tuple(str(e) for e in data["evidence"]), confidence=float(data["confidence"]),
+            model=str(data["model"]), strategy=str(data["strategy"]), window_id=str(data["window_id"]),
+            latency_s=float(timings.get("model_latency_s", 0.0)), prompt_tokens=int(tokens.get("prompt", 0)),
+            completion_tokens=int(tokens.get("completion", 0)), updates=int(data.get("updates", 0)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
@@ -83,24 +114,86 @@ class AlertEvent:
     type: EventType
     alert: Alert
     at: float = field(default_factory=time.time)
+    end_reason: str | None = None  # why an `end` ended: not confirmed within the TTL, or a restart
 
     @property
     def message_id(self) -> str:
         return f"{self.alert.id}:{self.type}:{self.alert.updates}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
+        data = {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
+        if self.end_reason is not None:
+            data["end_reason"] = self.end_reason
+        return data
+
+
+class OpenAlertJournal:
+    """The open alerts, kept durably in the state dir so a restart can end them."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = JsonStateFile(path, what="open alerts file")
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> OpenAlertJournal:
+        return cls(state_dir / OPEN_ALERTS_FILE)
+
+    def load(self) -> list[Alert]:
+        """The alerts open when the previous run stopped; an unusable file is moved aside (none then)."""
+        document = self.file.load()
+        if document is None:
+            return []
+        try:
+            items = document["alerts"]
+            if not isinstance(items, list):
+                raise TypeError("'alerts' is not a list")
+            return [Alert.from_json(item) for item in items]
+        except (KeyError, TypeError, ValueError) as exc:
+            self.file.corrupt(f"not a list of alerts: {exc!r}")
+            return []
+
+    def record(self, alerts: Iterable[Alert]) -> None:
+        self.file.save({"version": _JOURNAL_VERSION, "alerts": [alert.to_json() for alert in alerts]})
+
+    async def flush(self) -> None:
+        await self.file.flush()
 
 
 class AlertManager:
     """Turns verdicts into alert events; holds the open alerts."""
 
     def __init__(self, settings: AlertSettings, *, controls: ZoneControls | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, journal: OpenAlertJournal | None = None) -> None:
         self.settings = settings
         self.controls = controls or ZoneControls()
         self.open: dict[str, Alert] = {}
+        self.journal = journal
         self._clock = clock
+
+    def end_previous_run(self) -> list[AlertEvent]:
+        """`end` events, reason "monitor restarted", for the alerts the journal says were open at the last stop.
+
+        The journal keeps them until `persist()` is called after these events were published, so a crash
+        in between ends them at the next start instead.
+        """
+        if self.journal is None:
+            return []
+        now = self._clock()
+        previous = self.journal.load()
+        if previous:
+            log.info("ending alerts left open by the previous run", alerts=[a.id for a in previous],
+                     path=str(self.journal.file.path))
+        return [AlertEvent("end", replace(a, updated_at=now, updates=a.updates + 1, reason=RESTARTED), at=now,
+                           end_reason=RESTARTED) for a in previous]
+
+    async def flush(self) -> None:
+        """Wait until the journal holds the latest open alerts (at shutdown)."""
+        if self.journal is not None:
+            await self.journal.flush()
+
+    def persist(self) -> None:
+        """Write the open alerts to the journal (every change does; the service calls it once at start)."""
+        if self.journal is not None:
+            self.journal.record(self.open.values())
 
     def warns(self, zone: str, verdict: Verdict) -> bool:
         assessment = verdict.assessment
@@ -121,6 +214,7 @@ class AlertManager:
         if existing is None:
             alert = self._new_alert(window, verdict, hazard, now)
             self.open[alert.id] = alert
+            self.persist()
             return AlertEvent("new", alert, at=now)
         updated = replace(
             existing,
@@ -138,6 +232,7 @@ class AlertManager:
             updates=existing.updates + 1,
         )
         self.open[updated.id] = updated
+        self.persist()
         return AlertEvent("update", updated, at=now)
 
     def _find_open(self, zone: str, hazard: str) -> Alert | None:
@@ -172,8 +267,13 @@ class AlertManager:
         """End every open alert not confirmed within the TTL."""
         now = self._clock()
         ended = [a for a in self.open.values() if now - a.updated_at >= self.settings.dedup_ttl_s]
-        return [self._end(alert, now) for alert in ended]
+        events = [self._end(alert, now) for alert in ended]
+        if events:
+            self.persist()
+        return events
 
     def _end(self, alert: Alert, now: float) -> AlertEvent:
         del self.open[alert.id]
-        return AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1), at=now)
+        reason = f"not confirmed for dedup_ttl_s={self.settings.dedup_ttl_s:g} s"
+        return AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1), at=now,
+                          end_reason=reason)

@@ -1,7 +1,7 @@
 """What the pipeline tells the world as it works: one observer protocol for every listener.
 
 The daemon's counters (`Stats`), its Prometheus histograms (`Metrics`), the audit
-log and replay's trial recorder all listen through the same four calls, so the
+log and replay's trial recorder all listen through the same five calls, so the
 pipeline itself keeps no books and has no modes. Observers run on the event loop
 and must be cheap; one that raises is logged and skipped, never allowed to stop
 the pipeline.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from monitor.assess.verdict import Verdict
     from monitor.core.errors import BackendError
     from monitor.windows import Window
+    from sensors.types import Observation
 
 log = structlog.get_logger("monitor.observer")
 
@@ -41,6 +42,8 @@ class Settled:
 class PipelineObserver(Protocol):
     """Receives the pipeline's events. Implement only what you need by subclassing `Observer`."""
 
+    def observation_received(self, zone: str, observation: Observation) -> None: ...
+
     def window_dropped(self, window: Window, reason: str) -> None: ...
 
     def window_settled(self, settled: Settled) -> None: ...
@@ -52,6 +55,9 @@ class PipelineObserver(Protocol):
 
 class Observer:
     """A PipelineObserver that ignores everything; subclasses override what they listen to."""
+
+    def observation_received(self, zone: str, observation: Observation) -> None:
+        return None
 
     def window_dropped(self, window: Window, reason: str) -> None:
         return None
@@ -71,6 +77,9 @@ class Observers(Observer):
 
     def __init__(self, observers: Sequence[PipelineObserver] = ()) -> None:
         self.observers = list(observers)
+
+    def observation_received(self, zone: str, observation: Observation) -> None:
+        self._each("observation_received", lambda o: o.observation_received(zone, observation))
 
     def window_dropped(self, window: Window, reason: str) -> None:
         self._each("window_dropped", lambda o: o.window_dropped(window, reason))

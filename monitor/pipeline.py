@@ -223,6 +223,7 @@ class Pipeline:
         if window is None:
             window = self.windows[zone] = self._new_window(zone)
         window.add(observation)
+        self.observers.observation_received(zone, observation)
         self._pending_since.setdefault(zone, time.monotonic())
         self._observe_age("capture", observation.ts)
         self._wake.set()

@@ -67,7 +67,8 @@ def test_run_tails_a_log_warns_and_stops_cleanly_on_signal(tmp_path: Path, signu
         process = subprocess.Popen(
             [sys.executable, "-m", "monitor", "run", "--config", str(config)],
             stdout=subprocess.PIPE, stderr=stderr_file, text=True,
-            env={**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json"},
+            # Its own state dir: an alert left open by one run is ended by the next run that shares it.
+            env={**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json", "MONITOR_SERVICE__STATE_DIR": str(tmp_path)},
         )
     try:
         wait_for(lambda: "monitor running" in errors.read_text())

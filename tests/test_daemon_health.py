@@ -27,6 +27,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Path) -> None:
+    """Readiness follows the real assessment calls: a failed call makes it 503 (with what failed), and only a
+    call that succeeds again makes it 200; the models-list probe, which answers while calls fail, is not asked."""
     log, alerts = tmp_path / "garage.jsonl", tmp_path / "alerts.jsonl"
     log.write_text("")
     server = KillableOpenAIServer(responder=responder()).start()
@@ -39,8 +41,9 @@ def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Pa
             assert status == 200 and health["alive"] is True and health["state"] == "running"
             status, ready = daemon.json("/readyz")
             assert status == 200 and ready["failed"] == []
-            assert set(ready["checks"]) == {"service", "sources", "backend", "sinks"}
+            assert set(ready["checks"]) == {"service", "sources", "zones", "backend", "sinks"}
             assert ready["checks"]["sources"]["detail"] == {"garage": "online"}
+            assert ready["checks"]["zones"]["detail"] == {"garage": "unknown: no observations since start"}
 
             before = scrape(daemon)
             texts = ["Sam climbs the ladder and leans out", "Sam waters the plants", "Sam leaves the stove on"]
@@ -50,23 +53,29 @@ def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Pa
             after = scrape(daemon)
 
             server.stop()
-            not_ready = wait_until(lambda: (r := daemon.json("/readyz"))[0] == 503 and r[1], timeout=10,
-                                   what="/readyz 503 after the model server stopped")
             append(log, "Sam sweeps the floor")  # fails: nobody answers
             daemon.wait_log("assessment failed")
+            not_ready = wait_until(lambda: (r := daemon.json("/readyz"))[0] == 503 and r[1], timeout=10,
+                                   what="/readyz 503 after a model call failed")
             failed = scrape(daemon)
 
             server = KillableOpenAIServer(responder=responder(), port=server.port).start()
+            still = daemon.json("/readyz")  # the server is back, but no call has succeeded yet
+            append(log, "Sam folds the laundry")
             back = wait_until(lambda: (r := daemon.json("/readyz"))[0] == 200 and r[1], timeout=10,
-                              what="/readyz 200 after the model server returned")
+                              what="/readyz 200 after a model call succeeded again")
             assert daemon.json("/healthz")[0] == 200
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(timeout=15) == 0
     finally:
         server.stop()
 
-    assert not_ready["failed"] == ["backend"] and "failed" in not_ready["checks"]["backend"]["detail"]
+    assert not_ready["failed"] == ["backend"]
+    assert not_ready["checks"]["backend"]["detail"].startswith("the last model call failed")
+    assert "transient" in not_ready["checks"]["backend"]["detail"]
+    assert still[0] == 503 and "probe" not in still[1]["checks"]["backend"]["detail"]
     assert back["ready"] is True
+    assert back["checks"]["zones"]["detail"] == {"garage": "hazard: critical hazard: unattended hot stove"}
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -79,6 +88,10 @@ def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Pa
     assert delta("monitor_alerts_total", type="new", severity="critical") == 1
     assert value(after, "monitor_open_alerts") == 2
     assert value(after, "monitor_source_up", source="garage") == 1
+    assert value(before, "monitor_zone_state", zone="garage", state="unknown") == 1
+    assert value(after, "monitor_zone_state", zone="garage", state="hazard") == 1
+    assert sum(value(after, "monitor_zone_state", zone="garage", state=s)
+               for s in ("clear", "hazard", "unknown", "off", "blind")) == 1
     for stage in ("capture", "gating", "queue_wait", "prompt_build", "model_call", "end_to_end"):
         assert delta("monitor_stage_latency_seconds_count", stage=stage) == 3, stage
     assert delta("monitor_stage_latency_seconds_count", stage="alert_publish") == 2

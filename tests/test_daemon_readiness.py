@@ -58,30 +58,79 @@ async def test_an_offline_source_or_sink_is_ready_only_within_its_grace_period()
     assert ok
 
 
-async def test_the_backend_is_ready_when_fresh_probed_when_idle_and_unready_when_failing() -> None:
-    clock, probe = Clock(), Probe()
+async def test_the_backend_is_probed_only_until_the_first_real_call() -> None:
+    """A monitor that has not called the model yet probes GET /models (with the key, shown without
+    credentials) and caches a failed probe briefly; from the first real call on, the probe is never asked."""
+    clock, probe = Clock(), Probe(ok=False)
     check = readiness(clock, probe)
-    status = backend(last_success_at=clock.now - 5)
+    status = backend()
 
     def snap() -> Snapshot:
         return Snapshot(state="running", sources={}, sinks={}, backend=status)
 
-    assert (await check.check(snap()))[0] and probe.calls == []  # answered 5 s ago
-    clock.now += 60  # idle past backend_fresh_s: probe GET /models, with the key, once
-    ok, body = await check.check(snap())
-    assert ok and probe.calls == [("http://user:pw@127.0.0.1:9/v1", "sk-secret")]
-    assert "user:pw" not in str(body) and "sk-secret" not in str(body)
-    status.last_error_at = clock.now + 1  # a call failed after the last success
-    clock.now += 20
-    probe.ok = False
     ok, body = await check.check(snap())
     assert not ok and body["failed"] == ["backend"]
+    assert probe.calls == [("http://user:pw@127.0.0.1:9/v1", "sk-secret")]
     assert "probe GET http://127.0.0.1:9/v1/models failed: connection refused" in body["checks"]["backend"]["detail"]
-    calls = len(probe.calls)
-    assert not (await check.check(snap()))[0] and len(probe.calls) == calls  # failure cached briefly
+    assert "user:pw" not in str(body) and "sk-secret" not in str(body)
+    assert not (await check.check(snap()))[0] and len(probe.calls) == 1  # failure cached briefly
     clock.now += 6
     probe.ok = True
-    assert (await check.check(snap()))[0]
+    ok, body = await check.check(snap())
+    assert ok and "idle; probe GET http://127.0.0.1:9/v1/models ok" in body["checks"]["backend"]["detail"]
+
+    status.last_success_at = clock.now
+    clock.now += 3600  # an hour of quiet after a real success: still ready, and no probe
+    calls = len(probe.calls)
+    ok, body = await check.check(snap())
+    assert ok and len(probe.calls) == calls
+    assert body["checks"]["backend"]["detail"].startswith("the last model call succeeded 3600.0 s ago")
+
+
+async def test_a_failing_real_call_is_not_ready_whatever_the_probe_says() -> None:
+    """The bug of issue 10: during 500s, 429s and 401s the models list still answers, and readiness said
+    "idle; probe GET .../models ok". Real call outcomes decide; the probe is not even asked."""
+    clock, probe = Clock(), Probe(ok=True)
+    check = readiness(clock, probe)
+    status = backend(last_success_at=clock.now - 100)
+    status.last_error_at, status.last_error = clock.now - 1, "transient: HTTP 500 from the model server"
+
+    ok, body = await check.check(Snapshot(state="running", sources={}, sinks={}, backend=status))
+    assert not ok and body["failed"] == ["backend"] and probe.calls == []
+    assert body["checks"]["backend"]["detail"] == (
+        "the last model call failed 1.0 s ago: transient: HTTP 500 from the model server")
+    clock.now += 600  # long after: still failing until a call succeeds
+    assert not (await check.check(Snapshot(state="running", sources={}, sinks={}, backend=status)))[0]
+    status.last_success_at = clock.now
+    assert (await check.check(Snapshot(state="running", sources={}, sinks={}, backend=status)))[0]
+
+
+async def test_a_hanging_call_is_not_ready() -> None:
+    """A call that waits longer than the attempt timeout has not failed yet, but the model does not answer."""
+    clock, probe = Clock(), Probe()
+    check = readiness(clock, probe)
+    status = backend(last_success_at=clock.now)
+    status.hung_after_s, status.oldest_call_s = 10.0, 4.0
+    snap = Snapshot(state="running", sources={}, sinks={}, backend=status)
+    assert (await check.check(snap))[0]
+    status.oldest_call_s = 12.5
+    ok, body = await check.check(snap)
+    assert not ok and body["checks"]["backend"]["detail"] == (
+        "a model call has waited 12.5 s (longer than model.attempt_timeout_s=10)")
+
+
+async def test_not_ready_while_a_zone_is_blind() -> None:
+    """`/readyz` is 503 while any zone is blind; unknown and off zones are not failures."""
+    clock, probe = Clock(), Probe()
+    check = readiness(clock, probe)
+    answered = backend(last_success_at=clock.now)
+    zones = {"kitchen": ("clear", "the last assessment found no hazard"),
+             "garage": ("off", "monitoring is switched off"), "hall": ("unknown", "no observations since start")}
+    assert (await check.check(Snapshot(state="running", sources={}, sinks={}, backend=answered, zones=zones)))[0]
+    zones["kitchen"] = ("blind", "every source of the zone is offline: cam")
+    ok, body = await check.check(Snapshot(state="running", sources={}, sinks={}, backend=answered, zones=zones))
+    assert not ok and body["failed"] == ["zones"]
+    assert body["checks"]["zones"]["detail"]["kitchen"] == "blind: every source of the zone is offline: cam"
 
 
 async def test_not_ready_while_starting_or_stopping_and_without_a_backend() -> None:

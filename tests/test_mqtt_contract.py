@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from monitor.mqtt.settings import MqttSettings
@@ -27,6 +28,10 @@ def fast_settings(broker: Mosquitto, **overrides: object) -> MqttSettings:
     return MqttSettings.model_validate(values)
 
 
+def iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
 async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) -> None:
     settings = fast_settings(broker, stats_interval_s=0.2)
     p = settings.topic_prefix
@@ -36,7 +41,10 @@ async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) ->
     async with Recorder(broker, f"{p}/#") as rec:
         await sink.start()
         await rec.wait_topic(f"{p}/available", b"online")
-        await rec.wait_topic(f"{p}/kitchen/state", b'{"state":"clear"}')
+        unknown = (await rec.wait_topic(f"{p}/kitchen/state")).json()
+        assert (unknown["state"], unknown["reason"]) == ("unknown", "no observations since start")
+        assert datetime.fromisoformat(unknown["since"]).tzinfo is not None
+        assert unknown["since"] == iso(unknown["since_epoch"])
 
         new = alert_event("kitchen", 1, severity="critical")
         await sink.publish(new)
@@ -49,17 +57,27 @@ async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) ->
             assert key in body, key
         assert (body["zone"], body["severity"], body["model"]) == ("kitchen", "critical", "scripted-vlm")
         assert body["timings"] == {"model_latency_s": 0.25}
+        # Times are ISO 8601; the epoch seconds stay under <key>_epoch.
+        assert (body["at"], body["at_epoch"]) == (iso(new.at), new.at)
+        assert (body["created_at"], body["created_at_epoch"]) == (iso(new.alert.created_at), new.alert.created_at)
+        assert body["updated_at"] == iso(new.alert.updated_at)
 
         event = (await rec.wait_topic(f"{p}/kitchen/event")).json()
         assert event["event_type"] == "critical" and event["alert_id"] == new.alert.id
-        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/state")) is not None and m.json()["state"] != "clear",
-                           what="hazard state")
+        assert (event["at"], event["at_epoch"]) == (iso(new.at), new.at)
+        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/state")) is not None
+                           and m.json()["state"] == "hazard", what="hazard state")
         state = rec.last(f"{p}/kitchen/state")
         assert state is not None
-        assert state.json() == {"state": "hazard", "hazard": new.alert.hazard, "severity": "critical",
-                                "alert_id": new.alert.id, "since": new.alert.created_at, "active_alerts": 1}
-        last_warning = (await rec.wait_topic(f"{p}/kitchen/last_warning")).json()
-        assert last_warning["text"] == f"{new.alert.hazard}: Turn off the burner now."
+        assert state.json() == {"state": "hazard", "reason": f"critical hazard: {new.alert.hazard}",
+                                "hazard": new.alert.hazard, "severity": "critical", "alert_id": new.alert.id,
+                                "since": iso(new.alert.created_at), "since_epoch": round(new.alert.created_at, 3),
+                                "active_alerts": 1}
+        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/last_warning")) is not None
+                           and m.json()["active"], what="the warning in last_warning")
+        last_warning = rec.last(f"{p}/kitchen/last_warning")
+        assert last_warning is not None
+        assert last_warning.json()["text"] == f"{new.alert.hazard}: Turn off the burner now."
 
         update = alert_event("kitchen", 1, kind="update", severity="critical", updates=1)
         end = alert_event("kitchen", 1, kind="end", severity="critical", updates=2)
@@ -71,20 +89,29 @@ async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) ->
         assert {a["id"] for a in alerts} == {new.alert.id}
         assert len({a["message_id"] for a in alerts}) == 3
         assert len(rec.on(f"{p}/kitchen/event")) == 1  # the HA event fires on new warnings only
-        await rec.wait_topic(f"{p}/kitchen/state", b'{"state":"clear"}')
+        # The zone was never assessed (a sink on its own sees no windows): unknown again, not "clear".
+        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/state")) is not None
+                           and m.json()["state"] == "unknown", what="unknown once the alert ended")
+        # The last-warning sensor clears when its alert ends.
+        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/last_warning")) is not None
+                           and m.json()["active"] is False and m.json()["text"] == "", what="last warning cleared")
 
         stats_message = (await rec.wait_topic(f"{p}/stats")).json()
         assert stats_message["windows_assessed"] == 3
         assert stats_message["tokens"] == {"prompt": 500, "completion": 0}
         assert stats_message["sources"] == {"kitchen-log": "online"}
         assert stats_message["mqtt"]["connected"] is True
+        assert stats_message["at"] == iso(stats_message["at_epoch"])
+        assert stats_message["zones"]["kitchen"]["state"] in ("unknown", "hazard")
         await rec.wait_for(lambda: len(rec.on(f"{p}/stats")) >= 2, what="a second periodic stats message")
 
         kept = await retained(broker, f"{p}/#")
         assert kept[f"{p}/available"].payload == b"online"
-        assert kept[f"{p}/kitchen/state"].payload == b'{"state":"clear"}'
+        assert kept[f"{p}/kitchen/state"].json()["state"] == "unknown"
+        assert kept[f"{p}/kitchen/last_warning"].json()["text"] == ""
         assert kept[f"{p}/kitchen/monitoring/state"].payload == b"ON"
         assert kept[f"{p}/kitchen/sensitivity/state"].payload == b"0.5"
+        assert kept[f"{p}/stats"].json()["mqtt"]["connected"] is True  # retained for HA's diagnostic sensors
         assert f"{p}/alerts" not in kept and f"{p}/kitchen/event" not in kept
 
         await sink.close()
@@ -102,10 +129,12 @@ async def test_a_rebuilt_sink_keeps_reporting_open_alerts(broker: Mosquitto, tmp
     async with Recorder(broker, f"{p}/+/state") as rec:
         await sink.start()
         kitchen = await rec.wait_topic(f"{p}/kitchen/state")
-        await rec.wait_topic(f"{p}/garage/state", b'{"state":"clear"}')
+        garage = await rec.wait_topic(f"{p}/garage/state")
         assert kitchen.json()["alert_id"] == open_alert.id and kitchen.json()["state"] == "hazard"
+        assert garage.json()["state"] == "unknown"
         await sink.publish(alert_event("kitchen", 3, kind="end", updates=1))
-        await rec.wait_topic(f"{p}/kitchen/state", b'{"state":"clear"}')
+        await rec.wait_for(lambda: (m := rec.last(f"{p}/kitchen/state")) is not None
+                           and "alert_id" not in m.json(), what="the kitchen's alert closed")
         await sink.close()
 
 

@@ -2,8 +2,9 @@
 
 - `/healthz`: the process and its event loop answer, and the pipeline's stages
   are making progress (the same test the systemd watchdog uses). 200 or 503.
-- `/readyz`: every source online or within its grace period, the model backend
-  answered recently (or, when idle, a `GET <base_url>/models` probe succeeds),
+- `/readyz`: every source online or within its grace period, no zone blind,
+  the model backend's last real call succeeded and none has hung (a monitor
+  that has never assessed anything probes `GET <base_url>/models` instead),
   every sink that reports a connection is connected. 200 or 503; the JSON body
   names each check and lists the failed ones.
 - `/metrics`: the Prometheus text format.
@@ -40,23 +41,31 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 
 @dataclass
 class BackendStatus:
-    """What readiness needs to know about the model backend. `api_key` is only sent, never shown."""
+    """What readiness needs to know about the model backend. `api_key` is only sent, never shown.
+
+    `last_error` describes the newest failed call; `oldest_call_s` is how long the longest call still
+    running has waited, and `hung_after_s` how long a call may take before it counts as hanging.
+    """
 
     name: str
     last_success_at: float | None
     last_error_at: float | None
     base_url: str | None
     api_key: str | None = field(default=None, repr=False)
+    last_error: str | None = None
+    oldest_call_s: float = 0.0
+    hung_after_s: float | None = None
 
 
 @dataclass
 class Snapshot:
-    """The service as readiness sees it at one moment."""
+    """The service as readiness sees it at one moment. `zones` maps each zone to its state and reason."""
 
     state: str  # starting | running | reloading | stopping | stopped
     sources: Mapping[str, bool]
     sinks: Mapping[str, bool | None]
     backend: BackendStatus | None
+    zones: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +131,7 @@ class Readiness:
         checks = {
             "service": Check(snapshot.state == "running" or snapshot.state == "reloading", snapshot.state),
             "sources": self._within_grace("source", snapshot.sources),
+            "zones": _zones(snapshot.zones),
             "backend": await self._backend(snapshot.backend),
             "sinks": self._within_grace("sink", snapshot.sinks),
         }
@@ -148,16 +158,23 @@ class Readiness:
         return Check(ok, detail)
 
     async def _backend(self, backend: BackendStatus | None) -> Check:
+        """Real assessment calls decide: the newest outcome, and no call hanging. The probe stands in only
+        for a monitor that has not called the model yet: a listed model says nothing about 500s, 429s,
+        401s or hangs on the calls that matter."""
         if backend is None:
             return Check(False, "not started")
         now = self._wall()
-        last_ok = max(backend.last_success_at or 0.0, self._probe_ok_at or 0.0)
-        failing = backend.last_error_at is not None and backend.last_error_at > last_ok
-        if last_ok and not failing and now - last_ok <= self.settings.backend_fresh_s:
-            return Check(True, f"answered {now - last_ok:.1f} s ago")
+        hung = backend.hung_after_s is not None and backend.oldest_call_s > backend.hung_after_s
+        if hung:
+            return Check(False, f"a model call has waited {backend.oldest_call_s:.1f} s "
+                                f"(longer than model.attempt_timeout_s={backend.hung_after_s:g})")
+        success, error = backend.last_success_at, backend.last_error_at
+        if error is not None and (success is None or error > success):
+            return Check(False, f"the last model call failed {now - error:.1f} s ago: {backend.last_error or 'error'}")
+        if success is not None:
+            return Check(True, f"the last model call succeeded {now - success:.1f} s ago")
         if backend.base_url is None:
-            # No endpoint to probe (the scripted backend): only its own failures count.
-            return Check(not failing, "last call failed" if failing else f"{backend.name}: nothing to probe")
+            return Check(True, f"{backend.name}: not called yet, nothing to probe")
         return await self._probe_backend(backend)
 
     async def _probe_backend(self, backend: BackendStatus) -> Check:
@@ -176,6 +193,12 @@ class Readiness:
                 return Check(True, f"idle; probe GET {url}/models ok")
             self._probe_failed = (self._wall(), detail)
             return Check(False, f"probe GET {url}/models failed: {detail}")
+
+
+def _zones(zones: Mapping[str, tuple[str, str]]) -> Check:
+    """Not ready while any zone is blind; unknown and off are not failures (nothing to see, or by choice)."""
+    detail = {zone: f"{state}: {reason}" for zone, (state, reason) in zones.items()}
+    return Check(all(state != "blind" for state, _ in zones.values()), detail)
 
 
 def _without_credentials(url: str) -> str:

@@ -9,6 +9,7 @@ the last success and failure for readiness.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,9 +21,11 @@ from prometheus_client.metrics_core import Metric
 
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
+from monitor.core.text import shorten
 from monitor.observer import STAGES, Observer
 from monitor.pipeline import MODEL_SECONDS
 from monitor.stats import Stats
+from monitor.zones import ZONE_STATES
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a tenth of a millisecond (queue hand-offs) to two minutes (a slow model with retries).
@@ -33,6 +36,7 @@ DROP_REASONS = ("superseded", "monitoring_off", "shutdown")
 ERROR_KINDS = ("transient", "fatal", "timeout", "malformed", "image_unsupported")
 SEVERITIES = ("info", "warning", "critical")
 EVENT_TYPES = ("new", "update", "end")
+_ERROR_CHARS = 200
 
 
 class Metrics(Observer):
@@ -58,6 +62,7 @@ class Metrics(Observer):
         self.source_health: Callable[[], Mapping[str, bool]] = dict
         self.sink_health: Callable[[], Mapping[str, bool | None]] = dict
         self.open_alerts: Callable[[], int] = lambda: 0
+        self.zone_states: Callable[[], Mapping[str, str]] = dict
         self.ready: Callable[[], bool | None] = lambda: None
         self.registry.register(_ServiceCollector(self, stats))
         self.registry.register(_ProcessCollector())
@@ -114,9 +119,21 @@ class _ServiceCollector:
         yield _labelled(GaugeMetricFamily, "monitor_sink_connected",
                         "1 when the sink is connected (sinks that report it)", "sink",
                         {k: int(v) for k, v in m.sink_health().items() if v is not None})
+        yield self._zone_states(m.zone_states())
         ready = m.ready()
         if ready is not None:
             yield _gauge("monitor_ready", "1 when /readyz last answered ready", int(ready))
+
+
+    @staticmethod
+    def _zone_states(states: Mapping[str, str]) -> Metric:
+        # One-hot: every state of every zone is a series, so a query never misses a zone's switch to "blind".
+        family = GaugeMetricFamily("monitor_zone_state", "1 for the state each zone is in (clear, hazard, "
+                                   "unknown, off, blind), 0 for the others", labels=["zone", "state"])
+        for zone, current in sorted(states.items()):
+            for state in ZONE_STATES:
+                family.add_metric([zone, state], int(state == current))
+        return family
 
 
 class _ProcessCollector:
@@ -153,7 +170,8 @@ class MeteredBackend:
     """A model backend that times every call and remembers the last success and failure.
 
     `last_success_at` / `last_error_at` are wall-clock times of calls that
-    returned an answer (valid or not: the model answered) or raised.
+    returned an answer (valid or not: the model answered) or raised, `last_error`
+    what the newest failure was; `oldest_call_s()` shows a call that hangs.
     """
 
     def __init__(self, inner: ModelBackend, *, observe: Callable[[str, float], None] | None = None) -> None:
@@ -164,6 +182,9 @@ class MeteredBackend:
         self._observe = observe
         self.last_success_at: float | None = None
         self.last_error_at: float | None = None
+        self.last_error: str | None = None
+        self._calls: dict[int, float] = {}
+        self._call_ids = itertools.count()
 
     @property
     def base_url(self) -> str | None:
@@ -176,14 +197,23 @@ class MeteredBackend:
     async def close(self) -> None:
         await self.inner.close()
 
+    def oldest_call_s(self) -> float:
+        """How long the longest-running model call has been waiting (0 when none is running)."""
+        now = time.perf_counter()
+        return max((now - started for started in self._calls.values()), default=0.0)
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         started = time.perf_counter()
+        call = next(self._call_ids)
+        self._calls[call] = started
         try:
             reply = await self.inner.complete(request)
-        except BackendError:
+        except BackendError as exc:
             self.last_error_at = time.time()
+            self.last_error = f"{exc.kind}: {shorten(exc, _ERROR_CHARS)}"
             raise
         finally:
+            del self._calls[call]
             elapsed = time.perf_counter() - started
             spent = MODEL_SECONDS.get()
             if spent is not None:

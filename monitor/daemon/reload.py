@@ -18,7 +18,7 @@ from monitor.assess.single import Assessor
 from monitor.core.errors import ConfigError, MonitorError
 from monitor.core.logging import configure_logging
 from monitor.daemon.metrics import MeteredBackend
-from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, sink_specs, source_specs
+from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, sink_specs, source_specs, zones_of
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings, load_settings
 from monitor.sinks import AlertSink
@@ -125,6 +125,7 @@ async def _commit(service: Service, old: Settings, new: Settings, pipeline: Pipe
     if prepared.assessor is not None:
         await _apply_assessor(service, pipeline, prepared, new.service.shutdown_timeout_s)
     service.settings = new
+    service.zones.set_zones(zones_of(new))
     await _swap_sinks(service, pipeline, new, prepared.sinks)
 
 

@@ -2,9 +2,13 @@
 
 Life of `monitor run`, uvicorn-like:
 
-1. start: health server, model backend, sinks, then the pipeline; `READY=1`.
-2. run: the watchdog is pinged while the pipeline makes progress; `/readyz`
-   and `/metrics` report on it.
+1. start: health server, model backend, sinks (each zone's state `unknown`
+   is published before the MQTT sink says `online`), the `end` of every alert
+   left open by the previous run ("monitor restarted"), then the pipeline;
+   `READY=1`. Zone controls come back from the state dir.
+2. run: the watchdog is pinged while the pipeline makes progress; the zone
+   tracker is refreshed every second (a zone goes blind in time, not only when
+   something happens); `/readyz`, `/metrics` and the stats topic report on it.
 3. SIGHUP: the configuration file is read again. A valid one is applied in
    place (open alerts, windows and unchanged sources carry on; the backend is
    rebuilt only if `[model]` changed); an invalid one is rejected, one log line
@@ -23,30 +27,34 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
-from monitor.alerts import AlertManager
+from monitor.alerts import AlertManager, OpenAlertJournal
 from monitor.audit import AuditLog
 from monitor.backends import create_backend
 from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
 from monitor.core.aio import leaf_errors, wait_event
 from monitor.core.errors import MonitorError
+from monitor.core.text import iso_time
 from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapshot
 from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
-from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs
+from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs, zones_of
+from monitor.observer import Observers, PipelineObserver
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
 from monitor.stats import Stats
-from sensors.types import InputHealth
+from monitor.zones import SourceHealths, ZoneStatus
+from sensors.types import InputHealth, SourceHealth
 
 log = structlog.get_logger("monitor.service")
 T = TypeVar("T")
@@ -76,12 +84,17 @@ class Service:
         self.config_path = config_path
         self.notifier = notifier if notifier is not None else Notifier.from_environment()
         self.health_settings = settings.health  # read once: a new [health] takes effect at the next start
+        state_dir = settings.service.state_dir  # read once, like [health]
         self.stats = Stats()
-        # Shared by the pipeline and the MQTT sink (control topics), and kept across reloads.
-        self.controls = ZoneControls()
-        self.alerts = AlertManager(settings.alerts, controls=self.controls)
+        # Shared by the pipeline and the MQTT sink (control topics), kept across reloads and restarts.
+        self.controls = ZoneControls.persistent(state_dir)
+        self.alerts = AlertManager(settings.alerts, controls=self.controls,
+                                   journal=OpenAlertJournal.in_state_dir(state_dir))
+        self.zones = ZoneStatus(zones_of(settings), blind_after_s=self.health_settings.blind_after_s,
+                                controls=self.controls, sources=self._zone_sources)
         self.metrics = Metrics(stats=self._stats)
         self.audit = AuditLog(settings.service.audit_log)
+        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones]
         self.readiness = Readiness(self.health_settings)
         self.state = "starting"
         self.started_at = time.monotonic()
@@ -128,6 +141,8 @@ class Service:
         finally:
             self.state = "stopping"
             await self.close_sinks()
+            await self.alerts.flush()
+            await self.controls.flush()
             await asyncio.to_thread(self.audit.close)
             if self.backend is not None:
                 await self.backend.close()
@@ -148,6 +163,7 @@ class Service:
             sink = self.new_sink(spec)
             await sink.start()
             self.sinks[name] = (spec, sink)
+        await self._end_previous_run([sink for _, sink in self.sinks.values()])
         self.pipeline = Pipeline(
             sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
             assessor=build_assessor(settings, self.backend),
@@ -155,12 +171,27 @@ class Service:
             windows=settings.windows,
             alerts=self.alerts,
             workers=settings.model.concurrency,
-            observers=[self.stats, self.metrics, self.audit],
+            observers=self.observers,
             exit_when_sources_end=settings.service.exit_when_sources_end,
             shutdown_timeout_s=settings.service.shutdown_timeout_s,
         )
         self._wire_metrics()
         return not self._stop.is_set()
+
+    async def _end_previous_run(self, sinks: Sequence[AlertSink]) -> None:
+        """Close, for every subscriber, the alerts that were open when the previous run stopped or crashed."""
+        observers = Observers(self.observers)
+        ends = self.alerts.end_previous_run()
+        for event in ends:
+            for sink in sinks:
+                try:
+                    await sink.publish(event)
+                except Exception as exc:  # the others must still hear of it
+                    log.error("could not publish the end of an alert left open by the previous run",
+                              sink=sink.name, alert=event.alert.id, error=str(exc))
+            observers.alert_published(event)
+        if ends:
+            self.alerts.persist()  # only now: a crash before this point ends them at the next start instead
 
     async def _control(self, pipeline: Pipeline) -> None:
         """Act on the state the signal handlers set: reload, or stop in order."""
@@ -210,9 +241,21 @@ class Service:
         return MeteredBackend(create_backend(settings), observe=self.metrics.stage_latency)
 
     def new_sink(self, spec: SinkSpec) -> AlertSink:
-        """A sink wired to the service's controls, counters and open alerts."""
+        """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
-                          open_alerts=list(self.alerts.open.values()))
+                          open_alerts=list(self.alerts.open.values()), status=self.zones,
+                          configuration_url=self._health_url())
+
+    def _health_url(self) -> str | None:
+        """Where a person finds the health server (Home Assistant's "Visit device"), when it runs."""
+        if self.health is None or self.health.port is None:
+            return None
+        host = self.health_settings.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 (describing the bind address, not binding)
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.health.port}/readyz"
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
@@ -299,15 +342,19 @@ class Service:
             key = self.settings.model.api_key
             status = BackendStatus(name=backend.name, last_success_at=backend.last_success_at,
                                    last_error_at=backend.last_error_at, base_url=backend.base_url,
-                                   api_key=key.get_secret_value() if key is not None else None)
+                                   api_key=key.get_secret_value() if key is not None else None,
+                                   last_error=backend.last_error, oldest_call_s=backend.oldest_call_s(),
+                                   hung_after_s=self.settings.model.attempt_timeout_s)
+        zones = {zone: (state.state, state.reason) for zone, state in self.zones.states().items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
-                        backend=status)
+                        backend=status, zones=zones)
 
     async def _heartbeat(self) -> None:
         """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
         interval = self.notifier.watchdog_interval_s
         next_ping = next_status = 0.0
         while not self._done.is_set():
+            self.zones.refresh()
             self.readiness.track(self.snapshot())
             now = time.monotonic()
             if interval is not None and now >= next_ping:
@@ -327,14 +374,17 @@ class Service:
         stats = self.stats
         open_alerts = len(self.alerts.open)
         sources = len(self.pipeline.sources) if self.pipeline else 0
+        blind = self.zones.blind()
         return (f"{self.state}: {sources} sources, {stats.windows_assessed} windows assessed, "
-                f"{open_alerts} open alerts, {sum(stats.model_errors.values())} model errors")
+                f"{open_alerts} open alerts, {sum(stats.model_errors.values())} model errors"
+                + (f", BLIND: {', '.join(blind)}" if blind else ""))
 
     def _wire_metrics(self) -> None:
         metrics = self.metrics
         metrics.source_health = self._sources_online
         metrics.sink_health = self._sinks_connected
         metrics.open_alerts = lambda: len(self.alerts.open)
+        metrics.zone_states = lambda: {zone: state.state for zone, state in self.zones.states().items()}
         metrics.outbox_depth = self._outbox_depth
         metrics.ready = lambda: self.readiness.last_ready
 
@@ -342,6 +392,14 @@ class Service:
         if self.pipeline is None:
             return {}
         return {source.id: source.health().state == "online" for source, _ in self.pipeline.sources}
+
+    def _zone_sources(self) -> SourceHealths:
+        """Each zone's sources and their health, for the zone tracker (every source offline: blind)."""
+        zones: dict[str, list[tuple[str, SourceHealth]]] = {}
+        if self.pipeline is not None:
+            for source, zone in self.pipeline.sources:
+                zones.setdefault(zone, []).append((source.id, source.health()))
+        return zones
 
     def _sinks_connected(self) -> dict[str, bool | None]:
         return {name: sink.connected for name, (_spec, sink) in self.sinks.items()}
@@ -358,6 +416,16 @@ class Service:
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:
-        """The service's counters (for the stats topic and the final log line)."""
-        return self._stats().to_json()
+        """The service's counters, the sources' health and each zone's state (the stats topic, the final log line)."""
+        stats = self._stats()
+        sources = {source: "online" if up else "offline" for source, up in self._sources_online().items()}
+        last = self.zones.last_success_at()
+        return {
+            **stats.to_json(),
+            "model_errors_total": sum(stats.model_errors.values()),
+            "sources": sources,
+            "sources_offline": [source for source, state in sources.items() if state != "online"],
+            "zones": self.zones.to_json(),
+            "last_assessment_at": iso_time(last) if last is not None else None,
+        }
 

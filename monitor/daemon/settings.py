@@ -20,7 +20,11 @@ class HealthSettings(Section):
         default=30.0, description="a source or sink may be offline this long (after start or a drop) and stay ready"
     )
     backend_fresh_s: PositiveFloat = Field(
-        default=60.0, description="the model counts as answering for this long after its last success"
+        default=60.0, description="kept for older files: only paces the probe of a monitor that never assessed"
+    )
+    blind_after_s: PositiveFloat = Field(
+        default=120.0,
+        description="a zone whose observations wait this long with no successful assessment is blind",
     )
     probe_timeout_s: PositiveFloat = Field(
         default=2.0, description="when the model was idle: timeout of the GET <base_url>/models probe"

@@ -20,8 +20,10 @@ from monitor.control import ZoneControls
 from monitor.mqtt.settings import MqttSettings
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
+from monitor.sinks.ha_discovery import ZoneLabel
 from monitor.sinks.local import JsonlSink, StdoutSink
 from monitor.sinks.settings import JsonlSinkSettings, StdoutSinkSettings
+from monitor.zones import ZoneStatus
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 from sensors.types import ObservationSource
@@ -68,11 +70,12 @@ def _log_source(settings: SourceSettings, broker: MqttSettings | None) -> Observ
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """One sink: its settings, and for MQTT the zones it announces and the state dir of its outbox."""
+    """One sink: its settings, and for MQTT the zones it announces (with their names and areas) and the state
+    dir of its outbox."""
 
     name: SinkName
     settings: StdoutSinkSettings | JsonlSinkSettings | MqttSettings
-    zones: tuple[str, ...] = ()
+    zones: tuple[ZoneLabel, ...] = ()
     state_dir: Path | None = None
     notice: str | None = None
 
@@ -98,6 +101,16 @@ def zones_of(settings: Settings) -> list[str]:
     return list(dict.fromkeys(spec.zone for spec in source_specs(settings).values()))
 
 
+def zone_labels(settings: Settings) -> list[ZoneLabel]:
+    """The zones that have sources, with the display name and area their `[[zones]]` entry gives."""
+    declared = {zone.id: zone for zone in settings.zones}
+    out = []
+    for zone in zones_of(settings):
+        entry = declared.get(zone)
+        out.append(ZoneLabel(zone, entry.name, entry.area) if entry is not None else ZoneLabel(zone))
+    return out
+
+
 def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
     """One spec per enabled sink, in publishing order (MQTT last: it closes last)."""
     specs: dict[SinkName, SinkSpec] = {}
@@ -107,14 +120,15 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
     if settings.sinks.jsonl.enabled:
         specs["jsonl"] = SinkSpec("jsonl", settings.sinks.jsonl)
     if settings.mqtt is not None:
-        specs["mqtt"] = SinkSpec("mqtt", settings.mqtt, tuple(zones_of(settings)), settings.service.state_dir)
+        specs["mqtt"] = SinkSpec("mqtt", settings.mqtt, tuple(zone_labels(settings)), settings.service.state_dir)
     return specs
 
 
 def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Mapping[str, Any]],
-               open_alerts: Sequence[Alert]) -> AlertSink:
-    """The sink a spec describes. An MQTT sink starts with the alerts already open, so its zone
-    state is not reported clear after a reload."""
+               open_alerts: Sequence[Alert], status: ZoneStatus | None = None,
+               configuration_url: str | None = None) -> AlertSink:
+    """The sink a spec describes. An MQTT sink follows the service's zone tracker and starts with the
+    alerts already open, so its zone state is not reported clear after a reload."""
     settings = spec.settings
     if isinstance(settings, StdoutSinkSettings):
         return StdoutSink(color=settings.color, notice=spec.notice)
@@ -123,7 +137,8 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
     from monitor.sinks.mqtt import MqttSink
 
     assert spec.state_dir is not None
-    sink = MqttSink(settings, zones=spec.zones, state_dir=spec.state_dir, controls=controls, stats=stats)
+    sink = MqttSink(settings, zones=spec.zones, state_dir=spec.state_dir, controls=controls, stats=stats,
+                    status=status, configuration_url=configuration_url)
     sink.restore_open_alerts(open_alerts)
     return sink
 

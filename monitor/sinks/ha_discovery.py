@@ -1,15 +1,24 @@
-"""Home Assistant MQTT discovery: the retained config messages that create entities per zone.
+"""Home Assistant MQTT discovery: the retained config messages that create the monitor's devices and entities.
 
-Each zone is one device with five entities: `binary_sensor` (a hazard is
-active), `event` (fires on each new warning, `event_type` = severity),
-`sensor` (the last warning's text), `switch` (monitoring on/off) and `number`
-(sensitivity). Every entity's availability follows `<prefix>/available`.
-Config topics are `<discovery prefix>/<component>/<node_id>/<zone>_<entity>/config`.
+One hub device for the monitor itself, with diagnostic entities read from the
+retained `<prefix>/stats` topic (model errors, last successful assessment,
+windows assessed, outbox backlog, source problem). One device per zone, hung off
+the hub (`via_device`), named after the zone's display name, suggested for its
+area, with six entities: `binary_sensor` Hazard (safety), `binary_sensor`
+Monitoring problem (on while the zone is unknown, off or blind), `event`
+Warning, `sensor` Last warning, `switch` Monitoring and `number` Sensitivity.
+
+Every entity is available while `<prefix>/available` is `online`; the Hazard
+sensor in addition only while its zone can see (state `clear` or `hazard`), so
+it reads "unavailable", never "Safe", while the zone is unknown, off or blind.
+Config topics are `<discovery prefix>/<component>/<node_id>/<object>/config`
+with `<object>` = `<zone>_<entity>` for zones and `hub_<entity>` for the hub.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -18,7 +27,15 @@ from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
+# Anything but `clear` reads as a hazard: if the availability ever let a blind zone through, it would
+# say "Unsafe", never "Safe".
 HAZARD_ON = "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"
+PROBLEM_ON = "{{ 'OFF' if value_json.state in ['clear', 'hazard'] else 'ON' }}"
+# Home Assistant drops an attribute named `state`: the zone's state is `zone_state` there.
+PROBLEM_ATTRIBUTES = "{{ {'zone_state': value_json.state, 'reason': value_json.reason} | tojson }}"
+ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard'] else 'offline' }}"
+MANUFACTURER = "proactive-monitor"
+HUB = "hub"
 
 
 def _version() -> str:
@@ -26,6 +43,24 @@ def _version() -> str:
         return metadata.version("proactive-monitor")
     except metadata.PackageNotFoundError:
         return __version__
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneLabel:
+    """How a zone is shown: its id, its display name (`[[zones]] name`) and its Home Assistant area."""
+
+    id: str
+    name: str | None = None
+    area: str | None = None
+
+
+def labels(zones: Iterable[str | ZoneLabel]) -> list[ZoneLabel]:
+    """Zone ids or labels as labels, each zone once, in order."""
+    out: dict[str, ZoneLabel] = {}
+    for zone in zones:
+        label = zone if isinstance(zone, ZoneLabel) else ZoneLabel(zone)
+        out.setdefault(label.id, label)
+    return list(out.values())
 
 
 class Topics:
@@ -64,50 +99,120 @@ class Topics:
 
 
 class Discovery:
-    """Builds the discovery config messages for a set of zones."""
+    """Builds the discovery config messages: the hub's first, then each zone's."""
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(self, settings: MqttSettings, *, configuration_url: str | None = None) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.node_id = settings.node_id
         self.prefix = settings.discovery.prefix
         self.status_topic = f"{self.prefix}/status"
         self.sw_version = _version()
+        self.configuration_url = configuration_url
 
     def config_topic(self, component: str, zone: str, entity: str) -> str:
         return f"{self.prefix}/{component}/{self.node_id}/{zone}_{entity}/config"
 
-    def messages(self, zones: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Config topic -> config payload, for every entity of every zone."""
+    def messages(self, zones: Iterable[str | ZoneLabel]) -> dict[str, dict[str, Any]]:
+        """Config topic -> config payload, the hub's entities first (zone devices refer to the hub device)."""
         out: dict[str, dict[str, Any]] = {}
-        for zone in zones:
-            for component, entity, config in self._entities(zone):
-                out[self.config_topic(component, zone, entity)] = self._common(zone, entity) | config
+        for component, entity, config in self._hub_entities():
+            out[self.config_topic(component, HUB, entity)] = self._hub_common(entity) | config
+        for zone in labels(zones):
+            for component, entity, config in self._zone_entities(zone.id):
+                availability = {} if "availability" in config else self._monitor_availability()
+                out[self.config_topic(component, zone.id, entity)] = (
+                    self._zone_common(zone, component, entity) | availability | config)
         return out
 
-    def _common(self, zone: str, entity: str) -> dict[str, Any]:
+    # -- the hub ----------------------------------------------------------------------
+    def hub_device(self) -> dict[str, Any]:
+        device: dict[str, Any] = {
+            "identifiers": [self.node_id], "name": self.settings.discovery.device_name,
+            "manufacturer": MANUFACTURER, "model": "Proactive safety monitor", "sw_version": self.sw_version,
+        }
+        if self.configuration_url is not None:
+            device["configuration_url"] = self.configuration_url
+        return device
+
+    def _hub_common(self, entity: str) -> dict[str, Any]:
         return {
-            "unique_id": f"{self.node_id}_{zone}_{entity}",
-            "device": {
-                "identifiers": [f"{self.node_id}_{zone}"],
-                "name": f"{self.settings.discovery.device_name} {zone}",
-                "manufacturer": "proactive-monitor",
-                "model": "Proactive safety monitor",
-                "sw_version": self.sw_version,
-            },
-            "origin": {"name": "proactive-monitor", "sw_version": self.sw_version},
-            "availability_topic": self.topics.available,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "unique_id": f"{self.node_id}_{HUB}_{entity}", "device": self.hub_device(), **self._origin(),
+            **self._monitor_availability(), "entity_category": "diagnostic", "state_topic": self.topics.stats,
         }
 
-    def _entities(self, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
+    def _hub_entities(self) -> list[tuple[str, str, dict[str, Any]]]:
+        # A binary_sensor and sensors come first: zone entities of those platforms name the hub as via_device.
+        return [
+            ("binary_sensor", "source_problem", {
+                "name": "Source problem", "device_class": "problem",
+                "value_template": "{{ 'ON' if value_json.sources_offline else 'OFF' }}",
+                "json_attributes_topic": self.topics.stats,
+                "json_attributes_template": "{{ {'sources': value_json.sources} | tojson }}",
+            }),
+            ("sensor", "last_assessment", {
+                "name": "Last successful assessment", "device_class": "timestamp",
+                "value_template": "{{ value_json.last_assessment_at or 'None' }}",
+            }),
+            ("sensor", "model_errors", {
+                "name": "Model errors", "state_class": "total_increasing", "icon": "mdi:robot-confused-outline",
+                "value_template": "{{ value_json.model_errors_total }}",
+                "json_attributes_topic": self.topics.stats,
+                "json_attributes_template": "{{ value_json.model_errors | tojson }}",
+            }),
+            ("sensor", "windows_assessed", {
+                "name": "Windows assessed", "state_class": "total_increasing", "icon": "mdi:eye-check-outline",
+                "value_template": "{{ value_json.windows_assessed }}",
+            }),
+            ("sensor", "outbox_backlog", {
+                "name": "Outbox backlog", "state_class": "measurement", "icon": "mdi:tray-full",
+                "unit_of_measurement": "messages", "value_template": "{{ value_json.mqtt.outbox_pending }}",
+            }),
+        ]
+
+    # -- the zones --------------------------------------------------------------------
+    def zone_device(self, zone: ZoneLabel, *, via_hub: bool = True) -> dict[str, Any]:
+        device: dict[str, Any] = {
+            "identifiers": [f"{self.node_id}_{zone.id}"],
+            "name": zone.name or f"{self.settings.discovery.device_name} {zone.id}",
+            "manufacturer": MANUFACTURER, "model": "Monitored zone", "sw_version": self.sw_version,
+        }
+        if zone.area:
+            device["suggested_area"] = zone.area
+        if via_hub:
+            device["via_device"] = self.node_id
+        return device
+
+    def _zone_common(self, zone: ZoneLabel, component: str, entity: str) -> dict[str, Any]:
+        # Home Assistant loads each entity platform on first use, in no fixed order across platforms; within
+        # one platform configs are handled in order. Only the platforms the hub also uses (published first)
+        # name the hub as via_device, so a zone device never refers to a hub device HA has not made yet.
+        return {
+            "unique_id": f"{self.node_id}_{zone.id}_{entity}",
+            "device": self.zone_device(zone, via_hub=component in ("binary_sensor", "sensor")),
+            **self._origin(),
+        }
+
+    def _origin(self) -> dict[str, Any]:
+        return {"origin": {"name": MANUFACTURER, "sw_version": self.sw_version}}
+
+    def _monitor_availability(self) -> dict[str, Any]:
+        return {"availability_topic": self.topics.available, "payload_available": "online",
+                "payload_not_available": "offline"}
+
+    def _zone_entities(self, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
         t = self.topics
         return [
             ("binary_sensor", "hazard", {
                 "name": "Hazard", "device_class": "safety", "state_topic": t.state(zone),
                 "value_template": HAZARD_ON, "payload_on": "ON", "payload_off": "OFF",
+                "json_attributes_topic": t.state(zone), **self._zone_availability(zone),
+            }),
+            ("binary_sensor", "problem", {
+                "name": "Monitoring problem", "device_class": "problem", "state_topic": t.state(zone),
+                "value_template": PROBLEM_ON, "payload_on": "ON", "payload_off": "OFF",
                 "json_attributes_topic": t.state(zone),
+                "json_attributes_template": PROBLEM_ATTRIBUTES,
             }),
             ("event", "warning", {
                 "name": "Warning", "state_topic": t.event(zone), "event_types": list(EVENT_TYPES),
@@ -120,11 +225,23 @@ class Discovery:
             ("switch", "monitoring", {
                 "name": "Monitoring", "command_topic": t.monitoring(zone, "set"),
                 "state_topic": t.monitoring(zone, "state"), "payload_on": "ON", "payload_off": "OFF",
-                "state_on": "ON", "state_off": "OFF", "optimistic": False, "entity_category": "config",
+                "state_on": "ON", "state_off": "OFF", "optimistic": False, "icon": "mdi:shield-eye",
             }),
             ("number", "sensitivity", {
                 "name": "Sensitivity", "command_topic": t.sensitivity(zone, "set"),
                 "state_topic": t.sensitivity(zone, "state"), "min": SENSITIVITY_MIN, "max": SENSITIVITY_MAX,
-                "step": 0.05, "mode": "slider", "entity_category": "config",
+                "step": 0.05, "mode": "slider", "entity_category": "config", "icon": "mdi:tune-variant",
             }),
         ]
+
+    def _zone_availability(self, zone: str) -> dict[str, Any]:
+        """Available only while the monitor is online AND the zone can see (Hazard must never say "Safe" blind)."""
+        return {
+            "availability": [
+                {"topic": self.topics.available, "payload_available": "online", "payload_not_available": "offline"},
+                {"topic": self.topics.state(zone), "value_template": ZONE_SEES,
+                 "payload_available": "online", "payload_not_available": "offline"},
+            ],
+            "availability_mode": "all",
+        }
+

@@ -2,11 +2,16 @@
 
 Topics under `<prefix>` (docs/mqtt.md has the full contract):
 
-- `available`: retained `online` once connected, `offline` at clean shutdown and as the Last Will.
+- `available`: retained `online` once connected (after every retained state topic is current, so a
+  subscriber never sees `online` next to a stale state), `offline` at clean shutdown and as the Last Will.
 - `alerts`: every alert event as JSON, QoS 1, not retained.
-- `<zone>/state`, `<zone>/last_warning`, `<zone>/event`: per-zone state, text and HA events.
+- `<zone>/state`: the zone's state from `ZoneStatus` (clear, hazard, unknown, off, blind, with a reason).
+- `<zone>/last_warning`, `<zone>/event`: the open warning's text (cleared when it ends) and HA events.
 - `<zone>/monitoring/set|state`, `<zone>/sensitivity/set|state`: run-time controls.
-- `stats`: periodic JSON.
+- `stats`: periodic JSON, retained (Home Assistant's diagnostic sensors read it).
+
+Timestamps in payloads are ISO 8601 in UTC; the same instant in seconds since the
+epoch is kept under `<key>_epoch`.
 
 Alert messages (`alerts`, `<zone>/event`) go through the durable `Outbox`: `publish`
 returns once the message is committed to SQLite, and a background task sends
@@ -31,14 +36,15 @@ import aiomqtt
 import structlog
 
 from monitor.alerts import Alert, AlertEvent
-from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
+from monitor.core.text import iso_time
 from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
-from monitor.sinks.ha_discovery import Discovery, Topics
+from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
 from monitor.sinks.outbox import Outbox, OutboxMessage
+from monitor.zones import ZoneState, ZoneStatus
 
 log = structlog.get_logger("monitor.sinks.mqtt")
 
@@ -57,32 +63,42 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _stamp(key: str, epoch_s: float) -> dict[str, Any]:
+    """`key` as ISO 8601 and `<key>_epoch` as seconds since the epoch."""
+    return {key: iso_time(epoch_s), f"{key}_epoch": epoch_s}
+
+
 # --------------------------------------------------------------------------- the sink
 
 
 class MqttSink:
     """Publishes alert events to MQTT and applies control commands to `controls`.
 
-    `zones` are the configured zone ids (for discovery, state and control
-    topics); `state_dir` holds the outbox (unless configured elsewhere) and the
-    record of retained topics published; `stats` returns the service's
-    counters for the `stats` topic.
+    `zones` are the configured zones, ids or `ZoneLabel`s with a display name and
+    area (for discovery, state and control topics); `state_dir` holds the outbox
+    (unless configured elsewhere) and the record of retained topics published;
+    `stats` returns the service's counters for the `stats` topic; `status` is the
+    service's zone tracker, which the zone state topics follow (a sink made
+    without one tracks the alerts it publishes itself); `configuration_url` (the
+    health server) goes into the hub device of the discovery.
     """
 
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, *, zones: Sequence[str], state_dir: Path,
-                 controls: ZoneControls | None = None, stats: StatsProvider | None = None) -> None:
+    def __init__(self, settings: MqttSettings, *, zones: Sequence[str | ZoneLabel], state_dir: Path,
+                 controls: ZoneControls | None = None, stats: StatsProvider | None = None,
+                 status: ZoneStatus | None = None, configuration_url: str | None = None) -> None:
         self.settings = settings
-        self.zones = list(dict.fromkeys(zones))
+        self.labels = labels(zones)
+        self.zones = [label.id for label in self.labels]
         self.state_dir = state_dir
         self.controls = controls if controls is not None else ZoneControls()
+        self.status = status if status is not None else ZoneStatus(self.zones, controls=self.controls)
         self.topics = Topics(settings.topic_prefix)
-        self.discovery = Discovery(settings)
+        self.discovery = Discovery(settings, configuration_url=configuration_url)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
         self.counters: Counter[str] = Counter()
         self._stats = stats
-        self._open: dict[str, dict[str, Alert]] = {zone: {} for zone in self.zones}
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._announce_due = False
@@ -92,6 +108,7 @@ class MqttSink:
         self._outbox_wake = asyncio.Event()
         self._outbox_empty = asyncio.Event()
         self._state_wake = asyncio.Event()
+        self._stats_wake = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"MqttSink(broker={self.settings.broker!r}, prefix={self.settings.topic_prefix!r})"
@@ -112,8 +129,7 @@ class MqttSink:
     def restore_open_alerts(self, alerts: Sequence[Alert]) -> None:
         """Seed the per-zone state with alerts already open (a sink rebuilt by a config reload)."""
         for alert in alerts:
-            self._open.setdefault(alert.zone, {})[alert.id] = alert
-            self._set_zone_state(alert.zone)
+            self.status.alert_event(AlertEvent("update", alert, at=alert.updated_at))
 
     # -- AlertSink ------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,9 +144,11 @@ class MqttSink:
         else:
             self._outbox_empty.set()
         for zone in self.zones:
-            self._set_zone_state(zone)
+            self._set_zone_state(self.status.state(zone))
+            self._set_last_warning(zone, time.time())
             self._echo_controls(zone)
         self.controls.listeners.append(self._echo_controls)
+        self.status.listeners.append(self._set_zone_state)
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
         self._task.add_done_callback(self._task_done)
 
@@ -138,18 +156,14 @@ class MqttSink:
         """Returns once the event's messages are committed to the outbox; delivery happens in the background."""
         self._raise_if_failed()
         alert = event.alert
-        await self._enqueue(self.topics.alerts, _dumps(event.to_json()), event.message_id)
+        await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event)), event.message_id)
         if event.type == "new":
             await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
                                 f"{event.message_id}:event")
-        if event.type != "end":
-            self._set_retained(self.topics.last_warning(alert.zone), _dumps(_last_warning(event)))
-        zone_alerts = self._open.setdefault(alert.zone, {})
-        if event.type == "end":
-            zone_alerts.pop(alert.id, None)
-        else:
-            zone_alerts[alert.id] = alert
-        self._set_zone_state(alert.zone)
+        # The tracker hears of the event from the pipeline too, after every sink; telling it now keeps
+        # the retained state in step with the alert just queued (opening or closing is idempotent).
+        self.status.alert_event(event)
+        self._set_last_warning(alert.zone, event.at)
 
     async def close(self, *, flush: bool = True) -> None:
         """Flush the outbox (at most `close_timeout_s`), publish retained `offline`, disconnect.
@@ -171,6 +185,8 @@ class MqttSink:
         await asyncio.gather(self._task, return_exceptions=True)
         with contextlib.suppress(ValueError):
             self.controls.listeners.remove(self._echo_controls)
+        with contextlib.suppress(ValueError):
+            self.status.listeners.remove(self._set_zone_state)
         self._task = None
         await asyncio.to_thread(self.outbox.close)
 
@@ -186,8 +202,14 @@ class MqttSink:
         self._dirty.add(topic)
         self._state_wake.set()
 
-    def _set_zone_state(self, zone: str) -> None:
-        self._set_retained(self.topics.state(zone), _dumps(_zone_state(self._open.get(zone, {}))))
+    def _set_zone_state(self, state: ZoneState) -> None:
+        if state.zone in self.zones:
+            self._set_retained(self.topics.state(state.zone), _dumps(state.to_json()))
+
+    def _set_last_warning(self, zone: str, at: float) -> None:
+        """The zone's newest open warning, or cleared (`text` empty) once none is open."""
+        newest = max(self.status.open_alerts(zone), key=lambda a: a.updated_at, default=None)
+        self._set_retained(self.topics.last_warning(zone), _dumps(_last_warning(newest, at)))
 
     def _echo_controls(self, zone: str) -> None:
         monitoring = "ON" if self.controls.is_monitoring(zone) else "OFF"
@@ -242,10 +264,11 @@ class MqttSink:
         if self.settings.discovery.enabled:
             filters.append((self.discovery.status_topic, 1))
         await client.subscribe(filters)
-        await client.publish(self.topics.available, b"online", qos=1, retain=True)
         await self._announce(client)
-        self._dirty.update(self._retained)
-        self._state_wake.set()
+        # Every retained state first, zone states leading: a retained `hazard` of a previous run must be
+        # replaced before `online` makes subscribers (Home Assistant) trust the topics again.
+        await self._publish_retained(client, sorted(self._retained, key=self._retained_order))
+        await client.publish(self.topics.available, b"online", qos=1, retain=True)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Run the session's tasks until the sink is stopped or one of them fails (disconnect)."""
@@ -296,24 +319,42 @@ class MqttSink:
                 self._announce_due = False
                 await self._announce(client)
             while self._dirty:
-                topic = self._dirty.pop()
-                try:
-                    await client.publish(topic, self._retained[topic], qos=1, retain=True)
-                except BaseException:
-                    self._dirty.add(topic)
-                    raise
+                await self._publish_retained(client, [self._dirty.pop()])
             await self._state_wake.wait()
+
+    async def _publish_retained(self, client: aiomqtt.Client, topics: Sequence[str]) -> None:
+        for topic in topics:
+            self._dirty.discard(topic)
+            try:
+                await client.publish(topic, self._retained[topic], qos=1, retain=True)
+            except BaseException:
+                self._dirty.add(topic)  # not known to have arrived: the next session sends it
+                raise
+
+    def _retained_order(self, topic: str) -> tuple[int, str]:
+        return (0 if topic.endswith("/state") and topic.count("/") == self.topics.prefix.count("/") + 2 else 1,
+                topic)
 
     async def _publish_stats(self, client: aiomqtt.Client) -> None:
         while True:
-            await client.publish(self.topics.stats, _dumps(self.stats_payload()), qos=0, retain=False)
-            await asyncio.sleep(self.settings.stats_interval_s)
+            self._stats_wake.clear()
+            await client.publish(self.topics.stats, _dumps(self.stats_payload()), qos=0, retain=True)
+            await wait_event(self._stats_wake, self.settings.stats_interval_s)
 
     def stats_payload(self) -> dict[str, Any]:
-        """What the `stats` topic carries: the service's counters plus the sink's own."""
+        """What the `stats` topic carries: the service's counters plus the sink's own.
+
+        The keys Home Assistant's diagnostic sensors read are always there (from the zone tracker when
+        the service passes no counters), so their templates never meet a missing key.
+        """
         service = dict(self._stats()) if self._stats is not None else {}
+        now = time.time()
+        last = self.status.last_success_at()
         return {
-            "at": time.time(),
+            **_stamp("at", now),
+            "windows_assessed": 0, "model_errors": {}, "model_errors_total": 0, "sources": {},
+            "sources_offline": [], "zones": self.status.to_json(),
+            "last_assessment_at": iso_time(last) if last is not None else None,
             **service,
             "mqtt": {
                 "connected": self.connected,
@@ -337,6 +378,7 @@ class MqttSink:
                 self._announce_due = True
                 self._dirty.update(self._retained)
                 self._state_wake.set()
+                self._stats_wake.set()
             return
         if (zone := self.topics.control_zone(topic, "monitoring")) is not None:
             self._set_monitoring(zone, topic, payload)
@@ -372,10 +414,10 @@ class MqttSink:
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Publish discovery configs, and clear retained topics of zones no longer configured."""
-        configs = self.discovery.messages(self.zones) if self.settings.discovery.enabled else {}
+        configs = self.discovery.messages(self.labels) if self.settings.discovery.enabled else {}
         for topic, config in configs.items():
             await client.publish(topic, _dumps(config), qos=1, retain=True)
-        owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)}
+        owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)} | {self.topics.stats}
         previous = await asyncio.to_thread(self._load_published)
         for topic in sorted(previous - owned):
             await client.publish(topic, b"", qos=1, retain=True)
@@ -410,23 +452,25 @@ class MqttSink:
 # --------------------------------------------------------------------------- payloads
 
 
-def _zone_state(open_alerts: Mapping[str, Alert]) -> dict[str, Any]:
-    if not open_alerts:
-        return {"state": "clear"}
-    top = max(open_alerts.values(), key=lambda a: (SEVERITY_RANK[a.severity], a.updated_at))
-    return {"state": "hazard", "hazard": top.hazard, "severity": top.severity, "alert_id": top.id,
-            "since": top.created_at, "active_alerts": len(open_alerts)}
+def _alert_payload(event: AlertEvent) -> dict[str, Any]:
+    """`AlertEvent.to_json()` with its times as ISO 8601 (`at`, `created_at`, `updated_at`) plus `<key>_epoch`."""
+    body = event.to_json()
+    for key in ("at", "created_at", "updated_at"):
+        body.update(_stamp(key, body[key]))
+    return body
 
 
 def _event_payload(event: AlertEvent) -> dict[str, Any]:
     alert = event.alert
     return {"event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id,
             "zone": alert.zone, "hazard": alert.hazard, "reason": alert.reason, "advice": alert.advice,
-            "confidence": alert.confidence, "at": event.at}
+            "confidence": alert.confidence, **_stamp("at", event.at)}
 
 
-def _last_warning(event: AlertEvent) -> dict[str, Any]:
-    alert = event.alert
+def _last_warning(alert: Alert | None, at: float) -> dict[str, Any]:
+    if alert is None:
+        return {"text": "", "active": False, "hazard": "", "severity": None, "advice": "", "reason": "",
+                "alert_id": None, **_stamp("at", at)}
     text = f"{alert.hazard}: {alert.advice}" if alert.advice else alert.hazard
-    return {"text": text, "hazard": alert.hazard, "severity": alert.severity, "advice": alert.advice,
-            "reason": alert.reason, "alert_id": alert.id, "at": event.at}
+    return {"text": text, "active": True, "hazard": alert.hazard, "severity": alert.severity,
+            "advice": alert.advice, "reason": alert.reason, "alert_id": alert.id, **_stamp("at", alert.updated_at)}

@@ -1,0 +1,131 @@
+"""Small JSON state files in the state dir, written durably and read forgivingly.
+
+A write goes to a temporary file beside the target, is fsynced, renamed over the
+target and the folder fsynced: after a crash or a power cut the file holds the
+old or the new content, never half of each. Files are created 0600.
+
+A file that cannot be read back (garbage, truncated, wrong shape) must never
+stop the daemon: it is moved aside with a timestamped name, logged with both
+paths, and the caller starts fresh. Writes requested from the event loop run in
+a thread, one at a time, newest content wins: a burst of changes costs one
+write, and the file always ends with the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("monitor.statefile")
+
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably (temporary file, fsync, rename, fsync the folder)."""
+    path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def move_aside(path: Path, problem: str, *, what: str) -> Path | None:
+    """Rename an unusable state file to `<name>.corrupt-<UTC time>` and say so; the caller starts fresh."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        log.error(f"{what} unusable and could not be moved aside; starting fresh", path=str(path),
+                  problem=problem, error=str(exc))
+        return None
+    log.warning(f"{what} unusable; moved aside, starting fresh", path=str(path), moved_to=str(target),
+                problem=problem)
+    return target
+
+
+class JsonStateFile:
+    """One JSON document in the state dir: `load()` at start, `save()` on every change, `flush()` at stop.
+
+    `what` names the file in log lines ("controls file", "open alerts file").
+    """
+
+    def __init__(self, path: Path, *, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._pending: bytes | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.write_failures = 0
+
+    def load(self) -> Any:
+        """The stored document, or None when there is none or it was unusable (then moved aside)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if self.path.is_dir():
+                move_aside(self.path, "a folder where a file belongs", what=self.what)
+            else:
+                log.error(f"{self.what} unreadable; starting fresh", path=str(self.path), error=str(exc))
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            move_aside(self.path, f"not JSON: {exc}", what=self.what)
+            return None
+
+    def corrupt(self, problem: str) -> None:
+        """The caller found the loaded document unusable (wrong shape): move it aside."""
+        move_aside(self.path, problem, what=self.what)
+
+    def save(self, document: Any) -> None:
+        """Write `document` soon: in a thread when called on a running event loop, else at once."""
+        data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(data)
+            return
+        self._pending = data
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name=f"write:{self.path.name}")
+
+    async def flush(self) -> None:
+        """Wait until the latest saved document is on disk."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _drain(self) -> None:
+        while (data := self._pending) is not None:
+            self._pending = None
+            await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            write_durably(self.path, data)
+        except OSError as exc:
+            # A full or read-only disk must not stop the monitor; the next change tries again.
+            self.write_failures += 1
+            log.error(f"{self.what} could not be written; the previous content stays", path=str(self.path),
+                      error=str(exc))
+            with contextlib.suppress(OSError):
+                self.path.with_name(f".{self.path.name}.tmp").unlink()
