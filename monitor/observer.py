@@ -1,7 +1,7 @@
 """What the pipeline tells the world as it works: one observer protocol for every listener.
 
 The daemon's counters (`Stats`), its Prometheus histograms (`Metrics`), the audit
-log and replay's trial recorder all listen through the same four calls, so the
+log and replay's trial recorder all listen through the same five calls, so the
 pipeline itself keeps no books and has no modes. Observers run on the event loop
 and must be cheap; one that raises is logged and skipped, never allowed to stop
 the pipeline.
@@ -47,6 +47,8 @@ class PipelineObserver(Protocol):
 
     def alert_published(self, event: AlertEvent) -> None: ...
 
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None: ...
+
     def stage_latency(self, stage: str, seconds: float) -> None: ...
 
 
@@ -60,6 +62,9 @@ class Observer:
         return None
 
     def alert_published(self, event: AlertEvent) -> None:
+        return None
+
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
         return None
 
     def stage_latency(self, stage: str, seconds: float) -> None:
@@ -80,6 +85,9 @@ class Observers(Observer):
 
     def alert_published(self, event: AlertEvent) -> None:
         self._each("alert_published", lambda o: o.alert_published(event))
+
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
+        self._each("sink_failed", lambda o: o.sink_failed(sink, event, error))
 
     def stage_latency(self, stage: str, seconds: float) -> None:
         self._each("stage_latency", lambda o: o.stage_latency(stage, max(0.0, seconds)))
