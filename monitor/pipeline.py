@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", defa
 TICK_S = 1.0
 # An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
 _LIVE_AGE_S = 3600.0
+# A sensor clock this far ahead of ours is wrong: its observation would sort after everything the zone
+# sees for as long as it is ahead, and push every newer one out of the window as "older than max_age_s".
+MAX_AHEAD_S = 300.0
 # A failed source is restarted after a backoff between these bounds; one that ran this long is healthy again.
 SOURCE_RETRY_MIN_S = 1.0
 SOURCE_RETRY_MAX_S = 60.0
@@ -100,6 +105,7 @@ class Pipeline:
         self._publishing: set[asyncio.Task[None]] = set()
         self._sink_lock = asyncio.Lock()
         self._pending_since: dict[str, float] = {}
+        self._ahead: Counter[str] = Counter()
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -252,6 +258,7 @@ class Pipeline:
         )
 
     async def _ingest(self, observation: Observation) -> None:
+        observation = self._not_ahead(observation)
         zone = self.zone_of.get(observation.source, observation.source)
         window = self.windows.get(zone)
         if window is None:
@@ -260,6 +267,17 @@ class Pipeline:
         self._pending_since.setdefault(zone, time.monotonic())
         self._observe_age("capture", observation.ts)
         self._wake.set()
+
+    def _not_ahead(self, observation: Observation) -> Observation:
+        """An observation stamped in the future (a wrong sensor clock) is taken as observed now."""
+        now = time.time()
+        if observation.ts <= now + MAX_AHEAD_S:
+            return observation
+        count = self._ahead[observation.source] = self._ahead[observation.source] + 1
+        if count == 1 or count % 100 == 0:
+            log.warning("observation stamped in the future; taken as observed now", source=observation.source,
+                        ahead_s=round(observation.ts - now, 1), max_ahead_s=MAX_AHEAD_S, count=count)
+        return dataclasses.replace(observation, ts=now)
 
     async def _schedule(self) -> None:
         while not self._stopping.is_set():

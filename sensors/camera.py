@@ -345,10 +345,13 @@ class CameraSource:
         self.reconnects += 1
 
     def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
+        new_error = error is not None and error != self._last_error
         if error is not None:
             self._last_error = error
         if state == self._state:
-            if state == "offline" and fields:
+            if state == "offline" and new_error:  # e.g. a camera that has not come online since the start
+                self._log.warning("camera offline", error=error, **fields)
+            elif state == "offline" and fields:
                 self._log.debug("camera still offline", error=error, **fields)
             return
         self._state = state

@@ -17,10 +17,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 import structlog
 
@@ -290,12 +290,30 @@ class StdinSource(_LogSource):
 
 def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
     """The stream's lines, each at most _MAX_LINE_BYTES: of a longer line only its start, the rest skipped."""
-    skipping = False
-    for piece in iter(lambda: stream.readline(_MAX_LINE_BYTES), b""):
-        complete = piece.endswith(b"\n")
-        if not skipping:
-            yield piece
-        skipping = not complete
+    read = _chunk_reader(stream)
+    partial, skipping = b"", False
+    while chunk := read(_READ_CHUNK):
+        *lines, partial = (partial + chunk).split(b"\n")
+        for line in lines:
+            if skipping:  # the end of a line already cut
+                skipping = False
+                continue
+            yield line + b"\n"
+        if len(partial) > _MAX_LINE_BYTES:
+            if not skipping:
+                yield partial[:_MAX_LINE_BYTES]
+            partial, skipping = b"", True
+    if partial and not skipping:
+        yield partial
+
+
+def _chunk_reader(stream: IO[bytes]) -> Callable[[int], bytes | None]:
+    # The raw file under sys.stdin.buffer: a thread blocked in a buffered read holds the buffer's lock,
+    # and the interpreter aborts at exit ("could not acquire lock ... at interpreter shutdown").
+    raw = getattr(stream, "raw", None)
+    if raw is not None:
+        return cast(Callable[[int], bytes | None], raw.read)
+    return cast(Callable[[int], bytes | None], getattr(stream, "read1", stream.read))
 
 
 def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop) -> None:
