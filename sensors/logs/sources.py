@@ -51,6 +51,7 @@ class _LogSource:
         self.truncated = 0
         self.last_error: str | None = None
         self.max_entry_chars = max_entry_chars
+        self._failing = False  # its last run failed, and it has not worked since
         self._parser = LogParser(source_id, parser_format, clock=clock)
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(source=source_id)
 
@@ -59,6 +60,10 @@ class _LogSource:
 
     def _failed(self, exc: Exception) -> None:
         self.last_error = redact_credentials(str(exc))
+        self._failing = True
+
+    def _working(self) -> None:
+        self._failing = False  # its input opened or loaded again; last_error stays as history
 
     def _parse(self, line: str, lineno: int) -> list[LogEntry]:
         try:
@@ -82,8 +87,9 @@ class _LogSource:
         return capped
 
     def health(self) -> InputHealth:
-        """Online until the source ends or fails; with the entries it emitted and the lines it could not use."""
-        return InputHealth(self.id, "offline" if self.ended else "online", entries=self.entries_emitted,
+        """Online until the source ends or fails (and until it works again); with its counters and last error."""
+        offline = self.ended or self._failing
+        return InputHealth(self.id, "offline" if offline else "online", entries=self.entries_emitted,
                            bad_input=self.bad_lines, last_error=self.last_error, truncated=self.truncated)
 
 
@@ -182,6 +188,7 @@ class FileTailSource(_LogSource):
             if at_end:
                 handle.seek(0, os.SEEK_END)
             self._lineno = 0
+            self._working()
             return handle
 
     def _poll(self, handle: IO[bytes]) -> _Chunk:
@@ -367,6 +374,7 @@ class ReplayFileSource(_LogSource):
         self._started()
         try:
             entries = await asyncio.to_thread(self._load)
+            self._working()
             for index, entry in enumerate(entries):
                 await self._pause(first=index == 0)
                 await self._emit_all([replace(entry, ts=self._clock())], emit)
