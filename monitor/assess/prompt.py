@@ -80,7 +80,7 @@ def _iso(ts: float) -> str:
         return f"epoch {ts:.0f}"
 
 
-def quoted(data: dict[str, Any]) -> str:
+def data_line(data: dict[str, Any]) -> str:
     """One observation as a line of JSON data that cannot close (or open) the observations block.
 
     `<` before "observations" becomes the JSON escape `\\u003c`: the same text to a reader of
@@ -99,15 +99,15 @@ def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = N
     lines: list[str] = []
     for observation in window.observations:
         if isinstance(observation, LogEntry):
-            lines.append(quoted(quote_entry(observation)))
+            lines.append(data_line(quote_entry(observation)))
         elif id(observation) in chosen:
             _flush(lines, parts)
             label = {"time": _iso(observation.ts), "source": observation.source, "frame": "image follows"}
-            parts.append({"type": "text", "text": quoted(label)})
+            parts.append({"type": "text", "text": data_line(label)})
             parts.append({"type": "image_url", "image_url": {"url": chosen[id(observation)]}})
         elif observation.facts:
             facts = {"time": _iso(observation.ts), "source": observation.source, "camera": list(observation.facts)}
-            lines.append(quoted(facts))
+            lines.append(data_line(facts))
     _flush(lines, parts)
     parts.append({"type": "text", "text": "</observations>\nAssess the newest observations now. JSON only."})
     user: Message
