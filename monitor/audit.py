@@ -2,11 +2,14 @@
 
 A pipeline observer. Lines are written by one background thread, in order, so a
 slow disk never holds up the event loop; `close()` waits for what was queued.
+Each line lands whole or not at all (a full disk is logged and counted in
+`write_failures`), the file is created 0600, and URL credentials never reach it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +19,8 @@ from typing import Any
 import structlog
 
 from monitor.core.errors import MalformedReplyError
+from monitor.core.files import append_whole, open_append, private_dir, repair_torn_tail
+from monitor.core.text import redact_credentials
 from monitor.observer import Observer, Settled
 
 log = structlog.get_logger("monitor.audit")
@@ -26,22 +31,41 @@ class AuditLog(Observer):
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self.write_failures = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         self._lock = threading.Lock()
+        self._prepared = False
 
     def window_settled(self, settled: Settled) -> None:
         path = self.path
         if path is None:
             return
-        line = json.dumps(record(settled), ensure_ascii=False) + "\n"
-        self._writer.submit(self._append, path, line)
+        line = redact_credentials(json.dumps(record(settled), ensure_ascii=False)) + "\n"
+        self._writer.submit(self._append, path, line.encode("utf-8", "replace"))
 
-    def _append(self, path: Path, line: str) -> None:
-        try:
-            with self._lock, path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
-        except OSError as exc:
-            log.error("audit record not written", path=str(path), error=str(exc))
+    def _append(self, path: Path, line: bytes) -> None:
+        with self._lock:
+            try:
+                self._prepare(path)
+                # Opened per record, so a rotated file is followed; the fsync is the JSONL sink's job, not ours.
+                fd = open_append(path)
+                try:
+                    append_whole(fd, line, fsync=False)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self.write_failures += 1
+                log.error("audit record not written", path=str(path), error=exc.strerror or str(exc),
+                          failures=self.write_failures)
+
+    def _prepare(self, path: Path) -> None:
+        if self._prepared:
+            return
+        private_dir(path.parent)
+        if removed := repair_torn_tail(path):
+            log.warning("audit log: cut a torn last line left by an interrupted write", path=str(path),
+                        bytes_removed=removed)
+        self._prepared = True
 
     def close(self) -> None:
         """Wait until every queued record is written."""

@@ -69,11 +69,21 @@ def _check_config(path: Path) -> int:
 
 
 def _run(config: Path | None) -> int:
-    from monitor.core.logging import configure_logging
-    from monitor.settings import load_settings
+    import os
 
+    import structlog
+
+    from monitor.core.logging import configure_logging
+    from monitor.settings import config_warnings, load_settings
+
+    # What the monitor writes (alerts, the outbox, the audit log) is about a person: for its user only,
+    # with or without systemd's UMask=0077.
+    os.umask(0o077)
     settings = load_settings(config)
     configure_logging(settings.service.log_level, settings.service.log_format)
+    for warning in config_warnings(settings):
+        structlog.get_logger("monitor.cli").warning("configuration warning", config=str(config or "<defaults>"),
+                                                     warning=warning)
     from monitor.core.aio import run_loop
     from monitor.daemon.service import serve
 

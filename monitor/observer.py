@@ -50,6 +50,8 @@ class PipelineObserver(Protocol):
 
     def alert_published(self, event: AlertEvent) -> None: ...
 
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None: ...
+
     def stage_latency(self, stage: str, seconds: float) -> None: ...
 
 
@@ -66,6 +68,9 @@ class Observer:
         return None
 
     def alert_published(self, event: AlertEvent) -> None:
+        return None
+
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
         return None
 
     def stage_latency(self, stage: str, seconds: float) -> None:
@@ -89,6 +94,9 @@ class Observers(Observer):
 
     def alert_published(self, event: AlertEvent) -> None:
         self._each("alert_published", lambda o: o.alert_published(event))
+
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
+        self._each("sink_failed", lambda o: o.sink_failed(sink, event, error))
 
     def stage_latency(self, stage: str, seconds: float) -> None:
         self._each("stage_latency", lambda o: o.stage_latency(stage, max(0.0, seconds)))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,8 +27,9 @@ import structlog
 from monitor.alerts import AlertEvent, AlertManager
 from monitor.assess.single import Assessor
 from monitor.assess.verdict import Verdict
-from monitor.core.aio import wait_event
-from monitor.core.errors import BackendError, MalformedReplyError
+from monitor.core.aio import Backoff, wait_event
+from monitor.core.errors import BackendError, InternalAssessmentError, MalformedReplyError, SensorError
+from monitor.core.text import redact_credentials, shorten
 from monitor.observer import Observers, PipelineObserver, Settled
 from monitor.sinks import AlertSink
 from monitor.windows import LatestSlot, RollingWindow, Window, WindowSettings
@@ -40,6 +43,13 @@ MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", defa
 TICK_S = 1.0
 # An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
 _LIVE_AGE_S = 3600.0
+# A sensor clock this far ahead of ours is wrong: its observation would sort after everything the zone
+# sees for as long as it is ahead, and push every newer one out of the window as "older than max_age_s".
+MAX_AHEAD_S = 300.0
+# A failed source is restarted after a backoff between these bounds; one that ran this long is healthy again.
+SOURCE_RETRY_MIN_S = 1.0
+SOURCE_RETRY_MAX_S = 60.0
+_SOURCE_HEALTHY_AFTER_S = 60.0
 
 
 @dataclass
@@ -95,6 +105,7 @@ class Pipeline:
         self._publishing: set[asyncio.Task[None]] = set()
         self._sink_lock = asyncio.Lock()
         self._pending_since: dict[str, float] = {}
+        self._ahead: Counter[str] = Counter()
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -164,6 +175,7 @@ class Pipeline:
             else:
                 window.max_age_s = settings.max_age_s
                 window.min_interval_s = settings.min_interval_s
+                window.max_chars = settings.max_chars
         self._wake.set()
 
     def set_workers(self, count: int) -> None:
@@ -201,12 +213,39 @@ class Pipeline:
         self._source_tasks[source.id] = self._group.create_task(self._run_source(source), name=f"source:{source.id}")
 
     async def _run_source(self, source: ObservationSource) -> None:
+        backoff = Backoff(SOURCE_RETRY_MIN_S, SOURCE_RETRY_MAX_S)
         try:
-            await source.run(self._ingest)
+            while True:
+                started = time.monotonic()
+                try:
+                    await source.run(self._ingest)
+                    return
+                except Exception as exc:  # one broken source must not stop the task group, and every zone with it
+                    if time.monotonic() - started >= _SOURCE_HEALTHY_AFTER_S:
+                        backoff.reset()
+                    delay = self._source_failed(source, exc, backoff)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
         finally:
             self.ended.add(source.id)
             log.info("source ended", source=source.id)
             self._wake.set()
+
+    def _source_failed(self, source: ObservationSource, exc: Exception, backoff: Backoff) -> float | None:
+        """Log a source's failure; the delay before restarting it, or None when it stays stopped."""
+        # With exit_when_sources_end (a replay or demo), waiting for a broken file to heal would never end.
+        delay = None if self.exit_when_sources_end else backoff.next()
+        fields: dict[str, Any] = {"source": source.id, "zone": self.zone_of.get(source.id),
+                                  "error": redact_credentials(shorten(exc, 500)), "error_type": type(exc).__name__,
+                                  "failures": backoff.attempt}
+        if delay is None:
+            fields["restart"] = "never: service.exit_when_sources_end is set"
+        else:
+            fields["restart_in_s"] = round(delay, 2)
+        # A SensorError is a described input problem; anything else is a bug worth its traceback.
+        log.error("source failed", exc_info=not isinstance(exc, SensorError), **fields)
+        return delay
 
     def _new_window(self, zone: str) -> RollingWindow:
         return RollingWindow(
@@ -215,9 +254,11 @@ class Pipeline:
             max_entries=self.window_settings.max_entries,
             max_frames=self.window_settings.max_frames,
             min_interval_s=self.window_settings.min_interval_s,
+            max_chars=self.window_settings.max_chars,
         )
 
     async def _ingest(self, observation: Observation) -> None:
+        observation = self._not_ahead(observation)
         zone = self.zone_of.get(observation.source, observation.source)
         window = self.windows.get(zone)
         if window is None:
@@ -227,6 +268,17 @@ class Pipeline:
         self._pending_since.setdefault(zone, time.monotonic())
         self._observe_age("capture", observation.ts)
         self._wake.set()
+
+    def _not_ahead(self, observation: Observation) -> Observation:
+        """An observation stamped in the future (a wrong sensor clock) is taken as observed now."""
+        now = time.time()
+        if observation.ts <= now + MAX_AHEAD_S:
+            return observation
+        count = self._ahead[observation.source] = self._ahead[observation.source] + 1
+        if count == 1 or count % 100 == 0:
+            log.warning("observation stamped in the future; taken as observed now", source=observation.source,
+                        ahead_s=round(observation.ts - now, 1), max_ahead_s=MAX_AHEAD_S, count=count)
+        return dataclasses.replace(observation, ts=now)
 
     async def _schedule(self) -> None:
         while not self._stopping.is_set():
@@ -245,6 +297,9 @@ class Pipeline:
             if not window.due():
                 continue
             snapshot = window.snapshot()
+            if snapshot.trimmed:
+                log.warning("oldest observations dropped to keep the prompt within its budget", zone=zone,
+                            window=snapshot.id, dropped=snapshot.trimmed, max_chars=window.max_chars)
             pending_since = self._pending_since.pop(zone, None)
             if pending_since is not None:
                 self._observe("gating", time.monotonic() - pending_since)
@@ -268,6 +323,8 @@ class Pipeline:
             self._observe("queue_wait", time.time() - window.created_at)
             try:
                 await self._assess(window, flight.assessor)
+            except Exception:  # after the verdict (alerts, logging): the next window must still be assessed
+                log.exception("window handling failed after its assessment", zone=window.zone, window=window.id)
             finally:
                 del self._inflight[index]
                 self._wake.set()
@@ -280,6 +337,12 @@ class Pipeline:
             verdict = await assessor.assess(window)
         except BackendError as exc:
             self._record_error(window, exc, time.perf_counter() - started)
+            return
+        except Exception as exc:  # a bug in a strategy, keyframes or the prompt: count it, assess the next window
+            log.error("assessment raised an unexpected error", zone=window.zone, window=window.id, exc_info=exc)
+            internal = InternalAssessmentError(
+                f"zone '{window.zone}' window '{window.id}': unexpected {type(exc).__name__}: {shorten(exc, 300)}")
+            self._record_error(window, internal, time.perf_counter() - started)
             return
         finally:
             MODEL_SECONDS.reset(token)
@@ -329,7 +392,13 @@ class Pipeline:
         started = time.perf_counter()
         async with self._sink_lock:
             for sink in self.sinks:
-                await sink.publish(event)
+                try:
+                    await sink.publish(event)
+                except Exception as exc:  # one failing sink must not keep the alert from the others
+                    log.error("alert not delivered to a sink", sink=sink.name, alert=event.alert.id,
+                              message_id=event.message_id, type=event.type, error=str(exc),
+                              error_type=type(exc).__name__)
+                    self.observers.sink_failed(sink.name, event, exc)
         self.observers.alert_published(event)
         self._observe("alert_publish", time.perf_counter() - started)
 

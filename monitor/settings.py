@@ -13,9 +13,11 @@ section lives beside the feature it configures.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -117,12 +119,66 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
-def config_warnings(settings: Settings) -> list[str]:
+# MONITOR_* variables that are not configuration sections but are read elsewhere.
+_OTHER_VARIABLES = frozenset({"secrets_dir", "judge_api_key", "ha_python"})
+
+
+def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Things worth a person's attention in a valid configuration: one line each, naming the key."""
     warnings: list[str] = []
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
+    warnings += unknown_environment(os.environ if environ is None else environ)
+    warnings += input_path_warnings(settings)
     return warnings
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """`MONITOR_*` variables whose section does not exist (`MONITOR_MODLE__BASE_URL`): pydantic ignores them.
+
+    A misspelled key inside a known section is already an error ("unknown key"); only the value's name is shown.
+    """
+    sections = set(Settings.model_fields)
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith("MONITOR_"):
+            continue
+        section = name[len("MONITOR_"):].split("__", 1)[0].lower()
+        if section not in sections and section not in _OTHER_VARIABLES:
+            problems.append(f"environment: {name}: no section '{section}' (sections: {', '.join(sorted(sections))});"
+                            " the variable is ignored: check its spelling")
+    return problems
+
+
+def input_path_warnings(settings: Settings) -> list[str]:
+    """Input files and folders that do not exist or cannot be read now (sources wait or retry; say so early)."""
+    checks: list[tuple[str, Path, Literal["file", "folder"]]] = []
+    for index, source in enumerate(settings.sources):
+        if source.path is not None and source.kind in ("file", "replay"):
+            checks.append((f"sources[{index}].path", source.path, "file"))
+    for index, camera in enumerate(settings.cameras):
+        if camera.path is not None:
+            checks.append((f"cameras[{index}].path", camera.path, "folder" if camera.kind == "folder" else "file"))
+    if settings.model.backend == "scripted" and settings.model.script is not None:
+        checks.append(("model.script", settings.model.script, "file"))
+    return [f"{key}: {path}: {problem}" for key, path, want in checks if (problem := _path_problem(path, want))]
+
+
+def _path_problem(path: Path, want: Literal["file", "folder"]) -> str | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist (the source waits or retries until it does)"
+    except OSError as exc:  # a symlink loop, a name too long, a folder on the way without permission
+        return f"cannot be reached: {exc.strerror or exc}"
+    if want == "file" and stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a file"
+    if want == "folder" and not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    mode = os.R_OK | (os.X_OK if want == "folder" else 0)
+    if not os.access(path, mode):
+        return "not readable by this user"
+    return None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

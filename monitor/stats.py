@@ -27,6 +27,11 @@ class Stats(Observer):
     completion_tokens: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     bad_log_lines: int = 0
+    # Inputs cut to their bounds: entries truncated at their source, entries dropped for the prompt's budget.
+    truncated_entries: int = 0
+    budget_dropped_entries: int = 0
+    # Alert events a sink failed to take (a full disk, a broken outbox), by sink.
+    sink_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def windows_settled(self) -> int:
@@ -35,8 +40,10 @@ class Stats(Observer):
 
     def window_dropped(self, window: Window, reason: str) -> None:
         self.windows_dropped[reason] += 1
+        self.budget_dropped_entries += window.trimmed
 
     def window_settled(self, settled: Settled) -> None:
+        self.budget_dropped_entries += settled.window.trimmed
         if settled.error is not None:
             self.model_errors[settled.error.kind] += 1
             return
@@ -50,6 +57,9 @@ class Stats(Observer):
     def alert_published(self, event: AlertEvent) -> None:
         self.alerts[f"{event.type}:{event.alert.severity}"] += 1
 
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
+        self.sink_failures[sink] += 1
+
     def to_json(self) -> dict[str, Any]:
         return {
             "windows_assessed": self.windows_assessed,
@@ -59,4 +69,7 @@ class Stats(Observer):
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "alerts": dict(self.alerts),
             "bad_log_lines": self.bad_log_lines,
+            "truncated_entries": self.truncated_entries,
+            "budget_dropped_entries": self.budget_dropped_entries,
+            "sink_failures": dict(self.sink_failures),
         }

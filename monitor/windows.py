@@ -31,6 +31,10 @@ class WindowSettings(Section):
     max_entries: int = Field(default=12, ge=1, le=1000, description="log entries kept per zone")
     max_frames: int = Field(default=24, ge=1, le=1000, description="camera frames kept per zone")
     min_interval_s: float = Field(default=2.0, ge=0.0)
+    max_chars: int = Field(
+        default=32_000, ge=1_000, le=10_000_000,
+        description="characters of observation text per zone (the prompt's budget); the oldest entries leave first",
+    )
     queue_size: int | None = Field(
         default=None, ge=1, le=1000,
         description="ignored, kept so older files stay valid: a zone's newest window replaces a waiting one",
@@ -46,6 +50,8 @@ class Window:
     observations: tuple[Observation, ...]
     new_count: int
     created_at: float
+    # Entries that left the zone's history at this snapshot to keep the text within its character budget.
+    trimmed: int = 0
 
     @property
     def entries(self) -> tuple[LogEntry, ...]:
@@ -64,10 +70,13 @@ class RollingWindow:
     """The recent observations of one zone."""
 
     def __init__(self, zone: str, *, max_age_s: float, max_entries: int, min_interval_s: float,
-                 max_frames: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_frames: int | None = None, max_chars: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.zone = zone
         self.max_age_s = max_age_s
         self.min_interval_s = min_interval_s
+        # One huge entry must not become a huge prompt (and audit record): text is bounded too.
+        self.max_chars = max_chars
         # Log entries and frames are capped separately: a busy camera must not push the
         # zone's log entries out of the window.
         self.max_entries = max_entries
@@ -115,19 +124,45 @@ class RollingWindow:
             return 0.0
         return max(0.0, self.min_interval_s - (self._clock() - self._last_snapshot))
 
+    def _trim_to_budget(self) -> int:
+        """Drop the oldest observations beyond `max_chars` of text (the newest always stays); returns how many."""
+        if self.max_chars is None:
+            return 0
+        total, keep = 0, len(self._items)
+        for index in range(len(self._items) - 1, -1, -1):
+            total += text_size(self._items[index])
+            if total > self.max_chars and index < len(self._items) - 1:
+                break
+            keep = index
+        for _ in range(keep):
+            self._items.popleft()
+        return keep
+
     def snapshot(self) -> Window:
         if self._items:
             self._expire(self._items[-1].ts)
+        trimmed = self._trim_to_budget()
         window = Window(
             id=f"{self.zone}-{next(_window_ids)}",
             zone=self.zone,
             observations=tuple(self._items),
             new_count=min(self._new, len(self._items)),
             created_at=time.time(),
+            trimmed=trimmed,
         )
         self._new = 0
         self._last_snapshot = self._clock()
         return window
+
+
+def text_size(observation: Observation) -> int:
+    """The characters an observation adds to a prompt (the fields the prompt quotes; frames: their facts)."""
+    if isinstance(observation, Frame):
+        return sum(len(fact) for fact in observation.facts)
+    fields = (observation.clock, observation.location, observation.actor, observation.environment,
+              observation.behaviour)
+    size = sum(len(value) for value in fields if value)
+    return size if observation.behaviour or observation.environment else size + len(observation.text)
 
 
 class LatestSlot:

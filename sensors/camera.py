@@ -13,7 +13,11 @@ Files and folders sample by media time (frame index / fps), so a replay at any
 speed sees the same frames; at speed 0 frames are stamped with the start time
 plus media time, at other speeds with wall time. Live sources that fail to
 open or stop delivering go `offline` and are reopened with exponential backoff
-and jitter until they come back `online`.
+and jitter until they come back `online`. A file or folder that cannot be read
+(missing, corrupt, no frames) makes `run` raise `SensorError` with the camera
+`offline` and its `last_error` set; the pipeline restarts it with backoff, and
+`run` may be called again. An image of a folder that cannot be decoded (empty,
+corrupt, unreadable) is skipped and counted in `bad_input`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import structlog
 
 from monitor.core.aio import Backoff
 from monitor.core.errors import SensorError
+from monitor.core.text import redact_credentials
 from sensors.camera_config import CameraSettings
 from sensors.gating import ChangeGate
 from sensors.pose import PosePrefilter, create_pose_prefilter
@@ -114,7 +119,7 @@ class _CaptureReader:
 
 
 class _FolderReader:
-    def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path], None]) -> None:
+    def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path, str], None]) -> None:
         self._paths = deque(paths)
         self.fps: float | None = fps
         self._on_bad = on_bad
@@ -124,14 +129,29 @@ class _FolderReader:
             path = self._paths.popleft()
             if not decode:
                 return True, None
-            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+            image, problem = _read_image(path)
             if image is not None:
                 return True, image
-            self._on_bad(path)
+            self._on_bad(path, problem)
         return False, None
 
     def close(self) -> None:
         self._paths.clear()
+
+
+def _read_image(path: Path) -> tuple[Image | None, str]:
+    """An image file decoded, or None and why not: one bad file of a folder must not stop the camera."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except (OSError, ValueError) as exc:  # deleted meanwhile, no permission, a folder named like an image
+        return None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+    if data.size == 0:
+        return None, "empty file"  # imdecode asserts on an empty buffer (cv2.error), so never hand it one
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        return None, f"OpenCV cannot decode it: {str(exc).strip().splitlines()[-1]}"
+    return (image, "") if image is not None else (None, "not an image OpenCV can decode")
 
 
 class _End:
@@ -221,9 +241,17 @@ class CameraSource:
 
     # -- the event-loop side --------------------------------------------------------------------
     async def run(self, emit: Emit) -> None:
-        """Capture in a thread and emit the frames the gate passes, until the source ends or is cancelled."""
+        """Capture in a thread and emit the frames the gate passes, until the source ends or is cancelled.
+
+        Raises SensorError when a file or folder cannot be read; may be called again after that.
+        """
         loop = asyncio.get_running_loop()
         available = asyncio.Event()
+        # A fresh start after a failed run: new stop flag and buffer, no stale error.
+        self.ended = False
+        self._stop = threading.Event()
+        self._buffer = _FrameBuffer(self.settings.queue_size, block=not self.settings.live)
+        self._error = None
 
         def notify() -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
@@ -277,13 +305,14 @@ class CameraSource:
             self._capture_loop()
         except BaseException as exc:  # handed to run(), which raises it on the loop
             self._error = exc
+            self._last_error = redact_credentials(str(exc))
         finally:
             if self._state == "online":
                 self._state = "offline"
                 reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
                 self._log.info("camera closed", reason=reason)
-            if self._pose is not None:
-                self._pose.close()
+            if self._pose is not None and self._error is None:
+                self._pose.close()  # after an error the pipeline runs the camera again, pose and all
             self._buffer.close()
 
     def _capture_loop(self) -> None:
@@ -316,10 +345,13 @@ class CameraSource:
         self.reconnects += 1
 
     def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
+        new_error = error is not None and error != self._last_error
         if error is not None:
             self._last_error = error
         if state == self._state:
-            if state == "offline" and fields:
+            if state == "offline" and new_error:  # e.g. a camera that has not come online since the start
+                self._log.warning("camera offline", error=error, **fields)
+            elif state == "offline" and fields:
                 self._log.debug("camera still offline", error=error, **fields)
             return
         self._state = state
@@ -351,7 +383,7 @@ class CameraSource:
         else:
             assert settings.url is not None
             capture = _open_url(settings.url, settings.capture_options, params)
-            where = _redact(settings.url)
+            where = redact_credentials(settings.url)
         if not capture.isOpened():
             capture.release()
             raise _OpenFailed(f"camera '{self.id}': cannot open {where}")
@@ -368,9 +400,9 @@ class CameraSource:
         if not paths:
             raise SensorError(f"camera '{self.id}': no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
 
-        def bad(path: Path) -> None:
+        def bad(path: Path, problem: str) -> None:
             self.bad_images += 1
-            self._log.warning("unreadable image skipped", path=str(path))
+            self._log.warning("unreadable image skipped", path=str(path), problem=problem, bad_total=self.bad_images)
 
         return _FolderReader(paths, self.settings.folder_fps, bad)
 
@@ -409,8 +441,8 @@ class CameraSource:
         if self.settings.loop and index > 0:
             self._media_offset += media_t
             return "looped"
-        if index == 0 and self.settings.loop:
-            raise SensorError(f"camera '{self.id}': {self.settings.path} has no frames to loop over")
+        if index == 0:  # a corrupt or empty file: not the end of a recording, a broken input
+            raise SensorError(f"camera '{self.id}': no frame could be read from {self.settings.path}")
         self._log.info("camera reached the end", path=str(self.settings.path), frames=self.frames_read)
         return "ended"
 
@@ -480,11 +512,6 @@ def _open_url(url: str, options: str | None, params: list[int]) -> cv2.VideoCapt
 
 def _file_fps(value: float) -> float:
     return float(value) if 0 < value <= 1000 else _DEFAULT_FILE_FPS
-
-
-def _redact(url: str) -> str:
-    """A URL fit for logs: credentials removed."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def _natural_key(path: Path) -> list[Any]:

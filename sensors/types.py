@@ -92,10 +92,11 @@ class InputHealth:
     entries: int = 0
     bad_input: int = 0
     last_error: str | None = None
+    truncated: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "state": self.state, "entries": self.entries,
-                "bad_input": self.bad_input, "last_error": self.last_error}
+                "bad_input": self.bad_input, "last_error": self.last_error, "truncated": self.truncated}
 
 
 class ObservationSource(Protocol):

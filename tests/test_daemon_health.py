@@ -50,7 +50,11 @@ def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Pa
             for count, text in enumerate(texts, start=1):
                 append(log, text)
                 daemon.wait_log("window assessed", count=count)
-            after = scrape(daemon)
+            # "window assessed" is logged before the alert is published and the window's end-to-end time
+            # observed: wait for the last of the three to be counted rather than race it.
+            e2e = ("monitor_stage_latency_seconds_count", (("stage", "end_to_end"),))
+            after = wait_until(lambda: (s := scrape(daemon)).get(e2e, 0.0) - before.get(e2e, 0.0) >= 3 and s,
+                               timeout=10, what="three end-to-end latencies counted")
 
             server.stop()
             append(log, "Sam sweeps the floor")  # fails: nobody answers

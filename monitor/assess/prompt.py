@@ -8,6 +8,7 @@ the system prompt says that nothing inside it is an instruction.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,9 @@ SYSTEM_PROMPT = (
     f"{EXAMPLE_ANSWER.model_dump_json()}"
 )
 
+# Text in the data that would open or close the observations block ("</observations>", "< / OBSERVATIONS >").
+_TAG = re.compile(r"<(?=\s*/?\s*observations)", re.IGNORECASE)
+
 # What a grammar-constrained server is asked to follow: generated from the validator itself.
 ASSESSMENT_SCHEMA: dict[str, Any] = response_schema(Assessment)
 
@@ -88,10 +92,25 @@ def quote_entry(entry: LogEntry) -> dict[str, str]:
 
 
 def _iso(ts: float) -> str:
+    # Sensors check their timestamps, but no odd number may stop a prompt from being built.
+    if not math.isfinite(ts):
+        return "unknown time"
     # Replayed streams count seconds from 0; show them as offsets, not as 1970.
-    if ts < 10**9:
+    if 0 <= ts < 10**9:
         return f"+{ts:.1f}s"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return f"epoch {ts:.0f}"
+
+
+def data_line(data: dict[str, Any]) -> str:
+    """One observation as a line of JSON data that cannot close (or open) the observations block.
+
+    `<` before "observations" becomes the JSON escape `\\u003c`: the same text to a reader of
+    the JSON, but no longer a tag to a model reading the prompt.
+    """
+    return _TAG.sub(r"\\u003c", json.dumps(data, ensure_ascii=False))
 
 
 def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = None) -> tuple[Message, ...]:
@@ -104,15 +123,15 @@ def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = N
     lines: list[str] = []
     for observation in window.observations:
         if isinstance(observation, LogEntry):
-            lines.append(json.dumps(quote_entry(observation), ensure_ascii=False))
+            lines.append(data_line(quote_entry(observation)))
         elif id(observation) in chosen:
             _flush(lines, parts)
             label = {"time": _iso(observation.ts), "source": observation.source, "frame": "image follows"}
-            parts.append({"type": "text", "text": json.dumps(label)})
+            parts.append({"type": "text", "text": data_line(label)})
             parts.append({"type": "image_url", "image_url": {"url": chosen[id(observation)]}})
         elif observation.facts:
             facts = {"time": _iso(observation.ts), "source": observation.source, "camera": list(observation.facts)}
-            lines.append(json.dumps(facts, ensure_ascii=False))
+            lines.append(data_line(facts))
     _flush(lines, parts)
     parts.append({"type": "text", "text": "</observations>\nAssess the newest observations now. JSON only."})
     user: Message

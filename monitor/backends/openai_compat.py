@@ -3,12 +3,19 @@
 The only module that imports `openai`. Failures are classified once, here:
 429, 5xx, connection errors and attempt timeouts are transient and retried with
 exponential backoff and jitter inside the total budget; everything else is fatal.
+A `Retry-After` on 429 or 503 (seconds or an HTTP date) is honoured by every call
+of this backend until it has passed: a call waits for it when its total budget
+allows, else fails at once instead of hammering the server. An HTTP 200 whose
+body is not a chat completion (not JSON, no choices) is a `BadResponseError`
+that keeps the body, cut to `MAX_RAW_BODY_CHARS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -21,14 +28,18 @@ from monitor.core.aio import Backoff
 from monitor.core.errors import (
     BackendError,
     BackendTimeoutError,
+    BadResponseError,
     FatalBackendError,
     ImageInputUnsupportedError,
     TransientBackendError,
 )
-from monitor.core.text import shorten
+from monitor.core.text import redact_credentials, shorten
 
 log = structlog.get_logger(__name__)
 _MAX_BACKOFF_S = 30.0
+# A server may ask for a pause of any length; longer than this is treated as this long.
+MAX_RETRY_AFTER_S = 300.0
+MAX_RAW_BODY_CHARS = 2000
 
 
 class OpenAICompatBackend:
@@ -46,6 +57,13 @@ class OpenAICompatBackend:
         # Retries stay inside the total budget; a wide jitter spreads clients hitting one rate limit.
         self._backoff = Backoff(settings.backoff_base_s, _MAX_BACKOFF_S, jitter=0.5)
         self.last_success_at: float | None = None
+        # Until this monotonic time the server asked not to be called (its last Retry-After).
+        self._not_before = 0.0
+
+    @property
+    def where(self) -> str:
+        """The model and endpoint, for messages (credentials in the URL hidden)."""
+        return f"model '{self.model}' at {redact_credentials(self.base_url or '')}"
 
     async def start(self) -> None:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else "not-needed"
@@ -62,44 +80,71 @@ class OpenAICompatBackend:
     async def complete(self, request: ModelRequest) -> ModelReply:
         if request.has_images and not self.accepts_images:
             raise ImageInputUnsupportedError(
-                f"model '{self.model}' at {self.base_url} is configured as text-only; "
-                "set model.accepts_images = true if it takes images"
+                f"{self.where} is configured as text-only; set model.accepts_images = true if it takes images"
             )
         async with self._semaphore:
+            deadline = time.monotonic() + self.settings.total_timeout_s
             try:
                 async with asyncio.timeout(self.settings.total_timeout_s):
-                    return await self._with_retries(request)
+                    return await self._with_retries(request, deadline)
             except TimeoutError:
                 raise BackendTimeoutError(
-                    f"model '{self.model}' at {self.base_url}: no valid answer within "
-                    f"total_timeout_s={self.settings.total_timeout_s}"
+                    f"{self.where}: no valid answer within total_timeout_s={self.settings.total_timeout_s}"
                 ) from None
 
-    async def _with_retries(self, request: ModelRequest) -> ModelReply:
+    async def _with_retries(self, request: ModelRequest, deadline: float) -> ModelReply:
         attempt = 0
         while True:
             attempt += 1
+            await self._respect_retry_after(deadline)
             try:
                 return await self._attempt(request, attempt)
             except TransientBackendError as exc:
                 if attempt > self.settings.max_retries:
                     raise
-                delay = self._backoff.delay(attempt)
+                # A server that said when to come back is waited for in _respect_retry_after instead.
+                delay = 0.0 if exc.retry_after_s else self._backoff.delay(attempt)
                 log.warning("model attempt failed, retrying", model=self.model, attempt=attempt,
-                            error=str(exc), retry_in_s=round(delay, 2))
+                            error=str(exc), retry_in_s=round(max(delay, self._not_before - time.monotonic()), 2))
                 await asyncio.sleep(delay)
+
+    async def _respect_retry_after(self, deadline: float) -> None:
+        """Wait out the server's last Retry-After, or fail at once when it ends after this call's budget."""
+        now = time.monotonic()
+        wait = self._not_before - now
+        if wait <= 0:
+            return
+        if now + wait >= deadline:
+            raise TransientBackendError(
+                f"{self.where}: the server asked not to be called for another {wait:.1f} s (Retry-After), "
+                f"beyond this call's total_timeout_s={self.settings.total_timeout_s:g}",
+                retry_after_s=wait,
+            )
+        await asyncio.sleep(wait)
+
+    def _note_retry_after(self, seconds: float) -> None:
+        self._not_before = max(self._not_before, time.monotonic() + min(seconds, MAX_RETRY_AFTER_S))
 
     async def _attempt(self, request: ModelRequest, attempt: int) -> ModelReply:
         if self._client is None:
             raise FatalBackendError(f"backend for '{self.model}' used before start()")
         started = time.perf_counter()
         try:
-            response = await self._client.chat.completions.create(**self._arguments(request))
+            raw = await self._client.chat.completions.with_raw_response.create(**self._arguments(request))
         except openai.APIError as exc:
             raise self._classify(exc, request) from exc
         latency = time.perf_counter() - started
+        try:
+            reply = self._reply(raw.parse(), latency, attempt)
+        except Exception as exc:  # not JSON, or JSON that is no chat completion: never let it escape unnamed
+            body = raw.http_response.text
+            raise BadResponseError(
+                f"{self.where}: HTTP {raw.http_response.status_code} with a body that is not a chat completion "
+                f"({type(exc).__name__}: {shorten(exc, 200)})",
+                shorten(body, MAX_RAW_BODY_CHARS),
+            ) from exc
         self.last_success_at = time.time()
-        return self._reply(response, latency, attempt)
+        return reply
 
     def _arguments(self, request: ModelRequest) -> dict[str, Any]:
         response_format: dict[str, Any] = {"type": "json_object"}
@@ -118,9 +163,19 @@ class OpenAICompatBackend:
             arguments["seed"] = request.seed
         return arguments
 
+    @staticmethod
+    def _text(response: Any) -> str:
+        """The reply text; raises ValueError for a response that is not a chat completion."""
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("no 'choices' in the response")
+        content = getattr(getattr(choices[0], "message", None), "content", None)
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"the message content is {type(content).__name__}, not text")
+        return content or ""
+
     def _reply(self, response: Any, latency: float, attempt: int) -> ModelReply:
-        choices = getattr(response, "choices", None) or []
-        text = (choices[0].message.content or "") if choices else ""
+        text = self._text(response)
         usage = getattr(response, "usage", None)
         return ModelReply(
             text=text,
@@ -134,7 +189,7 @@ class OpenAICompatBackend:
         )
 
     def _classify(self, exc: openai.APIError, request: ModelRequest) -> BackendError:
-        where = f"model '{self.model}' at {self.base_url}"
+        where = self.where
         if isinstance(exc, openai.APITimeoutError):
             return TransientBackendError(f"{where}: attempt timed out after {self.settings.attempt_timeout_s} s")
         if isinstance(exc, openai.APIConnectionError):
@@ -147,10 +202,38 @@ class OpenAICompatBackend:
                     f"{where}: HTTP {status} on a request with images; the endpoint probably does not "
                     "accept images: use a vision model or set model.accepts_images = false"
                 )
+            if status in (429, 503) and (retry_after := retry_after_s(exc.response.headers)) is not None:
+                self._note_retry_after(retry_after)
+                return TransientBackendError(f"{where}: HTTP {status}, Retry-After {retry_after:g} s",
+                                             retry_after_s=retry_after)
             if status == 429 or status >= 500 or status == 408:
                 return TransientBackendError(f"{where}: HTTP {status}")
-            return FatalBackendError(f"{where}: HTTP {status}: {shorten(exc.message, 300)}")
-        return FatalBackendError(f"{where}: {exc.__class__.__name__}: {shorten(exc, 300)}")
+            return FatalBackendError(f"{where}: HTTP {status}: {redact_credentials(shorten(exc.message, 300))}")
+        return FatalBackendError(f"{where}: {exc.__class__.__name__}: {redact_credentials(shorten(exc, 300))}")
+
+
+def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds a server asked to wait: `Retry-After` in seconds or as an HTTP date (or `retry-after-ms`)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 @register_backend("openai")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from monitor.core.text import redact_credentials
+
 
 class MonitorError(Exception):
     """Root of every error the monitor raises on purpose."""
@@ -26,6 +28,10 @@ class LogParseError(SensorError):
     """A log line or block cannot be parsed; names the source and line."""
 
 
+class SinkError(MonitorError):
+    """A sink cannot deliver an alert; names the sink and its destination."""
+
+
 class BackendError(MonitorError):
     """The model backend failed to produce a valid assessment."""
 
@@ -33,9 +39,16 @@ class BackendError(MonitorError):
 
 
 class TransientBackendError(BackendError):
-    """Worth retrying: rate limit, 5xx, connection failure, attempt timeout."""
+    """Worth retrying: rate limit, 5xx, connection failure, attempt timeout.
+
+    `retry_after_s` is how long the server asked to be left alone (its Retry-After), when it said.
+    """
 
     kind = "transient"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class FatalBackendError(BackendError):
@@ -60,6 +73,21 @@ class MalformedReplyError(BackendError):
         self.raw = raw
 
 
+class BadResponseError(MalformedReplyError):
+    """The endpoint answered with something that is not a chat completion (not JSON, no choices).
+
+    Keeps the raw body, cut to a bounded length, like a malformed reply keeps its text.
+    """
+
+    kind = "bad_response"
+
+
+class InternalAssessmentError(BackendError):
+    """An assessment failed in the monitor's own code (prompt, keyframes, strategy): a bug, counted, never fatal."""
+
+    kind = "internal"
+
+
 class ImageInputUnsupportedError(FatalBackendError):
     """The backend rejected image input: a configuration problem, not 'no danger'."""
 
@@ -70,5 +98,5 @@ def report(error: MonitorError, stream: TextIO | None = None) -> int:
     """Print an error for a person (one line per config problem) and return the exit code 1."""
     lines = error.problems if isinstance(error, ConfigError) else [f"error: {error}"]
     for line in lines:
-        print(line, file=stream or sys.stderr)
+        print(redact_credentials(line), file=stream or sys.stderr)
     return 1

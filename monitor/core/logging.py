@@ -13,6 +13,8 @@ from typing import Literal
 
 import structlog
 
+from monitor.core.text import redact_value
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Key names that hold credentials; `prompt_tokens` and friends are counts, not secrets.
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|token|authorization|credentials?)$", re.IGNORECASE)
@@ -23,6 +25,13 @@ def _redact_secrets(_: object, __: str, event: structlog.types.EventDict) -> str
     for key in list(event):
         if _SECRET_KEY.search(key):
             event[key] = "**********"
+    return event
+
+
+def _redact_urls(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    # `http://user:pass@host` can reach a log line in any field (a URL, an error, a traceback): hide it everywhere.
+    for key, value in event.items():
+        event[key] = redact_value(value)
     return event
 
 
@@ -39,6 +48,7 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_secrets,
             structlog.processors.format_exc_info,
+            _redact_urls,  # after format_exc_info, so a traceback is covered too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

@@ -1,8 +1,15 @@
-"""Text helpers for messages a person reads: bounded lengths, readable times."""
+"""Text helpers for messages a person reads: bounded lengths, readable times, no credentials."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Any
+
+# `scheme://user:password@host`: the user-info part of any URL, up to the last "@" of its authority
+# (passwords are often written with a raw "@" in them: rtsp://admin:p@ss@cam/...).
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
+REDACTED_USERINFO = "***@"
 
 
 def shorten(text: object, limit: int) -> str:
@@ -14,3 +21,32 @@ def shorten(text: object, limit: int) -> str:
 def iso_time(epoch_s: float) -> str:
     """Seconds since the epoch as ISO 8601 in UTC with milliseconds, e.g. `2026-11-25T17:00:00.120+00:00`."""
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+def redact_credentials(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by `***`.
+
+    `http://user:pass@host/v1` becomes `http://***@host/v1`; text without URL
+    credentials comes back unchanged (the same object, so callers can cheaply
+    tell whether anything was hidden).
+    """
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_CREDENTIALS.sub(lambda m: m.group(1) + REDACTED_USERINFO, text)
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with URL credentials hidden in every string inside it (dicts, lists and tuples too)."""
+    if isinstance(value, str):
+        return redact_credentials(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(item) for item in value)
+    return value
+
+
+def truncate(text: str, limit: int) -> tuple[str, int]:
+    """`text` cut to at most `limit` characters plus a visible marker, and how many characters were cut."""
+    if len(text) <= limit:
+        return text, 0
+    cut = len(text) - limit
+    return f"{text[:limit]} [... {cut} characters cut]", cut

@@ -33,6 +33,10 @@ log = structlog.get_logger("monitor.health")
 
 _REQUEST_TIMEOUT_S = 5.0
 _MAX_REQUEST_BYTES = 16 * 1024
+# Idle connections held open cost a file descriptor each, and the model calls need descriptors too:
+# beyond this many at once, a new connection is closed at once (and counted).
+MAX_CONNECTIONS = 32
+_REJECT_LOG_INTERVAL_S = 60.0
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
@@ -216,7 +220,8 @@ class HealthServer:
     """Serves `/healthz`, `/readyz` and `/metrics` until closed."""
 
     def __init__(self, settings: HealthSettings, *, liveness: Liveness, readiness: ReadinessCheck,
-                 metrics: Callable[[], bytes] | None = None, metrics_content_type: str = "text/plain") -> None:
+                 metrics: Callable[[], bytes] | None = None, metrics_content_type: str = "text/plain",
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.settings = settings
         self._liveness = liveness
         self._readiness = readiness
@@ -224,6 +229,9 @@ class HealthServer:
         self._metrics_type = metrics_content_type
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.max_connections = max_connections
+        self.rejected_connections = 0
+        self._rejects_logged_at: float | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -242,7 +250,20 @@ class HealthServer:
         await self._server.wait_closed()
         self._server = None
 
+    def _reject(self, writer: asyncio.StreamWriter) -> None:
+        """Close a connection beyond the limit at once; say so at most once a minute."""
+        self.rejected_connections += 1
+        writer.transport.abort()
+        now = time.monotonic()
+        if self._rejects_logged_at is None or now - self._rejects_logged_at >= _REJECT_LOG_INTERVAL_S:
+            self._rejects_logged_at = now
+            log.warning("health server at its connection limit; new connections closed at once",
+                        max_connections=self.max_connections, rejected_total=self.rejected_connections)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= self.max_connections:
+            self._reject(writer)
+            return
         self._writers.add(writer)
         try:
             async with asyncio.timeout(_REQUEST_TIMEOUT_S):

@@ -33,7 +33,7 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
            1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Label values that exist from the first scrape, so rate() has a zero to start from.
 DROP_REASONS = ("superseded", "monitoring_off", "shutdown")
-ERROR_KINDS = ("transient", "fatal", "timeout", "malformed", "image_unsupported")
+ERROR_KINDS = ("transient", "fatal", "timeout", "malformed", "bad_response", "internal", "image_unsupported")
 SEVERITIES = ("info", "warning", "critical")
 EVENT_TYPES = ("new", "update", "end")
 _ERROR_CHARS = 200
@@ -95,6 +95,13 @@ class _ServiceCollector:
                         {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens})
         yield self._alerts(stats)
         yield _counter("monitor_bad_log_lines", "Activity-log lines that could not be parsed", stats.bad_log_lines)
+        yield _counter("monitor_truncated_entries", "Log entries cut to their source's max_entry_chars",
+                       stats.truncated_entries)
+        yield _counter("monitor_budget_dropped_entries",
+                       "Oldest observations dropped to keep a zone's prompt within windows.max_chars",
+                       stats.budget_dropped_entries)
+        yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
+                        "sink", dict(stats.sink_failures))
         yield from self._gauges()
 
     def _alerts(self, stats: Stats) -> Metric:

@@ -410,9 +410,10 @@ class Service:
 
     def _stats(self) -> Stats:
         if self.pipeline is not None:
-            # The sources count the lines they could not parse themselves; fold them in.
-            healths = (source.health() for source, _ in self.pipeline.sources)
-            self.stats.bad_log_lines = sum(h.bad_input for h in healths if isinstance(h, InputHealth))
+            # The sources count the lines they could not parse, and the entries they cut, themselves; fold them in.
+            healths = [h for source, _ in self.pipeline.sources if isinstance(h := source.health(), InputHealth)]
+            self.stats.bad_log_lines = sum(h.bad_input for h in healths)
+            self.stats.truncated_entries = sum(h.truncated for h in healths)
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:

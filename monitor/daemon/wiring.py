@@ -53,19 +53,21 @@ class SourceSpec:
 def _log_source(settings: SourceSettings, broker: MqttSettings | None) -> ObservationSource:
     from sensors.logs.sources import FileTailSource, ReplayFileSource, StdinSource
 
+    cap = settings.max_entry_chars
     if settings.kind == "stdin":
-        return StdinSource(settings.id, settings.format)
+        return StdinSource(settings.id, settings.format, max_entry_chars=cap)
     if settings.kind == "mqtt":
         from sensors.mqtt_source import MqttActivitySource
 
         assert broker is not None and settings.topic is not None  # validated by Settings and SourceSettings
-        return MqttActivitySource(settings.id, broker, topic=settings.topic)
+        return MqttActivitySource(settings.id, broker, topic=settings.topic, max_entry_chars=cap,
+                                  max_payload_bytes=settings.max_payload_bytes)
     assert settings.path is not None  # validated by SourceSettings
     if settings.kind == "replay":
         return ReplayFileSource(settings.id, settings.path, settings.format,
-                                interval_s=settings.interval_s, speed=settings.speed)
-    return FileTailSource(settings.id, settings.path, settings.format,
-                          from_start=settings.from_start, poll_interval_s=settings.poll_interval_s)
+                                interval_s=settings.interval_s, speed=settings.speed, max_entry_chars=cap)
+    return FileTailSource(settings.id, settings.path, settings.format, from_start=settings.from_start,
+                          poll_interval_s=settings.poll_interval_s, max_entry_chars=cap)
 
 
 @dataclass(frozen=True)

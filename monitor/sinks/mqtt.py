@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,11 +40,12 @@ from monitor.alerts import Alert, AlertEvent
 from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
-from monitor.core.text import iso_time
+from monitor.core.files import PRIVATE_FILE_MODE, private_dir
+from monitor.core.text import iso_time, shorten
 from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
-from monitor.sinks.outbox import Outbox, OutboxMessage
+from monitor.sinks.outbox import Outbox, OutboxError, OutboxMessage
 from monitor.zones import ZoneState, ZoneStatus
 
 log = structlog.get_logger("monitor.sinks.mqtt")
@@ -137,7 +139,9 @@ class MqttSink:
         if self._task is not None:
             return
         self._stop.clear()
-        await asyncio.to_thread(self.outbox.open)
+        # A full disk or an unwritable state dir must not keep the monitor from starting: the sink runs
+        # without durability (put failures are counted) and the outbox opens as soon as it can.
+        await asyncio.to_thread(self.outbox.try_open)
         if len(self.outbox):
             log.info("mqtt outbox has messages from a previous run", pending=len(self.outbox),
                      outbox=str(self.outbox.path))
@@ -156,14 +160,23 @@ class MqttSink:
         """Returns once the event's messages are committed to the outbox; delivery happens in the background."""
         self._raise_if_failed()
         alert = event.alert
-        await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event)), event.message_id)
-        if event.type == "new":
-            await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
-                                f"{event.message_id}:event")
+        try:
+            await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event)), event.message_id)
+            if event.type == "new":
+                await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
+                                    f"{event.message_id}:event")
+        except OutboxError as exc:
+            # Counted and raised after the zone's retained state is updated: that needs no disk.
+            self.counters["outbox_put_failures"] += 1
+            failure: OutboxError | None = exc
+        else:
+            failure = None
         # The tracker hears of the event from the pipeline too, after every sink; telling it now keeps
         # the retained state in step with the alert just queued (opening or closing is idempotent).
         self.status.alert_event(event)
         self._set_last_warning(alert.zone, event.at)
+        if failure is not None:
+            raise failure
 
     async def close(self, *, flush: bool = True) -> None:
         """Flush the outbox (at most `close_timeout_s`), publish retained `offline`, disconnect.
@@ -360,6 +373,7 @@ class MqttSink:
                 "connected": self.connected,
                 "outbox_pending": len(self.outbox),
                 "outbox_dropped": self.outbox.dropped,
+                "outbox_available": self.outbox.available,
                 **dict(self.counters),
             },
         }
@@ -410,7 +424,9 @@ class MqttSink:
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters["invalid_commands"] += 1
         text = payload[:64].decode("utf-8", "replace")
-        log.warning("invalid mqtt control message ignored", topic=topic, payload=text, reason=reason)
+        # The zone part of a topic is anyone's text, up to 64 KiB: the log gets a bounded piece of it.
+        log.warning("invalid mqtt control message ignored", topic=shorten(topic, 200), payload=text,
+                    payload_bytes=len(payload), reason=shorten(reason, 200))
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Publish discovery configs, and clear retained topics of zones no longer configured."""
@@ -443,10 +459,14 @@ class MqttSink:
 
     def _save_published(self, topics: set[str]) -> None:
         path = self.state_dir / _PUBLISHED_RECORD
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"topics": sorted(topics)}, indent=1), encoding="utf-8")
-        temporary.replace(path)
+        try:
+            private_dir(path.parent)
+            temporary.write_text(json.dumps({"topics": sorted(topics)}, indent=1), encoding="utf-8")
+            os.chmod(temporary, PRIVATE_FILE_MODE)
+            temporary.replace(path)
+        except OSError as exc:  # a full disk: topics of removed zones are cleared at a later start instead
+            log.warning("record of published mqtt topics not saved", path=str(path), error=exc.strerror or str(exc))
 
 
 # --------------------------------------------------------------------------- payloads

@@ -12,22 +12,41 @@ make room (policy `drop_oldest`), logs a warning naming each dropped message
 id, and counts them in `dropped`. A long outage then loses its oldest alerts,
 never its newest.
 
+Faults stay local. A file that is not a healthy outbox (garbage, truncated, a
+bad header, a folder in its place) is moved aside with a timestamped name, both
+paths logged, and a fresh one is created. An outbox that cannot be opened (a
+full disk) leaves the sink running without durability: `try_open` says so once,
+`put` raises `OutboxError` (the caller counts it), `peek` has nothing, and the
+file is opened again, at most every `REOPEN_INTERVAL_S`, as soon as it can be.
+Acknowledged messages that cannot be deleted (a full disk) are remembered and
+never sent again in this run; the delete is retried later.
+
 Methods are blocking (short SQLite transactions); async callers run them with
 `asyncio.to_thread`. One lock serialises them, so any thread may call.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from monitor.core.errors import MonitorError
+from monitor.core.files import PRIVATE_FILE_MODE, private_dir
 
 log = structlog.get_logger("monitor.sinks.outbox")
+
+REOPEN_INTERVAL_S = 5.0
+# SQLite's primary result codes for a file that is damaged or is no database at all.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_SELECT_WAITING = ("SELECT seq, topic, payload, qos, retain, message_id, created_at FROM messages"
+                   " WHERE seq > ? ORDER BY seq LIMIT ?")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -44,6 +63,10 @@ CREATE TABLE IF NOT EXISTS messages (
 
 class OutboxError(MonitorError):
     """The outbox file cannot be opened or written."""
+
+
+class _Corrupt(Exception):
+    """The file is not a healthy outbox; says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,28 +91,38 @@ class Outbox:
         self.path = path
         self.max_messages = max_messages
         self.dropped = 0
+        self.last_error: str | None = None
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._count = 0
+        self._wanted = False  # open() or try_open() was called and close() was not: reopen when possible
+        self._next_attempt = 0.0
+        self._removed_through = 0  # acknowledged up to here, though the delete may still be pending
+
+    @property
+    def available(self) -> bool:
+        """True while the file is open (messages are durable)."""
+        return self._db is not None
 
     def open(self) -> None:
-        """Open (or create) the file; messages left by a previous run stay queued."""
+        """Open (or create) the file; messages left by a previous run stay queued. Raises OutboxError."""
         with self._lock:
-            if self._db is not None:
-                return
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute(_SCHEMA)
-                self._count = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-            except (sqlite3.Error, OSError) as exc:
-                raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
-            self._db = db
+            self._wanted = True
+            if self._db is None:
+                self._db = self._open_file()
+
+    def try_open(self) -> bool:
+        """Open if possible; when not (a full disk), log it once, keep `last_error` and retry later."""
+        try:
+            self.open()
+        except OutboxError as exc:
+            self._unavailable(exc)
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:
+            self._wanted = False
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -117,30 +150,132 @@ class Outbox:
         return len(dropped)
 
     def peek(self, limit: int) -> list[OutboxMessage]:
-        """The oldest `limit` waiting messages, oldest first; they stay until removed."""
+        """The oldest `limit` waiting messages, oldest first; they stay until removed. Empty while unavailable."""
         with self._lock:
-            rows = self._connection().execute(
-                "SELECT seq, topic, payload, qos, retain, message_id, created_at FROM messages ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
+            try:
+                db = self._connection()
+            except OutboxError:
+                return []
+            self._retry_pending_removal(db)
+            rows = db.execute(_SELECT_WAITING, (self._removed_through, limit)).fetchall()
         return [OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], r[6]) for r in rows]
 
     def remove_through(self, seq: int) -> int:
-        """Remove every message up to and including `seq` (they were acknowledged); returns how many."""
+        """Remove every message up to and including `seq` (they were acknowledged); returns how many.
+
+        When the delete itself fails (a full disk), the messages are still never peeked again
+        in this run; the delete is retried on the next peek.
+        """
         with self._lock:
             db = self._connection()
+            before = self._count
+            self._count -= int(db.execute("SELECT COUNT(*) FROM messages WHERE seq <= ? AND seq > ?",
+                                          (seq, self._removed_through)).fetchone()[0])
+            self._removed_through = max(self._removed_through, seq)
             try:
-                removed = db.execute("DELETE FROM messages WHERE seq <= ?", (seq,)).rowcount
+                db.execute("DELETE FROM messages WHERE seq <= ?", (seq,))
             except sqlite3.Error as exc:
-                raise OutboxError(f"outbox {self.path}: cannot remove acknowledged messages: {exc}") from exc
-            self._count -= removed
-            return removed
+                log.warning("outbox could not delete acknowledged messages; they will not be sent again",
+                            outbox=str(self.path), through_seq=seq, error=str(exc))
+            return before - self._count
 
+    # -- opening, corruption, unavailability -------------------------------------------------
+    def _open_file(self) -> sqlite3.Connection:
+        try:
+            private_dir(self.path.parent)
+            if self.path.exists() and not self.path.is_file():
+                self._move_aside("not a file (a folder or a device is in its place)")
+            try:
+                return self._connect()
+            except _Corrupt as exc:
+                self._move_aside(str(exc))
+            return self._connect()
+        except (_Corrupt, sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            os.chmod(self.path, PRIVATE_FILE_MODE)  # alerts about a person: for the service's user only
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _Corrupt(f"integrity check failed: {check}")
+            try:
+                db.execute(_SELECT_WAITING, (0, 0))
+            except sqlite3.OperationalError as exc:  # some other program's database
+                raise _Corrupt(f"not an outbox: {exc}") from exc
+            self._count = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if _is_corrupt(exc):
+                raise _Corrupt(str(exc)) from exc
+            raise
+        except BaseException:
+            db.close()
+            raise
+        self._removed_through = 0
+        self.last_error = None
+        return db
+
+    def _move_aside(self, reason: str) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        counter = 1
+        while aside.exists():
+            counter += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
+        self.path.rename(aside)
+        for suffix in _SIDE_FILES:  # a stale journal must not be applied to the fresh file
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.rename(aside.with_name(aside.name + suffix))
+        log.warning("mqtt outbox is not a healthy outbox; moved aside, starting a fresh one", outbox=str(self.path),
+                    moved_to=str(aside), reason=reason)
+
+    def _unavailable(self, exc: OutboxError) -> None:
+        if str(exc) != self.last_error:
+            log.error("mqtt outbox unavailable; alerts are not stored durably until it opens", outbox=str(self.path),
+                      error=str(exc), retry_every_s=REOPEN_INTERVAL_S)
+        self.last_error = str(exc)
+        self._next_attempt = time.monotonic() + REOPEN_INTERVAL_S
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        if not self._wanted:
+            raise OutboxError(f"outbox {self.path}: not open")
+        if time.monotonic() < self._next_attempt:
+            raise OutboxError(f"outbox {self.path}: unavailable: {self.last_error}")
+        try:
+            self._db = self._open_file()
+        except OutboxError as exc:
+            self._unavailable(exc)
+            raise
+        log.info("mqtt outbox available again", outbox=str(self.path), pending=self._count)
+        return self._db
+
+    def _retry_pending_removal(self, db: sqlite3.Connection) -> None:
+        if self._removed_through and self._count_through(db) > 0:
+            try:
+                db.execute("DELETE FROM messages WHERE seq <= ?", (self._removed_through,))
+            except sqlite3.Error:
+                return  # still no room; the messages stay skipped
+
+    def _count_through(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM messages WHERE seq <= ?", (self._removed_through,)).fetchone()[0])
+
+    # -- the bound ------------------------------------------------------------------------------
     def _make_room(self, db: sqlite3.Connection, needed: int) -> list[str]:
         excess = self._count + needed - self.max_messages
         if excess <= 0:
             return []
-        rows = db.execute("SELECT seq, message_id FROM messages ORDER BY seq LIMIT ?", (excess,)).fetchall()
+        rows = db.execute("SELECT seq, message_id FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                          (self._removed_through, excess)).fetchall()
+        if not rows:
+            return []
         db.execute("DELETE FROM messages WHERE seq <= ?", (rows[-1][0],))
         return [row[1] for row in rows]
 
@@ -150,10 +285,12 @@ class Outbox:
             log.warning("outbox full, oldest message dropped", outbox=str(self.path), message_id=message_id,
                         max_messages=self.max_messages, dropped_total=self.dropped)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise OutboxError(f"outbox {self.path}: not open")
-        return self._db
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return "malformed" in str(exc) or "not a database" in str(exc)
 
 
 def _rollback(db: sqlite3.Connection) -> None:

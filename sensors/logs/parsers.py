@@ -15,18 +15,26 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeGuard, get_args
 
 from monitor.core.errors import LogParseError
-from monitor.core.text import shorten
+from monitor.core.text import shorten, truncate
 from sensors.types import LogEntry
 
 Format = Literal["jsonl", "text", "pasbench"]
 FormatChoice = Literal["auto", "jsonl", "text", "pasbench"]
 FORMATS: tuple[str, ...] = get_args(FormatChoice)
 Clock = Callable[[], float]
+
+# The longest text field of one entry, by default ("a few KiB"): one runaway line must not become the prompt.
+DEFAULT_MAX_ENTRY_CHARS = 4096
+# Timestamps: seconds since 1970 up to the last second of year 9999 (what a datetime can show).
+MAX_EPOCH_S = 253_402_300_799.0
+# Larger epoch numbers are milliseconds, microseconds or nanoseconds (JavaScript, Go, OpenTelemetry loggers):
+# each scale covers the years 1973 to 5138, so the ranges never overlap.
+_EPOCH_SCALES = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6), (1e20, 1e9))
 
 
 def is_format_choice(name: str) -> TypeGuard[FormatChoice]:
@@ -84,16 +92,29 @@ def _timestamp(value: object, *, now: float, where: str) -> float:
         return now
     # bool is an int subclass, but `"ts": true` is a mistake, not second 1.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            ts = float(value)
-        except OverflowError:
-            raise LogParseError(f"{where}: 'ts' {value} is out of range") from None
-        if not math.isfinite(ts):
-            raise LogParseError(f"{where}: 'ts' must be finite, got {value}")
-        return ts
+        return epoch_seconds(value, where=where)
     if isinstance(value, str):
         return _iso_timestamp(value, where)
     raise LogParseError(f"{where}: 'ts' must be a number or ISO-8601 string, got {_type_name(value)}")
+
+
+def epoch_seconds(value: float, *, where: str) -> float:
+    """An epoch number as seconds: milli-, micro- and nanosecond epochs are recognised by size and converted.
+
+    Raises LogParseError for what is not a time since 1970 up to the year 9999.
+    """
+    try:
+        ts = float(value)
+    except OverflowError:
+        raise LogParseError(f"{where}: 'ts' {shorten(value, 40)} is out of range") from None
+    if not math.isfinite(ts):
+        raise LogParseError(f"{where}: 'ts' must be finite, got {ts}")
+    if ts < 0:
+        raise LogParseError(f"{where}: 'ts' {ts:g} is before 1970; expected seconds (or ms, us, ns) since 1970")
+    for bound, per_second in _EPOCH_SCALES:
+        if ts < bound:
+            return ts / per_second
+    raise LogParseError(f"{where}: 'ts' {ts:g} is out of range for seconds, ms, us or ns since 1970")
 
 
 def _iso_timestamp(value: str, where: str) -> float:
@@ -101,9 +122,34 @@ def _iso_timestamp(value: str, where: str) -> float:
         moment = datetime.fromisoformat(value.strip())
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
+        ts = moment.timestamp()
     except (ValueError, OverflowError, OSError):
         raise LogParseError(f"{where}: 'ts' {value[:40]!r} is not an ISO-8601 time") from None
+    # 9999-12-31T23:59:59-01:00 is a valid time that no UTC datetime can hold.
+    if not 0.0 <= ts <= MAX_EPOCH_S:
+        raise LogParseError(f"{where}: 'ts' {value[:40]!r} is out of range (1970 to 9999-12-31 UTC)")
+    return ts
+
+
+def cap_entry(entry: LogEntry, max_chars: int) -> tuple[LogEntry, int]:
+    """`entry` with every text field cut to `max_chars` (marked where cut), and how many characters were cut."""
+    fields = (entry.text, entry.raw, entry.clock, entry.location, entry.environment, entry.behaviour, entry.actor)
+    if all(value is None or len(value) <= max_chars for value in fields):
+        return entry, 0
+    cut_total = 0
+
+    def cap(value: str | None) -> str | None:
+        nonlocal cut_total
+        if value is None:
+            return None
+        kept, cut = truncate(value, max_chars)
+        cut_total += cut
+        return kept
+
+    capped = replace(entry, text=cap(entry.text) or "", raw=cap(entry.raw) or "", clock=cap(entry.clock),
+                     location=cap(entry.location), environment=cap(entry.environment),
+                     behaviour=cap(entry.behaviour), actor=cap(entry.actor))
+    return capped, cut_total
 
 
 def _type_name(value: object) -> str:

@@ -23,6 +23,14 @@ class SourceSettings(Section):
     speed: float = Field(default=1.0, ge=0.0, description="replay: entries per interval scale; 0 = as fast as possible")
     interval_s: PositiveFloat = Field(default=2.0, description="replay: seconds between entries at speed 1")
     poll_interval_s: PositiveFloat = 0.25
+    max_entry_chars: int = Field(
+        default=4096, ge=256, le=1_000_000,
+        description="longest text field of one entry; longer ones are cut, marked and counted",
+    )
+    max_payload_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=256 * 1024 * 1024,
+        description="mqtt: larger activity payloads are rejected unread and counted",
+    )
 
     @model_validator(mode="after")
     def _path_needed(self) -> SourceSettings:

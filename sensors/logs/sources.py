@@ -2,9 +2,12 @@
 
 Every source has one method, `async run(emit)`, which awaits `emit(entry)` for
 each parsed entry in order. Bad lines are logged with the source id and line
-number and counted in `bad_lines`; they never stop a source. Each source
-exposes `id`, `ended` (True once `run` has returned or was cancelled: no more
-entries will come), `entries_emitted` and `bad_lines`.
+number and counted in `bad_lines`; they never stop a source. Every text field
+of an entry is cut to `max_entry_chars` (marked, logged, counted in
+`truncated`), and a line is never held in memory beyond `_MAX_LINE_BYTES`.
+Each source exposes `id`, `ended` (True once `run` has returned, failed or was
+cancelled: no more entries will come until it is run again), `entries_emitted`,
+`bad_lines`, `truncated` and `last_error` (why its last run failed).
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 import structlog
 
 from monitor.core.errors import LogParseError, SensorError
-from sensors.logs.parsers import Clock, FormatChoice, LogParser
+from monitor.core.text import redact_credentials
+from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, FormatChoice, LogParser, cap_entry
 from sensors.types import Emit, InputHealth, LogEntry
 
 _READ_CHUNK = 64 * 1024
@@ -37,13 +42,28 @@ def _decode(data: bytes) -> str:
 class _LogSource:
     """What the three sources share: the parser, the counters and bad-line handling."""
 
-    def __init__(self, source_id: str, parser_format: FormatChoice, clock: Clock) -> None:
+    def __init__(self, source_id: str, parser_format: FormatChoice, clock: Clock,
+                 max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS) -> None:
         self.id = source_id
         self.ended = False
         self.entries_emitted = 0
         self.bad_lines = 0
+        self.truncated = 0
+        self.last_error: str | None = None
+        self.max_entry_chars = max_entry_chars
+        self._failing = False  # its last run failed, and it has not worked since
         self._parser = LogParser(source_id, parser_format, clock=clock)
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(source=source_id)
+
+    def _started(self) -> None:
+        self.ended = False  # run again after a failure (the pipeline restarts a failed source)
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error = redact_credentials(str(exc))
+        self._failing = True
+
+    def _working(self) -> None:
+        self._failing = False  # its input opened or loaded again; last_error stays as history
 
     def _parse(self, line: str, lineno: int) -> list[LogEntry]:
         try:
@@ -55,13 +75,22 @@ class _LogSource:
 
     async def _emit_all(self, entries: list[LogEntry], emit: Emit) -> None:
         for entry in entries:
-            await emit(entry)
+            await emit(self._bounded(entry))
             self.entries_emitted += 1
 
+    def _bounded(self, entry: LogEntry) -> LogEntry:
+        capped, cut = cap_entry(entry, self.max_entry_chars)
+        if cut:
+            self.truncated += 1
+            self._log.warning("log entry cut to max_entry_chars", chars_cut=cut, max_entry_chars=self.max_entry_chars,
+                              truncated_total=self.truncated)
+        return capped
+
     def health(self) -> InputHealth:
-        """Online until the source ends; with the entries it emitted and the lines it could not parse."""
-        return InputHealth(self.id, "offline" if self.ended else "online", entries=self.entries_emitted,
-                           bad_input=self.bad_lines)
+        """Online until the source ends or fails (and until it works again); with its counters and last error."""
+        offline = self.ended or self._failing
+        return InputHealth(self.id, "offline" if offline else "online", entries=self.entries_emitted,
+                           bad_input=self.bad_lines, last_error=self.last_error, truncated=self.truncated)
 
 
 class _Chunk:
@@ -95,19 +124,25 @@ class FileTailSource(_LogSource):
         poll_interval_s: float = 0.25,
         idle_flush_s: float | None = 3.0,
         clock: Clock = time.time,
+        max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS,
     ) -> None:
-        super().__init__(source_id, parser_format, clock)
+        super().__init__(source_id, parser_format, clock, max_entry_chars)
         self.path = Path(path)
         self._from_start = from_start
         self._poll_s = poll_interval_s
         self._idle_flush_s = idle_flush_s
         self._partial = b""
+        self._skipping = False
         self._lineno = 0
 
     async def run(self, emit: Emit) -> None:
-        """Emit entries as lines are appended; returns only by cancellation."""
+        """Emit entries as lines are appended; returns only by cancellation, raises SensorError on a bad path."""
+        self._started()
         try:
             await self._follow(emit)
+        except Exception as exc:
+            self._failed(exc)
+            raise
         finally:
             self.ended = True
 
@@ -148,10 +183,12 @@ class FileTailSource(_LogSource):
                 await asyncio.sleep(self._poll_s)
                 continue
             except OSError as exc:
-                raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror}") from exc
+                # A folder, a symlink loop, no permission: the pipeline marks the source failed and retries.
+                raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror or exc}") from exc
             if at_end:
                 handle.seek(0, os.SEEK_END)
             self._lineno = 0
+            self._working()
             return handle
 
     def _poll(self, handle: IO[bytes]) -> _Chunk:
@@ -185,15 +222,23 @@ class FileTailSource(_LogSource):
         self._log.info("log file truncated", path=str(self.path))
         handle.seek(0)
         self._partial = b""  # the half line it belonged to has been overwritten
+        self._skipping = False
         self._lineno = 0
 
     async def _consume(self, data: bytes, emit: Emit) -> None:
+        if self._skipping:  # the rest of a line longer than _MAX_LINE_BYTES
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            data, self._skipping = data[newline + 1 :], False
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
             await self._line(line, emit)
         if len(self._partial) > _MAX_LINE_BYTES:
-            await self._line(self._partial, emit)
-            self._partial = b""
+            self._log.warning("log line longer than the read limit; its start is used, the rest skipped",
+                              path=str(self.path), line=self._lineno + 1, limit_bytes=_MAX_LINE_BYTES)
+            await self._line(self._partial[:_MAX_LINE_BYTES], emit)
+            self._partial, self._skipping = b"", True
 
     async def _line(self, data: bytes, emit: Emit) -> None:
         self._lineno += 1
@@ -220,32 +265,68 @@ class StdinSource(_LogSource):
         *,
         stream: IO[bytes] | None = None,
         clock: Clock = time.time,
+        max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS,
     ) -> None:
-        super().__init__(source_id, parser_format, clock)
+        super().__init__(source_id, parser_format, clock, max_entry_chars)
         self._stream = stream
 
     async def run(self, emit: Emit) -> None:
         """Emit entries for each line read; return at end of input."""
+        self._started()
+        try:
+            await self._read(emit)
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        finally:
+            self.ended = True
+
+    async def _read(self, emit: Emit) -> None:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(_STDIN_QUEUE_LINES)
         stream = self._stream if self._stream is not None else sys.stdin.buffer
         reader = threading.Thread(
             target=_pump, args=(stream, queue, asyncio.get_running_loop()), name=f"stdin-{self.id}", daemon=True
         )
         reader.start()
-        try:
-            lineno = 0
-            while (data := await queue.get()) is not None:
-                lineno += 1
-                await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), lineno), emit)
-            await self._emit_all(self._parser.flush(), emit)
-        finally:
-            self.ended = True
+        lineno = 0
+        while (data := await queue.get()) is not None:
+            lineno += 1
+            await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), lineno), emit)
+        await self._emit_all(self._parser.flush(), emit)
+
+
+def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's lines, each at most _MAX_LINE_BYTES: of a longer line only its start, the rest skipped."""
+    read = _chunk_reader(stream)
+    partial, skipping = b"", False
+    while chunk := read(_READ_CHUNK):
+        *lines, partial = (partial + chunk).split(b"\n")
+        for line in lines:
+            if skipping:  # the end of a line already cut
+                skipping = False
+                continue
+            yield line + b"\n"
+        if len(partial) > _MAX_LINE_BYTES:
+            if not skipping:
+                yield partial[:_MAX_LINE_BYTES]
+            partial, skipping = b"", True
+    if partial and not skipping:
+        yield partial
+
+
+def _chunk_reader(stream: IO[bytes]) -> Callable[[int], bytes | None]:
+    # The raw file under sys.stdin.buffer: a thread blocked in a buffered read holds the buffer's lock,
+    # and the interpreter aborts at exit ("could not acquire lock ... at interpreter shutdown").
+    raw = getattr(stream, "raw", None)
+    if raw is not None:
+        return cast(Callable[[int], bytes | None], raw.read)
+    return cast(Callable[[int], bytes | None], getattr(stream, "read1", stream.read))
 
 
 def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop) -> None:
     """Thread body: move lines from a blocking stream into the loop's queue; None marks EOF."""
     try:
-        for line in iter(stream.readline, b""):
+        for line in _bounded_lines(stream):
             asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
     except (OSError, ValueError) as exc:  # closed or broken stream: treat as the end
         structlog.get_logger().warning("stdin read failed", error=str(exc))
@@ -278,22 +359,28 @@ class ReplayFileSource(_LogSource):
         interval_s: float = 2.0,
         speed: float = 1.0,
         clock: Clock = time.time,
+        max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS,
     ) -> None:
         if speed < 0 or interval_s < 0:
             raise ValueError(f"replay source '{source_id}': speed and interval_s must be >= 0")
         # Parse-time stamps are replaced at emission, so the caller's clock is read once per entry.
-        super().__init__(source_id, parser_format, _no_clock)
+        super().__init__(source_id, parser_format, _no_clock, max_entry_chars)
         self.path = Path(path)
         self._delay = interval_s / speed if speed > 0 else 0.0
         self._clock = clock
 
     async def run(self, emit: Emit) -> None:
         """Emit every entry of the file, paced; raises SensorError if it cannot be read."""
+        self._started()
         try:
             entries = await asyncio.to_thread(self._load)
+            self._working()
             for index, entry in enumerate(entries):
                 await self._pause(first=index == 0)
                 await self._emit_all([replace(entry, ts=self._clock())], emit)
+        except Exception as exc:
+            self._failed(exc)
+            raise
         finally:
             self.ended = True
 
@@ -307,9 +394,8 @@ class ReplayFileSource(_LogSource):
         try:
             data = self.path.read_bytes()
         except OSError as exc:
-            raise SensorError(f"replay source '{self.id}': cannot read {self.path}: {exc.strerror}") from exc
+            raise SensorError(f"replay source '{self.id}': cannot read {self.path}: {exc.strerror or exc}") from exc
         entries: list[LogEntry] = []
-        text = data.decode("utf-8", errors="replace")
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            entries.extend(self._parse(line, lineno))
+        for lineno, line in enumerate(data.split(b"\n"), start=1):
+            entries.extend(self._parse(_decode(line[:_MAX_LINE_BYTES]), lineno))
         return entries + self._parser.flush()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -135,7 +136,8 @@ class KillableOpenAIServer(ScriptedOpenAIServer):
 class Daemon:
     """One `python -m monitor run --config ...` process with JSON logs on stderr."""
 
-    def __init__(self, config: Path, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, workdir: Path, *, env: dict[str, str] | None = None, stdin: bool = False,
+                 max_open_files: int | None = None) -> None:
         self.config = config
         self.stderr_path = workdir / "daemon.stderr"
         self.stdout_path = workdir / "daemon.stdout"
@@ -144,19 +146,37 @@ class Daemon:
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             if env is None or name not in env:
                 self.env.pop(name, None)
+        self.stdin = stdin  # a pipe the test writes to (a `stdin` source), else the test's own stdin
+        self.max_open_files = max_open_files  # RLIMIT_NOFILE of the daemon, to run it out of descriptors
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     def start(self, *, ready_timeout: float = 20.0) -> Daemon:
+        limit = self.max_open_files
+
+        def limit_files() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         with self.stderr_path.open("wb") as stderr, self.stdout_path.open("wb") as stdout:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
                 stdout=stdout, stderr=stderr, env=self.env, cwd=self.config.parent,
+                stdin=subprocess.PIPE if self.stdin else None, preexec_fn=limit_files if limit else None,
             )
         self.started_at = time.monotonic()
         self.wait_log("monitor ready", timeout=ready_timeout)
         time.sleep(0.3)  # the tails open their files at the end right after start-up
         return self
+
+    def write_stdin(self, *lines: str) -> None:
+        """Write lines to the daemon's standard input (started with `stdin=True`)."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write("".join(line + "\n" for line in lines).encode())
+        self.process.stdin.flush()
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
 
     # -- logs ---------------------------------------------------------------------------
     def logs(self) -> list[dict[str, Any]]:
@@ -215,9 +235,15 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        if self.process is not None and self.process.stdin is not None:
+            self.process.stdin.close()
 
     def __enter__(self) -> Daemon:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.kill()  # a daemon that never got ready must not outlive the test
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.kill()

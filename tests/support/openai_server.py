@@ -1,7 +1,9 @@
 """A scripted OpenAI-compatible HTTP server on 127.0.0.1: a real socket for the real `openai` client.
 
 Tests script what each chat completion answers: a reply text, an HTTP status, or a
-delay. Requests are recorded so tests can assert on prompts and count calls.
+delay; a misbehaving server too: a raw body that is not a chat completion (`{not json`)
+and extra headers (`Retry-After`). Requests are recorded, with the time each arrived,
+so tests can assert on prompts, count calls and measure the spacing of retries.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -27,6 +29,8 @@ class Action:
     delay_s: float = 0.0
     prompt_tokens: int = 42
     completion_tokens: int = 17
+    body: bytes | None = None  # sent as is instead of a chat completion (or an error object)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def reply(payload: dict[str, Any] | str, **kwargs: Any) -> Action:
@@ -58,6 +62,7 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
         self.responder = responder
         self.script: deque[Action] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each chat request
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +81,7 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
     def next_action(self, body: dict[str, Any]) -> Action:
         with self._lock:
             self.requests.append(body)
+            self.arrivals.append(time.monotonic())
             if self.script:
                 return self.script.popleft()
         return self.responder(body) if self.responder else self.default
@@ -102,8 +108,12 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                 action = server.next_action(body)
                 if action.delay_s:
                     time.sleep(action.delay_s)
+                if action.body is not None:
+                    self._send_bytes(action.status, action.body, action.headers)
+                    return
                 if action.status != 200:
-                    self._send(action.status, {"error": {"message": f"scripted HTTP {action.status}"}})
+                    self._send(action.status, {"error": {"message": f"scripted HTTP {action.status}"}},
+                               action.headers)
                     return
                 self._send(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",
@@ -114,12 +124,16 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                               "total_tokens": action.prompt_tokens + action.completion_tokens},
                 })
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+            def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
