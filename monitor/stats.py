@@ -27,6 +27,8 @@ class Stats(Observer):
     completion_tokens: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     bad_log_lines: int = 0
+    # Feedback on alerts stored, by label (read from the feedback store by the service).
+    feedback: dict[str, int] = field(default_factory=dict)
 
     @property
     def windows_settled(self) -> int:
@@ -59,4 +61,5 @@ class Stats(Observer):
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "alerts": dict(self.alerts),
             "bad_log_lines": self.bad_log_lines,
+            "feedback": dict(self.feedback),
         }

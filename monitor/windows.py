@@ -46,6 +46,9 @@ class Window:
     observations: tuple[Observation, ...]
     new_count: int
     created_at: float
+    # Notes from the home's own feedback (zones with assessment.feedback_context on): quoted data
+    # the prompt shows before the observations, bounded by whoever adds them.
+    context: tuple[dict[str, str], ...] = ()
 
     @property
     def entries(self) -> tuple[LogEntry, ...]:

@@ -74,7 +74,7 @@ ASSESSMENT_SCHEMA: dict[str, Any] = response_schema(Assessment)
 def quote_entry(entry: LogEntry) -> dict[str, str]:
     """A log entry as data: only fields that carry information, as plain strings."""
     fields = {
-        "time": entry.clock or _iso(entry.ts),
+        "time": entry.clock or time_label(entry.ts),
         "source": entry.source,
         "location": entry.location,
         "actor": entry.actor,
@@ -87,8 +87,8 @@ def quote_entry(entry: LogEntry) -> dict[str, str]:
     return quoted
 
 
-def _iso(ts: float) -> str:
-    # Replayed streams count seconds from 0; show them as offsets, not as 1970.
+def time_label(ts: float) -> str:
+    """An observation's time as the prompt shows it (UTC; replayed streams as offsets from 0, not as 1970)."""
     if ts < 10**9:
         return f"+{ts:.1f}s"
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -101,17 +101,19 @@ def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = N
     """
     chosen = {id(frame): url for frame, url in images or []}
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"<observations zone={json.dumps(window.zone)}>"}]
-    lines: list[str] = []
+    # The home's feedback notes are data like any observation: JSON strings inside the block.
+    lines: list[str] = [json.dumps(note, ensure_ascii=False) for note in window.context]
     for observation in window.observations:
         if isinstance(observation, LogEntry):
             lines.append(json.dumps(quote_entry(observation), ensure_ascii=False))
         elif id(observation) in chosen:
             _flush(lines, parts)
-            label = {"time": _iso(observation.ts), "source": observation.source, "frame": "image follows"}
+            label = {"time": time_label(observation.ts), "source": observation.source, "frame": "image follows"}
             parts.append({"type": "text", "text": json.dumps(label)})
             parts.append({"type": "image_url", "image_url": {"url": chosen[id(observation)]}})
         elif observation.facts:
-            facts = {"time": _iso(observation.ts), "source": observation.source, "camera": list(observation.facts)}
+            facts = {"time": time_label(observation.ts), "source": observation.source,
+                     "camera": list(observation.facts)}
             lines.append(json.dumps(facts, ensure_ascii=False))
     _flush(lines, parts)
     parts.append({"type": "text", "text": "</observations>\nAssess the newest observations now. JSON only."})

@@ -90,6 +90,9 @@ class _ServiceCollector:
                         {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens})
         yield self._alerts(stats)
         yield _counter("monitor_bad_log_lines", "Activity-log lines that could not be parsed", stats.bad_log_lines)
+        # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
+        yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
+                        stats.feedback)
         yield from self._gauges()
 
     def _alerts(self, stats: Stats) -> Metric:

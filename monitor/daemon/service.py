@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import structlog
 
 from monitor.alerts import AlertManager
-from monitor.audit import AuditLog
 from monitor.backends import create_backend
 from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
@@ -42,6 +41,7 @@ from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs
+from monitor.history.recorder import HistoryRecorder
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
@@ -81,7 +81,7 @@ class Service:
         self.controls = ZoneControls()
         self.alerts = AlertManager(settings.alerts, controls=self.controls)
         self.metrics = Metrics(stats=self._stats)
-        self.audit = AuditLog(settings.service.audit_log)
+        self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
         self.readiness = Readiness(self.health_settings)
         self.state = "starting"
         self.started_at = time.monotonic()
@@ -150,7 +150,7 @@ class Service:
             self.sinks[name] = (spec, sink)
         self.pipeline = Pipeline(
             sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
-            assessor=build_assessor(settings, self.backend),
+            assessor=build_assessor(settings, self.backend, notes=self.audit.notes),
             sinks=[sink for _, sink in self.sinks.values()],
             windows=settings.windows,
             alerts=self.alerts,
@@ -207,12 +207,12 @@ class Service:
 
     def new_backend(self, settings: ModelSettings) -> MeteredBackend:
         """The configured model backend, timed for metrics and readiness."""
-        return MeteredBackend(create_backend(settings), observe=self.metrics.stage_latency)
+        return MeteredBackend(self.audit.capture(create_backend(settings)), observe=self.metrics.stage_latency)
 
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
-                          open_alerts=list(self.alerts.open.values()))
+                          open_alerts=list(self.alerts.open.values()), feedback=self.audit.desk)
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
@@ -355,6 +355,7 @@ class Service:
             # The sources count the lines they could not parse themselves; fold them in.
             healths = (source.health() for source, _ in self.pipeline.sources)
             self.stats.bad_log_lines = sum(h.bad_input for h in healths if isinstance(h, InputHealth))
+        self.stats.feedback = self.audit.feedback_counts()
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
+from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
@@ -38,6 +39,7 @@ class Topics:
         self.stats = f"{prefix}/stats"
         self.monitoring_set_filter = f"{prefix}/+/monitoring/set"
         self.sensitivity_set_filter = f"{prefix}/+/sensitivity/set"
+        self.feedback = f"{prefix}/feedback"
 
     def state(self, zone: str) -> str:
         return f"{self.prefix}/{zone}/state"
@@ -77,11 +79,14 @@ class Discovery:
     def config_topic(self, component: str, zone: str, entity: str) -> str:
         return f"{self.prefix}/{component}/{self.node_id}/{zone}_{entity}/config"
 
-    def messages(self, zones: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Config topic -> config payload, for every entity of every zone."""
+    def messages(self, zones: Iterable[str], *, feedback: bool = False) -> dict[str, dict[str, Any]]:
+        """Config topic -> config payload, for every entity of every zone (and its feedback buttons)."""
         out: dict[str, dict[str, Any]] = {}
         for zone in zones:
-            for component, entity, config in self._entities(zone):
+            entities = self._entities(zone)
+            if feedback:
+                entities += feedback_entities(self.topics.feedback, zone)
+            for component, entity, config in entities:
                 out[self.config_topic(component, zone, entity)] = self._common(zone, entity) | config
         return out
 

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
@@ -39,6 +39,9 @@ from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics
 from monitor.sinks.outbox import Outbox, OutboxMessage
+
+if TYPE_CHECKING:
+    from monitor.history.desk import FeedbackHandler
 
 log = structlog.get_logger("monitor.sinks.mqtt")
 
@@ -92,6 +95,9 @@ class MqttSink:
         self._outbox_wake = asyncio.Event()
         self._outbox_empty = asyncio.Event()
         self._state_wake = asyncio.Event()
+        # Feedback on alerts (issue 13): set by the daemon; then <prefix>/feedback is subscribed,
+        # its messages go to the handler, and each zone's device gets the feedback buttons.
+        self.feedback: FeedbackHandler | None = None
 
     def __repr__(self) -> str:
         return f"MqttSink(broker={self.settings.broker!r}, prefix={self.settings.topic_prefix!r})"
@@ -241,6 +247,8 @@ class MqttSink:
         filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1)]
         if self.settings.discovery.enabled:
             filters.append((self.discovery.status_topic, 1))
+        if self.feedback is not None:
+            filters.append((self.topics.feedback, 1))
         await client.subscribe(filters)
         await client.publish(self.topics.available, b"online", qos=1, retain=True)
         await self._announce(client)
@@ -338,7 +346,9 @@ class MqttSink:
                 self._dirty.update(self._retained)
                 self._state_wake.set()
             return
-        if (zone := self.topics.control_zone(topic, "monitoring")) is not None:
+        if topic == self.topics.feedback and self.feedback is not None:
+            self._take_feedback(topic, payload)
+        elif (zone := self.topics.control_zone(topic, "monitoring")) is not None:
             self._set_monitoring(zone, topic, payload)
         elif (zone := self.topics.control_zone(topic, "sensitivity")) is not None:
             self._set_sensitivity(zone, topic, payload)
@@ -365,6 +375,12 @@ class MqttSink:
             return
         log.info("zone sensitivity set", zone=zone, sensitivity=value)
 
+    def _take_feedback(self, topic: str, payload: bytes) -> None:
+        assert self.feedback is not None
+        result = self.feedback.handle_feedback_message(payload)
+        if not result.ok:
+            self._reject(topic, payload, result.reason)
+
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters["invalid_commands"] += 1
         text = payload[:64].decode("utf-8", "replace")
@@ -372,7 +388,8 @@ class MqttSink:
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Publish discovery configs, and clear retained topics of zones no longer configured."""
-        configs = self.discovery.messages(self.zones) if self.settings.discovery.enabled else {}
+        feedback = self.feedback is not None
+        configs = self.discovery.messages(self.zones, feedback=feedback) if self.settings.discovery.enabled else {}
         for topic, config in configs.items():
             await client.publish(topic, _dumps(config), qos=1, retain=True)
         owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)}
