@@ -33,7 +33,7 @@ def select_notes(entries: Iterable[FeedbackEntry], *, zone: str, at: float, sett
     """The notes for a window of `zone` at time `at` (see the module for the rule)."""
     since = at - settings.days * 86400.0
     latest: dict[str, FeedbackEntry] = {}
-    for entry in entries:  # oldest given first: a later label on the same alert replaces an earlier one
+    for entry in sorted(entries, key=lambda e: (e.given_at, e.id)):  # a later label on an alert replaces one before
         key = entry.alert_id if entry.alert_id is not None else f"missed:{entry.id}"
         latest[key] = entry
     chosen = [e for e in latest.values()
