@@ -122,6 +122,26 @@ def test_store_links_feedback_to_the_alert_and_its_windows(tmp_path: Path) -> No
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_opening_the_store_again_keeps_the_locks_of_the_open_one(tmp_path: Path) -> None:
+    """Regression: opening the store a second time in a process that holds it (the daemon's desk, a helper) must
+    not close a descriptor of the database file, which drops the first connection's POSIX locks. Without them,
+    another process (`monitor feedback`) closing its connection believes it is the last one and deletes the WAL
+    under the daemon's feet: later writes were lost and the file read back as "file is not a database"."""
+    path = tmp_path / "feedback.sqlite3"
+    with FeedbackStore(path) as daemon:
+        daemon.index_alert(alert_event("kitchen", 1, alert_id="a1"))
+        with FeedbackStore(path) as helper:
+            assert helper.alert("a1") is not None
+        other = subprocess.run([sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+                                "db.execute('SELECT COUNT(*) FROM alerts').fetchall(); db.close()", str(path)],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert other.returncode == 0, other.stderr
+        assert path.with_name(path.name + "-wal").exists()  # the daemon still holds it: nobody deleted it
+        daemon.add(Feedback("helpful", alert_id="a1"))
+    with FeedbackStore(path) as reopened:
+        assert [e.label for e in reopened.entries()] == ["helpful"]
+
+
 # --------------------------------------------------------------------------- the command line
 
 

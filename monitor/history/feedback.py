@@ -13,6 +13,7 @@ One lock serialises them, so any thread may call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -237,14 +238,12 @@ class FeedbackStore:
                 return self
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm its mode
+                _create_private(self.path)
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                      timeout=self.busy_timeout_s)
                 db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+                _schema(db, self.path)
             except (sqlite3.Error, OSError) as exc:
                 raise FeedbackError(f"feedback store {self.path}: cannot open: {exc} (check that the state dir "
                                     "is writable, or set history.feedback = false)") from None
@@ -360,6 +359,28 @@ class FeedbackStore:
         else:
             return 0
         return sum(len(self._run(sql, params)) for sql, params in queries)
+
+
+def _schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables once (a store opened again only reads its version: no write, no wait)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > _SCHEMA_VERSION:
+        raise FeedbackError(f"feedback store {path}: written by a newer monitor (schema {version}); upgrade")
+    if version < _SCHEMA_VERSION:
+        db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every later connection uses it
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode).
+
+    Only when it does not exist: closing a descriptor of a database file that a connection
+    of this process holds would drop that connection's POSIX locks (and let another process
+    corrupt the file), so an existing file is never opened here.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 _SELECT_ALERTS = "SELECT id, zone, hazard, severity, created_at, updated_at, ended_at, windows FROM alerts a"
