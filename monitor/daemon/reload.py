@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("monitor.reload")
 
 # Settings read once at start; a change is reported, and applied at the next start.
-_RESTART_ONLY = ("service.state_dir", "health")
+_RESTART_ONLY = ("service.state_dir", "health", "history.feedback")
 
 
 async def reload(service: Service) -> None:
@@ -177,7 +177,8 @@ async def _swap_sinks(service: Service, pipeline: Pipeline, settings: Settings,
 
 def _warn_restart_only(old: Settings, new: Settings) -> None:
     values = {"service.state_dir": (old.service.state_dir, new.service.state_dir),
-              "health": (old.health, new.health)}
+              "health": (old.health, new.health),
+              "history.feedback": (old.history.feedback, new.history.feedback)}
     for key in _RESTART_ONLY:
         before, after = values[key]
         if before != after:

@@ -70,7 +70,7 @@ def _locate(args: argparse.Namespace) -> tuple[Path, HistorySettings]:
 def _store(state: Path) -> FeedbackStore:
     path = feedback_path(state)
     if not path.is_file():
-        raise FeedbackError(f"no feedback store at {path}: the monitor creates it when it runs with "
+        raise FeedbackError(f"no feedback store at {path.absolute()}: the monitor creates it when it runs with "
                             "history.feedback on (pass --state or --config to point at its state dir)")
     return FeedbackStore(path).open()
 

@@ -33,7 +33,7 @@ log = structlog.get_logger("monitor.history.feedback")
 
 Submit = Callable[[Callable[[], None]], None]
 # Stored counts are read again at most this often (`monitor feedback` writes to the store directly).
-_REFRESH_S = 30.0
+_REFRESH_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
