@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.history.files import HistoryFiles
 from monitor.history.record import RECORD_VERSION, parse_record
@@ -123,6 +124,25 @@ async def test_history_off_records_nothing_but_the_audit_log(tmp_path: Path) -> 
     recorder.close()
     assert not (tmp_path / "state" / "history").exists()
     assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 25
+
+
+async def test_an_unusable_history_or_store_is_said_and_the_monitor_runs_on(tmp_path: Path) -> None:
+    """Monitoring matters more than its records: a history folder that cannot be created and a feedback store
+    that is not a database are logged as errors (a failing write once, not once per window), and every window
+    is still assessed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "feedback.sqlite3").write_text("this is not a database, it is a shopping list" * 50)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    settings = household_settings(state, RECORDED_SCRIPT, history={"path": str(blocker / "history")})
+    with capture_logs() as logs:
+        recorder = await record_household(settings, days=1)
+        recorder.close()
+    events = [e["event"] for e in logs]
+    assert recorder.desk is None and "running without feedback on alerts" in events
+    assert "history folder unusable" in events and events.count("history record not written") == 1
+    assert events.count("window assessed") == 25
 
 
 # --------------------------------------------------------------------------- retention

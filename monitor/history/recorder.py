@@ -30,8 +30,8 @@ from monitor.assess.context import NotesProvider
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
 from monitor.history.desk import FeedbackDesk
-from monitor.history.feedback import FeedbackStore
-from monitor.history.files import HistoryFiles, append_private
+from monitor.history.feedback import FeedbackError, FeedbackStore
+from monitor.history.files import HistoryError, HistoryFiles, append_private
 from monitor.history.record import CapturedCall, ZoneDescription, build_record
 from monitor.history.settings import HistorySettings, feedback_path
 from monitor.history.times import utc_day
@@ -107,9 +107,18 @@ class HistoryRecorder(Observer):
         self.desk: FeedbackDesk | None = None
         self.configure(settings)
         if settings.history.feedback:
-            store = store or FeedbackStore(feedback_path(settings.service.state_dir))
-            self.desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=clock)
-            self.desk.load()
+            self.desk = self._open_desk(store or FeedbackStore(feedback_path(settings.service.state_dir)), settings)
+
+    def _open_desk(self, store: FeedbackStore, settings: Settings) -> FeedbackDesk | None:
+        # Monitoring matters more than feedback on it: a store that cannot be opened is said loudly, once.
+        try:
+            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock)
+            desk.load()
+        except FeedbackError as exc:
+            log.error("running without feedback on alerts", error=str(exc))
+            store.close()
+            return None
+        return desk
 
     def configure(self, settings: Settings) -> None:
         """Take the (re)loaded configuration: what to record, where, and what produced the verdicts."""
@@ -120,8 +129,11 @@ class HistoryRecorder(Observer):
         if self.desk is not None:
             self.desk.zones = set(settings.zone_ids())
         if self.settings.enabled:
-            self.files.ensure()
             self._retained_at = float("-inf")  # limits may have changed: apply them with the next record
+            try:
+                self.files.ensure()
+            except HistoryError as exc:  # every record will fail and say so; the monitor runs on
+                log.error("history folder unusable", error=str(exc))
 
     # -- the model boundary -------------------------------------------------------------------
     def capture(self, backend: ModelBackend) -> ModelBackend:
@@ -194,7 +206,7 @@ class HistoryRecorder(Observer):
                 files.append(day, line)
             if audit_path is not None:
                 append_private(audit_path, line)
-        except OSError as exc:
+        except (OSError, HistoryError) as exc:
             self._failed(exc, files.folder if settings.enabled else audit_path)
             return
         if settings.enabled and at - self._retained_at >= _RETENTION_EVERY_S:
@@ -206,17 +218,17 @@ class HistoryRecorder(Observer):
             purged = files.enforce(max_age_s=settings.max_age_days * 86400.0,
                                    frames_max_age_s=settings.frames_max_age_days * 86400.0,
                                    max_bytes=settings.max_mb * 1e6, now=now)
-        except OSError as exc:
+        except (OSError, HistoryError) as exc:
             self._failed(exc, files.folder)
             return
         if purged.files:
             log.info("history retention", folder=str(files.folder), removed=purged.summary())
 
-    def _failed(self, exc: OSError, where: Path | None) -> None:
+    def _failed(self, exc: OSError | HistoryError, where: Path | None) -> None:
         # A full or read-only disk fails every record: say so once a minute, with the count.
         self._failures += 1
         now = time.monotonic()
         if now - self._failed_at >= _ERROR_EVERY_S:
             self._failed_at = now
-            log.error("history record not written", path=str(where), error=exc.strerror or str(exc),
-                      failures=self._failures)
+            log.error("history record not written", path=str(where),
+                      error=getattr(exc, "strerror", None) or str(exc), failures=self._failures)
