@@ -145,6 +145,33 @@ async def test_an_unusable_history_or_store_is_said_and_the_monitor_runs_on(tmp_
     assert events.count("window assessed") == 25
 
 
+def test_a_reload_applies_at_the_next_record(tmp_path: Path) -> None:
+    """configure() (what SIGHUP calls) takes effect with the next window: a new audit log path, and with the
+    history turned off no more records in the folder."""
+    from monitor.assess.verdict import Assessment, Verdict
+    from monitor.backends import Usage
+    from monitor.history.recorder import HistoryRecorder
+    from monitor.observer import Settled
+    from monitor.windows import Window
+    from sensors.types import LogEntry
+
+    def settled(n: int) -> Settled:
+        window = Window(f"kitchen-{n}", "kitchen", (LogEntry("kitchen", START + n, f"entry {n}"),), 1, START + n)
+        return Settled(window, Verdict(Assessment(danger=False), "m", Usage()), None, None, 0.01)
+
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    settings = household_settings(tmp_path / "state", RECORDED_SCRIPT, service={"audit_log": str(first)})
+    recorder = HistoryRecorder(settings, clock=lambda: START)
+    recorder.window_settled(settled(1))
+    recorder.configure(household_settings(tmp_path / "state", RECORDED_SCRIPT, history={"enabled": False},
+                                          service={"audit_log": str(second)}))
+    recorder.window_settled(settled(2))
+    recorder.close()
+    assert [json.loads(line)["window"] for line in first.read_text().splitlines()] == ["kitchen-1"]
+    assert [json.loads(line)["window"] for line in second.read_text().splitlines()] == ["kitchen-2"]
+    assert [r["window"] for r in records(tmp_path / "state" / "history")] == ["kitchen-1"]
+
+
 # --------------------------------------------------------------------------- retention
 
 
