@@ -147,6 +147,7 @@ async def test_labels_by_mqtt_home_assistant_and_cli_then_a_candidate_that_fixes
     result = scores(calm)
     labels = result["labels"]
     assert result["n_windows"] == WINDOWS and result["n_labels"] == 7
+    assert result["coverage"]["windows_rebuilt_differently"] == 0  # each window held what the recorded one held
     assert (labels["false_alarm"]["n"], labels["false_alarm"]["candidate"]["count"],
             labels["false_alarm"]["recorded"]["count"]) == (4, 4, 0)
     assert {d["alert_id"] for d in labels["false_alarm"]["details"]} == {a.id for a in [*hob[:3], hob[-1]]}
