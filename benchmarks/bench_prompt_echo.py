@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monitor.assess.single import SingleCall  # noqa: E402
-from monitor.assess.single import prompt as prompt_module  # noqa: E402
+from monitor.assess import prompt as prompt_module  # noqa: E402
 from monitor.assess.verdict import Assessment  # noqa: E402
 from monitor.backends import create_backend  # noqa: E402
 from monitor.backends.settings import ModelSettings  # noqa: E402

@@ -1,4 +1,4 @@
-"""`monitor run | check-config | inspect-log`: the command line."""
+"""`monitor run | check-config | inspect-log | feedback | history | replay`: the command line."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
+    from monitor.history.cli import add_parsers
+
+    add_parsers(commands)
     from replay.cli import add_replay_parser
 
     add_replay_parser(commands)
@@ -45,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return inspect_log(args.file, args.format, sys.stdout)
         if args.command == "run":
             return _run(args.config)
+        if args.command in ("feedback", "history"):
+            from monitor.history.cli import feedback_command, history_command
+
+            return (feedback_command if args.command == "feedback" else history_command)(args, sys.stdout)
         if args.command == "replay":
             from replay.cli import run_replay
 

@@ -28,6 +28,7 @@ from monitor.assess.settings import AssessmentSettings, KeyframeSettings
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
 from monitor.daemon.settings import HealthSettings, ServiceSettings
+from monitor.history.settings import HistorySettings
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.settings import SinkSettings
 from monitor.windows import WindowSettings
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     mqtt: MqttSettings | None = Field(default=None, description="MQTT broker; alerts are published when set")
     health: HealthSettings = Field(default_factory=HealthSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:
@@ -229,7 +231,7 @@ def check_camera_ids(settings: Settings) -> list[str]:
 def _resolve_inputs(settings: Settings, base: Path) -> None:
     """Relative input paths (logs, scripts, weights) are relative to the config file's folder.
 
-    Outputs (state dir, JSONL sink, audit log) stay relative to the working directory.
+    Outputs (state dir, JSONL sink, audit log, history) stay relative to the working directory.
     """
     for source in settings.sources:
         if source.path is not None and not source.path.is_absolute():

@@ -32,6 +32,8 @@ class Stats(Observer):
     budget_dropped_entries: int = 0
     # Alert events a sink failed to take (a full disk, a broken outbox), by sink.
     sink_failures: Counter[str] = field(default_factory=Counter)
+    # Feedback on alerts stored, by label (read from the feedback store by the service).
+    feedback: dict[str, int] = field(default_factory=dict)
 
     @property
     def windows_settled(self) -> int:
@@ -72,4 +74,5 @@ class Stats(Observer):
             "truncated_entries": self.truncated_entries,
             "budget_dropped_entries": self.budget_dropped_entries,
             "sink_failures": dict(self.sink_failures),
+            "feedback": dict(self.feedback),
         }

@@ -52,6 +52,9 @@ class Window:
     created_at: float
     # Entries that left the zone's history at this snapshot to keep the text within its character budget.
     trimmed: int = 0
+    # Notes from the home's own feedback (zones with assessment.feedback_context on): quoted data
+    # the prompt shows before the observations, bounded by whoever adds them.
+    context: tuple[dict[str, str], ...] = ()
 
     @property
     def entries(self) -> tuple[LogEntry, ...]:

@@ -1,13 +1,14 @@
-"""`monitor replay pasbench | score | compare | tune`: run the benchmark through the monitor, re-score a
-run log, compare scored runs side by side, and sweep an [assessment] setting.
+"""`monitor replay pasbench | history | score | compare | tune`: run the benchmark or the home's own history
+through the monitor, re-score a run log, compare scored runs side by side, and sweep an [assessment] setting.
 
 Wired into `monitor` by monitor/cli.py (`add_replay_parser(commands)` and
 `run_replay(args)`); also runnable alone as `python -m replay.cli ...`.
 
 Exit codes: 0 done and complete; 1 configuration, data or model error; 3 incomplete:
-trials missing, failed or unjudged, or no risk sample scored (run the same command
-again to retry only those); 4 (tune) no setting fits the false-alarm budget, nothing
-recommended.
+trials missing, failed or unjudged, or no risk sample scored, or segments of a history
+failed or lines of it could not be read (they are named; the rest was replayed) (run the
+same command again to retry only those); 4 (tune) no setting fits the false-alarm budget,
+nothing recommended.
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
     _run_options(run)
     _common(run)
+
+    history = commands.add_parser(
+        "history", help="re-assess the home's recorded windows with a candidate model, prompt or strategy, "
+                        "and score it on the home's feedback (docs/history.md)")
+    history.add_argument("--from", dest="source", type=Path, required=True, metavar="STATE_OR_FILE",
+                         help="a state dir, a history folder, or one history file (YYYY-MM-DD.jsonl)")
+    history.add_argument("--out", type=Path, required=True,
+                         help="output folder: runs.jsonl, cache.jsonl, labels.json, scores.json, report.md/.html")
+    history.add_argument("--config", type=Path,
+                         help="the candidate's config ([model], [assessment], [[zones]], [alerts], [keyframes]); "
+                              "default: the built-in defaults and MONITOR_* variables")
+    history.add_argument("--since", help="only windows from this time: ISO 8601, epoch seconds, or a duration ago")
+    history.add_argument("--until", help="only windows before this time")
+    history.add_argument("--zone", action="append", default=[], help="only this zone (repeatable)")
+    history.add_argument("--feedback", type=Path, help="the feedback store (default: the one beside the history)")
+    history.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
+    history.add_argument("--concurrency", type=_positive, help="segments at once (default: model.concurrency)")
+    _common(history)
 
     score = commands.add_parser("score", help="re-score a run log (never calls a model)")
     score.add_argument("--runs", type=Path, required=True, help="OUT/runs.jsonl of a replay")
@@ -136,6 +155,8 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     try:
         if args.replay_command == "score":
             return _score(args.runs, args.out, stdout, unjudged=args.unjudged)
+        if args.replay_command == "history":
+            return _history(args, stdout)
         if args.replay_command == "compare":
             return _compare(args.runs, args.out, stdout)
         if args.replay_command == "tune":
@@ -155,6 +176,10 @@ EXIT_INCOMPLETE = 3
 
 def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolicy = "exclude") -> int:
     """Score a run log into `out_dir`; exit 3 when the run is incomplete (the scores then say so first)."""
+    from replay.history_log import is_history_log
+
+    if is_history_log(runs):
+        return _score_history(runs, out_dir, stdout)
     from replay.report import completeness_lines, write_reports
     from replay.runlog import read_run_log
     from replay.score import score_run
@@ -166,6 +191,55 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     print(_headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths), file=stdout)
     return 0 if scores["complete"] else EXIT_INCOMPLETE
+
+
+def _history(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Replay the history into OUT, score it; 3 when segments failed or history lines could not be read."""
+    from monitor.core.aio import run_loop
+    from monitor.history.times import parse_time
+    from replay.history import RUNS_FILE, HistoryOptions, run_history
+
+    settings = _settings(args.config)
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise ConfigError([f"replay history: {exc}"]) from None
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    options = HistoryOptions(concurrency=args.concurrency or settings.model.concurrency, progress=progress)
+    summary, history = run_loop(run_history(settings=settings, source=args.source, out=args.out, options=options,
+                                            since=since, until=until, zones=args.zone, feedback=args.feedback,
+                                            cache_path=args.cache))
+    print(f"segments: {summary.ran} run now, {summary.already_done} already done; windows {summary.windows}; "
+          f"model calls {summary.calls} ({summary.cached_calls} cached); tokens {summary.tokens}; "
+          f"{summary.wall_s:.1f} s", file=sys.stderr)
+    code = _score_history(args.out / RUNS_FILE, args.out, stdout)
+    for problem in history.problems:
+        print(f"error: {problem} (not replayed)", file=sys.stderr)
+    if summary.failed:
+        print(f"{summary.failed} segments failed; run the same command again to retry them", file=sys.stderr)
+    return 3 if summary.failed or history.problems else code
+
+
+def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
+    from monitor.history.feedback import FeedbackEntry
+    from replay.history import LABELS_FILE
+    from replay.history_log import read_history_log
+    from replay.history_report import headline, write_history_reports
+    from replay.history_score import score_history
+
+    labels_file = runs.parent / LABELS_FILE
+    try:
+        labels = [FeedbackEntry.from_json(item) for item in json.loads(labels_file.read_text(encoding="utf-8"))]
+    except FileNotFoundError:
+        labels = []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([f"{labels_file}: not a labels snapshot of a history replay ({exc})"]) from None
+    scores = score_history(read_history_log(runs), labels)
+    paths = write_history_reports(scores, out_dir)
+    print(headline(scores), file=stdout)
+    print("wrote " + ", ".join(str(p) for p in paths[:3]), file=stdout)
+    return 0
 
 
 def _headline(scores: dict[str, Any]) -> str:

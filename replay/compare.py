@@ -3,8 +3,10 @@
 Reads each run folder's ``scores.json`` (never the run log, never a model) and renders one
 Markdown table: strategy, protocol, model, judge, the paper's three metrics with their
 intervals, the false-alarm rate on the safe controls, the cost per sample, and for stream
-runs when the first warning came. ``render_compare_html`` wraps the same table in the
-report's HTML style.
+runs when the first warning came. Runs of `monitor replay history` get their own rows:
+agreement with the recorded model, helpful alerts kept, false alarms avoided, missed
+hazards caught, and the cost per window (a table of both kinds shows both, n/a where a
+row does not apply). ``render_compare_html`` wraps the same table in the report's HTML style.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.errors import ReplayError
-from replay.report import number, pct_ci
+from replay.report import number, pct, pct_ci
 
 SCORES_FILE = "scores.json"
 
@@ -57,7 +59,7 @@ def load_scores(path: Path, *, name: str | None = None) -> ScoredRun:
         raise ReplayError(f"{file}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ReplayError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(scores, dict) or "accuracy" not in scores:
+    if not isinstance(scores, dict) or ("accuracy" not in scores and scores.get("benchmark") != "history"):
         raise ReplayError(f"{file}: not a replay scores.json")
     label = name or (path.name if path.is_dir() else path.parent.name) or str(path)
     return ScoredRun(label, path, scores)
@@ -120,11 +122,66 @@ ROWS: tuple[tuple[str, Any], ...] = (
 )
 
 
+def _history(block: str, side: str = "candidate") -> Any:
+    def cell(scores: dict[str, Any]) -> str:
+        labels = (scores.get("labels") or {}).get(block)
+        if not labels or not labels.get("n"):
+            return "n/a"
+        share = labels[side]
+        return f"{share['count']}/{share['of']} ({pct(share['share'])})"
+
+    return cell
+
+
+def _per_window(key: str, digits: int = 2) -> Any:
+    def cell(scores: dict[str, Any]) -> str:
+        block = ((scores.get("cost") or {}).get("candidate") or {}).get(key)
+        return number(block.get("mean"), digits) if block else "n/a"
+
+    return cell
+
+
+def _agreement(scores: dict[str, Any]) -> str:
+    agreement = scores.get("agreement") or {}
+    return pct((agreement.get("warning") or {}).get("share")) if agreement else "n/a"
+
+
+HISTORY_ROWS: tuple[tuple[str, Any], ...] = (
+    ("strategy", _strategy),
+    ("model", _model),
+    ("history windows", lambda s: str(s.get("n_windows", "n/a"))),
+    ("agreement with recorded warnings", _agreement),
+    ("helpful alerts kept", _history("helpful")),
+    ("false alarms avoided", _history("false_alarm")),
+    ("missed hazards caught", _history("missed")),
+    ("windows warned on", lambda s: str((s.get("warned") or {}).get("candidate", "n/a"))),
+    ("calls per window", _per_window("calls")),
+    ("tokens per window", _per_window("tokens", 1)),
+    ("model latency per window, s", _per_window("latency_s", 3)),
+)
+
+
+def _is_history(run: ScoredRun) -> bool:
+    return run.scores.get("benchmark") == "history"
+
+
 def compare_rows(runs: Sequence[ScoredRun]) -> tuple[list[str], list[list[str]]]:
-    """The table's header (one column per run) and rows (one per measure)."""
+    """The table's header (one column per run) and rows (one per measure): PaSBench rows, history rows, or both."""
     header = ["", *(run.name for run in runs)]
-    rows = [[label, *(str(cell(run.scores)) for run in runs)] for label, cell in ROWS]
+    kinds = {_is_history(run) for run in runs}
+    chosen: list[tuple[str, Any]] = [] if kinds == {True} else list(ROWS)
+    if True in kinds:
+        chosen += [row for row in HISTORY_ROWS if row[0] not in {label for label, _ in chosen}]
+    rows = [[label, *(_safe(cell, run.scores) for run in runs)] for label, cell in chosen]
     return header, rows
+
+
+def _safe(cell: Any, scores: dict[str, Any]) -> str:
+    # A row of the other kind of run has nothing to show: n/a, never a crash.
+    try:
+        return str(cell(scores))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "n/a"
 
 
 def _cell(text: str) -> str:
@@ -136,9 +193,14 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
     lines = [f"# {title}", "", "| " + " | ".join(_cell(h) for h in header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    lines += ["", "Runs: " + ", ".join(f"`{run.name}` = {run.path}" for run in runs), "",
-              "Calls and tokens are per risk-sample trial, cached calls included (what the strategy costs live). "
-              "False alarms are trials with any alert on the safe control logs.", ""]
+    lines += ["", "Runs: " + ", ".join(f"`{run.name}` = {run.path}" for run in runs), ""]
+    if not all(_is_history(run) for run in runs):
+        lines += ["Calls and tokens are per risk-sample trial, cached calls included (what the strategy costs "
+                  "live). False alarms are trials with any alert on the safe control logs.", ""]
+    if any(_is_history(run) for run in runs):
+        lines += ["History runs (`monitor replay history`): counts are over the home's labelled alerts and "
+                  "reports; calls, tokens and latency are per window; agreement is with the recorded warnings. "
+                  "Runs over different histories or ranges are not comparable.", ""]
     approximate = [run.name for run in runs if (run.scores.get("judge") or {}).get("approximate")]
     if approximate:
         lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)}.", ""]

@@ -118,7 +118,7 @@ def _model_line(scores: dict[str, Any]) -> str:
         f" at {model['base_url']}" if model.get("base_url") else "")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -160,15 +160,15 @@ def render_markdown(scores: dict[str, Any]) -> str:
               f"- Trials per sample: {scores.get('trials_per_sample')}",
               f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}", ""]
     lines += ["## Headline", ""]
-    lines += _table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
+    lines += md_table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
     lines += _coverage_md(scores)
-    lines += ["## By modality", "", *_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
-    lines += ["## By severity", "", *_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
+    lines += ["## By modality", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
+    lines += ["## By severity", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
     labels, counts = correct_histogram(scores)
     lines += ["## Correct trials per sample", "",
               "How many samples had k correct trials (k = 0 is never caught, k = N always caught).", ""]
-    lines += [*_table(["correct trials", *labels], [["samples", *[str(c) for c in counts]]]), ""]
+    lines += [*md_table(["correct trials", *labels], [["samples", *[str(c) for c in counts]]]), ""]
     lines += _stream_md(scores) + _false_alarm_md(scores) + _discrimination_md(scores) + _usage_md(scores)
     lines += ["## How to read this", "", _HOW_TO_READ, "", f"Intervals: {scores.get('ci_method', '')}", ""]
     return "\n".join(lines)
@@ -224,7 +224,7 @@ def _stream_md(scores: dict[str, Any]) -> list[str]:
     lines = ["## Streaming measures", "",
              f"- Risk trials warned before their last entry: {pct_ci(stream, 'warned_before_last')}",
              f"- ... and judged correct: {pct_ci(stream, 'correct_before_last')}", ""]
-    lines += _table(TIMING_HEADER, [_timing_row("risk streams", stream["first_warning"])])
+    lines += md_table(TIMING_HEADER, [_timing_row("risk streams", stream["first_warning"])])
     return [*lines, ""]
 
 
@@ -240,7 +240,7 @@ def _false_alarm_md(scores: dict[str, Any]) -> list[str]:
              f"- Assessed windows with an alert: {pct_ci(alarms, 'window_rate')} "
              f"({alarms.get('n_windows_alerted', 0)} of {alarms.get('n_windows', 0)} windows)", ""]
     if scores.get("stream"):
-        lines += [*_table(TIMING_HEADER, [_timing_row("safe streams", alarms["first_alarm"])]), ""]
+        lines += [*md_table(TIMING_HEADER, [_timing_row("safe streams", alarms["first_alarm"])]), ""]
     return lines
 
 
@@ -261,7 +261,7 @@ def _discrimination_md(scores: dict[str, Any]) -> list[str]:
         rows.append([name, pct_ci(group, "window_alert_rate"), pct_ci(group, "stream_alert_rate"),
                      pct(group.get("blind_stream_alert_rate")), number(group.get("mean_windows")),
                      str(group.get("n_trials", 0))])
-    lines += _table(("", "windows with an alert [95% CI]", "streams with an alert [95% CI]",
+    lines += md_table(("", "windows with an alert [95% CI]", "streams with an alert [95% CI]",
                      "content-blind: streams with an alert", "windows per stream", "trials"), rows)
     lines += ["", f"How the baseline is computed: {block.get('method', '')} A monitor that reads discriminates "
               "when its risk streams are alerted more often, and its safe streams less often, than the blind "
@@ -387,7 +387,7 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _markdown_block_to_html(lines: list[str]) -> str:
+def markdown_to_html(lines: list[str]) -> str:
     """The report's own simple markdown (headings, bullets, tables, paragraphs) as HTML."""
     html: list[str] = []
     table: list[list[str]] = []
@@ -402,7 +402,9 @@ def _markdown_block_to_html(lines: list[str]) -> str:
             table.append([cell.strip() for cell in line.strip("|").split("|")])
             continue
         flush_table()
-        if line.startswith("## "):
+        if line.startswith("### "):
+            html.append(f"<h3>{_inline(line[4:])}</h3>")
+        elif line.startswith("## "):
             html.append(f"<h2>{escape(line[3:])}</h2>")
         elif line.startswith("# "):
             html.append(f"<h1>{escape(line[2:])}</h1>")
@@ -446,7 +448,7 @@ p.banner {{ background: #fff3cd; border: 1px solid #e0c36c; padding: 8px; }}
 figure {{ margin: 1em 0; }}
 </style></head><body>
 {banner}
-{_markdown_block_to_html(markdown)}
+{markdown_to_html(markdown)}
 <h2>Plots</h2>
 {figures}
 </body></html>

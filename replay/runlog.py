@@ -147,12 +147,7 @@ Record = RunHeader | SkippedRecord | TrialRecord
 
 def strategy_label(settings: AssessmentSettings) -> str:
     """A short name for an assessment strategy: single, vote(2/3), verify, temporal(verify)."""
-    if settings.strategy == "vote":
-        return f"vote({settings.vote.m}/{settings.vote.k})"
-    if settings.strategy == "temporal":
-        inner = strategy_label(settings.model_copy(update={"strategy": settings.temporal.inner}))
-        return f"temporal({inner})"
-    return settings.strategy
+    return settings.label
 _KINDS: dict[str, type[_Record]] = {"run": RunHeader, "skipped": SkippedRecord, "trial": TrialRecord}
 
 

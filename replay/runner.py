@@ -222,7 +222,7 @@ class ReplayRunner:
                 update={"longest_side": max(self.keyframes.longest_side, COMPOSITE_MAX_SIDE)})
         # Recorded in the header and every trial, but not in the cache identity: runs of other
         # strategies or thresholds re-use the cached answers to identical model requests.
-        self.strategy = settings.assessment.model_dump(mode="json")
+        self.strategy = settings.assessment.recorded()
         self.strategy_label = strategy_label(settings.assessment)
         self.pacing = Pacing.for_protocol(options.protocol, speed=options.speed, interval_s=options.interval_s)
         self.runs_path = out / RUNS_FILE

@@ -178,12 +178,14 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float | str):
         return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} as a TOML value")
 
 
 def assessment_toml(assessment: AssessmentSettings, *, comment: Sequence[str] = ()) -> str:
     """The [assessment] section in config form (merge it into a monitor config)."""
-    data = assessment.model_dump(mode="json")
+    data = assessment.recorded()
     lines = [f"# {line}" for line in comment]
     lines += ["[assessment]"]
     tables: list[tuple[str, dict[str, Any]]] = []

@@ -54,7 +54,7 @@ def test_the_service_never_imports_replay_except_the_command_line() -> None:
     assert problems == []
 
 
-@pytest.mark.parametrize("stage", ["monitor/assess", "monitor/backends", "monitor/sinks"])
+@pytest.mark.parametrize("stage", ["monitor/assess", "monitor/backends", "monitor/sinks", "monitor/history"])
 def test_stages_do_not_import_the_daemon(stage: str) -> None:
     problems = [p for p in offending(stage, ("monitor", "sensors")) if "monitor.daemon" in p]
     assert problems == []

@@ -68,7 +68,7 @@ def test_a_full_disk_never_stops_assessing_never_tears_a_line_and_heals_when_spa
                 assert still_watching(daemon, log, zone="kitchen", text=text)["alert"] == "new"
             failures = daemon.wait_log("alert not delivered to a sink", count=2, sink="jsonl")
             assert "No space left on device" in failures[0]["error"]
-            daemon.wait_log("audit record not written")  # the audit log shares the disk: skipped, counted
+            daemon.wait_log("history record not written")  # the audit log shares the disk: skipped, counted
             wait_until(lambda: b"knife cut" in daemon.stdout_path.read_bytes(), what="stdout has the knife alert")
             written = [e["hazard"] for e in jsonl_whole(alerts) if "message_id" in e]  # whole lines only
             assert written == ["fall from ladder"]

@@ -333,7 +333,9 @@ def test_files_the_monitor_creates_are_private_whatever_the_umask(tmp_path: Path
     modes = {path.relative_to(tmp_path).as_posix(): path.stat().st_mode & 0o777
              for path in [tmp_path / "state", out, *sorted((tmp_path / "state").iterdir()), *sorted(out.iterdir())]}
     assert modes["state"] == modes["out"] == 0o700, modes
-    files = {name: mode for name, mode in modes.items() if name not in ("state", "out")}
+    folders = {name: mode for name, mode in modes.items() if (tmp_path / name).is_dir()}
+    assert set(folders.values()) == {0o700}, folders
+    files = {name: mode for name, mode in modes.items() if name not in folders}
     assert {"state/mqtt-outbox.sqlite3", "state/mqtt-published.json", "out/alerts.jsonl",
             "out/audit.jsonl"} <= set(files)
     assert set(files.values()) == {0o600}, files

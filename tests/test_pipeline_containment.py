@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from monitor.alerts import AlertEvent, AlertManager, AlertSettings
-from monitor.assess.prompt import _iso, build_messages
+from monitor.assess.prompt import time_label, build_messages
 from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import Usage
 from monitor.core.errors import SensorError
@@ -201,7 +201,7 @@ async def _ignore(observation: Observation) -> None:
 def test_prompt_times_never_raise_whatever_the_number(ts: float) -> None:
     """Defence in depth: sources check timestamps, and the prompt formats any number it is given anyway
     (before: `ValueError: year 58884 is out of range`)."""
-    assert isinstance(_iso(ts), str)
+    assert isinstance(time_label(ts), str)
     window = Window(id="w", zone="z", observations=(entry("x", ts=ts),), new_count=1, created_at=time.time())
     assert build_messages(window)[1]["content"]
 

@@ -78,7 +78,7 @@ ASSESSMENT_SCHEMA: dict[str, Any] = response_schema(Assessment)
 def quote_entry(entry: LogEntry) -> dict[str, str]:
     """A log entry as data: only fields that carry information, as plain strings."""
     fields = {
-        "time": entry.clock or _iso(entry.ts),
+        "time": entry.clock or time_label(entry.ts),
         "source": entry.source,
         "location": entry.location,
         "actor": entry.actor,
@@ -91,11 +91,11 @@ def quote_entry(entry: LogEntry) -> dict[str, str]:
     return quoted
 
 
-def _iso(ts: float) -> str:
+def time_label(ts: float) -> str:
+    """An observation's time as the prompt shows it (UTC; replayed streams as offsets from 0, not as 1970)."""
     # Sensors check their timestamps, but no odd number may stop a prompt from being built.
     if not math.isfinite(ts):
         return "unknown time"
-    # Replayed streams count seconds from 0; show them as offsets, not as 1970.
     if 0 <= ts < 10**9:
         return f"+{ts:.1f}s"
     try:
@@ -120,17 +120,19 @@ def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = N
     """
     chosen = {id(frame): url for frame, url in images or []}
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"<observations zone={json.dumps(window.zone)}>"}]
-    lines: list[str] = []
+    # The home's feedback notes are data like any observation: JSON strings inside the block.
+    lines: list[str] = [data_line(note) for note in window.context]
     for observation in window.observations:
         if isinstance(observation, LogEntry):
             lines.append(data_line(quote_entry(observation)))
         elif id(observation) in chosen:
             _flush(lines, parts)
-            label = {"time": _iso(observation.ts), "source": observation.source, "frame": "image follows"}
+            label = {"time": time_label(observation.ts), "source": observation.source, "frame": "image follows"}
             parts.append({"type": "text", "text": data_line(label)})
             parts.append({"type": "image_url", "image_url": {"url": chosen[id(observation)]}})
         elif observation.facts:
-            facts = {"time": _iso(observation.ts), "source": observation.source, "camera": list(observation.facts)}
+            facts = {"time": time_label(observation.ts), "source": observation.source,
+                     "camera": list(observation.facts)}
             lines.append(data_line(facts))
     _flush(lines, parts)
     parts.append({"type": "text", "text": "</observations>\nAssess the newest observations now. JSON only."})

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from monitor.core.config import Section
 
 StrategyName = Literal["single", "vote", "verify", "temporal"]
+NoteLabel = Literal["false_alarm", "missed", "helpful", "unclear"]
+DEFAULT_NOTE_LABELS: tuple[NoteLabel, ...] = ("false_alarm", "missed")
 
 
 class VoteSettings(Section):
@@ -47,6 +49,25 @@ class TemporalSettings(Section):
     threshold: float = Field(default=1.0, gt=0.0, le=16.0)
 
 
+class FeedbackContextSettings(Section):
+    """The home's own recent feedback, given to the model as quoted data (off by default).
+
+    A few short notes (alerts this home marked as false alarms, hazards it reported
+    as missed, in the same zone) go inside the observations block, never into the
+    instructions. Whether they help a given model is measured with `monitor replay
+    history`; nothing here claims they do (docs/history.md).
+    """
+
+    enabled: bool = False
+    max_notes: int = Field(default=4, ge=1, le=20, description="notes per window at most, newest first")
+    max_chars: int = Field(default=800, ge=100, le=4000,
+                           description="characters of all notes together at most (JSON as sent)")
+    days: float = Field(default=30.0, gt=0.0, le=3650.0, description="only feedback about the last N days")
+    labels: list[NoteLabel] = Field(
+        default_factory=lambda: list(DEFAULT_NOTE_LABELS), min_length=1,
+        description="which feedback becomes a note")
+
+
 class AssessmentSettings(Section):
     """How a zone's windows are assessed, and at what cost."""
 
@@ -54,6 +75,25 @@ class AssessmentSettings(Section):
     vote: VoteSettings = Field(default_factory=VoteSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    feedback_context: FeedbackContextSettings = Field(default_factory=FeedbackContextSettings)
+
+    @property
+    def label(self) -> str:
+        """A short name: single, vote(2/3), verify, temporal(verify); "+feedback" when notes are given."""
+        suffix = "+feedback" if self.feedback_context.enabled else ""
+        if self.strategy == "vote":
+            return f"vote({self.vote.m}/{self.vote.k}){suffix}"
+        if self.strategy == "temporal":
+            inner = self.model_copy(update={"strategy": self.temporal.inner,
+                                            "feedback_context": FeedbackContextSettings()})
+            return f"temporal({inner.label}){suffix}"
+        return self.strategy + suffix
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings as run logs and the history keep them; without `feedback_context` while it is off,
+        so records written before it existed still compare equal."""
+        exclude = None if self.feedback_context.enabled else {"feedback_context"}
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class KeyframeSettings(Section):

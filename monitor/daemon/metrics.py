@@ -102,6 +102,9 @@ class _ServiceCollector:
                        stats.budget_dropped_entries)
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))
+        # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
+        yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
+                        stats.feedback)
         yield from self._gauges()
 
     def _alerts(self, stats: Stats) -> Metric:

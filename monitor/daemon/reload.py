@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("monitor.reload")
 
 # Settings read once at start; a change is reported, and applied at the next start.
-_RESTART_ONLY = ("service.state_dir", "health")
+_RESTART_ONLY = ("service.state_dir", "health", "history.feedback")
 
 
 async def reload(service: Service) -> None:
@@ -101,7 +101,8 @@ async def _prepare(service: Service, old: Settings, new: Settings, prepared: _Pr
         await prepared.backend.start()
     if prepared.backend is not None or (new.assessment, new.zones, new.keyframes) != (
             old.assessment, old.zones, old.keyframes):
-        prepared.assessor = build_assessor(new, prepared.backend or service.backend)  # type: ignore[arg-type]
+        prepared.assessor = build_assessor(new, prepared.backend or service.backend,  # type: ignore[arg-type]
+                                           notes=service.audit.notes)
     for name, spec in sink_specs(new).items():
         if name in service.sinks and service.sinks[name][0] == spec:
             continue
@@ -120,7 +121,7 @@ async def _commit(service: Service, old: Settings, new: Settings, pipeline: Pipe
     await _apply_sources(pipeline, old, new)
     pipeline.exit_when_sources_end = new.service.exit_when_sources_end
     pipeline.shutdown_timeout_s = new.service.shutdown_timeout_s
-    service.audit.path = new.service.audit_log
+    service.audit.configure(new)
     pipeline.set_workers(new.model.concurrency)
     if prepared.assessor is not None:
         await _apply_assessor(service, pipeline, prepared, new.service.shutdown_timeout_s)
@@ -177,7 +178,8 @@ async def _swap_sinks(service: Service, pipeline: Pipeline, settings: Settings,
 
 def _warn_restart_only(old: Settings, new: Settings) -> None:
     values = {"service.state_dir": (old.service.state_dir, new.service.state_dir),
-              "health": (old.health, new.health)}
+              "health": (old.health, new.health),
+              "history.feedback": (old.history.feedback, new.history.feedback)}
     for key in _RESTART_ONLY:
         before, after = values[key]
         if before != after:

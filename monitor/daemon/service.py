@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 import structlog
 
 from monitor.alerts import AlertManager, OpenAlertJournal
-from monitor.audit import AuditLog
 from monitor.backends import create_backend
 from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
@@ -48,6 +47,7 @@ from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs, zones_of
+from monitor.history.recorder import HistoryRecorder
 from monitor.observer import Observers, PipelineObserver
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
@@ -93,7 +93,7 @@ class Service:
         self.zones = ZoneStatus(zones_of(settings), blind_after_s=self.health_settings.blind_after_s,
                                 controls=self.controls, sources=self._zone_sources)
         self.metrics = Metrics(stats=self._stats)
-        self.audit = AuditLog(settings.service.audit_log)
+        self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
         self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones]
         self.readiness = Readiness(self.health_settings)
         self.state = "starting"
@@ -166,7 +166,7 @@ class Service:
         await self._end_previous_run([sink for _, sink in self.sinks.values()])
         self.pipeline = Pipeline(
             sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
-            assessor=build_assessor(settings, self.backend),
+            assessor=build_assessor(settings, self.backend, notes=self.audit.notes),
             sinks=[sink for _, sink in self.sinks.values()],
             windows=settings.windows,
             alerts=self.alerts,
@@ -238,13 +238,13 @@ class Service:
 
     def new_backend(self, settings: ModelSettings) -> MeteredBackend:
         """The configured model backend, timed for metrics and readiness."""
-        return MeteredBackend(create_backend(settings), observe=self.metrics.stage_latency)
+        return MeteredBackend(self.audit.capture(create_backend(settings)), observe=self.metrics.stage_latency)
 
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
                           open_alerts=list(self.alerts.open.values()), status=self.zones,
-                          configuration_url=self._health_url())
+                          configuration_url=self._health_url(), feedback=self.audit.desk)
 
     def _health_url(self) -> str | None:
         """Where a person finds the health server (Home Assistant's "Visit device"), when it runs."""
@@ -414,6 +414,7 @@ class Service:
             healths = [h for source, _ in self.pipeline.sources if isinstance(h := source.health(), InputHealth)]
             self.stats.bad_log_lines = sum(h.bad_input for h in healths)
             self.stats.truncated_entries = sum(h.truncated for h in healths)
+        self.stats.feedback = self.audit.feedback_counts()
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:

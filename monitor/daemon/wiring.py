@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.alerts import Alert
+from monitor.assess.context import NotesProvider, with_feedback_context
 from monitor.assess.single import Assessor
 from monitor.assess.strategies import build_zone_assessor
 from monitor.backends import ModelBackend
 from monitor.control import ZoneControls
+from monitor.history.desk import FeedbackHandler
 from monitor.mqtt.settings import MqttSettings
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
@@ -128,9 +130,10 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
 
 def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Mapping[str, Any]],
                open_alerts: Sequence[Alert], status: ZoneStatus | None = None,
-               configuration_url: str | None = None) -> AlertSink:
+               configuration_url: str | None = None, feedback: FeedbackHandler | None = None) -> AlertSink:
     """The sink a spec describes. An MQTT sink follows the service's zone tracker and starts with the
-    alerts already open, so its zone state is not reported clear after a reload."""
+    alerts already open, so its zone state is not reported clear after a reload; with `feedback`, it
+    takes feedback messages."""
     settings = spec.settings
     if isinstance(settings, StdoutSinkSettings):
         return StdoutSink(color=settings.color, notice=spec.notice)
@@ -142,9 +145,12 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
     sink = MqttSink(settings, zones=spec.zones, state_dir=spec.state_dir, controls=controls, stats=stats,
                     status=status, configuration_url=configuration_url)
     sink.restore_open_alerts(open_alerts)
+    sink.feedback = feedback
     return sink
 
 
-def build_assessor(settings: Settings, backend: ModelBackend) -> Assessor:
-    """The configured assessment strategy, per zone, with the keyframe choice for camera windows."""
-    return build_zone_assessor(backend, settings.assessment, settings.zones, settings.keyframes)
+def build_assessor(settings: Settings, backend: ModelBackend, *, notes: NotesProvider | None = None) -> Assessor:
+    """The configured assessment strategy, per zone, with the keyframe choice for camera windows, and the
+    home's feedback notes for the zones that ask for them."""
+    assessor = build_zone_assessor(backend, settings.assessment, settings.zones, settings.keyframes)
+    return with_feedback_context(assessor, notes, settings.assessment, settings.zones)

@@ -24,6 +24,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
+from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
@@ -73,6 +74,7 @@ class Topics:
         self.stats = f"{prefix}/stats"
         self.monitoring_set_filter = f"{prefix}/+/monitoring/set"
         self.sensitivity_set_filter = f"{prefix}/+/sensitivity/set"
+        self.feedback = f"{prefix}/feedback"
 
     def state(self, zone: str) -> str:
         return f"{self.prefix}/{zone}/state"
@@ -113,13 +115,17 @@ class Discovery:
     def config_topic(self, component: str, zone: str, entity: str) -> str:
         return f"{self.prefix}/{component}/{self.node_id}/{zone}_{entity}/config"
 
-    def messages(self, zones: Iterable[str | ZoneLabel]) -> dict[str, dict[str, Any]]:
-        """Config topic -> config payload, the hub's entities first (zone devices refer to the hub device)."""
+    def messages(self, zones: Iterable[str | ZoneLabel], *, feedback: bool = False) -> dict[str, dict[str, Any]]:
+        """Config topic -> config payload, the hub's entities first (zone devices refer to the hub device);
+        with `feedback`, each zone's device also gets the feedback buttons."""
         out: dict[str, dict[str, Any]] = {}
         for component, entity, config in self._hub_entities():
             out[self.config_topic(component, HUB, entity)] = self._hub_common(entity) | config
         for zone in labels(zones):
-            for component, entity, config in self._zone_entities(zone.id):
+            entities = self._zone_entities(zone.id)
+            if feedback:
+                entities += feedback_entities(self.topics.feedback, zone.id)
+            for component, entity, config in entities:
                 availability = {} if "availability" in config else self._monitor_availability()
                 out[self.config_topic(component, zone.id, entity)] = (
                     self._zone_common(zone, component, entity) | availability | config)

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
@@ -47,6 +47,9 @@ from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
 from monitor.sinks.outbox import Outbox, OutboxError, OutboxMessage
 from monitor.zones import ZoneState, ZoneStatus
+
+if TYPE_CHECKING:
+    from monitor.history.desk import FeedbackHandler
 
 log = structlog.get_logger("monitor.sinks.mqtt")
 
@@ -111,6 +114,9 @@ class MqttSink:
         self._outbox_empty = asyncio.Event()
         self._state_wake = asyncio.Event()
         self._stats_wake = asyncio.Event()
+        # Feedback on alerts (issue 13): set by the daemon; then <prefix>/feedback is subscribed,
+        # its messages go to the handler, and each zone's device gets the feedback buttons.
+        self.feedback: FeedbackHandler | None = None
 
     def __repr__(self) -> str:
         return f"MqttSink(broker={self.settings.broker!r}, prefix={self.settings.topic_prefix!r})"
@@ -276,6 +282,8 @@ class MqttSink:
         filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1)]
         if self.settings.discovery.enabled:
             filters.append((self.discovery.status_topic, 1))
+        if self.feedback is not None:
+            filters.append((self.topics.feedback, 1))
         await client.subscribe(filters)
         await self._announce(client)
         # Every retained state first, zone states leading: a retained `hazard` of a previous run must be
@@ -394,7 +402,9 @@ class MqttSink:
                 self._state_wake.set()
                 self._stats_wake.set()
             return
-        if (zone := self.topics.control_zone(topic, "monitoring")) is not None:
+        if topic == self.topics.feedback and self.feedback is not None:
+            self._take_feedback(topic, payload)
+        elif (zone := self.topics.control_zone(topic, "monitoring")) is not None:
             self._set_monitoring(zone, topic, payload)
         elif (zone := self.topics.control_zone(topic, "sensitivity")) is not None:
             self._set_sensitivity(zone, topic, payload)
@@ -421,6 +431,12 @@ class MqttSink:
             return
         log.info("zone sensitivity set", zone=zone, sensitivity=value)
 
+    def _take_feedback(self, topic: str, payload: bytes) -> None:
+        assert self.feedback is not None
+        result = self.feedback.handle_feedback_message(payload)
+        if not result.ok:
+            self._reject(topic, payload, result.reason)
+
     def _reject(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters["invalid_commands"] += 1
         text = payload[:64].decode("utf-8", "replace")
@@ -430,7 +446,8 @@ class MqttSink:
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Publish discovery configs, and clear retained topics of zones no longer configured."""
-        configs = self.discovery.messages(self.labels) if self.settings.discovery.enabled else {}
+        feedback = self.feedback is not None
+        configs = self.discovery.messages(self.labels, feedback=feedback) if self.settings.discovery.enabled else {}
         for topic, config in configs.items():
             await client.publish(topic, _dumps(config), qos=1, retain=True)
         owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)} | {self.topics.stats}

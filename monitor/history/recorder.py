@@ -1,0 +1,236 @@
+"""The recorder: a pipeline observer that keeps a record of every settled window.
+
+It writes one record per window (monitor/history/record.py) to the history folder
+(a file per UTC day, retention by age and size) and to `service.audit_log` when
+set: the audit log and the history are one format. The model calls of a window are
+captured at the model boundary (`capture(backend)`), so the record holds the prompts
+as the model saw them and every reply. It also runs the daemon's feedback desk: the
+index of published alerts and the feedback received, in the same store.
+
+Everything slow (building the record, hashing and keeping images, writing files,
+SQLite) happens on one writer thread, in order, so a slow disk never holds up the
+event loop; `close()` waits for what was queued.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from monitor.alerts import AlertEvent
+from monitor.assess.context import NotesProvider
+from monitor.backends import ModelBackend, ModelReply, ModelRequest
+from monitor.core.errors import BackendError
+from monitor.core.text import redact_credentials
+from monitor.history.desk import FeedbackDesk
+from monitor.history.feedback import FeedbackError, FeedbackStore
+from monitor.history.files import HistoryError, HistoryFiles, append_private
+from monitor.history.record import CapturedCall, ZoneDescription, build_record
+from monitor.history.settings import HistorySettings, feedback_path
+from monitor.history.times import utc_day
+from monitor.observer import Observer, Settled
+from monitor.settings import Settings
+
+log = structlog.get_logger("monitor.history")
+
+# Windows whose calls are kept while they wait to settle; older ones (a window cancelled at
+# shutdown never settles) are forgotten first.
+_PENDING_WINDOWS = 256
+_RETENTION_EVERY_S = 300.0
+_ERROR_EVERY_S = 60.0
+
+
+class CallCapture:
+    """A ModelBackend that keeps each call (request, reply or error) by the window that made it."""
+
+    def __init__(self, inner: ModelBackend, keep: Callable[[CapturedCall], None]) -> None:
+        self.inner = inner
+        self.keep = keep
+        self.name = inner.name
+        self.model = inner.model
+        self.accepts_images = inner.accepts_images
+
+    @property
+    def base_url(self) -> str | None:
+        return self.inner.base_url
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        try:
+            reply = await self.inner.complete(request)
+        except BackendError as exc:
+            self.keep(CapturedCall(request, None, f"{exc.kind}: {exc}"))
+            raise
+        self.keep(CapturedCall(request, reply))
+        return reply
+
+
+def describe(settings: Settings) -> tuple[ZoneDescription, dict[str, ZoneDescription]]:
+    """What produced each zone's verdicts (model, strategy, window bounds): the default and per zone."""
+    model = settings.model
+    identity = {"backend": model.backend, "model": model.model, "base_url": model.base_url,
+                "temperature": model.temperature, "max_tokens": model.max_tokens,
+                "accepts_images": model.accepts_images}
+    windows = settings.windows.model_dump(mode="json", exclude={"queue_size"})
+
+    def of(assessment: Any) -> ZoneDescription:
+        return ZoneDescription(identity, assessment.recorded(), assessment.label, windows)
+
+    zones = {z.id: of(z.assessment) for z in settings.zones if z.assessment is not None}
+    return of(settings.assessment), zones
+
+
+class HistoryRecorder(Observer):
+    """Records settled windows to the history and the audit log; runs the feedback desk."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 store: FeedbackStore | None = None) -> None:
+        self.clock = clock
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self._calls: OrderedDict[str, list[CapturedCall]] = OrderedDict()
+        self._calls_lock = threading.Lock()
+        self._retained_at = float("-inf")
+        self._failed_at = float("-inf")
+        self._failures = 0
+        self.desk: FeedbackDesk | None = None
+        self.configure(settings)
+        if settings.history.feedback:
+            self.desk = self._open_desk(store or FeedbackStore(feedback_path(settings.service.state_dir)), settings)
+
+    def _open_desk(self, store: FeedbackStore, settings: Settings) -> FeedbackDesk | None:
+        # Monitoring matters more than feedback on it: a store that cannot be opened is said loudly, once.
+        try:
+            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock)
+            desk.load()
+        except FeedbackError as exc:
+            log.error("running without feedback on alerts", error=str(exc))
+            store.close()
+            return None
+        return desk
+
+    def configure(self, settings: Settings) -> None:
+        """Take the (re)loaded configuration: what to record, where, and what produced the verdicts."""
+        self.settings: HistorySettings = settings.history
+        self.audit_path: Path | None = settings.service.audit_log
+        self.files = HistoryFiles(settings.history.folder(settings.service.state_dir))
+        self.default, self.zones = describe(settings)
+        if self.desk is not None:
+            self.desk.zones = set(settings.zone_ids())
+        if self.settings.enabled:
+            self._retained_at = float("-inf")  # limits may have changed: apply them with the next record
+            try:
+                self.files.ensure()
+            except HistoryError as exc:  # every record will fail and say so; the monitor runs on
+                log.error("history folder unusable", error=str(exc))
+
+    # -- the model boundary -------------------------------------------------------------------
+    def capture(self, backend: ModelBackend) -> ModelBackend:
+        """`backend`, with its calls kept for the records (always: a reload may turn recording on)."""
+        return CallCapture(backend, self._keep_call)
+
+    def _keep_call(self, call: CapturedCall) -> None:
+        window = str(call.request.meta.get("window", ""))
+        with self._calls_lock:
+            self._calls.setdefault(window, []).append(call)
+            while len(self._calls) > _PENDING_WINDOWS:
+                self._calls.popitem(last=False)
+
+    # -- the observer ----------------------------------------------------------------------------
+    def window_settled(self, settled: Settled) -> None:
+        with self._calls_lock:
+            calls = self._calls.pop(settled.window.id, [])
+        if not self.settings.enabled and self.audit_path is None:
+            return
+        description = self.zones.get(settled.window.zone, self.default)
+        at, settings, audit_path, files = self.clock(), self.settings, self.audit_path, self.files  # as of now
+        self._submit(lambda: self._write(settled, calls, description, at, settings, audit_path, files))
+
+    def alert_published(self, event: AlertEvent) -> None:
+        if self.desk is not None:
+            self.desk.alert_published(event)
+
+    @property
+    def notes(self) -> NotesProvider | None:
+        """Where zones with `assessment.feedback_context` get their notes (None when feedback is off)."""
+        return self.desk.notes if self.desk is not None else None
+
+    def feedback_counts(self) -> dict[str, int]:
+        """Stored feedback by label (empty when feedback is off)."""
+        return self.desk.counts() if self.desk is not None else {}
+
+    def close(self) -> None:
+        """Wait until every queued record is written, then close the store."""
+        self._writer.shutdown(wait=True)
+        if self.desk is not None:
+            self.desk.store.close()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is written (tests, shutdown of a replay)."""
+        self._writer.submit(lambda: None).result()
+
+    # -- the writer thread --------------------------------------------------------------------------
+    def _submit(self, job: Callable[[], None]) -> None:
+        try:
+            self._writer.submit(self._guarded, job)
+        except RuntimeError:  # shut down: the service is stopping and nothing more is recorded
+            log.debug("history writer closed; job dropped")
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # one bad record must not stop the ones after it
+            log.exception("history job failed")
+
+    def _write(self, settled: Settled, calls: list[CapturedCall], description: ZoneDescription, at: float,
+               settings: HistorySettings, audit_path: Path | None, files: HistoryFiles) -> None:
+        day, zone = utc_day(at), settled.window.zone
+        keep = None
+        if settings.enabled and settings.record_frames:
+            keep = lambda digest, jpeg: files.keep_frame(day, zone, digest, jpeg)  # noqa: E731
+        try:
+            # URL credentials (a camera's rtsp://user:pass@..., an endpoint's) never reach a file.
+            line = redact_credentials(json.dumps(build_record(settled, calls, description, at=at, keep_image=keep),
+                                                 ensure_ascii=False)) + "\n"
+            if settings.enabled:
+                files.append(day, line)
+            if audit_path is not None:
+                append_private(audit_path, line)
+        except (OSError, HistoryError) as exc:
+            self._failed(exc, files.folder if settings.enabled else audit_path)
+            return
+        if settings.enabled and at - self._retained_at >= _RETENTION_EVERY_S:
+            self._retained_at = at
+            self._retain(settings, files, at)
+
+    def _retain(self, settings: HistorySettings, files: HistoryFiles, now: float) -> None:
+        try:
+            purged = files.enforce(max_age_s=settings.max_age_days * 86400.0,
+                                   frames_max_age_s=settings.frames_max_age_days * 86400.0,
+                                   max_bytes=settings.max_mb * 1e6, now=now)
+        except (OSError, HistoryError) as exc:
+            self._failed(exc, files.folder)
+            return
+        if purged.files:
+            log.info("history retention", folder=str(files.folder), removed=purged.summary())
+
+    def _failed(self, exc: OSError | HistoryError, where: Path | None) -> None:
+        # A full or read-only disk fails every record: say so once a minute, with the count.
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._failed_at >= _ERROR_EVERY_S:
+            self._failed_at = now
+            log.error("history record not written", path=str(where),
+                      error=getattr(exc, "strerror", None) or str(exc), failures=self._failures)

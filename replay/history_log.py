@@ -1,0 +1,172 @@
+"""The run log of `monitor replay history`, ``OUT/runs.jsonl``: one JSON object per line.
+
+- ``run``: a header, written each time a run starts or resumes (the history read, its
+  range and zones, the candidate's model identity, strategy and alert settings, the
+  lines of the history that could not be read);
+- ``segment``: the windows of one zone on one UTC day, re-assessed by the candidate
+  in order through the pipeline, each beside what the recorded model did.
+
+A segment is finished when its status is ``ok``; a resumed run skips finished segments
+and does ``error`` ones again (their model answers come from the cache). The last
+``ok`` line of a segment counts. Scoring (replay/history_score.py) reads only this
+file and the labels snapshot beside it: re-scoring never calls a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from replay.errors import RunLogError
+
+log = structlog.get_logger(__name__)
+HISTORY_LOG_VERSION = 1
+BENCHMARK: Literal["history"] = "history"
+SegmentStatus = Literal["ok", "error"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HistoryHeader(_Record):
+    """What a replay of the home's history was asked to do."""
+
+    type: Literal["run"] = "run"
+    version: int = HISTORY_LOG_VERSION
+    benchmark: Literal["history"] = BENCHMARK
+    source: str
+    since: float | None = None
+    until: float | None = None
+    zones: list[str] = []
+    model: dict[str, Any]
+    strategy: dict[str, Any] = {}
+    strategy_label: str = ""
+    alerts: dict[str, Any] = {}
+    planned: list[str] = []
+    labels: int = 0
+    problems: list[str] = []
+    notes: list[str] = []
+    started_at: float = 0.0
+    resumed: bool = False
+
+
+class SegmentRecord(_Record):
+    """One zone's windows of one day: the recorded and the candidate outcome of each, and the cost."""
+
+    type: Literal["segment"] = "segment"
+    id: str
+    zone: str
+    day: str
+    status: SegmentStatus
+    windows: list[dict[str, Any]] = []
+    usage: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    error: str | None = None
+
+
+Record = HistoryHeader | SegmentRecord
+_KINDS: dict[str, type[_Record]] = {"run": HistoryHeader, "segment": SegmentRecord}
+
+
+@dataclass
+class HistoryRun:
+    """Everything a run log holds, with the counting line per segment."""
+
+    headers: list[HistoryHeader] = field(default_factory=list)
+    lines: list[SegmentRecord] = field(default_factory=list)
+    torn_lines: int = 0
+
+    @property
+    def segments(self) -> list[SegmentRecord]:
+        """One record per segment: the last ``ok`` one, else the last one."""
+        chosen: dict[str, SegmentRecord] = {}
+        for record in self.lines:
+            current = chosen.get(record.id)
+            if current is None or record.status == "ok" or current.status != "ok":
+                chosen[record.id] = record
+        return list(chosen.values())
+
+    @property
+    def finished(self) -> set[str]:
+        return {record.id for record in self.lines if record.status == "ok"}
+
+
+def is_history_log(path: Path) -> bool:
+    """True when the first line of `path` is a header of a history replay."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+        return bool(json.loads(first).get("benchmark") == BENCHMARK)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_history_log(path: Path, *, missing_ok: bool = False) -> HistoryRun:
+    """Read a run log; a torn LAST line (a run killed mid-write) is ignored, any other bad line is an error."""
+    run = HistoryRun()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if missing_ok:
+            return run
+        raise RunLogError(f"{path}: run log not found") from None
+    except OSError as exc:
+        raise RunLogError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = _parse(line, where=f"{path}:{number}")
+        except RunLogError:
+            if number == len(lines) and not text.endswith("\n"):
+                run.torn_lines += 1
+                log.warning("torn last line of the run log ignored", path=str(path), line=number)
+                continue
+            raise
+        if isinstance(record, HistoryHeader):
+            run.headers.append(record)
+        else:
+            run.lines.append(record)
+    return run
+
+
+def _parse(line: str, *, where: str) -> Record:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise RunLogError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("type") not in _KINDS:
+        raise RunLogError(f"{where}: not a history run-log record (type must be one of {', '.join(_KINDS)})")
+    try:
+        record = _KINDS[data["type"]].model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        place = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise RunLogError(f"{where}: invalid {data['type']} record: {place}: {first['msg']}") from None
+    assert isinstance(record, HistoryHeader | SegmentRecord)
+    return record
+
+
+class HistoryLogWriter:
+    """Appends records to the run log, one line each; a torn last line left by a kill is dropped first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                log.warning("dropping a torn last line of the run log", path=str(path))
+                with path.open("r+b") as handle:
+                    handle.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: Record) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(record.model_dump_json() + "\n")
