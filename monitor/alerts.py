@@ -20,7 +20,9 @@ from monitor.control import ZoneControls
 from monitor.core.config import PositiveFloat, Section
 from monitor.windows import Window
 
-EventType = Literal["new", "update", "end"]
+# `escalate` and `ack` come from the escalation engine (monitor/escalation/): a persisting hazard warned
+# about again, and a person saying they have seen the warning.
+EventType = Literal["new", "update", "end", "escalate", "ack"]
 
 
 class AlertSettings(Section):
@@ -53,6 +55,14 @@ class Alert:
     prompt_tokens: int
     completion_tokens: int
     updates: int = 0
+    # Reaching the person (monitor/escalation/, docs/escalation.md); set by the escalation engine only.
+    escalation_level: int = 0
+    escalated_at: float | None = None
+    caregivers_notified: bool = False
+    escalation_limit: str | None = None
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    quiet: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,18 @@ class Alert:
             "updates": self.updates,
             "timings": {"model_latency_s": round(self.latency_s, 4)},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            **self._reach_json(),
+        }
+
+    def _reach_json(self) -> dict[str, Any]:
+        return {
+            "escalation_level": self.escalation_level,
+            "escalated_at": self.escalated_at,
+            "caregivers_notified": self.caregivers_notified,
+            "escalation_limit": self.escalation_limit,
+            "acknowledged_at": self.acknowledged_at,
+            "acknowledged_by": self.acknowledged_by,
+            "quiet": self.quiet,
         }
 
 
@@ -86,7 +108,9 @@ class AlertEvent:
 
     @property
     def message_id(self) -> str:
-        return f"{self.alert.id}:{self.type}:{self.alert.updates}"
+        # Several escalations may fall between two updates: they are numbered by their level.
+        n = self.alert.escalation_level if self.type == "escalate" else self.alert.updates
+        return f"{self.alert.id}:{self.type}:{n}"
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}

@@ -27,6 +27,8 @@ class Stats(Observer):
     completion_tokens: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     bad_log_lines: int = 0
+    # Reaching the person: escalations, limits, quiet hours, acknowledgements, speech (`kind:detail` keys).
+    reach: Counter[str] = field(default_factory=Counter)
 
     @property
     def windows_settled(self) -> int:
@@ -59,4 +61,5 @@ class Stats(Observer):
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "alerts": dict(self.alerts),
             "bad_log_lines": self.bad_log_lines,
+            "reach": dict(self.reach),
         }

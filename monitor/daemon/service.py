@@ -42,6 +42,8 @@ from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs
+from monitor.escalation.engine import Escalator
+from monitor.escalation.loop import Escalation
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
@@ -80,6 +82,9 @@ class Service:
         # Shared by the pipeline and the MQTT sink (control topics), and kept across reloads.
         self.controls = ZoneControls()
         self.alerts = AlertManager(settings.alerts, controls=self.controls)
+        self.escalation = Escalation(  # kept across reloads like the open alerts it escalates
+            Escalator(settings.escalation, zones=settings.zones, alerts=self.alerts, counters=self.stats.reach),
+            state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = AuditLog(settings.service.audit_log)
         self.readiness = Readiness(self.health_settings)
@@ -144,6 +149,7 @@ class Service:
         self.backend = self.new_backend(settings.model)
         if not await self._until_stopped(self.backend.start()):
             return False
+        await asyncio.to_thread(self.escalation.open)
         for name, spec in sink_specs(settings).items():
             sink = self.new_sink(spec)
             await sink.start()
@@ -158,6 +164,7 @@ class Service:
             observers=[self.stats, self.metrics, self.audit],
             exit_when_sources_end=settings.service.exit_when_sources_end,
             shutdown_timeout_s=settings.service.shutdown_timeout_s,
+            follow_up=self.escalation,
         )
         self._wire_metrics()
         return not self._stop.is_set()
@@ -212,7 +219,8 @@ class Service:
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
-                          open_alerts=list(self.alerts.open.values()))
+                          open_alerts=list(self.alerts.open.values()),
+                          reach_counters=self.stats.reach, acknowledge=self.escalation.request)
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:

@@ -1,9 +1,11 @@
 """Home Assistant MQTT discovery: the retained config messages that create entities per zone.
 
-Each zone is one device with five entities: `binary_sensor` (a hazard is
+Each zone is one device with six entities: `binary_sensor` (a hazard is
 active), `event` (fires on each new warning, `event_type` = severity),
-`sensor` (the last warning's text), `switch` (monitoring on/off) and `number`
-(sensitivity). Every entity's availability follows `<prefix>/available`.
+`sensor` (the last warning's text), `switch` (monitoring on/off), `number`
+(sensitivity) and `button` (acknowledge). One more device holds the
+caregivers' `event` entity (escalations). Every entity's availability follows
+`<prefix>/available`.
 Config topics are `<discovery prefix>/<component>/<node_id>/<zone>_<entity>/config`.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
+from monitor.escalation import contract as reach
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
@@ -81,8 +84,13 @@ class Discovery:
         """Config topic -> config payload, for every entity of every zone."""
         out: dict[str, dict[str, Any]] = {}
         for zone in zones:
-            for component, entity, config in self._entities(zone):
+            for component, entity, config in [*self._entities(zone), *reach.zone_entities(self.topics.prefix, zone)]:
                 out[self.config_topic(component, zone, entity)] = self._common(zone, entity) | config
+        # Reaching the person: one escalation event entity for caregivers' automations.
+        topic, config = reach.caregiver_entity(
+            prefix=self.topics.prefix, node_id=self.node_id, sw_version=self.sw_version,
+            device_name=self.settings.discovery.device_name, discovery_prefix=self.prefix)
+        out[topic] = config
         return out
 
     def _common(self, zone: str, entity: str) -> dict[str, Any]:

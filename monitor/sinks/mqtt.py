@@ -7,6 +7,7 @@ Topics under `<prefix>` (docs/mqtt.md has the full contract):
 - `<zone>/state`, `<zone>/last_warning`, `<zone>/event`: per-zone state, text and HA events.
 - `<zone>/monitoring/set|state`, `<zone>/sensitivity/set|state`: run-time controls.
 - `stats`: periodic JSON.
+- `escalations` (out) and `<zone>/ack` (in): reaching the person, see `monitor/escalation/contract.py`.
 
 Alert messages (`alerts`, `<zone>/event`) go through the durable `Outbox`: `publish`
 returns once the message is committed to SQLite, and a background task sends
@@ -35,6 +36,8 @@ from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
+from monitor.escalation import contract as reach
+from monitor.escalation.engine import AckRequest
 from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics
@@ -72,7 +75,8 @@ class MqttSink:
     name = "mqtt"
 
     def __init__(self, settings: MqttSettings, *, zones: Sequence[str], state_dir: Path,
-                 controls: ZoneControls | None = None, stats: StatsProvider | None = None) -> None:
+                 controls: ZoneControls | None = None, stats: StatsProvider | None = None,
+                 acknowledge: Callable[[AckRequest], None] | None = None) -> None:
         self.settings = settings
         self.zones = list(dict.fromkeys(zones))
         self.state_dir = state_dir
@@ -82,6 +86,7 @@ class MqttSink:
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
         self.counters: Counter[str] = Counter()
         self._stats = stats
+        self._acknowledge = acknowledge  # where `<zone>/ack` requests go (the escalation engine)
         self._open: dict[str, dict[str, Alert]] = {zone: {} for zone in self.zones}
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()
@@ -139,9 +144,11 @@ class MqttSink:
         self._raise_if_failed()
         alert = event.alert
         await self._enqueue(self.topics.alerts, _dumps(event.to_json()), event.message_id)
-        if event.type == "new":
+        if event.type == "new" and not alert.quiet:  # quiet hours: recorded, but no HA event to act on
             await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
                                 f"{event.message_id}:event")
+        for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event):
+            await self._enqueue(topic, payload, message_id)
         if event.type != "end":
             self._set_retained(self.topics.last_warning(alert.zone), _dumps(_last_warning(event)))
         zone_alerts = self._open.setdefault(alert.zone, {})
@@ -238,7 +245,8 @@ class MqttSink:
         log.info("mqtt disconnected", broker=self.settings.broker)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
-        filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1)]
+        filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1),
+                   (reach.ack_filter(self.topics.prefix), 1)]
         if self.settings.discovery.enabled:
             filters.append((self.discovery.status_topic, 1))
         await client.subscribe(filters)
@@ -342,6 +350,18 @@ class MqttSink:
             self._set_monitoring(zone, topic, payload)
         elif (zone := self.topics.control_zone(topic, "sensitivity")) is not None:
             self._set_sensitivity(zone, topic, payload)
+        elif (request := reach.parse_ack(self.topics.prefix, topic, payload, self.zones)) is not None:
+            self._ack(topic, payload, request)
+
+    def _ack(self, topic: str, payload: bytes, request: AckRequest | str) -> None:
+        if isinstance(request, str):
+            self._reject(topic, payload, request)
+        elif self._acknowledge is None:
+            self._reject(topic, payload, "acknowledgement is not wired to this sink")
+        else:
+            log.info("acknowledgement received", topic=topic, zone=request.zone, alert=request.alert_id,
+                     by=request.by)
+            self._acknowledge(request)
 
     def _set_monitoring(self, zone: str, topic: str, payload: bytes) -> None:
         value = payload.decode("utf-8", "replace").strip().upper()
@@ -415,7 +435,7 @@ def _zone_state(open_alerts: Mapping[str, Alert]) -> dict[str, Any]:
         return {"state": "clear"}
     top = max(open_alerts.values(), key=lambda a: (SEVERITY_RANK[a.severity], a.updated_at))
     return {"state": "hazard", "hazard": top.hazard, "severity": top.severity, "alert_id": top.id,
-            "since": top.created_at, "active_alerts": len(open_alerts)}
+            "since": top.created_at, "active_alerts": len(open_alerts), **reach.zone_reach_state(top)}
 
 
 def _event_payload(event: AlertEvent) -> dict[str, Any]:
