@@ -112,7 +112,12 @@ def escalation_payload(event: AlertEvent) -> dict[str, Any]:
 
 
 def zone_reach_state(alert: Alert) -> dict[str, Any]:
-    """What the zone state adds about the alert it shows: its escalation and acknowledgement."""
+    """What the zone state adds about the alert it shows, once it was escalated or acknowledged.
+
+    Nothing before that: the state of a zone whose alert is just open stays what it always was.
+    """
+    if alert.escalation_level == 0 and alert.acknowledged_at is None:
+        return {}
     return {"escalation_level": alert.escalation_level, "acknowledged_at": alert.acknowledged_at,
             "acknowledged_by": alert.acknowledged_by}
 

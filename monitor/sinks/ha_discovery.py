@@ -1,11 +1,11 @@
 """Home Assistant MQTT discovery: the retained config messages that create entities per zone.
 
-Each zone is one device with six entities: `binary_sensor` (a hazard is
+Each zone is one device with five or six entities: `binary_sensor` (a hazard is
 active), `event` (fires on each new warning, `event_type` = severity),
 `sensor` (the last warning's text), `switch` (monitoring on/off), `number`
-(sensitivity) and `button` (acknowledge). One more device holds the
-caregivers' `event` entity (escalations). Every entity's availability follows
-`<prefix>/available`.
+(sensitivity), and, when acknowledgements are wired (`reach`, the daemon),
+`button` (acknowledge) plus one more device with the caregivers' `event`
+entity (escalations). Every entity's availability follows `<prefix>/available`.
 Config topics are `<discovery prefix>/<component>/<node_id>/<zone>_<entity>/config`.
 """
 
@@ -69,8 +69,9 @@ class Topics:
 class Discovery:
     """Builds the discovery config messages for a set of zones."""
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(self, settings: MqttSettings, *, reach: bool = False) -> None:
         self.settings = settings
+        self.reach = reach  # announce the acknowledge buttons and the caregivers' escalation entity
         self.topics = Topics(settings.topic_prefix)
         self.node_id = settings.node_id
         self.prefix = settings.discovery.prefix
@@ -84,14 +85,19 @@ class Discovery:
         """Config topic -> config payload, for every entity of every zone."""
         out: dict[str, dict[str, Any]] = {}
         for zone in zones:
-            for component, entity, config in [*self._entities(zone), *reach.zone_entities(self.topics.prefix, zone)]:
+            for component, entity, config in [*self._entities(zone), *self._reach_entities(zone)]:
                 out[self.config_topic(component, zone, entity)] = self._common(zone, entity) | config
+        if not self.reach:
+            return out
         # Reaching the person: one escalation event entity for caregivers' automations.
         topic, config = reach.caregiver_entity(
             prefix=self.topics.prefix, node_id=self.node_id, sw_version=self.sw_version,
             device_name=self.settings.discovery.device_name, discovery_prefix=self.prefix)
         out[topic] = config
         return out
+
+    def _reach_entities(self, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
+        return reach.zone_entities(self.topics.prefix, zone) if self.reach else []
 
     def _common(self, zone: str, entity: str) -> dict[str, Any]:
         return {

@@ -82,7 +82,7 @@ class MqttSink:
         self.state_dir = state_dir
         self.controls = controls if controls is not None else ZoneControls()
         self.topics = Topics(settings.topic_prefix)
-        self.discovery = Discovery(settings)
+        self.discovery = Discovery(settings, reach=acknowledge is not None)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
         self.counters: Counter[str] = Counter()
         self._stats = stats

@@ -290,6 +290,9 @@ class SpeakerSink:
             self._speaking = True
             try:
                 await self.say(utterance)
+            except Exception:  # a bug in one message must not silence every later warning
+                self.counters["speech:failed"] += 1
+                log.exception("speaker failed unexpectedly", zone=utterance.zone, alert=utterance.alert_id)
             finally:
                 self._speaking = False
                 self._check_idle()
@@ -312,7 +315,7 @@ class SpeakerSink:
             return False
         self.counters["speech:spoken"] += 1
         log.info("warning said aloud", zone=utterance.zone, alert=utterance.alert_id, severity=utterance.severity,
-                 event=utterance.event_type, wav=str(wav) if wav else None, chars=len(utterance.text))
+                 alert_event=utterance.event_type, wav=str(wav) if wav else None, chars=len(utterance.text))
         return True
 
     def _argv(self, utterance: Utterance) -> tuple[list[str], Path | None]:
