@@ -90,7 +90,7 @@ def test_without_a_running_monitor_the_command_says_where_it_looked(tmp_path: Pa
     assert str(tmp_path / SPOOL_DIR) in error and "service.state_dir" in error
     assert main(["ack", "--state-dir", str(tmp_path)]) == 2
     (tmp_path / SPOOL_DIR).mkdir()
-    with pytest.raises(AckSpoolError, match="did not answer within 0.2 s"):
+    with pytest.raises(AckSpoolError, match=r"did not answer within 0\.2 s"):
         request_ack(tmp_path, alert_id="a1", zone=None, by="x", timeout_s=0.2)
     assert list((tmp_path / SPOOL_DIR).iterdir()) == []  # a request nobody took is withdrawn
 
