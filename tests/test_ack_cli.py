@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.alerts import AlertEvent, AlertManager, AlertSettings
 from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import Usage
 from monitor.cli import main
-from monitor.escalation.engine import Escalator
+from monitor.escalation.engine import AckRequest, Escalator
 from monitor.escalation.loop import Escalation
 from monitor.escalation.settings import EscalationSettings
-from monitor.escalation.spool import SPOOL_DIR, AckSpoolError, request_ack
+from monitor.escalation.spool import SPOOL_DIR, AckSpool, AckSpoolError, request_ack
 from monitor.windows import Window
 from tests.support.sources import entry
 
@@ -110,3 +111,26 @@ async def test_a_malformed_request_file_is_answered_as_invalid(tmp_path: Path) -
             assert json.loads(reply.read_text())["status"] == "invalid"
         assert not list(folder.glob("*.json"))
         assert loop.events == []
+
+
+class BrokenSpool(AckSpool):
+    """A state directory the daemon can no longer read (owner changed under it, disk gone)."""
+
+    def take(self) -> list[AckRequest]:
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+
+async def test_a_broken_spool_folder_never_stops_the_alert_lifecycle(tmp_path: Path) -> None:
+    """step() runs in the pipeline's expiry task: an OSError there would tear the pipeline down. It is logged
+    once, MQTT acknowledgements still work, and escalations are still decided."""
+    alerts = AlertManager(AlertSettings())
+    escalation = Escalation(Escalator(EscalationSettings(), alerts=alerts), state_dir=tmp_path)
+    escalation.spool = BrokenSpool(tmp_path)
+    alert = open_alert(alerts).alert
+    escalation.request(AckRequest(alert.id, None, "carer", "mqtt"))
+    with capture_logs() as logs:
+        events = await escalation.step()
+        await escalation.step()
+    assert [e.type for e in events] == ["ack"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "monitor ack requests cannot be read or answered"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from monitor.alerts import AlertEvent
-from monitor.escalation.engine import AckRequest, Escalator
+from monitor.escalation.engine import AckRequest, AckResult, Escalator
 from monitor.escalation.spool import AckSpool
 
 log = structlog.get_logger("monitor.escalation")
@@ -33,6 +33,7 @@ class Escalation:
         self.spool = AckSpool(state_dir) if state_dir is not None else None
         self.wake = asyncio.Event()
         self._waiting: deque[AckRequest] = deque(maxlen=_MAX_WAITING)
+        self._spool_error: str | None = None
 
     def open(self) -> None:
         """Create the spool folder `monitor ack` writes to (at daemon start)."""
@@ -51,7 +52,7 @@ class Escalation:
         """Apply waiting acknowledgements, then decide due escalations; the events to publish."""
         self.wake.clear()
         if self.spool is not None:
-            self._waiting.extend(await asyncio.to_thread(self.spool.take))
+            self._waiting.extend(await self._spooled())
         events: list[AlertEvent] = []
         while self._waiting:
             request = self._waiting.popleft()
@@ -61,6 +62,28 @@ class Escalation:
                 log.info("acknowledgement changed nothing", status=result.status, detail=result.detail,
                          via=request.via, by=request.by)
             if request.reply_to is not None and self.spool is not None:
-                await asyncio.to_thread(self.spool.answer, request.reply_to, result)
+                await self._answer(request.reply_to, result)
         events.extend(self.escalator.tick())
         return events
+
+    # A broken spool folder must cost `monitor ack`, never the alert lifecycle that runs in the same task.
+    async def _spooled(self) -> list[AckRequest]:
+        assert self.spool is not None
+        try:
+            return await asyncio.to_thread(self.spool.take)
+        except OSError as exc:
+            self._spool_failed(exc)
+            return []
+
+    async def _answer(self, request_id: str, result: AckResult) -> None:
+        assert self.spool is not None
+        try:
+            await asyncio.to_thread(self.spool.answer, request_id, result)
+        except OSError as exc:
+            self._spool_failed(exc)
+
+    def _spool_failed(self, exc: OSError) -> None:
+        if self._spool_error != str(exc):  # once per distinct problem, not once a second
+            self._spool_error = str(exc)
+            log.error("monitor ack requests cannot be read or answered", folder=str(self.spool and self.spool.path),
+                      error=str(exc), fix="check the owner and mode of the state directory (service.state_dir)")
