@@ -317,3 +317,22 @@ def test_quiet_periods_include_the_start_exclude_the_end_and_may_cross_midnight(
 def test_a_bad_quiet_period_says_how_to_write_it(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_period(text)
+
+
+def test_a_reload_applies_new_ladders_to_alerts_in_progress_without_resetting_them() -> None:
+    """configure() (SIGHUP) keeps each open alert's level and timing; the new ladder decides the next step."""
+    life = Lifecycle()
+    life.warn()
+    life.clock.now += 30
+    life.warn()
+    (first,) = life.advance(30)
+    assert first.alert.escalation_level == 1
+    life.engine.configure(settings(critical=Ladder(escalate_after_s=60, repeat_after_s=200)))
+    life.clock.now += 30
+    life.warn()
+    assert life.advance(20) == []  # the old repeat_after_s (40 s) has passed, the new one (200 s) has not
+    life.engine.configure(settings(enabled=False))
+    for _ in range(30):
+        life.clock.now += 10
+        life.warn()
+        assert life.engine.tick() == []
