@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, append, responder, write_config
+from tests.support.daemon import Daemon, append, responder, wait_until, write_config
 from tests.support.mosquitto import Mosquitto, Recorder, publish, retained
 from tests.support.openai_server import ScriptedOpenAIServer
 
@@ -162,3 +162,28 @@ async def test_a_persisting_hazard_escalates_to_caregivers_until_acknowledged_an
     lines = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert {"new", "update", "escalate", "ack", "end"} >= {e["type"] for e in lines} >= {"new", "escalate", "ack"}
     assert all("escalation_level" in e and "acknowledged_at" in e for e in lines)
+
+
+def test_a_missing_speech_engine_stops_the_start_with_one_line_naming_the_setting(
+        tmp_path: Path, model: ScriptedOpenAIServer) -> None:
+    """`monitor run` exits 1 with the sink's message (not a traceback); optional = true runs without speech."""
+    (tmp_path / "garage.jsonl").write_text("")
+    speaker = '\n[sinks.speaker]\nenabled = true\ncommand = ["no-such-tts-engine", "{text}"]\n'
+    config = write_config(tmp_path / "monitor.toml", base_url=model.base_url, alerts=tmp_path / "alerts.jsonl",
+                          logs={"garage": tmp_path / "garage.jsonl"}, extra=speaker)
+    daemon = Daemon(config, tmp_path)
+    run = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config)], cwd=tmp_path,
+                         env=daemon.env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1].startswith(
+        "error: sinks.speaker.command: 'no-such-tts-engine' not found or not executable")
+    assert "Traceback" not in run.stderr
+
+    config.write_text(config.read_text() + "optional = true\n")
+    with Daemon(config, tmp_path) as running:
+        (problem,) = running.find("speaker unavailable; warnings will not be said aloud")
+        assert "no-such-tts-engine" in problem["problem"]
+        append(tmp_path / "garage.jsonl", "Sam climbs the ladder and leans out")
+        running.wait_log("window assessed", alert="new")
+        unavailable = 'monitor_speech_messages_total{outcome="unavailable"} 1.0'
+        wait_until(lambda: unavailable in running.http("/metrics")[1].decode(), what="speech counted unavailable")
