@@ -17,7 +17,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
-from monitor.escalation import contract as reach
+from monitor.escalation import contract as escalation_contract
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
@@ -90,14 +90,14 @@ class Discovery:
         if not self.reach:
             return out
         # Reaching the person: one escalation event entity for caregivers' automations.
-        topic, config = reach.caregiver_entity(
+        topic, config = escalation_contract.caregiver_entity(
             prefix=self.topics.prefix, node_id=self.node_id, sw_version=self.sw_version,
             device_name=self.settings.discovery.device_name, discovery_prefix=self.prefix)
         out[topic] = config
         return out
 
     def _reach_entities(self, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
-        return reach.zone_entities(self.topics.prefix, zone) if self.reach else []
+        return escalation_contract.zone_entities(self.topics.prefix, zone) if self.reach else []
 
     def _common(self, zone: str, entity: str) -> dict[str, Any]:
         return {
