@@ -146,3 +146,22 @@ async def test_quiet_info_alerts_fire_no_home_assistant_event(broker: Mosquitto,
         assert rec.on(f"{p}/kitchen/event")[0].json()["alert_id"] == "alert00002"
         assert rec.on(f"{p}/alerts")[0].json()["quiet"] is True
         await sink.close()
+
+
+async def test_an_ack_shows_in_the_zone_state_but_is_not_a_new_last_warning(broker: Mosquitto, tmp_path: Path) -> None:
+    """The retained zone state says who acknowledged; `last_warning` keeps the warning's own time."""
+    settings = MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
+                            reconnect_min_s=0.05, close_timeout_s=3.0)
+    p = settings.topic_prefix
+    sink = MqttSink(settings, zones=list(ZONES), state_dir=tmp_path / "state", acknowledge=lambda _r: None)
+    new = alert_event("kitchen", 1, severity="critical")
+    ack = replace(new, type="ack", at=new.at + 30,
+                  alert=replace(new.alert, acknowledged_at=new.at + 30, acknowledged_by="carer"))
+    async with Recorder(broker, f"{p}/kitchen/state", f"{p}/kitchen/last_warning") as rec:
+        await sink.start()
+        await sink.publish(new)
+        await sink.publish(ack)
+        await rec.wait_for(lambda: any(m.json().get("acknowledged_by") == "carer"
+                                       for m in rec.on(f"{p}/kitchen/state")), what="acknowledged zone state")
+        await sink.close()
+    assert {m.json()["at"] for m in rec.on(f"{p}/kitchen/last_warning")} == {new.at}

@@ -149,7 +149,7 @@ class MqttSink:
                                 f"{event.message_id}:event")
         for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event):
             await self._enqueue(topic, payload, message_id)
-        if event.type != "end":
+        if event.type not in ("end", "ack"):  # an ack is not a warning: last_warning keeps its time
             self._set_retained(self.topics.last_warning(alert.zone), _dumps(_last_warning(event)))
         zone_alerts = self._open.setdefault(alert.zone, {})
         if event.type == "end":
