@@ -336,3 +336,13 @@ def test_a_reload_applies_new_ladders_to_alerts_in_progress_without_resetting_th
         life.clock.now += 10
         life.warn()
         assert life.engine.tick() == []
+
+
+def test_an_alert_the_model_upgrades_before_escalating_follows_the_worse_ladder() -> None:
+    """info (never escalates) upgraded to warning by the model: the warning ladder applies, from the first warning."""
+    life = Lifecycle()
+    first = life.warn("info", hazard="knife left out")
+    life.clock.now += 100
+    assert life.warn("warning", hazard="knife left out").alert.severity == "warning"
+    (escalation,) = life.advance(20)  # 120 s after the first warning: the warning ladder's escalate_after_s
+    assert escalation.alert.id == first.alert.id and escalation.alert.escalation_level == 1

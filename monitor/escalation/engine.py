@@ -3,7 +3,8 @@
 Nothing here does I/O or knows about asyncio; the clock and the local time of
 day are injected, so every rule is testable step by step.
 
-The ladder of one alert (per zone and per severity, `EscalationSettings.ladder`):
+The ladder of one alert (per zone and per severity, `EscalationSettings.ladder`; the severity is the
+highest the model gave before the first escalation, so the escalation's own raise does not change it):
 
 - level 0 is the first warning (`new`).
 - level 1 is due `escalate_after_s` after it; level n+1 `repeat_after_s` after level n.
@@ -36,7 +37,7 @@ from typing import Any, Literal
 import structlog
 
 from monitor.alerts import Alert, AlertEvent, AlertManager
-from monitor.assess.verdict import Severity
+from monitor.assess.verdict import SEVERITY_RANK, Severity
 from monitor.escalation.settings import EscalationSettings, ZoneEscalation, in_periods
 from monitor.zones import ZoneSettings
 
@@ -80,7 +81,7 @@ class AckResult:
 class _Track:
     """What the engine remembers about one open alert."""
 
-    ladder_severity: Severity  # the severity of the first warning chooses the ladder
+    ladder_severity: Severity  # chooses the ladder: the highest severity the model gave before level 1
     warned_at: float  # the last warning: the `new`, then each escalation
     level: int = 0
 
@@ -114,7 +115,9 @@ class Escalator:
             return event
         if event.type not in ("new", "update"):
             return event
-        self._tracks.setdefault(alert.id, _Track(alert.severity, alert.created_at))
+        track = self._tracks.setdefault(alert.id, _Track(alert.severity, alert.created_at))
+        if track.level == 0 and SEVERITY_RANK[alert.severity] > SEVERITY_RANK[track.ladder_severity]:
+            track.ladder_severity = alert.severity  # the model now calls it worse: its ladder applies
         quiet = self.is_quiet(alert.zone, alert.severity, event.at)
         if quiet:
             self.counters["quiet:info"] += 1
