@@ -50,8 +50,9 @@ async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_
     try:
         button = await asyncio.to_thread(ha.wait_entity, f"{node}_kitchen_acknowledge")
         event = await asyncio.to_thread(ha.wait_entity, f"{node}_escalations")
-        await ha.async_wait_state(button["entity_id"])
-        await ha.async_wait_state(event["entity_id"])
+        available = lambda s: s["state"] != "unavailable"  # noqa: E731 (a pressed unavailable button does nothing)
+        await ha.async_wait_state(button["entity_id"], available)
+        await ha.async_wait_state(event["entity_id"], available)
 
         await asyncio.to_thread(ha.api, "POST", "/api/services/button/press", {"entity_id": button["entity_id"]})
         for _ in range(200):
