@@ -49,11 +49,12 @@ $(HA_VENV)/.installed: $(HA_REQUIREMENTS)
 	  assert not bad, f"not the versions the HA integrations pin: {bad}"'
 	touch $@
 
-# Real services the tests start on 127.0.0.1 (Debian packages). Needs root or sudo, once.
+# Real services the tests start on 127.0.0.1, and the speaker sink's text-to-speech engine (Debian packages).
+# Needs root or sudo, once.
 system-deps:
 	@missing=""; \
 	for tool in mosquitto:mosquitto mosquitto_sub:mosquitto-clients ffmpeg:ffmpeg rtsp-server-perl:rtsp-server-perl \
-	            systemd-analyze:systemd openssl:openssl; do \
+	            systemd-analyze:systemd openssl:openssl espeak-ng:espeak-ng; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

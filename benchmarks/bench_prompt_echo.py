@@ -36,8 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.assess.single import SingleCall  # noqa: E402
 from monitor.assess import prompt as prompt_module  # noqa: E402
+from monitor.assess.single import SingleCall  # noqa: E402
 from monitor.assess.verdict import Assessment  # noqa: E402
 from monitor.backends import create_backend  # noqa: E402
 from monitor.backends.settings import ModelSettings  # noqa: E402
@@ -107,10 +107,19 @@ class Tally:
 
 
 async def run(hint: bool, items: list[tuple[str, Window]]) -> Tally:
-    settings = ModelSettings(backend="embedded", json_schema_hint=hint, temperature=0.7, max_tokens=300,
+    """One configuration: the embedded server with its grammar enforcing the schema (`hint`), or the same
+    server through a plain OpenAI-compatible client in JSON mode only (no schema), as Ollama users get."""
+    settings = ModelSettings(backend="embedded", temperature=0.7, max_tokens=300,
                              attempt_timeout_s=120.0, total_timeout_s=300.0, concurrency=1)
-    backend = create_backend(settings)
-    await backend.start()
+    server = create_backend(settings)
+    await server.start()
+    backend = server
+    if not hint and getattr(server, "enforces_schema", False):  # an embedded server that now always enforces it
+        from monitor.backends.openai_compat import OpenAICompatBackend
+
+        backend = OpenAICompatBackend(settings.model_copy(update={"backend": "openai", "json_schema_hint": False}),
+                                      base_url=server.base_url)
+        await backend.start()
     tally, single, templates = Tally(hint), SingleCall(backend), template_texts()
     try:
         for index, (_name, window) in enumerate(items, 1):
@@ -127,9 +136,11 @@ async def run(hint: bool, items: list[tuple[str, Window]]) -> Tally:
                                "latency_s": round(tally.latencies[-1], 3)})
             if len(tally.examples) < 3:
                 tally.examples.append(reply.text[:200])
-            print(f"\r  schema hint {'on' if hint else 'off'}: {index}/{len(items)}", end="", file=sys.stderr)
+            print(f"\r  schema enforced {'yes' if hint else 'no'}: {index}/{len(items)}", end="", file=sys.stderr)
     finally:
-        await backend.close()
+        if backend is not server:
+            await backend.close()
+        await server.close()
         print(file=sys.stderr)
     return tally
 
@@ -159,10 +170,12 @@ def rescore(paths: list[Path]) -> list[Tally]:
 
 
 def table(rows: list[dict[str, Any]]) -> None:
-    print("\n| schema hint | replies | valid | echo the template | not an Assessment | backend error | mean latency |")
+    print("\n| schema enforced | replies | valid | echo the template | not an Assessment | backend error "
+          "| mean latency |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {'on' if r['schema_hint'] else 'off'} | {r['replies']} | {r['valid_pct']}% | {r['echo_pct']}% | "
+        enforced = "yes" if r["schema_hint"] else "no (JSON mode only)"
+        print(f"| {enforced} | {r['replies']} | {r['valid_pct']}% | {r['echo_pct']}% | "
               f"{r['invalid_pct']}% | {r['error_pct']}% | {r['mean_latency_s']} s |")
 
 

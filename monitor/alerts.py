@@ -27,11 +27,14 @@ from monitor.assess.verdict import SEVERITY_RANK, Severity, Verdict, same_hazard
 from monitor.control import ZoneControls
 from monitor.core.config import PositiveFloat, Section
 from monitor.core.statefile import JsonStateFile
+from monitor.core.text import iso_time
 from monitor.windows import Window
 
 log = structlog.get_logger("monitor.alerts")
 
-EventType = Literal["new", "update", "end"]
+# `escalate` and `ack` come from the escalation engine (monitor/escalation/): a persisting hazard warned
+# about again, and a person saying they have seen the warning.
+EventType = Literal["new", "update", "end", "escalate", "ack"]
 OPEN_ALERTS_FILE = "open-alerts.json"
 RESTARTED = "monitor restarted"
 _JOURNAL_VERSION = 1
@@ -67,6 +70,25 @@ class Alert:
     prompt_tokens: int
     completion_tokens: int
     updates: int = 0
+    # Reaching the person (monitor/escalation/, docs/escalation.md); set by the escalation engine only.
+    escalation_level: int = 0
+    escalated_at: float | None = None
+    caregivers_notified: bool = False
+    escalation_limit: str | None = None
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    quiet: bool = False
+
+    def reach_state(self) -> dict[str, Any]:
+        """What a zone's state adds about this alert once it was escalated or acknowledged.
+
+        Nothing before that: the state of a zone whose alert is just open stays what it always was.
+        """
+        if self.escalation_level == 0 and self.acknowledged_at is None:
+            return {}
+        acknowledged = None if self.acknowledged_at is None else iso_time(self.acknowledged_at)
+        return {"escalation_level": self.escalation_level, "acknowledged_at": acknowledged,
+                "acknowledged_at_epoch": self.acknowledged_at, "acknowledged_by": self.acknowledged_by}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +109,18 @@ class Alert:
             "updates": self.updates,
             "timings": {"model_latency_s": round(self.latency_s, 4)},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            **self._reach_json(),
+        }
+
+    def _reach_json(self) -> dict[str, Any]:
+        return {
+            "escalation_level": self.escalation_level,
+            "escalated_at": self.escalated_at,
+            "caregivers_notified": self.caregivers_notified,
+            "escalation_limit": self.escalation_limit,
+            "acknowledged_at": self.acknowledged_at,
+            "acknowledged_by": self.acknowledged_by,
+            "quiet": self.quiet,
         }
 
     @classmethod
@@ -118,7 +152,9 @@ class AlertEvent:
 
     @property
     def message_id(self) -> str:
-        return f"{self.alert.id}:{self.type}:{self.alert.updates}"
+        # Several escalations may fall between two updates: they are numbered by their level.
+        n = self.alert.escalation_level if self.type == "escalate" else self.alert.updates
+        return f"{self.alert.id}:{self.type}:{n}"
 
     def to_json(self) -> dict[str, Any]:
         data = {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}

@@ -1,4 +1,4 @@
-"""`monitor run | check-config | inspect-log | feedback | history | replay`: the command line."""
+"""`monitor run | check-config | inspect-log | feedback | history | ack | replay`: the command line."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     from monitor.history.cli import add_parsers
 
     add_parsers(commands)
+
+    ack = commands.add_parser("ack", help="acknowledge a warning in the running monitor: stops its escalation",
+                              description="Acknowledge one alert (ALERT_ID) or every open alert of a zone (--zone) "
+                                          "in the monitor running with the same state directory.")
+    ack.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the alert's id (in every alert event)")
+    ack.add_argument("--zone", help="acknowledge every open alert of this zone (with ALERT_ID: only if it is there)")
+    ack.add_argument("--config", type=Path, help="the config file the monitor runs with (for service.state_dir)")
+    ack.add_argument("--state-dir", type=Path, help="the monitor's state directory (overrides the config)")
+    ack.add_argument("--by", help="who acknowledges (default: cli:<your user name>)")
+    ack.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the monitor's answer")
     from replay.cli import add_replay_parser
 
     add_replay_parser(commands)
@@ -52,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.history.cli import feedback_command, history_command
 
             return (feedback_command if args.command == "feedback" else history_command)(args, sys.stdout)
+        if args.command == "ack":
+            return _ack(args)
         if args.command == "replay":
             from replay.cli import run_replay
 
@@ -73,6 +85,26 @@ def _check_config(path: Path) -> int:
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
           f"strategy '{settings.assessment.strategy}')")
     return 0
+
+
+def _ack(args: argparse.Namespace) -> int:
+    import getpass
+
+    from monitor.escalation.spool import request_ack
+
+    if args.alert_id is None and args.zone is None:
+        print("error: name an alert (ALERT_ID) or a zone (--zone ZONE) to acknowledge", file=sys.stderr)
+        return 2
+    state_dir = args.state_dir
+    if state_dir is None:
+        from monitor.settings import load_settings
+
+        state_dir = load_settings(args.config).service.state_dir
+    answer = request_ack(state_dir, alert_id=args.alert_id, zone=args.zone,
+                         by=args.by or f"cli:{getpass.getuser()}", timeout_s=args.timeout)
+    status = answer.get("status")
+    print(f"{status}: {answer.get('detail', '')}")
+    return 0 if status in ("acknowledged", "already_acknowledged") else 1
 
 
 def _run(config: Path | None) -> int:

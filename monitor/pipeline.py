@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -52,6 +52,21 @@ SOURCE_RETRY_MAX_S = 60.0
 _SOURCE_HEALTHY_AFTER_S = 60.0
 
 
+class AlertFollowUp(Protocol):
+    """Acts on the alert lifecycle after `decide` and `expire`: escalation and acknowledgement.
+
+    `annotate` sees every decided event before the sinks do; `step` runs in the
+    alert-expiry task (every second, or at once when `wake` is set) and returns
+    the events to publish. The daemon's is `monitor.escalation.loop.Escalation`.
+    """
+
+    wake: asyncio.Event
+
+    def annotate(self, event: AlertEvent) -> AlertEvent: ...
+
+    async def step(self) -> list[AlertEvent]: ...
+
+
 @dataclass
 class _InFlight:
     window: Window
@@ -80,6 +95,7 @@ class Pipeline:
         observers: Sequence[PipelineObserver] = (),
         exit_when_sources_end: bool = False,
         shutdown_timeout_s: float = 10.0,
+        follow_up: AlertFollowUp | None = None,
     ) -> None:
         self.sources = list(sources)
         self.assessor = assessor
@@ -90,6 +106,7 @@ class Pipeline:
         self.observers = Observers(observers)
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.follow_up = follow_up
         self.zone_of = {source.id: zone for source, zone in self.sources}
         self.ended: set[str] = set()
         self.windows: dict[str, RollingWindow] = {}
@@ -349,6 +366,8 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         self._observe("prompt_build", elapsed - sum(model_seconds))
         event = self.alerts.decide(window, verdict)
+        if event is not None:
+            event = self._followed(event)
         self._summary(window, verdict, event, elapsed)
         self.observers.window_settled(Settled(window, verdict, None, event, elapsed))
         if event is not None:
@@ -405,8 +424,16 @@ class Pipeline:
     async def _expire_alerts(self) -> None:
         while not self._stopping.is_set():
             for event in self.alerts.expire():
+                await self._deliver(self._followed(event))
+            if self.follow_up is None:
+                await asyncio.sleep(1.0)
+                continue
+            for event in await self.follow_up.step():  # escalations and acknowledgements
                 await self._deliver(event)
-            await asyncio.sleep(1.0)
+            await wait_event(self.follow_up.wake, 1.0)
+
+    def _followed(self, event: AlertEvent) -> AlertEvent:
+        return event if self.follow_up is None else self.follow_up.annotate(event)
 
     def _observe(self, stage: str, seconds: float) -> None:
         self.observers.stage_latency(stage, seconds)

@@ -28,6 +28,7 @@ from monitor.assess.settings import AssessmentSettings, KeyframeSettings
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
 from monitor.daemon.settings import HealthSettings, ServiceSettings
+from monitor.escalation.settings import EscalationSettings
 from monitor.history.settings import HistorySettings
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.settings import SinkSettings
@@ -57,6 +58,7 @@ class Settings(BaseSettings):
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
     zones: list[ZoneSettings] = Field(default_factory=list)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     mqtt: MqttSettings | None = Field(default=None, description="MQTT broker; alerts are published when set")
     health: HealthSettings = Field(default_factory=HealthSettings)

@@ -34,6 +34,8 @@ class Stats(Observer):
     sink_failures: Counter[str] = field(default_factory=Counter)
     # Feedback on alerts stored, by label (read from the feedback store by the service).
     feedback: dict[str, int] = field(default_factory=dict)
+    # Reaching the person: escalations, limits, quiet hours, acknowledgements, speech (`kind:detail` keys).
+    reach: Counter[str] = field(default_factory=Counter)
 
     @property
     def windows_settled(self) -> int:
@@ -75,4 +77,5 @@ class Stats(Observer):
             "budget_dropped_entries": self.budget_dropped_entries,
             "sink_failures": dict(self.sink_failures),
             "feedback": dict(self.feedback),
+            "reach": dict(self.reach),
         }

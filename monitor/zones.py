@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
 from monitor.assess.settings import AssessmentSettings
 from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
@@ -39,6 +41,7 @@ from sensors.types import Observation, SourceHealth
 if TYPE_CHECKING:
     from monitor.alerts import Alert, AlertEvent
     from monitor.windows import Window
+from monitor.escalation.settings import QuietPeriod, ZoneEscalation
 
 
 class ZoneSettings(Section):
@@ -52,6 +55,11 @@ class ZoneSettings(Section):
     name: str | None = None
     area: str | None = None
     assessment: AssessmentSettings | None = None
+
+    # Reaching the person (docs/escalation.md): this zone's escalation overrides and quiet hours.
+    escalation: ZoneEscalation | None = None
+    quiet_hours: list[QuietPeriod] = Field(
+        default_factory=list, description='local times when info alerts are silenced, e.g. ["22:00-07:00"]')
 
 
 ZoneStateName = Literal["clear", "hazard", "unknown", "off", "blind"]
@@ -81,11 +89,12 @@ class ZoneState:
         return self.state in SEEING
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"state": self.state, "reason": self.reason, "since": iso_time(self.since),
-                                "since_epoch": round(self.since, 3)}
+        since = round(self.since, 3)  # one value for both forms, so they always agree
+        body: dict[str, Any] = {"state": self.state, "reason": self.reason, "since": iso_time(since),
+                                "since_epoch": since}
         if self.alert is not None:
             body.update(hazard=self.alert.hazard, severity=self.alert.severity, alert_id=self.alert.id,
-                        active_alerts=self.active_alerts)
+                        active_alerts=self.active_alerts, **self.alert.reach_state())
         return body
 
 

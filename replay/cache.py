@@ -214,6 +214,7 @@ class CachingBackend:
         self.identity = dict(identity)
         self.model = inner.model
         self.accepts_images = inner.accepts_images
+        self.enforces_schema = inner.enforces_schema
         self.calls: list[CallRecord] = []
 
     @property

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from monitor.assess.prompt import ASSESSMENT_SCHEMA, SYSTEM_PROMPT
+from monitor.assess.prompt import ASSESSMENT_SCHEMA, SCHEMA_SYSTEM_PROMPT, SYSTEM_PROMPT
 from monitor.assess.strategies import PROPOSE_PROMPT, VERIFY_PROMPT
 from replay.pasbench import content_id
 
@@ -43,7 +43,7 @@ def digest(value: Any) -> str:
 
 def prompts_digest() -> str:
     """The monitor's prompts and answer schema: a change makes earlier trials another measurement."""
-    return digest([SYSTEM_PROMPT, ASSESSMENT_SCHEMA, PROPOSE_PROMPT, VERIFY_PROMPT])
+    return digest([SYSTEM_PROMPT, SCHEMA_SYSTEM_PROMPT, ASSESSMENT_SCHEMA, PROPOSE_PROMPT, VERIFY_PROMPT])
 
 
 def fingerprint(*, data: Mapping[str, str], safe: Mapping[str, str], modality: str, limit: int | None,

@@ -121,7 +121,7 @@ def model_identity(settings: ModelSettings) -> dict[str, Any]:
     identity: dict[str, Any] = {
         "backend": settings.backend, "model": settings.model, "base_url": settings.base_url,
         "temperature": settings.temperature, "max_tokens": settings.max_tokens,
-        "json_schema_hint": settings.json_schema_hint,
+        "json_schema_hint": settings.json_schema_hint or settings.backend == "embedded",  # embedded: always on
     }
     if settings.backend == "embedded":
         identity["gguf"] = str(settings.embedded.gguf) if settings.embedded.gguf else "bundled"

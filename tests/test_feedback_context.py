@@ -41,6 +41,7 @@ class Capturing:
     name = "capturing"
     model = "capturing"
     accepts_images = False
+    enforces_schema = False
     base_url = None
 
     def __init__(self) -> None:

@@ -29,7 +29,10 @@ def fast_settings(broker: Mosquitto, **overrides: object) -> MqttSettings:
 
 
 def iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    """ISO 8601 with milliseconds, rounded (not truncated) like the `_epoch` values beside it."""
+    ms = round(epoch_s * 1000)
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000).isoformat(
+        timespec="milliseconds")
 
 
 async def test_contract_message_by_message(broker: Mosquitto, tmp_path: Path) -> None:

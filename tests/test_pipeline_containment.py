@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from monitor.alerts import AlertEvent, AlertManager, AlertSettings
-from monitor.assess.prompt import time_label, build_messages
+from monitor.assess.prompt import build_messages, time_label
 from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import Usage
 from monitor.core.errors import SensorError

@@ -23,7 +23,7 @@ from monitor.backends.openai_compat import OpenAICompatBackend
 from monitor.backends.settings import ModelSettings
 from monitor.pipeline import Pipeline
 from monitor.stats import Stats
-from monitor.windows import WindowSettings
+from monitor.windows import Window, WindowSettings
 from replay.streams import TrialRecorder
 from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply
 from tests.support.sources import ListSource, entry
@@ -144,3 +144,25 @@ async def test_the_first_screen_says_once_that_the_embedded_model_is_plumbing(ma
     await sink.close()
     assert out.getvalue() == EMBEDDED_NOTICE + "\n"
     assert "Point it at a real model" in EMBEDDED_NOTICE
+
+
+def test_a_server_that_enforces_the_schema_gets_no_example_to_copy() -> None:
+    """With the answer's schema enforced (llama.cpp's grammar) a tiny model copied the example into most
+    answers; the prompt then describes the fields only. Without it, the example shows the shape."""
+    from monitor.assess.prompt import SCHEMA_SYSTEM_PROMPT
+
+    assert json_objects(SCHEMA_SYSTEM_PROMPT) == []
+    assert EXAMPLE_ANSWER.hazard not in SCHEMA_SYSTEM_PROMPT
+    assert SCHEMA_SYSTEM_PROMPT in SYSTEM_PROMPT  # the same words, minus the example
+
+    class Backend:
+        name, model, accepts_images, base_url = "fake", "fake", False, None
+
+        def __init__(self, enforces: bool) -> None:
+            self.enforces_schema = enforces
+
+    window_ = Window(id="w", zone="kitchen", observations=(entry("stirs the soup"),), new_count=1, created_at=0.0)
+    enforced = SingleCall(Backend(True)).request(window_)  # type: ignore[arg-type]
+    promised = SingleCall(Backend(False)).request(window_)  # type: ignore[arg-type]
+    assert enforced.messages[0]["content"] == SCHEMA_SYSTEM_PROMPT and enforced.json_schema is not None
+    assert promised.messages[0]["content"] == SYSTEM_PROMPT

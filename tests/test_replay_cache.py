@@ -25,6 +25,7 @@ class CountingBackend:
     name = "counting"
     model = "m"
     accepts_images = True
+    enforces_schema = False
 
     def __init__(self, *, delay_s: float = 0.0, fail: bool = False) -> None:
         self.requests: list[ModelRequest] = []

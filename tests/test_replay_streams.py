@@ -53,6 +53,7 @@ class WindowCountingBackend:
     name = "counting"
     model = "m"
     accepts_images = True
+    enforces_schema = False
 
     def __init__(self, *, danger_at: int = 99, latency_s: float = 0.0) -> None:
         self.danger_at = danger_at

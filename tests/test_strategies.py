@@ -33,6 +33,7 @@ class QueueBackend:
     name = "queue"
     model = "queue-model"
     accepts_images = False
+    enforces_schema = False
 
     def __init__(self, **replies: list[Any]) -> None:
         self.replies = {tag: deque(json.dumps(r) if not isinstance(r, str) else r for r in rs)

@@ -57,16 +57,29 @@ def field_guide(model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
-SYSTEM_PROMPT = (
-    f"{_INSTRUCTIONS}\n\n"
-    "Answer with one JSON object and nothing else, with these fields:\n"
-    f"{field_guide(Assessment)}\n\n"
-    "When nothing is dangerous, answer danger false, severity info, an empty hazard and advice, and a short "
-    "reason.\n\n"
-    "Here is an example of the format only. It is about a made-up situation, not about the observations you "
-    "will assess; never copy its words:\n"
-    f"{EXAMPLE_ANSWER.model_dump_json()}"
-)
+def system_prompt(*, example: bool) -> str:
+    """The assessment's system prompt; `example` adds the one made-up example answer.
+
+    A server that enforces the answer's schema (llama.cpp's grammar) needs no example, and a
+    tiny model copies one: with the schema enforced, SmolLM2-135M copied the example into 80%
+    of its answers and none without it (docs/benchmarks.md, "Prompt echo"). A server that only
+    promises JSON needs the example to see the shape.
+    """
+    text = (f"{_INSTRUCTIONS}\n\n"
+            "Answer with one JSON object and nothing else, with these fields:\n"
+            f"{field_guide(Assessment)}\n\n"
+            "When nothing is dangerous, answer danger false, severity info, an empty hazard and advice, and a "
+            "short reason.")
+    if example:
+        text += ("\n\nHere is an example of the format only. It is about a made-up situation, not about the "
+                 "observations you will assess; never copy its words:\n"
+                 f"{EXAMPLE_ANSWER.model_dump_json()}")
+    return text
+
+
+SYSTEM_PROMPT = system_prompt(example=True)
+# For servers that enforce ASSESSMENT_SCHEMA (model.json_schema_hint, the embedded server).
+SCHEMA_SYSTEM_PROMPT = system_prompt(example=False)
 
 # Text in the data that would open or close the observations block ("</observations>", "< / OBSERVATIONS >").
 _TAG = re.compile(r"<(?=\s*/?\s*observations)", re.IGNORECASE)
@@ -113,10 +126,12 @@ def data_line(data: dict[str, Any]) -> str:
     return _TAG.sub(r"\\u003c", json.dumps(data, ensure_ascii=False))
 
 
-def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = None) -> tuple[Message, ...]:
+def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = None,
+                   example: bool = True) -> tuple[Message, ...]:
     """System prompt plus one user message presenting the window's observations in time order.
 
-    `images` pairs chosen frames with their data URLs; frames not chosen are omitted.
+    `images` pairs chosen frames with their data URLs; frames not chosen are omitted. `example`:
+    whether the system prompt shows the example answer (not when the server enforces the schema).
     """
     chosen = {id(frame): url for frame, url in images or []}
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"<observations zone={json.dumps(window.zone)}>"}]
@@ -141,7 +156,7 @@ def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = N
         user = {"role": "user", "content": parts}
     else:
         user = {"role": "user", "content": "\n".join(str(part["text"]) for part in parts)}
-    return ({"role": "system", "content": SYSTEM_PROMPT}, user)
+    return ({"role": "system", "content": SYSTEM_PROMPT if example else SCHEMA_SYSTEM_PROMPT}, user)
 
 
 def _flush(lines: list[str], parts: list[dict[str, Any]]) -> None:

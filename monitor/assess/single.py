@@ -44,7 +44,7 @@ class SingleCall:
     def request(self, window: Window, *, seed: int | None = None, temperature: float | None = None,
                 images: list[tuple[Frame, str]] | None = None) -> ModelRequest:
         return ModelRequest(
-            messages=build_messages(window, images=images),
+            messages=build_messages(window, images=images, example=not self.backend.enforces_schema),
             temperature=self.temperature if temperature is None else temperature,
             seed=seed,
             json_schema=ASSESSMENT_SCHEMA,

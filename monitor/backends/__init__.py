@@ -81,6 +81,9 @@ class ModelBackend(Protocol):
     name: str
     model: str
     accepts_images: bool
+    # The server constrains its answer to `ModelRequest.json_schema` (a grammar), so the prompt
+    # need not show an example answer.
+    enforces_schema: bool
 
     @property
     def base_url(self) -> str | None:

@@ -75,6 +75,8 @@ class EmbeddedBackend:
         self.settings = settings
         self.model = settings.model
         self.accepts_images = False if settings.accepts_images is None else settings.accepts_images
+        # Our own llama.cpp server understands its non-standard `schema` key: always constrain the answer.
+        self.enforces_schema = True
         self._process: asyncio.subprocess.Process | None = None
         self._server_log: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._client: OpenAICompatBackend | None = None
@@ -117,7 +119,8 @@ class EmbeddedBackend:
         )
         base_url = f"http://127.0.0.1:{port}/v1"
         await self._wait_ready(base_url)
-        self._client = OpenAICompatBackend(self.settings, base_url=base_url)
+        self._client = OpenAICompatBackend(self.settings.model_copy(update={"json_schema_hint": True}),
+                                           base_url=base_url)
         self._client.accepts_images = self.accepts_images
         await self._client.start()
         log.info("embedded model server ready", model=self.model, base_url=base_url, pid=self._process.pid)

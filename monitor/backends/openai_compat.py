@@ -51,6 +51,7 @@ class OpenAICompatBackend:
         self.settings = settings
         self.model = settings.model
         self.accepts_images = settings.images_supported
+        self.enforces_schema = settings.json_schema_hint
         self.base_url = base_url or settings.base_url
         self._client: AsyncOpenAI | None = None
         self._semaphore = asyncio.Semaphore(settings.concurrency)

@@ -25,6 +25,7 @@ class ScriptedBackend:
     def __init__(self, settings: ModelSettings) -> None:
         self.model = settings.model
         self.accepts_images = settings.accepts_images is not False
+        self.enforces_schema = False
         self.base_url: str | None = None  # in-process: no endpoint to probe
         self.script_path = settings.script
         self.rules: list[tuple[str, str]] = []

@@ -71,6 +71,7 @@ class StochasticBackend:
     def __init__(self, settings: ModelSettings, params: StochasticParameters | None = None) -> None:
         self.model = settings.model
         self.accepts_images = True
+        self.enforces_schema = False
         self.base_url: str | None = None  # in-process: no endpoint to probe
         self.script_path = settings.script
         self.params = params or StochasticParameters()

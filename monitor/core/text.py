@@ -19,8 +19,14 @@ def shorten(text: object, limit: int) -> str:
 
 
 def iso_time(epoch_s: float) -> str:
-    """Seconds since the epoch as ISO 8601 in UTC with milliseconds, e.g. `2026-11-25T17:00:00.120+00:00`."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    """Seconds since the epoch as ISO 8601 in UTC with milliseconds, e.g. `2026-11-25T17:00:00.120+00:00`.
+
+    Rounded to the millisecond in integers, so it agrees with `round(epoch_s, 3)` shown beside it
+    (a float such as 1796.461 is stored as 1796.46099..., which plain formatting truncates to .460).
+    """
+    ms = round(epoch_s * 1000)
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000).isoformat(
+        timespec="milliseconds")
 def redact_credentials(text: str) -> str:
     """`text` with the user and password of every URL in it replaced by `***`.
 

@@ -35,7 +35,18 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 DROP_REASONS = ("superseded", "monitoring_off", "shutdown")
 ERROR_KINDS = ("transient", "fatal", "timeout", "malformed", "bad_response", "internal", "image_unsupported")
 SEVERITIES = ("info", "warning", "critical")
-EVENT_TYPES = ("new", "update", "end")
+EVENT_TYPES = ("new", "update", "end", "escalate", "ack")
+# Reaching the person (docs/escalation.md): `Stats.reach` keys `kind:detail`, one counter family per kind.
+REACH_FAMILIES = {
+    "escalations": ("monitor_escalations", "Escalations of persisting, unacknowledged alerts, by audience",
+                    "audience", ("person", "caregivers")),
+    "limited": ("monitor_escalations_limited", "Escalations stopped or held by a limit", "limit",
+                ("max_per_alert", "max_per_hour")),
+    "acknowledged": ("monitor_acknowledgements", "Alerts acknowledged, by channel", "via", ("mqtt", "cli")),
+    "quiet": ("monitor_quiet_alert_events", "Alert events silenced by quiet hours", "severity", ("info",)),
+    "speech": ("monitor_speech_messages", "Speaker sink messages by outcome", "outcome",
+               ("queued", "spoken", "failed", "replaced", "rate_limited", "quiet", "acknowledged", "unavailable")),
+}
 _ERROR_CHARS = 200
 
 
@@ -94,6 +105,7 @@ class _ServiceCollector:
         yield _labelled(CounterMetricFamily, "monitor_tokens", "Model tokens used", "kind",
                         {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens})
         yield self._alerts(stats)
+        yield from _reach(stats)
         yield _counter("monitor_bad_log_lines", "Activity-log lines that could not be parsed", stats.bad_log_lines)
         yield _counter("monitor_truncated_entries", "Log entries cut to their source's max_entry_chars",
                        stats.truncated_entries)
@@ -189,6 +201,7 @@ class MeteredBackend:
         self.name = inner.name
         self.model = inner.model
         self.accepts_images = inner.accepts_images
+        self.enforces_schema = inner.enforces_schema
         self._observe = observe
         self.last_success_at: float | None = None
         self.last_error_at: float | None = None
@@ -232,6 +245,12 @@ class MeteredBackend:
                 self._observe("model_call", elapsed)
         self.last_success_at = time.time()
         return reply
+
+
+def _reach(stats: Stats) -> Iterable[Metric]:
+    for kind, (name, documentation, label, known) in REACH_FAMILIES.items():
+        counts = {detail: n for key, n in stats.reach.items() for k, _, detail in [key.partition(":")] if k == kind}
+        yield _labelled(CounterMetricFamily, name, documentation, label, _with_zeros(counts, known))
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:

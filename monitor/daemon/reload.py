@@ -116,6 +116,7 @@ async def _commit(service: Service, old: Settings, new: Settings, pipeline: Pipe
     if (new.service.log_level, new.service.log_format) != (old.service.log_level, old.service.log_format):
         configure_logging(new.service.log_level, new.service.log_format)
     service.alerts.settings = new.alerts
+    service.escalation.escalator.configure(new.escalation, new.zones)
     if new.windows != old.windows:
         pipeline.set_window_settings(new.windows)
     await _apply_sources(pipeline, old, new)

@@ -47,6 +47,8 @@ from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs, zones_of
+from monitor.escalation.engine import Escalator
+from monitor.escalation.loop import Escalation
 from monitor.history.recorder import HistoryRecorder
 from monitor.observer import Observers, PipelineObserver
 from monitor.pipeline import Pipeline
@@ -92,6 +94,9 @@ class Service:
                                    journal=OpenAlertJournal.in_state_dir(state_dir))
         self.zones = ZoneStatus(zones_of(settings), blind_after_s=self.health_settings.blind_after_s,
                                 controls=self.controls, sources=self._zone_sources)
+        self.escalation = Escalation(  # kept across reloads like the open alerts it escalates
+            Escalator(settings.escalation, zones=settings.zones, alerts=self.alerts, counters=self.stats.reach),
+            state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
         self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones]
@@ -159,6 +164,7 @@ class Service:
         self.backend = self.new_backend(settings.model)
         if not await self._until_stopped(self.backend.start()):
             return False
+        await asyncio.to_thread(self.escalation.open)
         for name, spec in sink_specs(settings).items():
             sink = self.new_sink(spec)
             await sink.start()
@@ -174,6 +180,7 @@ class Service:
             observers=self.observers,
             exit_when_sources_end=settings.service.exit_when_sources_end,
             shutdown_timeout_s=settings.service.shutdown_timeout_s,
+            follow_up=self.escalation,
         )
         self._wire_metrics()
         return not self._stop.is_set()
@@ -244,7 +251,8 @@ class Service:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
                           open_alerts=list(self.alerts.open.values()), status=self.zones,
-                          configuration_url=self._health_url(), feedback=self.audit.desk)
+                          configuration_url=self._health_url(), feedback=self.audit.desk,
+                          reach_counters=self.stats.reach, acknowledge=self.escalation.request)
 
     def _health_url(self) -> str | None:
         """Where a person finds the health server (Home Assistant's "Visit device"), when it runs."""

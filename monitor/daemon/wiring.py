@@ -7,6 +7,7 @@ whose spec changed: two specs compare equal when their settings do.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +19,20 @@ from monitor.assess.single import Assessor
 from monitor.assess.strategies import build_zone_assessor
 from monitor.backends import ModelBackend
 from monitor.control import ZoneControls
+from monitor.escalation.engine import AckRequest
 from monitor.history.desk import FeedbackHandler
 from monitor.mqtt.settings import MqttSettings
 from monitor.settings import Settings
 from monitor.sinks import AlertSink
 from monitor.sinks.ha_discovery import ZoneLabel
 from monitor.sinks.local import JsonlSink, StdoutSink
-from monitor.sinks.settings import JsonlSinkSettings, StdoutSinkSettings
+from monitor.sinks.settings import JsonlSinkSettings, SpeakerSinkSettings, StdoutSinkSettings
 from monitor.zones import ZoneStatus
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 from sensors.types import ObservationSource
 
-SinkName = Literal["stdout", "jsonl", "mqtt"]
+SinkName = Literal["stdout", "jsonl", "speaker", "mqtt"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class SinkSpec:
     dir of its outbox."""
 
     name: SinkName
-    settings: StdoutSinkSettings | JsonlSinkSettings | MqttSettings
+    settings: StdoutSinkSettings | JsonlSinkSettings | SpeakerSinkSettings | MqttSettings
     zones: tuple[ZoneLabel, ...] = ()
     state_dir: Path | None = None
     notice: str | None = None
@@ -123,6 +125,8 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
         specs["stdout"] = SinkSpec("stdout", settings.sinks.stdout, notice=notice)
     if settings.sinks.jsonl.enabled:
         specs["jsonl"] = SinkSpec("jsonl", settings.sinks.jsonl)
+    if settings.sinks.speaker.enabled:
+        specs["speaker"] = SinkSpec("speaker", settings.sinks.speaker)
     if settings.mqtt is not None:
         specs["mqtt"] = SinkSpec("mqtt", settings.mqtt, tuple(zone_labels(settings)), settings.service.state_dir)
     return specs
@@ -130,20 +134,27 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
 
 def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Mapping[str, Any]],
                open_alerts: Sequence[Alert], status: ZoneStatus | None = None,
-               configuration_url: str | None = None, feedback: FeedbackHandler | None = None) -> AlertSink:
+               configuration_url: str | None = None, feedback: FeedbackHandler | None = None,
+               reach_counters: Counter[str] | None = None,
+               acknowledge: Callable[[AckRequest], None] | None = None) -> AlertSink:
     """The sink a spec describes. An MQTT sink follows the service's zone tracker and starts with the
     alerts already open, so its zone state is not reported clear after a reload; with `feedback`, it
-    takes feedback messages."""
+    takes feedback messages; `acknowledge` takes acknowledgements from the MQTT ack topics.
+    `reach_counters` count speech."""
     settings = spec.settings
     if isinstance(settings, StdoutSinkSettings):
         return StdoutSink(color=settings.color, notice=spec.notice)
     if isinstance(settings, JsonlSinkSettings):
         return JsonlSink(settings.path)
+    if isinstance(settings, SpeakerSinkSettings):
+        from monitor.sinks.speaker import SpeakerSink
+
+        return SpeakerSink(settings, counters=reach_counters)
     from monitor.sinks.mqtt import MqttSink
 
     assert spec.state_dir is not None
     sink = MqttSink(settings, zones=spec.zones, state_dir=spec.state_dir, controls=controls, stats=stats,
-                    status=status, configuration_url=configuration_url)
+                    status=status, configuration_url=configuration_url, acknowledge=acknowledge)
     sink.restore_open_alerts(open_alerts)
     sink.feedback = feedback
     return sink

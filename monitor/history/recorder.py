@@ -57,6 +57,7 @@ class CallCapture:
         self.name = inner.name
         self.model = inner.model
         self.accepts_images = inner.accepts_images
+        self.enforces_schema = inner.enforces_schema
 
     @property
     def base_url(self) -> str | None:

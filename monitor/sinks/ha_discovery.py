@@ -13,6 +13,9 @@ sensor in addition only while its zone can see (state `clear` or `hazard`), so
 it reads "unavailable", never "Safe", while the zone is unknown, off or blind.
 Config topics are `<discovery prefix>/<component>/<node_id>/<object>/config`
 with `<object>` = `<zone>_<entity>` for zones and `hub_<entity>` for the hub.
+
+When acknowledgements are wired (`reach`, the daemon), each zone's device also has a
+`button` (acknowledge), and the hub an `event` entity for caregivers (escalations).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
+from monitor.escalation import contract as escalation_contract
 from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
 
@@ -103,8 +107,9 @@ class Topics:
 class Discovery:
     """Builds the discovery config messages: the hub's first, then each zone's."""
 
-    def __init__(self, settings: MqttSettings, *, configuration_url: str | None = None) -> None:
+    def __init__(self, settings: MqttSettings, *, configuration_url: str | None = None, reach: bool = False) -> None:
         self.settings = settings
+        self.reach = reach  # announce the acknowledge buttons and the caregivers' escalation entity
         self.topics = Topics(settings.topic_prefix)
         self.node_id = settings.node_id
         self.prefix = settings.discovery.prefix
@@ -122,14 +127,23 @@ class Discovery:
         for component, entity, config in self._hub_entities():
             out[self.config_topic(component, HUB, entity)] = self._hub_common(entity) | config
         for zone in labels(zones):
-            entities = self._zone_entities(zone.id)
+            entities = [*self._zone_entities(zone.id), *self._reach_entities(zone.id)]
             if feedback:
                 entities += feedback_entities(self.topics.feedback, zone.id)
             for component, entity, config in entities:
                 availability = {} if "availability" in config else self._monitor_availability()
                 out[self.config_topic(component, zone.id, entity)] = (
                     self._zone_common(zone, component, entity) | availability | config)
+        if self.reach:
+            # Reaching the person: one escalation event entity on the hub, for caregivers' automations.
+            topic, config = escalation_contract.caregiver_entity(
+                prefix=self.topics.prefix, node_id=self.node_id, sw_version=self.sw_version,
+                device_name=self.settings.discovery.device_name, discovery_prefix=self.prefix)
+            out[topic] = config | {"device": self.hub_device()}
         return out
+
+    def _reach_entities(self, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
+        return escalation_contract.zone_entities(self.topics.prefix, zone) if self.reach else []
 
     # -- the hub ----------------------------------------------------------------------
     def hub_device(self) -> dict[str, Any]:

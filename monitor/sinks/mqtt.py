@@ -12,6 +12,7 @@ Topics under `<prefix>` (docs/mqtt.md has the full contract):
 
 Timestamps in payloads are ISO 8601 in UTC; the same instant in seconds since the
 epoch is kept under `<key>_epoch`.
+- `escalations` (out) and `<zone>/ack` (in): reaching the person, see `monitor/escalation/contract.py`.
 
 Alert messages (`alerts`, `<zone>/event`) go through the durable `Outbox`: `publish`
 returns once the message is committed to SQLite, and a background task sends
@@ -42,6 +43,8 @@ from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.files import PRIVATE_FILE_MODE, private_dir
 from monitor.core.text import iso_time, shorten
+from monitor.escalation import contract as reach
+from monitor.escalation.engine import AckRequest
 from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
@@ -92,7 +95,8 @@ class MqttSink:
 
     def __init__(self, settings: MqttSettings, *, zones: Sequence[str | ZoneLabel], state_dir: Path,
                  controls: ZoneControls | None = None, stats: StatsProvider | None = None,
-                 status: ZoneStatus | None = None, configuration_url: str | None = None) -> None:
+                 status: ZoneStatus | None = None, configuration_url: str | None = None,
+                 acknowledge: Callable[[AckRequest], None] | None = None) -> None:
         self.settings = settings
         self.labels = labels(zones)
         self.zones = [label.id for label in self.labels]
@@ -100,10 +104,11 @@ class MqttSink:
         self.controls = controls if controls is not None else ZoneControls()
         self.status = status if status is not None else ZoneStatus(self.zones, controls=self.controls)
         self.topics = Topics(settings.topic_prefix)
-        self.discovery = Discovery(settings, configuration_url=configuration_url)
+        self.discovery = Discovery(settings, configuration_url=configuration_url, reach=acknowledge is not None)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
         self.counters: Counter[str] = Counter()
         self._stats = stats
+        self._acknowledge = acknowledge  # where `<zone>/ack` requests go (the escalation engine)
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._announce_due = False
@@ -168,9 +173,11 @@ class MqttSink:
         alert = event.alert
         try:
             await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event)), event.message_id)
-            if event.type == "new":
+            if event.type == "new" and not alert.quiet:  # quiet hours: recorded, but no HA event to act on
                 await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
                                     f"{event.message_id}:event")
+            for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event):
+                await self._enqueue(topic, payload, message_id)
         except OutboxError as exc:
             # Counted and raised after the zone's retained state is updated: that needs no disk.
             self.counters["outbox_put_failures"] += 1
@@ -180,7 +187,8 @@ class MqttSink:
         # The tracker hears of the event from the pipeline too, after every sink; telling it now keeps
         # the retained state in step with the alert just queued (opening or closing is idempotent).
         self.status.alert_event(event)
-        self._set_last_warning(alert.zone, event.at)
+        if event.type != "ack":  # an ack is not a warning: last_warning keeps its time
+            self._set_last_warning(alert.zone, event.at)
         if failure is not None:
             raise failure
 
@@ -279,7 +287,8 @@ class MqttSink:
         log.info("mqtt disconnected", broker=self.settings.broker)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
-        filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1)]
+        filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1),
+                   (reach.ack_filter(self.topics.prefix), 1)]
         if self.settings.discovery.enabled:
             filters.append((self.discovery.status_topic, 1))
         if self.feedback is not None:
@@ -408,6 +417,18 @@ class MqttSink:
             self._set_monitoring(zone, topic, payload)
         elif (zone := self.topics.control_zone(topic, "sensitivity")) is not None:
             self._set_sensitivity(zone, topic, payload)
+        elif (request := reach.parse_ack(self.topics.prefix, topic, payload, self.zones)) is not None:
+            self._ack(topic, payload, request)
+
+    def _ack(self, topic: str, payload: bytes, request: AckRequest | str) -> None:
+        if isinstance(request, str):
+            self._reject(topic, payload, request)
+        elif self._acknowledge is None:
+            self._reject(topic, payload, "acknowledgement is not wired to this sink")
+        else:
+            log.info("acknowledgement received", topic=topic, zone=request.zone, alert=request.alert_id,
+                     by=request.by)
+            self._acknowledge(request)
 
     def _set_monitoring(self, zone: str, topic: str, payload: bytes) -> None:
         value = payload.decode("utf-8", "replace").strip().upper()
@@ -490,10 +511,12 @@ class MqttSink:
 
 
 def _alert_payload(event: AlertEvent) -> dict[str, Any]:
-    """`AlertEvent.to_json()` with its times as ISO 8601 (`at`, `created_at`, `updated_at`) plus `<key>_epoch`."""
+    """`AlertEvent.to_json()` with its times as ISO 8601 (`at`, `created_at`, `updated_at`, and the escalation's
+    `escalated_at`, `acknowledged_at` once set) plus `<key>_epoch`."""
     body = event.to_json()
-    for key in ("at", "created_at", "updated_at"):
-        body.update(_stamp(key, body[key]))
+    for key in ("at", "created_at", "updated_at", "escalated_at", "acknowledged_at"):
+        if isinstance(body.get(key), int | float):
+            body.update(_stamp(key, body[key]))
     return body
 
 

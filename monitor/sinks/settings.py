@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from monitor.core.config import Section
+from monitor.core.config import PositiveFloat, Section
 
 
 class StdoutSinkSettings(Section):
@@ -22,3 +23,62 @@ class JsonlSinkSettings(Section):
 class SinkSettings(Section):
     stdout: StdoutSinkSettings = Field(default_factory=StdoutSinkSettings)
     jsonl: JsonlSinkSettings = Field(default_factory=JsonlSinkSettings)
+    speaker: SpeakerSinkSettings = Field(default_factory=lambda: SpeakerSinkSettings())
+
+
+# --------------------------------------------------------------------------- the speaker (docs/escalation.md)
+
+SPEECH_PLACEHOLDERS = ("text", "voice", "language", "rate", "wav")
+DEFAULT_SPEECH_COMMAND = ["espeak-ng", "-v", "{voice}", "-s", "{rate}", "{text}"]
+
+
+class SpeakerSinkSettings(Section):
+    """`[sinks.speaker]`: say warnings aloud on this machine through a text-to-speech command."""
+
+    enabled: bool = False
+    optional: bool = Field(default=False, description="a missing engine or audio device is a counted failure, "
+                                                      "not a start-up error")
+    command: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SPEECH_COMMAND),
+        description="argv template, never a shell string; placeholders {text} {voice} {language} {rate} {wav}; "
+                    "without {text} the text goes to the command's standard input")
+    language: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$",
+                          description="language of the spoken framing words; {language}")
+    voice: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,63}$",
+                              description="{voice}, e.g. en-gb or en-us+f3 for espeak-ng (default: the language)")
+    rate_wpm: int = Field(default=160, ge=80, le=450, description="{rate}: words per minute")
+    wav_dir: Path | None = Field(default=None, description="with {wav} in the command: render each message to a "
+                                                            "new WAV file here instead of a sound card")
+    require_audio_device: bool = Field(default=True, description="check for a sound card or sound server at start "
+                                                                 "(not when the command writes {wav})")
+    queue_size: int = Field(default=8, ge=1, le=256)
+    min_interval_s: float = Field(default=15.0, ge=0, description="per zone: repeats (updates) are said at most "
+                                                                  "this often; new alerts and escalations always")
+    timeout_s: PositiveFloat = 30.0
+    close_timeout_s: float = Field(default=5.0, ge=0, description="at shutdown, time to finish what is queued")
+
+    @field_validator("command")
+    @classmethod
+    def _known_placeholders(cls, command: list[str]) -> list[str]:
+        if not command or not command[0].strip():
+            raise ValueError("empty: give the program and its arguments, e.g. " + str(DEFAULT_SPEECH_COMMAND))
+        for index, part in enumerate(command):
+            try:
+                names = [name for _, name, _, _ in string.Formatter().parse(part) if name is not None]
+            except ValueError as exc:
+                raise ValueError(f"[{index}] {part!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+            unknown = [n for n in names if n not in SPEECH_PLACEHOLDERS]
+            if unknown:
+                raise ValueError(f"[{index}] {part!r}: unknown placeholder {{{unknown[0]}}} "
+                                 f"(known: {', '.join('{' + p + '}' for p in SPEECH_PLACEHOLDERS)})")
+        return command
+
+    @model_validator(mode="after")
+    def _wav_needs_a_folder(self) -> SpeakerSinkSettings:
+        if self.writes_files and self.wav_dir is None:
+            raise ValueError("command uses {wav}: set sinks.speaker.wav_dir to the folder for the WAV files")
+        return self
+
+    @property
+    def writes_files(self) -> bool:
+        return any("{wav}" in part for part in self.command)

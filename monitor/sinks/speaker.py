@@ -1,0 +1,348 @@
+"""The speaker sink: says a warning aloud on the machine the monitor runs on.
+
+What is said is built from the alert's `advice` and `hazard` only, never from
+the observations (they may hold hostile text): "Danger! Go back and turn off
+the stove. Risk: unattended hot stove." The text is cleaned of anything a
+speech engine could read as markup (espeak-ng's `[[phonemes]]`, SSML tags) and
+bounded in length.
+
+The engine is a command template, an argv list (never a shell string), by
+default espeak-ng: `["espeak-ng", "-v", "{voice}", "-s", "{rate}", "{text}"]`.
+Replace it to use another engine or a networked speaker; without `{text}` the
+text goes to the command's standard input. With `{wav}` each message is
+rendered to a new WAV file in `wav_dir` instead of a sound card.
+
+`publish` never waits for speech: messages go into a bounded queue that one
+task empties, most severe first (critical before anything queued), oldest
+first within a severity. A newer message about an alert already queued
+replaces the queued one in its place. When the queue is full the least urgent,
+oldest message is dropped (`drop_least_urgent`). Repeats (`update` events) are
+said at most once per `min_interval_s` per zone; new alerts and escalations
+always. Quiet (`info` in quiet hours) and acknowledged alerts are not said, and
+an acknowledgement takes the alert's queued message out. Everything not said
+is counted in the service's `reach` counters (`speech:<outcome>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from monitor.alerts import AlertEvent
+from monitor.assess.verdict import SEVERITY_RANK, Severity
+from monitor.core.errors import MonitorError
+from monitor.core.text import shorten
+from monitor.sinks.settings import SpeakerSinkSettings
+
+log = structlog.get_logger("monitor.sinks.speaker")
+
+_SETTING = "sinks.speaker.command"
+_STDERR_TAIL = 300
+_REMEMBERED_ACKS = 1024
+# Letters, digits and plain punctuation; everything else (brackets, tags, quotes, slashes) becomes a space.
+_UNSPEAKABLE = re.compile(r"[^\w\s.,!?'’:;%°-]")
+# The framing words, by language; the advice and hazard are said as the model wrote them.
+PHRASES: dict[str, dict[str, str]] = {
+    "en": {"info": "Careful", "warning": "Warning", "critical": "Danger", "again": "I repeat", "risk": "Risk"},
+    "de": {"info": "Vorsicht", "warning": "Warnung", "critical": "Gefahr", "again": "Noch einmal", "risk": "Risiko"},
+    "fr": {"info": "Attention", "warning": "Avertissement", "critical": "Danger", "again": "Je répète",
+           "risk": "Risque"},
+    "es": {"info": "Cuidado", "warning": "Aviso", "critical": "Peligro", "again": "Repito", "risk": "Riesgo"},
+    "nl": {"info": "Let op", "warning": "Waarschuwing", "critical": "Gevaar", "again": "Nogmaals", "risk": "Risico"},
+}
+
+
+class SpeakerError(MonitorError):
+    """The speaker cannot work: no engine or no audio device; names the setting."""
+
+
+def clean_for_speech(text: str, limit: int) -> str:
+    """`text` without markup or control characters, one line, at most `limit` characters, cut at a word."""
+    text = _UNSPEAKABLE.sub(" ", "".join(c if c.isprintable() else " " for c in text))
+    text = re.sub(r"\s+", " ", text).strip(" -.,;:")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" -.,;:")
+    return text
+
+
+def speech_text(event: AlertEvent, language: str = "en") -> str:
+    """One or two short sentences: what to do, and the danger. Built from `advice` and `hazard` only."""
+    words = PHRASES.get(language.split("-")[0].split("_")[0].lower(), PHRASES["en"])
+    alert = event.alert
+    opener = words[alert.severity]
+    if event.type == "escalate":
+        opener = f"{words['again']}: {opener}"
+    parts = [f"{opener}!"]
+    advice, hazard = clean_for_speech(alert.advice, 160), clean_for_speech(alert.hazard, 80)
+    if advice:
+        parts.append(advice if advice[-1] in ".!?" else advice + ".")
+    if hazard:
+        parts.append(f"{words['risk']}: {hazard}.")
+    return " ".join(parts)
+
+
+def audio_device_problem(snd_dir: Path = Path("/dev/snd"), runtime_dir: str | None = None) -> str | None:
+    """Why nothing could be heard here (no sound card playback device, no sound server), or None."""
+    if os.environ.get("PULSE_SERVER"):
+        return None
+    runtime = runtime_dir if runtime_dir is not None else os.environ.get("XDG_RUNTIME_DIR")
+    servers = [Path(runtime) / "pulse" / "native", Path(runtime) / "pipewire-0"] if runtime else []
+    if any(server.exists() for server in servers):
+        return None
+    if snd_dir.is_dir() and any(snd_dir.glob("pcmC*D*p")):
+        return None
+    return f"no audio output: no playback device in {snd_dir} and no PulseAudio or PipeWire socket"
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+@dataclass
+class Utterance:
+    """One message to say, about one alert."""
+
+    alert_id: str
+    zone: str
+    severity: Severity
+    event_type: str
+    text: str
+    seq: int
+
+
+class SpeechQueue:
+    """Bounded; most severe first, then oldest; one message per alert (a newer one replaces it in place)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: dict[str, Utterance] = {}
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._items
+
+    def put(self, utterance: Utterance) -> tuple[str, Utterance | None]:
+        """Queue it; returns (`queued`|`replaced`|`dropped_full`, the message that was dropped)."""
+        queued = self._items.get(utterance.alert_id)
+        if queued is not None:
+            utterance.seq = queued.seq  # keeps its turn
+            self._items[utterance.alert_id] = utterance
+            return "replaced", queued
+        dropped = None
+        if len(self._items) >= self.size:
+            dropped = min([*self._items.values(), utterance], key=lambda u: (SEVERITY_RANK[u.severity], u.seq))
+            if dropped is utterance:
+                return "dropped_full", utterance
+            del self._items[dropped.alert_id]
+        self._items[utterance.alert_id] = utterance
+        self._ready.set()
+        return ("dropped_full" if dropped else "queued"), dropped
+
+    def discard(self, alert_id: str) -> Utterance | None:
+        return self._items.pop(alert_id, None)
+
+    def pop(self) -> Utterance | None:
+        """The most urgent message, or None when empty."""
+        if not self._items:
+            self._ready.clear()
+            return None
+        best = max(self._items.values(), key=lambda u: (SEVERITY_RANK[u.severity], -u.seq))
+        del self._items[best.alert_id]
+        return best
+
+    async def get(self) -> Utterance:
+        while (utterance := self.pop()) is None:
+            await self._ready.wait()
+        return utterance
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class SpeakerSink:
+    """Says warnings aloud through a text-to-speech command, from its own task."""
+
+    name = "speaker"
+    connected = None  # a loudspeaker has no connection to report
+
+    def __init__(self, settings: SpeakerSinkSettings, *, counters: Counter[str] | None = None,
+                 audio_probe: Callable[[], str | None] = audio_device_problem,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.queue = SpeechQueue(settings.queue_size)
+        self.unavailable: str | None = None
+        self._audio_probe = audio_probe
+        self._clock = clock
+        self._seq = itertools.count()
+        self._last_said: dict[str, float] = {}
+        self._acknowledged: OrderedDict[str, None] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._speaking = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return f"SpeakerSink(command={self.settings.command[0]!r})"
+
+    @property
+    def backlog(self) -> int:
+        return len(self.queue)
+
+    # -- AlertSink --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check the engine and the audio device; a problem stops the start unless the sink is optional."""
+        problem = self._problem()
+        if problem is not None:
+            if not self.settings.optional:
+                raise SpeakerError(f"{problem}; or set sinks.speaker.optional = true to run without speech")
+            self.unavailable = problem
+            log.error("speaker unavailable; warnings will not be said aloud", problem=problem, optional=True)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="speaker")
+
+    def _problem(self) -> str | None:
+        settings = self.settings
+        program = settings.command[0]
+        if shutil.which(program) is None:
+            return (f"{_SETTING}: {program!r} not found or not executable: install it (Debian: apt-get install "
+                    "espeak-ng) or change the command")
+        if settings.writes_files:
+            assert settings.wav_dir is not None
+            settings.wav_dir.mkdir(parents=True, exist_ok=True)
+            return None
+        if settings.require_audio_device and (reason := self._audio_probe()) is not None:
+            return (f"sinks.speaker: {reason}: connect a speaker and let the service use it (SupplementaryGroups="
+                    "audio), render to files ({wav} and sinks.speaker.wav_dir), or set "
+                    "sinks.speaker.require_audio_device = false for a networked speaker")
+        return None
+
+    async def publish(self, event: AlertEvent) -> None:
+        """Queue what the event should say (or count why not); returns at once."""
+        alert = event.alert
+        if event.type in ("ack", "end"):
+            self._forget(alert.id, acknowledged=event.type == "ack")
+            return
+        outcome = self._skip_reason(event)
+        if outcome is None:
+            utterance = Utterance(alert.id, alert.zone, alert.severity, event.type,
+                                  speech_text(event, self.settings.language), next(self._seq))
+            outcome, _dropped = self.queue.put(utterance)
+            self._last_said[alert.zone] = self._clock()
+            self._idle.clear()
+        self.counters[f"speech:{outcome}"] += 1
+
+    def _skip_reason(self, event: AlertEvent) -> str | None:
+        alert = event.alert
+        if alert.acknowledged_at is not None or alert.id in self._acknowledged:
+            return "acknowledged"
+        if alert.quiet:
+            return "quiet"
+        if self.unavailable is not None:
+            return "unavailable"
+        last = self._last_said.get(alert.zone)
+        repeat = event.type == "update" and alert.id not in self.queue
+        if repeat and last is not None and self._clock() - last < self.settings.min_interval_s:
+            return "rate_limited"
+        return None
+
+    def _forget(self, alert_id: str, *, acknowledged: bool) -> None:
+        if self.queue.discard(alert_id) is not None:
+            self.counters["speech:cancelled_" + ("ack" if acknowledged else "end")] += 1
+            self._check_idle()
+        if acknowledged:
+            self._acknowledged[alert_id] = None
+            while len(self._acknowledged) > _REMEMBERED_ACKS:
+                self._acknowledged.popitem(last=False)
+
+    async def close(self) -> None:
+        """Say what is queued (at most `close_timeout_s`), then stop."""
+        if self._task is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.close_timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            left = len(self.queue)
+            self.counters["speech:dropped_shutdown"] += left
+            log.warning("speaker stopped with messages unsaid", left=left,
+                        reason=f"not said within sinks.speaker.close_timeout_s={self.settings.close_timeout_s:g}")
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    # -- speaking -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            utterance = await self.queue.get()
+            self._speaking = True
+            try:
+                await self.say(utterance)
+            except Exception:  # a bug in one message must not silence every later warning
+                self.counters["speech:failed"] += 1
+                log.exception("speaker failed unexpectedly", zone=utterance.zone, alert=utterance.alert_id)
+            finally:
+                self._speaking = False
+                self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._speaking and not len(self.queue):
+            self._idle.set()
+
+    async def say(self, utterance: Utterance) -> bool:
+        """Run the command for one message; a failure is logged and counted, never raised."""
+        argv, wav = self._argv(utterance)
+        stdin = None if any("{text}" in part for part in self.settings.command) else utterance.text.encode()
+        failure = await self._run_command(argv, stdin)
+        if failure is None and wav is not None and (not wav.exists() or wav.stat().st_size <= 44):
+            failure = f"exited 0 but wrote no audio to {wav}"
+        if failure is not None:
+            self.counters["speech:failed"] += 1
+            log.error("speaker command failed", setting=_SETTING, command=argv[0], zone=utterance.zone,
+                      alert=utterance.alert_id, reason=failure)
+            return False
+        self.counters["speech:spoken"] += 1
+        log.info("warning said aloud", zone=utterance.zone, alert=utterance.alert_id, severity=utterance.severity,
+                 alert_event=utterance.event_type, wav=str(wav) if wav else None, chars=len(utterance.text))
+        return True
+
+    def _argv(self, utterance: Utterance) -> tuple[list[str], Path | None]:
+        settings = self.settings
+        wav = None
+        if settings.wav_dir is not None and settings.writes_files:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            wav = settings.wav_dir / f"{stamp}-{next(self._seq):05d}-{utterance.zone}-{utterance.alert_id}.wav"
+        values = {"text": utterance.text, "voice": settings.voice or settings.language,
+                  "language": settings.language, "rate": str(settings.rate_wpm), "wav": str(wav or "")}
+        return [part.format_map(values) for part in settings.command], wav
+
+    async def _run_command(self, argv: list[str], stdin: bytes | None) -> str | None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            return f"could not start {argv[0]!r}: {exc.strerror or exc}"
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                _out, err = await process.communicate(stdin)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"did not finish within sinks.speaker.timeout_s={self.settings.timeout_s:g}"
+        if process.returncode != 0:
+            tail = shorten(err.decode("utf-8", "replace").strip(), _STDERR_TAIL)
+            return f"exit status {process.returncode}: {tail or '(no error output)'}"
+        return None
