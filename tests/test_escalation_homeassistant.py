@@ -68,7 +68,7 @@ async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_
             event["entity_id"], lambda s: s["attributes"].get("event_type") == "critical")
         attributes = fired["attributes"]
         assert (attributes["zone"], attributes["escalation_level"]) == ("kitchen", 2)
-        assert attributes["advice"] == new.alert.advice and attributes["first_warning_at"] == new.alert.created_at
+        assert attributes["advice"] == new.alert.advice and attributes["first_warning_at_epoch"] == new.alert.created_at
     finally:
         await sink.close()
     assert ha.problems(since=mark, levels=NOTICE_LEVELS) == []
