@@ -166,3 +166,10 @@ def test_a_server_that_enforces_the_schema_gets_no_example_to_copy() -> None:
     promised = SingleCall(Backend(False)).request(window_)  # type: ignore[arg-type]
     assert enforced.messages[0]["content"] == SCHEMA_SYSTEM_PROMPT and enforced.json_schema is not None
     assert promised.messages[0]["content"] == SYSTEM_PROMPT
+
+
+def test_the_words_of_the_severity_scale_are_an_honest_hazard_not_a_copy() -> None:
+    """Measured: a reply naming "risk of serious injury or death in a child with a nut allergy" was counted
+    as an echo of the severity description; that description is not a template for free text."""
+    assessment = Assessment(danger=True, hazard="risk of serious injury or death in a child with a nut allergy")
+    assert echoed_field(assessment) is None

@@ -175,8 +175,13 @@ _ECHO_RUN = 5  # words in a row shared with a template
 
 
 def template_texts() -> list[str]:
-    """Every text the prompt shows that a reply must not repeat: field descriptions and the example."""
-    described = [info.description or "" for info in Assessment.model_fields.values()]
+    """Every text the prompt shows that a reply must not repeat: the free-text fields' descriptions and the example.
+
+    The descriptions of `danger`, `severity` and `confidence` are left out: their words ("a risk of
+    serious injury or death soon") are what an honest hazard or reason says too.
+    """
+    free_text = ("hazard", "reason", "advice", "evidence")
+    described = [Assessment.model_fields[name].description or "" for name in free_text]
     example = [EXAMPLE_ANSWER.hazard, EXAMPLE_ANSWER.reason, EXAMPLE_ANSWER.advice, *EXAMPLE_ANSWER.evidence]
     return [text for text in (*described, *example, *_OLD_PLACEHOLDERS) if text]
 
