@@ -54,7 +54,8 @@ def add_parsers(commands: Any) -> None:
 def _where(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, help="monitor config: its service.state_dir and [history]")
-    where.add_argument("--state", type=Path, help="a state dir (default: service.state_dir of the defaults)")
+    where.add_argument("--state-dir", "--state", dest="state", type=Path,
+                       help="the monitor's state directory (default: service.state_dir of the config or defaults)")
 
 
 def _locate(args: argparse.Namespace) -> tuple[Path, HistorySettings]:
