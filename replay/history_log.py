@@ -23,6 +23,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from replay.errors import RunLogError
+from replay.runlog import read_log_lines
 
 log = structlog.get_logger(__name__)
 HISTORY_LOG_VERSION = 1
@@ -110,26 +111,8 @@ def is_history_log(path: Path) -> bool:
 def read_history_log(path: Path, *, missing_ok: bool = False) -> HistoryRun:
     """Read a run log; a torn LAST line (a run killed mid-write) is ignored, any other bad line is an error."""
     run = HistoryRun()
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        if missing_ok:
-            return run
-        raise RunLogError(f"{path}: run log not found") from None
-    except OSError as exc:
-        raise RunLogError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    lines = text.split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = _parse(line, where=f"{path}:{number}")
-        except RunLogError:
-            if number == len(lines) and not text.endswith("\n"):
-                run.torn_lines += 1
-                log.warning("torn last line of the run log ignored", path=str(path), line=number)
-                continue
-            raise
+    records, run.torn_lines = read_log_lines(path, _parse, missing_ok=missing_ok)
+    for record in records:
         if isinstance(record, HistoryHeader):
             run.headers.append(record)
         else:

@@ -18,16 +18,18 @@ does those trials again (their model answers come from the cache). When a pair
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from monitor.assess.settings import AssessmentSettings
 from replay.errors import RunLogError
+
+Parsed = TypeVar("Parsed")
 
 log = structlog.get_logger(__name__)
 RUN_LOG_VERSION = 1
@@ -214,28 +216,41 @@ def parse_line(line: str, *, where: str) -> Record:
 def read_run_log(path: Path, *, missing_ok: bool = False) -> RunData:
     """Read a run log. A torn LAST line (a run killed mid-write) is ignored; any other bad line is an error."""
     data = RunData()
+    records, data.torn_lines = read_log_lines(path, parse_line, missing_ok=missing_ok)
+    for record in records:
+        _add(data, record)
+    return data
+
+
+def read_log_lines(path: Path, parse: Callable[..., Parsed], *, missing_ok: bool) -> tuple[list[Parsed], int]:
+    """The records of a JSON-lines run log, parsed by `parse(line, where=...)`, and how many torn lines it had.
+
+    A torn LAST line (a run killed mid-write) is ignored and counted; any other bad line is a
+    RunLogError naming the file and line. A missing file is an error unless `missing_ok`.
+    """
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         if missing_ok:
-            return data
+            return [], 0
         raise RunLogError(f"{path}: run log not found") from None
     except OSError as exc:
         raise RunLogError(f"{path}: cannot read: {exc.strerror or exc}") from None
     lines = text.split("\n")
+    records: list[Parsed] = []
+    torn = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = parse_line(line, where=f"{path}:{number}")
+            records.append(parse(line, where=f"{path}:{number}"))
         except RunLogError:
             if number == len(lines) and not text.endswith("\n"):
-                data.torn_lines += 1
+                torn += 1
                 log.warning("torn last line of the run log ignored", path=str(path), line=number)
                 continue
             raise
-        _add(data, record)
-    return data
+    return records, torn
 
 
 def _add(data: RunData, record: Record) -> None:

@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from monitor.settings import Settings, load_settings
+from tests.support.homeassistant import HomeAssistant, ha_python_or_skip, home_assistant
 from tests.support.mosquitto import Mosquitto
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.paths import PASBENCH, REPO, SHARED
@@ -55,3 +56,19 @@ def pasbench() -> Path:
     if not (PASBENCH / "text_eval_hugging.json").is_file():
         pytest.fail(f"the PaSBench development subset is missing at {PASBENCH} (../shared beside the project)")
     return PASBENCH
+
+
+@pytest.fixture(scope="module")
+def ha_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A broker for a module's real Home Assistant (skips at once when there is no HA environment)."""
+    ha_python_or_skip()
+    with Mosquitto(tmp_path_factory.mktemp("ha-broker")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ha(ha_broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
+    """One real Home Assistant core per module, connected to `ha_broker`: tests use their own topics and ids."""
+    with home_assistant(tmp_path_factory.mktemp("ha-config"), mqtt_host=ha_broker.host,
+                        mqtt_port=ha_broker.port) as hass:
+        yield hass

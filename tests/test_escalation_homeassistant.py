@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,23 +15,16 @@ import pytest
 from monitor.escalation.engine import AckRequest
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
-from tests.support.homeassistant import NOTICE_LEVELS, HomeAssistant, ha_python_or_skip, home_assistant
+from tests.support.homeassistant import NOTICE_LEVELS, HomeAssistant
 from tests.support.mosquitto import Mosquitto, alert_event
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    ha_python_or_skip()  # skip before starting anything
-    with Mosquitto(tmp_path_factory.mktemp("ha-broker")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def ha(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
-    with home_assistant(tmp_path_factory.mktemp("ha-config"), mqtt_host=broker.host, mqtt_port=broker.port) as hass:
-        yield hass
+def broker(ha_broker: Mosquitto) -> Mosquitto:
+    """The module's Home Assistant broker (tests/conftest.py)."""
+    return ha_broker
 
 
 async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_automation_needs(

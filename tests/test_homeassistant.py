@@ -9,29 +9,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.homeassistant import NOTICE_LEVELS, HomeAssistant, ha_python_or_skip, home_assistant
+from tests.support.homeassistant import NOTICE_LEVELS, HomeAssistant
 from tests.support.mosquitto import Mosquitto, publish
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    ha_python_or_skip()  # skip before starting anything
-    with Mosquitto(tmp_path_factory.mktemp("ha-broker")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def ha(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
-    """One HA for the module: each test uses its own topics, unique ids and device."""
-    with home_assistant(tmp_path_factory.mktemp("ha-config"), mqtt_host=broker.host, mqtt_port=broker.port) as hass:
-        yield hass
+def broker(ha_broker: Mosquitto) -> Mosquitto:
+    """The module's Home Assistant broker (tests/conftest.py)."""
+    return ha_broker
 
 
 def monitor_device(tag: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from tests.support.homeassistant import (
     NOTICE_LEVELS,
     HomeAssistant,
     _WebSocket,
-    ha_python_or_skip,
-    home_assistant,
 )
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.openai_server import Action, ScriptedOpenAIServer
@@ -37,16 +34,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    ha_python_or_skip()  # skip before starting anything
-    with Mosquitto(tmp_path_factory.mktemp("ha-broker")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def ha(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
-    with home_assistant(tmp_path_factory.mktemp("ha-config"), mqtt_host=broker.host, mqtt_port=broker.port) as hass:
-        yield hass
+def broker(ha_broker: Mosquitto) -> Mosquitto:
+    """The module's Home Assistant broker (tests/conftest.py)."""
+    return ha_broker
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from monitor.core.errors import ConfigError
 from replay.cli import main as replay_main
@@ -26,14 +25,6 @@ from tests.test_replay_images import _release as image_release
 from tests.test_replay_score import fixture_records
 
 PASBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "pasbench"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # The CLI configures structlog for the process; give other tests back what they had.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

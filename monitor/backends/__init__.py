@@ -97,6 +97,30 @@ class ModelBackend(Protocol):
     async def complete(self, request: ModelRequest) -> ModelReply: ...
 
 
+class BackendWrapper:
+    """A ModelBackend around another: what it is and its life are the inner one's; subclasses add to `complete`."""
+
+    def __init__(self, inner: ModelBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+        self.accepts_images = inner.accepts_images
+        self.enforces_schema = inner.enforces_schema
+
+    @property
+    def base_url(self) -> str | None:
+        return self.inner.base_url
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        return await self.inner.complete(request)
+
+
 BackendFactory = Callable[[ModelSettings], ModelBackend]
 _REGISTRY: dict[str, BackendFactory] = {}
 

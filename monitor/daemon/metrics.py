@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from monitor.backends import ModelBackend, ModelReply, ModelRequest
+from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
 from monitor.core.text import shorten
 from monitor.observer import STAGES, Observer
@@ -188,7 +188,7 @@ class _ProcessCollector:
                      self.started_at)
 
 
-class MeteredBackend:
+class MeteredBackend(BackendWrapper):
     """A model backend that times every call and remembers the last success and failure.
 
     `last_success_at` / `last_error_at` are wall-clock times of calls that
@@ -197,28 +197,13 @@ class MeteredBackend:
     """
 
     def __init__(self, inner: ModelBackend, *, observe: Callable[[str, float], None] | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.model = inner.model
-        self.accepts_images = inner.accepts_images
-        self.enforces_schema = inner.enforces_schema
+        super().__init__(inner)
         self._observe = observe
         self.last_success_at: float | None = None
         self.last_error_at: float | None = None
         self.last_error: str | None = None
         self._calls: dict[int, float] = {}
         self._call_ids = itertools.count()
-
-    @property
-    def base_url(self) -> str | None:
-        """The endpoint to probe: the backend's own, or the embedded server's once started."""
-        return self.inner.base_url
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     def oldest_call_s(self) -> float:
         """How long the longest-running model call has been waiting (0 when none is running)."""

@@ -27,7 +27,7 @@ import structlog
 
 from monitor.alerts import AlertEvent
 from monitor.assess.context import NotesProvider
-from monitor.backends import ModelBackend, ModelReply, ModelRequest
+from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
 from monitor.core.text import redact_credentials
 from monitor.history.desk import FeedbackDesk
@@ -48,26 +48,12 @@ _RETENTION_EVERY_S = 300.0
 _ERROR_EVERY_S = 60.0
 
 
-class CallCapture:
+class CallCapture(BackendWrapper):
     """A ModelBackend that keeps each call (request, reply or error) by the window that made it."""
 
     def __init__(self, inner: ModelBackend, keep: Callable[[CapturedCall], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.keep = keep
-        self.name = inner.name
-        self.model = inner.model
-        self.accepts_images = inner.accepts_images
-        self.enforces_schema = inner.enforces_schema
-
-    @property
-    def base_url(self) -> str | None:
-        return self.inner.base_url
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         try:
