@@ -7,8 +7,8 @@ SmolLM2-135M's verdicts are not meaningful, so these tests assert on plumbing an
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
