@@ -16,6 +16,7 @@ import structlog
 from openai import AsyncOpenAI
 
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
+from monitor.backends.openai_transport import http_client
 from monitor.backends.settings import ModelSettings
 from monitor.core.aio import Backoff
 from monitor.core.errors import (
@@ -51,7 +52,8 @@ class OpenAICompatBackend:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else "not-needed"
         # Retries are ours (classified, bounded by the total budget), not the SDK's.
         self._client = AsyncOpenAI(
-            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s
+            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s,
+            http_client=http_client(),
         )
 
     async def close(self) -> None:
