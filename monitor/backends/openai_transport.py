@@ -44,9 +44,8 @@ def http_client() -> Any | None:
     return client
 
 
-def arm_quickack(stream: Any, option: int) -> None:
-    """Ask the kernel to acknowledge what arrives next on `stream`'s socket at once (not sticky: re-armed per use)."""
-    sock = stream.get_extra_info("socket")
+def arm_quickack(sock: socket.socket | None, option: int) -> None:
+    """Ask the kernel to acknowledge what arrives next on `sock` at once (not sticky: re-armed per use)."""
     if sock is not None:
         # Not a TCP socket after all (a Unix socket, a proxy's pipe): nothing to speed up.
         with contextlib.suppress(OSError):
@@ -59,15 +58,17 @@ class QuickAckStream:
     def __init__(self, inner: Any, option: int) -> None:
         self._inner = inner
         self._option = option
+        # Looked up once: the stream's extra-info lookup builds a table of every attribute per call.
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 (httpcore's)
-        arm_quickack(self._inner, self._option)
+        arm_quickack(self._socket, self._option)
         data: bytes = await self._inner.read(max_bytes, timeout)
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 (httpcore's)
         await self._inner.write(buffer, timeout)
-        arm_quickack(self._inner, self._option)  # the answer's headers are next: ACK them at once
+        arm_quickack(self._socket, self._option)  # the answer's headers are next: ACK them at once
 
     async def aclose(self) -> None:
         await self._inner.aclose()
