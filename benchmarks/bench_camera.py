@@ -20,7 +20,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -31,10 +33,10 @@ from monitor.assess.keyframes import choose_images  # noqa: E402
 from monitor.assess.settings import KeyframeSettings  # noqa: E402
 from monitor.windows import RollingWindow  # noqa: E402
 from sensors.camera import CameraSource  # noqa: E402
-from sensors.camera_config import CameraSettings, GatingSettings  # noqa: E402
+from sensors.camera_config import CameraSettings, GatingSettings, Region  # noqa: E402
 from sensors.gating import ChangeGate  # noqa: E402
 from sensors.types import Observation  # noqa: E402
-from tests.support.media import Scene, appears_at, moving_square, write_video  # noqa: E402
+from tests.support.media import Scene, appears_at, daylight, lamp, moving_square, write_video  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 HEADING = "## Cameras"
@@ -110,10 +112,11 @@ def bench_throughput(folder: Path, runs: int) -> list[str]:
 
 # -- 2. model calls per hour: gating versus every window ------------------------------------------------
 def windows_assessed(path: Path, *, gating: bool, min_interval_s: float, max_fps: float,
-                     heartbeat_s: float) -> tuple[int, float, list[float]]:
+                     heartbeat_s: float, ignore: Region | None = None) -> tuple[int, float, list[float]]:
     """Windows a zone would send to the model, on the file's own clock; returns (count, media s, times)."""
+    regions = [ignore] if ignore is not None else []
     settings = CameraSettings(id="cam", kind="file", path=path, speed=0, max_fps=max_fps,
-                              gating=GatingSettings(enabled=gating, heartbeat_s=heartbeat_s))
+                              gating=GatingSettings(enabled=gating, heartbeat_s=heartbeat_s, ignore=regions))
     camera = CameraSource(settings)
     stamps: list[float] = []
 
@@ -148,39 +151,69 @@ def schedule(arrivals: list[float], min_interval_s: float) -> list[float]:
     return snapshots
 
 
+@dataclass(frozen=True)
+class CallScene:
+    """A scene of the calls benchmark: what it shows, the ignore region set for it, when something changes."""
+
+    label: str
+    scene: Scene
+    ignore: Region | None = None
+    change_at: float | None = None  # a person walks in: the first call after it says whether it was caught
+    moving: bool = False  # always moving: every window should be assessed
+
+
+def call_scenes(width: int, height: int, minutes: float) -> list[CallScene]:
+    seconds = minutes * 60
+    half = seconds / 2
+    tv = (0.7, 0.05, 0.25, 0.3)
+
+    def scene(seed: int, **kwargs: Any) -> Scene:
+        return Scene(width=width, height=height, seed=seed, noise=3.0, **kwargs)
+
+    return [
+        CallScene("static (sensor noise)", scene(3)),
+        CallScene("moving", Scene(width=width, height=height, seed=4,
+                                  moving=moving_square(width, height, period_s=6.0)), moving=True),
+        CallScene(f"static, change at {half / 60:g} min", scene(6, moving=appears_at(half, width, height)),
+                  change_at=half),
+        CallScene(f"daylight: brightness 0.6x to 1.2x over {minutes:g} min, no motion",
+                  scene(7, light=daylight(0.6, 1.2, over_s=seconds))),
+        CallScene(f"lamp switched on (1.4x) at {half / 60:g} min, no motion", scene(8, light=lamp(half, 1.4))),
+        CallScene(f"lamp on at {half / 120:g} min, change at {half / 60:g} min",
+                  scene(9, light=lamp(half / 2, 1.4), moving=appears_at(half, width, height)), change_at=half),
+        CallScene("TV playing in a corner, no mask", scene(10, tv=tv)),
+        CallScene("TV playing in a corner, masked (`ignore`)", scene(10, tv=tv), ignore=tv),
+        CallScene(f"TV masked, change at {half / 60:g} min", scene(11, tv=tv, moving=appears_at(half, width, height)),
+                  ignore=tv, change_at=half),
+    ]
+
+
 def bench_calls(folder: Path, runs: int, *, minutes: float = 10.0) -> list[str]:
     width, height, fps = 640, 360, 10
-    files = {
-        "static (sensor noise)": write_video(folder / "static.mp4", Scene(width=width, height=height, seed=3,
-                                                                          noise=3.0), seconds=minutes * 60, fps=fps),
-        "moving": write_video(folder / "moving.mp4", Scene(width=width, height=height, seed=4,
-                                                           moving=moving_square(width, height, period_s=6.0)),
-                              seconds=minutes * 60, fps=fps),
-    }
-    change_at = 300.0
-    files["static, change at 5 min"] = write_video(
-        folder / "change.mp4", Scene(width=width, height=height, seed=6, noise=3.0,
-                                     moving=appears_at(change_at, width, height)), seconds=minutes * 60, fps=fps)
-    lines = ["| scene | calls/hour, every window | calls/hour, gated | fewer calls | note |", "|---|---|---|---|---|"]
-    for label, path in files.items():
+    lines = ["| scene | calls/hour, every window | calls/hour, gated | fewer calls | missed changes | note |",
+             "|---|---|---|---|---|---|"]
+    for number, case in enumerate(call_scenes(width, height, minutes)):
+        path = write_video(folder / f"calls-{number}.mp4", case.scene, seconds=minutes * 60, fps=fps)
         every, media_s, _ = windows_assessed(path, gating=False, min_interval_s=2.0, max_fps=2.0, heartbeat_s=60.0)
         counts: list[int] = []
         times: list[float] = []
         for _ in range(runs):
             count, media_s, times = windows_assessed(path, gating=True, min_interval_s=2.0, max_fps=2.0,
-                                                     heartbeat_s=60.0)
+                                                     heartbeat_s=60.0, ignore=case.ignore)
             counts.append(count)
         gated = statistics.median(counts)
         per_hour = 3600.0 / media_s
-        note = ""
-        if label == "moving":
-            note = f"missed windows: {every - gated:.0f} of {every}"
-        elif label.startswith("static, change"):
-            after = [t for t in times if t >= change_at]
-            note = f"first call after the change: +{after[0] - change_at:.1f} s" if after else "change MISSED"
-        lines.append(f"| {label} | {every * per_hour:.0f} | {gated * per_hour:.0f} | "
-                     f"{100 * (1 - gated / every):.1f}% | {note} |")
+        missed, note = "", ""
+        if case.moving:
+            missed = f"{every - gated:.0f} of {every} windows"
+        elif case.change_at is not None:
+            after = [t for t in times if t >= case.change_at]
+            missed = "0 of 1" if after else "1 of 1"
+            note = f"first call after the change: +{after[0] - case.change_at:.1f} s" if after else "change MISSED"
+        lines.append(f"| {case.label} | {every * per_hour:.0f} | {gated * per_hour:.0f} | "
+                     f"{100 * (1 - gated / every):.1f}% | {missed} | {note} |")
         print(lines[-1], flush=True)
+        path.unlink()
     return lines
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -295,7 +294,7 @@ class Pipeline:
         if count == 1 or count % 100 == 0:
             log.warning("observation stamped in the future; taken as observed now", source=observation.source,
                         ahead_s=round(observation.ts - now, 1), max_ahead_s=MAX_AHEAD_S, count=count)
-        return dataclasses.replace(observation, ts=now)
+        return observation.restamped(now)
 
     async def _schedule(self) -> None:
         while not self._stopping.is_set():

@@ -26,6 +26,7 @@ import structlog
 
 from monitor.backends import Message, ModelBackend, ModelReply, ModelRequest, Usage
 from monitor.core.errors import BackendError
+from replay.appendfile import AppendFile
 
 log = structlog.get_logger(__name__)
 _SEED_MIX = 1_000_003
@@ -87,6 +88,7 @@ class ResponseCache:
         self.torn_lines = 0
         self._entries: dict[str, ModelReply] = {}
         self._inflight: dict[str, asyncio.Future[ModelReply]] = {}
+        self._file: AppendFile | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._load(path)
@@ -153,8 +155,9 @@ class ResponseCache:
             return
         entry = {"key": key, "at": round(time.time(), 3), "model": reply.model, "text": reply.text,
                  "usage": reply.usage.to_json()}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if self._file is None:
+            self._file = AppendFile(self.path)
+        self._file.append(json.dumps(entry, ensure_ascii=False))
 
 
 def _reply_of(entry: dict[str, Any]) -> ModelReply:

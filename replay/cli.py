@@ -100,7 +100,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
                           "picture (as the paper)")
     run.add_argument("--limit", type=_positive, help="only the first K records of each modality (and K safe logs)")
     run.add_argument("--config", type=Path, help="monitor config (model, windows, alerts); sources are ignored")
-    run.add_argument("--concurrency", type=_positive, help="trials at once (default: model.concurrency)")
+    run.add_argument("--concurrency", type=_positive,
+                     help="model calls at once (default: model.concurrency); twice as many trials are in flight")
     run.add_argument("--speed", type=float, default=0.0,
                      help="stream protocol: entries every interval/speed s; 0 (default) = lockstep, as fast as "
                           "possible and deterministic")

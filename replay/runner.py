@@ -27,9 +27,9 @@ import structlog
 
 from monitor.alerts import AlertManager
 from monitor.assess.strategies import build_assessor
-from monitor.backends import ModelBackend
+from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.backends.settings import ModelSettings
-from monitor.core.aio import leaf_errors
+from monitor.core.aio import leaf_errors, settle_startup_heap
 from monitor.core.errors import BackendError, FatalBackendError, MalformedReplyError, MonitorError
 from monitor.observer import Settled
 from monitor.pipeline import Pipeline
@@ -71,6 +71,31 @@ log = structlog.get_logger(__name__)
 RUNS_FILE = "runs.jsonl"
 CACHE_FILE = "cache.jsonl"
 JUDGE_CACHE_FILE = "judge-cache.jsonl"
+
+
+# Trials in flight per model-call slot: enough that a call slot never waits for a trial to be ready.
+TRIALS_PER_CALL_SLOT = 2
+
+
+class LimitedBackend(BackendWrapper):
+    """A backend that lets at most `limit` calls through at once (cache hits never get this far).
+
+    Its inner backend's life belongs to whoever made it: start and close do nothing here.
+    """
+
+    def __init__(self, inner: ModelBackend, limit: int) -> None:
+        super().__init__(inner)
+        self._limit = asyncio.Semaphore(limit)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        async with self._limit:
+            return await self.inner.complete(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +253,11 @@ class ReplayRunner:
         self.runs_path = out / RUNS_FILE
         self.summary = RunSummary()
         self.notes: list[str] = []
-        self._slots = asyncio.Semaphore(options.concurrency)
+        # `concurrency` model calls at once, whatever the backend; trials are admitted beyond that,
+        # so one trial builds its window or settles its alert while the others' calls keep the
+        # model's slots busy (a trial holding a slot between calls left the model idle).
+        self._calls = LimitedBackend(backend, options.concurrency)
+        self._slots = asyncio.Semaphore(TRIALS_PER_CALL_SLOT * options.concurrency)
         self._fatal: FatalBackendError | None = None
         self._writer: RunLogWriter | None = None
         self._progress: Any = None
@@ -320,7 +349,7 @@ class ReplayRunner:
 
     # -- one trial through the pipeline ------------------------------------------------------------
     async def _run_monitor(self, scenario: Scenario, trial: int, observations: list[Observation]) -> _MonitorOutcome:
-        backend = CachingBackend(self.backend, self.cache, trial=trial, identity=self.identity)
+        backend = CachingBackend(self._calls, self.cache, trial=trial, identity=self.identity)
         stats, recorder = Stats(), TrialRecorder()
         # The configured [assessment] strategy (single, vote, verify, temporal), fresh per trial:
         # a temporal strategy keeps evidence across windows, and trials must not share it.
@@ -560,6 +589,7 @@ async def run_pasbench(*, settings: Settings, data_dir: Path, out: Path, options
     await backend.start()
     try:
         await the_judge.start()
+        settle_startup_heap()  # the model client's imports are done now
         runner = ReplayRunner(settings=settings, backend=backend, judge=the_judge, out=out, options=options,
                               cache=ResponseCache(cache_path or out / CACHE_FILE), data_label=str(data_dir))
         runner.notes = list(release.notes)

@@ -21,20 +21,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
-
-import cv2
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Literal
 
 from monitor.alerts import AlertEvent
 from monitor.observer import Observer, Settled
 from monitor.windows import Window
 from replay.errors import ReleaseError
 from replay.pasbench import Scenario
-from sensors.composite import split_composite
 from sensors.logs.parsers import parse_pasbench_log
 from sensors.types import Emit, Frame, InputHealth, LogEntry, Observation
+
+if TYPE_CHECKING:  # OpenCV and numpy are imported by the image functions only: a text replay starts without them
+    import numpy as np
+    import numpy.typing as npt
 
 ProtocolName = Literal["paper", "stream"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("paper", "stream")
@@ -87,11 +86,16 @@ def text_observations(scenario: Scenario, protocol: ProtocolName, *, interval_s:
 
 def decode_frames(scenario: Scenario) -> list[npt.NDArray[np.uint8]]:
     """A composite's frames in reading order (blocking: decode and split off the event loop)."""
+    from sensors.composite import split_composite
+
     return split_composite(decode_composite(scenario))
 
 
 def decode_composite(scenario: Scenario) -> npt.NDArray[np.uint8]:
     """A record's composite PNG, decoded whole (blocking)."""
+    import cv2
+    import numpy as np
+
     if scenario.image is None:
         raise ReleaseError(f"{scenario.id}: not an image scenario")
     data = np.frombuffer(scenario.image.read_bytes(), dtype=np.uint8)
@@ -108,6 +112,9 @@ def composite_frame(scenario: Scenario) -> Frame:
 
 def encode_frame(image: npt.NDArray[np.uint8], *, ts: float, max_side: int = FRAME_MAX_SIDE) -> Frame:
     """One frame, downscaled to `max_side` and JPEG-encoded (blocking)."""
+    import cv2
+    import numpy as np
+
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:

@@ -8,7 +8,7 @@ cross-section rules the settings validator applies to the whole tree.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
@@ -17,6 +17,13 @@ from monitor.core.config import Identifier, PositiveFloat, Section
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
 CameraKind = Literal["device", "file", "url", "folder"]
+
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+# [x, y, w, h]: a rectangle as shares of the frame's width and height, from its top-left corner.
+Region = tuple[Share, Share, Share, Share]
+MAX_IGNORE_REGIONS = 16
+_EDGE = 1e-6  # 0.1 + 0.9 is 1.0000000000000002 in floating point, and still inside the frame
 
 
 class GatingSettings(Section):
@@ -30,12 +37,42 @@ class GatingSettings(Section):
     pixel_delta: int = Field(default=15, ge=1, le=255, description="grey levels a pixel must move to count as changed")
     size: int = Field(default=160, ge=16, le=1024, description="longest side of the grey image the score is taken on")
     blur: int = Field(default=5, ge=1, le=31, description="Gaussian kernel (odd) against sensor noise")
+    ignore: list[Region] = Field(
+        default_factory=list, max_length=MAX_IGNORE_REGIONS,
+        description="regions whose changes never count, [x, y, w, h] as shares (0..1) of the width and height "
+                    "from the top-left corner, e.g. a TV: [[0.7, 0.05, 0.25, 0.3]]")
+    normalize_brightness: bool = Field(
+        default=True, description="compare frames at the same mean brightness: daylight and lamps are not changes")
 
     @model_validator(mode="after")
     def _odd_blur(self) -> GatingSettings:
         if self.blur % 2 == 0:
             raise ValueError(f"blur must be odd, got {self.blur}")
         return self
+
+    @model_validator(mode="after")
+    def _regions_inside(self) -> GatingSettings:
+        for index, (x, y, w, h) in enumerate(self.ignore):
+            where = f"ignore[{index}] = [{x:g}, {y:g}, {w:g}, {h:g}]"
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{where}: width and height must be above 0")
+            if x + w > 1 + _EDGE or y + h > 1 + _EDGE:
+                raise ValueError(f"{where}: reaches outside the frame (x + w and y + h must be at most 1)")
+        if self.ignore and ignored_share(self.ignore) >= 1.0:
+            raise ValueError("ignore covers the whole frame: the gate would never see a change; "
+                             "remove a region, or set enabled = false to send every sampled frame")
+        return self
+
+
+def ignored_share(regions: list[Region], *, grid: int = 64) -> float:
+    """The share of the frame the regions cover together, on a `grid` x `grid` raster."""
+    covered = 0
+    for row in range(grid):
+        v = (row + 0.5) / grid
+        for col in range(grid):
+            u = (col + 0.5) / grid
+            covered += any(x <= u < x + w and y <= v < y + h for x, y, w, h in regions)
+    return covered / grid**2
 
 
 class ReconnectSettings(Section):
@@ -73,6 +110,8 @@ class CameraSettings(Section):
     folder_fps: PositiveFloat = Field(default=1.0, description="folder: images per second at speed 1")
     longest_side: int = Field(default=640, ge=64, le=4096, description="frames are downscaled to this longest side")
     jpeg_quality: int = Field(default=80, ge=10, le=100)
+    decode_threads: int = Field(default=1, ge=0, le=64,
+                                description="file/url: FFmpeg decoding threads; 0 = FFmpeg's choice (every core)")
     queue_size: int = Field(default=4, ge=1, le=1000, description="frames waiting for the pipeline; oldest dropped")
     gating: GatingSettings = Field(default_factory=GatingSettings)
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)

@@ -17,13 +17,13 @@ import importlib
 import importlib.metadata
 import importlib.util
 import math
-from typing import Any
-
-import cv2
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from monitor.core.errors import SensorError
+
+if TYPE_CHECKING:  # OpenCV and numpy only once a pre-filter runs: the config check imports this module
+    import numpy as np
+    import numpy.typing as npt
 
 PINNED = "0.10.21"
 INSTALL_HINT = (
@@ -92,6 +92,9 @@ class PosePrefilter:
 
     def facts(self, image: npt.NDArray[Any], ts: float) -> tuple[str, ...]:
         """Facts about the person in a BGR frame taken at `ts` seconds."""
+        import cv2
+        import numpy as np
+
         result = self._pose.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         landmarks = getattr(result, "pose_landmarks", None)
         if landmarks is None:
@@ -120,7 +123,7 @@ class PosePrefilter:
         if self._last is None or self._moved_at is None:
             self._last, self._moved_at = tracked, ts
             return None
-        motion = float(np.abs(tracked - self._last).mean())
+        motion = float(abs(tracked - self._last).mean())
         self._last = tracked
         if motion > self.still_motion:
             self._moved_at = ts

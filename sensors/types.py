@@ -7,9 +7,20 @@ replayed stream).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+import dataclasses
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+
+if TYPE_CHECKING:  # numpy is only needed by whoever handles pixels
+    import numpy as np
+    import numpy.typing as npt
+
+    Image = npt.NDArray[np.uint8]
+    GreyImage = npt.NDArray[np.uint8]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +55,97 @@ class LogEntry:
             "raw": self.raw,
         }
 
+    def restamped(self, ts: float) -> LogEntry:
+        """This entry as observed at `ts` instead."""
+        return dataclasses.replace(self, ts=ts)
 
-@dataclass(frozen=True, slots=True)
+
 class Frame:
-    """One sampled camera frame, JPEG-encoded off the event loop.
+    """One sampled camera frame: its pixels at the size the model may see, JPEG-encoded only if asked.
 
-    `change` is the change score against the previous sampled frame (0..1).
+    A camera hands over the downscaled BGR `image` and the gate's grey `thumbnail`;
+    the JPEG is encoded the first time `jpeg` is read (in practice: only for the
+    frames chosen as keyframes) and kept, so a frame is encoded at most once however
+    many windows send it. Frames made from JPEG bytes (replay, tests) carry those.
+    Immutable once built; the lazy parts are computed under a lock, so any thread may
+    read them. Nothing here writes a frame to disk.
+
+    `change` is the gate's change score (0..1) against the last frame it passed.
     """
+
+    __slots__ = ("_derived", "_image", "_lock", "change", "facts", "height", "jpeg_quality", "source",
+                 "thumbnail", "ts", "width")
 
     source: str
     ts: float
-    jpeg: bytes
     width: int
     height: int
-    change: float = 0.0
-    facts: tuple[str, ...] = field(default_factory=tuple)
+    change: float
+    facts: tuple[str, ...]
+    jpeg_quality: int
+    thumbnail: GreyImage | None
+    _image: Image | None
+    _lock: threading.Lock
+    _derived: dict[Hashable, Any]
+
+    def __init__(self, *, source: str, ts: float, width: int, height: int, jpeg: bytes | None = None,
+                 image: Image | None = None, change: float = 0.0, facts: tuple[str, ...] = (),
+                 jpeg_quality: int = 80, thumbnail: GreyImage | None = None) -> None:
+        if jpeg is None and image is None:
+            raise ValueError(f"frame of '{source}' at {ts}: give its JPEG bytes or its image")
+        fields = {"source": source, "ts": ts, "width": width, "height": height, "change": change,
+                  "facts": tuple(facts), "jpeg_quality": jpeg_quality, "thumbnail": thumbnail,
+                  "_image": image, "_lock": threading.Lock(), "_derived": {} if jpeg is None else {"jpeg": jpeg}}
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Frame is immutable: cannot set {name}")
+
+    def __repr__(self) -> str:
+        return (f"Frame(source={self.source!r}, ts={self.ts!r}, width={self.width}, height={self.height}, "
+                f"change={self.change:.4f}, encoded={'jpeg' in self._derived})")
+
+    @property
+    def image(self) -> Image | None:
+        """The BGR pixels the camera kept (None for a frame made from JPEG bytes)."""
+        return self._image
+
+    @property
+    def jpeg(self) -> bytes:
+        """The frame as JPEG at `jpeg_quality`: encoded on first use, once."""
+        return self.derived("jpeg", _encode_jpeg)
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the JPEG exists yet (a frame the model never saw is never encoded)."""
+        return "jpeg" in self._derived
+
+    def restamped(self, ts: float) -> Frame:
+        """This frame as observed at `ts` instead (a sensor clock that was wrong): pixels and encodings shared."""
+        frame = Frame(source=self.source, ts=ts, width=self.width, height=self.height, image=self._image,
+                      jpeg=self._derived.get("jpeg"), change=self.change, facts=self.facts,
+                      jpeg_quality=self.jpeg_quality, thumbnail=self.thumbnail)
+        frame._derived.update(self._derived)  # what was computed from the pixels does not depend on the time
+        return frame
+
+    def derived(self, key: Hashable, make: Callable[[Frame], _T]) -> _T:
+        """`make(self)`, computed once per `key` and kept with the frame; safe from any thread."""
+        try:
+            return cast(_T, self._derived[key])
+        except KeyError:
+            pass
+        with self._lock:  # one thread computes, the others wait for its result
+            if key not in self._derived:
+                self._derived[key] = make(self)
+            return cast(_T, self._derived[key])
+
+
+def _encode_jpeg(frame: Frame) -> bytes:
+    from sensors.camera import encode_jpeg  # OpenCV: imported by whoever needs a JPEG, not by every importer
+
+    assert frame.image is not None  # a frame without pixels was built with its JPEG
+    return encode_jpeg(frame.image, frame.jpeg_quality)
 
 
 Observation = LogEntry | Frame

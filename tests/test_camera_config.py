@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from monitor.assess.settings import KeyframeSettings, openai_image_tokens
 from monitor.backends.settings import ModelSettings
 from monitor.settings import check_camera_capability, check_camera_ids
-from sensors.camera_config import CameraSettings
+from sensors.camera_config import CameraSettings, GatingSettings
 from sensors.logs.settings import SourceSettings
 from sensors.pose import pose_unavailable_reason
 
@@ -121,3 +121,19 @@ def test_camera_ids_must_not_clash_with_log_sources() -> None:
         "cameras[0].id: duplicate source id 'kitchen-log'",
         "cameras[2].id: duplicate source id 'cam'",
     ]
+
+
+@pytest.mark.parametrize(("regions", "message"), [
+    ([[0.5, 0.0, 0.6, 0.2]], "reaches outside the frame"),
+    ([[0.1, 0.1, 0.0, 0.2]], "width and height must be above 0"),
+    ([[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 0.5, 1.0]], "covers the whole frame"),
+    ([[0.1, 0.1, 1.5, 0.2]], "less than or equal to 1"),
+])
+def test_ignore_regions_must_be_inside_and_leave_something_to_watch(regions: list[list[float]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GatingSettings.model_validate({"ignore": regions})
+
+
+def test_ignore_regions_that_touch_the_edge_are_accepted() -> None:
+    settings = GatingSettings.model_validate({"ignore": [[0.1, 0.7, 0.9, 0.3]]})
+    assert settings.ignore == [(0.1, 0.7, 0.9, 0.3)]

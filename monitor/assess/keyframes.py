@@ -4,44 +4,39 @@ Selection covers the change in the window instead of taking the last K:
 
 1. the newest frame of every camera in the zone (what the scene looks like now);
 2. then, greedily, the frame that differs most from every frame already chosen
-   of its camera (the change score of the gate, on small grey images decoded
-   at reduced size from the frames' JPEGs); ties go to the frame farthest in
-   time from the chosen ones, which spreads a static stretch over the window;
+   of its camera (the change score of the gate, on the small grey image the
+   camera's gate already made; a frame without one, from replay, is decoded at
+   reduced size once); ties go to the frame farthest in time from the chosen
+   ones, which spreads a static stretch over the window;
 3. stop at `max_frames`, or when the best candidate differs from the chosen
    ones by less than `min_change` (a static scene costs one image, not K).
 
 The budget then keeps frames in the order they were chosen while their
 estimated tokens fit `max_image_tokens` (see `KeyframeSettings` for the
-estimate), and the result is returned in time order. Frames no larger than
-`longest_side` are sent as they are; larger ones are downscaled and re-encoded
-at `jpeg_quality`. Cost: a window of a dozen 640 px frames takes a few ms (thumbnails
-are decoded at 1/4 scale and cached per frame); re-encoding larger frames takes
-tens of ms, so the model stage calls `choose_images_off_loop`.
+estimate), and the result is returned in time order. Only the chosen frames are
+JPEG-encoded (`Frame.jpeg`, once per frame however many windows send it); frames
+larger than `longest_side` are downscaled and encoded at `jpeg_quality`, also
+once. Encoding takes a few ms per frame, so the model stage calls
+`choose_images_off_loop`. OpenCV is imported only when a window has frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-
-import cv2
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from monitor.assess.settings import KeyframeSettings
 from monitor.windows import Window
-from sensors.camera import downscale, encode_jpeg
 from sensors.camera_config import GatingSettings
-from sensors.gating import change_score, gray_thumbnail
 from sensors.types import Frame
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
 _GATING = GatingSettings()  # the same change measure the camera gate uses
-_CACHE_SIZE = 512
-_CACHE: OrderedDict[tuple[str, float, int], npt.NDArray[np.uint8] | None] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
 
 
 async def choose_images_off_loop(window: Window, settings: KeyframeSettings) -> list[tuple[Frame, str]]:
@@ -90,27 +85,29 @@ def _most_novel(frames: Sequence[Frame], thumbs: list[npt.NDArray[np.uint8] | No
 
 
 def _distance(a: npt.NDArray[np.uint8] | None, b: npt.NDArray[np.uint8] | None) -> float:
+    from sensors.gating import change_score
+
     if a is None or b is None:
         return 1.0  # undecodable: we cannot tell, so it is not a duplicate
     return change_score(a, b, pixel_delta=_GATING.pixel_delta)
 
 
 def _thumbnail(frame: Frame) -> npt.NDArray[np.uint8] | None:
-    # Consecutive windows of a zone share most frames: decode each frame once.
-    key = (frame.source, frame.ts, hash(frame.jpeg))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    thumb = _decode_thumbnail(frame)
-    with _CACHE_LOCK:
-        _CACHE[key] = thumb
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return thumb
+    # A camera's frames carry the gate's grey image; others are decoded once and kept with the frame
+    # (consecutive windows of a zone share most of their frames).
+    if frame.thumbnail is not None:
+        return frame.thumbnail
+    return frame.derived("keyframes.thumbnail", _make_thumbnail)
 
 
-def _decode_thumbnail(frame: Frame) -> npt.NDArray[np.uint8] | None:
+def _make_thumbnail(frame: Frame) -> npt.NDArray[np.uint8] | None:
+    import cv2
+    import numpy as np
+
+    from sensors.gating import gray_thumbnail
+
+    if frame.image is not None:
+        return gray_thumbnail(frame.image, size=_GATING.size, blur=_GATING.blur)
     reduce = cv2.IMREAD_REDUCED_GRAYSCALE_4 if max(frame.width, frame.height) >= 4 * _GATING.size \
         else cv2.IMREAD_REDUCED_GRAYSCALE_2 if max(frame.width, frame.height) >= 2 * _GATING.size \
         else cv2.IMREAD_GRAYSCALE
@@ -144,10 +141,24 @@ def within_budget(frames: Sequence[Frame], settings: KeyframeSettings) -> list[F
 
 
 def data_url(frame: Frame, settings: KeyframeSettings) -> str:
-    """`data:image/jpeg;base64,...` of the frame, downscaled to `longest_side` if larger."""
-    jpeg = frame.jpeg
-    if max(frame.width, frame.height) > settings.longest_side:
-        image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is not None:
-            jpeg = encode_jpeg(downscale(image, settings.longest_side), settings.jpeg_quality)
+    """`data:image/jpeg;base64,...` of the frame, downscaled to `longest_side` if larger (encoded once)."""
+    if max(frame.width, frame.height) <= settings.longest_side:
+        jpeg = frame.jpeg
+    else:
+        key = ("keyframes.jpeg", settings.longest_side, settings.jpeg_quality)
+        jpeg = frame.derived(key, lambda f: _smaller_jpeg(f, settings))
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def _smaller_jpeg(frame: Frame, settings: KeyframeSettings) -> bytes:
+    import cv2
+    import numpy as np
+
+    from sensors.camera import downscale, encode_jpeg
+
+    image: npt.NDArray[Any] | None = frame.image
+    if image is None:
+        image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return frame.jpeg  # undecodable: sent as it is, the model may still make something of it
+    return encode_jpeg(downscale(image, settings.longest_side), settings.jpeg_quality)

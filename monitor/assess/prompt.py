@@ -7,9 +7,11 @@ the system prompt says that nothing inside it is an instruction.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -194,7 +196,7 @@ def echoed(texts: dict[str, str], templates: list[str]) -> str | None:
     shares a run of five words with it, or is four words or more taken only from a template
     and covering half of it. "It is not dangerous" is an honest answer, not a copy.
     """
-    known = [words for words in (_WORD.findall(text.lower()) for text in templates) if words]
+    known = _prepared(tuple(templates))
     for name, text in texts.items():
         words = _WORD.findall(text.lower())
         if len(set(words)) >= 2 and any(_copies(words, template) for template in known):
@@ -202,15 +204,32 @@ def echoed(texts: dict[str, str], templates: list[str]) -> str | None:
     return None
 
 
-def _copies(words: list[str], template: list[str]) -> bool:
-    mine, theirs = set(words), set(template)
+@dataclass(frozen=True, slots=True)
+class _Template:
+    words: frozenset[str]
+    runs: frozenset[tuple[str, ...]]  # every run of _ECHO_RUN words in a row
+
+
+@functools.lru_cache(maxsize=32)
+def _prepared(templates: tuple[str, ...]) -> tuple[_Template, ...]:
+    # Every reply is checked against the same few templates: split them into words once.
+    prepared = []
+    for text in templates:
+        words = _WORD.findall(text.lower())
+        if words:
+            runs = frozenset(tuple(words[i:i + _ECHO_RUN]) for i in range(len(words) - _ECHO_RUN + 1))
+            prepared.append(_Template(frozenset(words), runs))
+    return tuple(prepared)
+
+
+def _copies(words: list[str], template: _Template) -> bool:
+    mine, theirs = set(words), template.words
     common = len(mine & theirs)
     if common / len(mine | theirs) >= _ECHO_OVERLAP:
         return True
     if len(mine) >= 4 and common == len(mine) and common >= len(theirs) / 2:
         return True
-    runs = {tuple(template[i:i + _ECHO_RUN]) for i in range(len(template) - _ECHO_RUN + 1)}
-    return any(tuple(words[i:i + _ECHO_RUN]) in runs for i in range(len(words) - _ECHO_RUN + 1))
+    return any(tuple(words[i:i + _ECHO_RUN]) in template.runs for i in range(len(words) - _ECHO_RUN + 1))
 
 
 def echoed_field(assessment: Assessment) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,7 @@ import structlog
 from openai import AsyncOpenAI
 
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
+from monitor.backends.openai_transport import http_client
 from monitor.backends.settings import ModelSettings
 from monitor.core.aio import Backoff
 from monitor.core.errors import (
@@ -54,6 +56,7 @@ class OpenAICompatBackend:
         self.enforces_schema = settings.json_schema_hint
         self.base_url = base_url or settings.base_url
         self._client: AsyncOpenAI | None = None
+        self._url = ""
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         # Retries stay inside the total budget; a wide jitter spreads clients hitting one rate limit.
         self._backoff = Backoff(settings.backoff_base_s, _MAX_BACKOFF_S, jitter=0.5)
@@ -70,8 +73,11 @@ class OpenAICompatBackend:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else "not-needed"
         # Retries are ours (classified, bounded by the total budget), not the SDK's.
         self._client = AsyncOpenAI(
-            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s
+            api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s,
+            http_client=http_client(),
         )
+        # Absolute: the client then parses the URL once instead of merging it with the base per call.
+        self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
 
     async def close(self) -> None:
         if self._client is not None:
@@ -131,18 +137,20 @@ class OpenAICompatBackend:
             raise FatalBackendError(f"backend for '{self.model}' used before start()")
         started = time.perf_counter()
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**self._arguments(request))
+            # The body is wire JSON already: posting it as it is skips the SDK's walk over its typed
+            # parameters and its response model, about a third of the client's CPU per call.
+            body = await self._client.post(self._url, cast_to=bytes, body=self._arguments(request),
+                                           options={"timeout": self.settings.attempt_timeout_s})
         except openai.APIError as exc:
             raise self._classify(exc, request) from exc
         latency = time.perf_counter() - started
         try:
-            reply = self._reply(raw.parse(), latency, attempt)
+            reply = self._reply(json.loads(body), latency, attempt)
         except Exception as exc:  # not JSON, or JSON that is no chat completion: never let it escape unnamed
-            body = raw.http_response.text
             raise BadResponseError(
-                f"{self.where}: HTTP {raw.http_response.status_code} with a body that is not a chat completion "
+                f"{self.where}: a successful HTTP reply with a body that is not a chat completion "
                 f"({type(exc).__name__}: {shorten(exc, 200)})",
-                shorten(body, MAX_RAW_BODY_CHARS),
+                shorten(body.decode("utf-8", errors="replace"), MAX_RAW_BODY_CHARS),
             ) from exc
         self.last_success_at = time.time()
         return reply
@@ -158,7 +166,6 @@ class OpenAICompatBackend:
             "response_format": response_format,
             "temperature": self.settings.temperature if request.temperature is None else request.temperature,
             "max_tokens": request.max_tokens or self.settings.max_tokens,
-            "timeout": self.settings.attempt_timeout_s,
         }
         if request.seed is not None:
             arguments["seed"] = request.seed
@@ -166,24 +173,24 @@ class OpenAICompatBackend:
 
     @staticmethod
     def _text(response: Any) -> str:
-        """The reply text; raises ValueError for a response that is not a chat completion."""
-        choices = getattr(response, "choices", None)
+        """The reply text of a decoded body; raises ValueError for one that is not a chat completion."""
+        choices = _field(response, "choices")
         if not isinstance(choices, list) or not choices:
             raise ValueError("no 'choices' in the response")
-        content = getattr(getattr(choices[0], "message", None), "content", None)
+        content = _field(choices[0], "message", "content")
         if content is not None and not isinstance(content, str):
             raise ValueError(f"the message content is {type(content).__name__}, not text")
         return content or ""
 
     def _reply(self, response: Any, latency: float, attempt: int) -> ModelReply:
         text = self._text(response)
-        usage = getattr(response, "usage", None)
+        usage = _field(response, "usage")
         return ModelReply(
             text=text,
-            model=getattr(response, "model", None) or self.model,
+            model=str(_field(response, "model") or self.model),
             usage=Usage(
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                prompt_tokens=int(_field(usage, "prompt_tokens") or 0),
+                completion_tokens=int(_field(usage, "completion_tokens") or 0),
                 latency_s=latency,
                 attempts=attempt,
             ),
@@ -235,6 +242,13 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
     if moment.tzinfo is None:
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _field(data: Any, *path: str) -> Any:
+    """`data[path[0]][path[1]]...` of a decoded JSON body, or None where a step is missing or not an object."""
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
 
 
 @register_backend("openai")

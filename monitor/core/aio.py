@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -79,8 +80,32 @@ def leaf_errors(group: BaseExceptionGroup[BaseException]) -> list[BaseException]
     return leaves
 
 
+# The first generation is collected after this many new container objects (Python's default: 700).
+# A replay allocates fast and nearly all of it dies young; 600 collections per run cost 0.2 s of the
+# event loop, a tenth as many cost 0.03 s.
+GC_YOUNG_THRESHOLD = 10_000
+_owns_process = False  # set by run_loop: the command line's process, not a test's
+
+
+def settle_startup_heap() -> None:
+    """Tell the garbage collector that what start-up built stays: call once the heavy imports are done.
+
+    Modules, classes and validation schemas (the `openai` package alone brings some 60,000
+    objects) are never garbage, yet every full collection traversed them all; frozen, they are
+    left out (a replay's full collections went from 0.25 s to 0.03 s). Safe to call again. Only
+    in a process `run_loop` owns: a test that runs the service in its own process keeps its heap.
+    """
+    if _owns_process:
+        gc.freeze()
+
+
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` on uvloop when it is importable, else on asyncio's loop."""
+    """Run `main` on uvloop when it is importable, else on asyncio's loop (with the start-up heap settled)."""
+    global _owns_process
+    _owns_process = True
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
+    settle_startup_heap()
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop

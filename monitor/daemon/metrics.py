@@ -63,8 +63,8 @@ class Metrics(Observer):
             "sinks), end_to_end (newest observation to decision published)",
             ["stage"], buckets=BUCKETS, registry=self.registry,
         )
-        for stage in STAGES:
-            self.stage_seconds.labels(stage)
+        # Each stage's series, looked up once: every decision records several stages.
+        self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
         self.reloads = Counter("monitor_config_reloads", "Configuration reloads (SIGHUP) by result",
                                ["result"], registry=self.registry)
         for result in ("applied", "rejected"):
@@ -80,7 +80,8 @@ class Metrics(Observer):
 
     def stage_latency(self, stage: str, seconds: float) -> None:
         """Record one latency of a pipeline stage."""
-        self.stage_seconds.labels(stage).observe(max(0.0, seconds))
+        series = self._stages.get(stage) or self.stage_seconds.labels(stage)
+        series.observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -39,7 +39,7 @@ from monitor.alerts import AlertManager, OpenAlertJournal
 from monitor.backends import create_backend
 from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
-from monitor.core.aio import leaf_errors, wait_event
+from monitor.core.aio import leaf_errors, settle_startup_heap, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.text import iso_time
 from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapshot
@@ -183,6 +183,7 @@ class Service:
             follow_up=self.escalation,
         )
         self._wire_metrics()
+        settle_startup_heap()  # the backend's client library and the sources' imports are loaded now
         return not self._stop.is_set()
 
     async def _end_previous_run(self, sinks: Sequence[AlertSink]) -> None:

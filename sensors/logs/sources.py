@@ -282,14 +282,18 @@ class StdinSource(_LogSource):
             self.ended = True
 
     async def _read(self, emit: Emit) -> None:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_STDIN_QUEUE_LINES)
+        # Bounded by `room`, taken by the reader thread before each line: the queue itself never blocks.
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        room = threading.Semaphore(_STDIN_QUEUE_LINES)
         stream = self._stream if self._stream is not None else sys.stdin.buffer
         reader = threading.Thread(
-            target=_pump, args=(stream, queue, asyncio.get_running_loop()), name=f"stdin-{self.id}", daemon=True
+            target=_pump, args=(stream, queue, room, asyncio.get_running_loop()), name=f"stdin-{self.id}",
+            daemon=True,
         )
         reader.start()
         lineno = 0
         while (data := await queue.get()) is not None:
+            room.release()
             lineno += 1
             await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), lineno), emit)
         await self._emit_all(self._parser.flush(), emit)
@@ -323,17 +327,26 @@ def _chunk_reader(stream: IO[bytes]) -> Callable[[int], bytes | None]:
     return cast(Callable[[int], bytes | None], getattr(stream, "read1", stream.read))
 
 
-def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], loop: asyncio.AbstractEventLoop) -> None:
-    """Thread body: move lines from a blocking stream into the loop's queue; None marks EOF."""
+def _pump(stream: IO[bytes], queue: asyncio.Queue[bytes | None], room: threading.Semaphore,
+          loop: asyncio.AbstractEventLoop) -> None:
+    """Thread body: move lines from a blocking stream into the loop's queue; None marks EOF.
+
+    A line is handed over with `call_soon_threadsafe` and not waited for: waiting on the loop
+    for every line woke this thread in the middle of the loop's work on that very line.
+    `room` holds the thread back while the queue is full.
+    """
     try:
         for line in _bounded_lines(stream):
-            asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+            while not room.acquire(timeout=1.0):
+                if loop.is_closed():
+                    return  # nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, line)
     except (OSError, ValueError) as exc:  # closed or broken stream: treat as the end
         structlog.get_logger().warning("stdin read failed", error=str(exc))
     except RuntimeError:
         return  # the loop is gone: nobody is listening any more
     try:
-        asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+        loop.call_soon_threadsafe(queue.put_nowait, None)
     except RuntimeError:
         return
 

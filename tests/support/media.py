@@ -66,13 +66,20 @@ def compose(panels: list[Image], *, axis: int = 1, gap: int = 0, gap_color: tupl
 
 @dataclass
 class Scene:
-    """A static background with an optional moving square; `frame(t)` renders time t in seconds."""
+    """A static background with an optional moving square; `frame(t)` renders time t in seconds.
+
+    `light(t)` multiplies the whole scene (daylight, a lamp); `tv` is a region [x, y, w, h]
+    (shares of the width and height) whose picture changes every `tv_cut_s` seconds.
+    """
 
     width: int = 320
     height: int = 240
     seed: int = 1
     moving: Callable[[float], tuple[int, int] | None] = field(default=lambda t: None)
     noise: float = 0.0
+    light: Callable[[float], float] = field(default=lambda t: 1.0)
+    tv: tuple[float, float, float, float] | None = None
+    tv_cut_s: float = 0.5
     _background: Image | None = None
     _rng: np.random.Generator | None = None
 
@@ -86,10 +93,32 @@ class Scene:
             size = max(8, self.width // 10)
             x, y = position
             cv2.rectangle(image, (x, y), (x + size, y + size), (30, 40, 220), -1)
+        if self.tv is not None:
+            self._draw_tv(image, t)
+        gain = self.light(t)
+        if gain != 1.0:
+            image = cv2.convertScaleAbs(image, alpha=gain)
         if self.noise and self._rng is not None:
             jitter = self._rng.normal(0, self.noise, size=image.shape)
             image = np.clip(image + jitter, 0, 255).astype(np.uint8)
         return image
+
+    def _draw_tv(self, image: Image, t: float) -> None:
+        x, y, w, h = self.tv or (0.0, 0.0, 0.0, 0.0)
+        left, top = int(x * self.width), int(y * self.height)
+        width, height = max(1, int(w * self.width)), max(1, int(h * self.height))
+        shot = np.random.default_rng(self.seed * 1000 + int(t / self.tv_cut_s))
+        image[top:top + height, left:left + width] = natural_image(shot, height, width, noise=4.0)
+
+
+def daylight(start: float, end: float, over_s: float) -> Callable[[float], float]:
+    """Light that ramps from `start` to `end` over `over_s` seconds and stays (a sunrise, clouds passing)."""
+    return lambda t: start + (end - start) * min(1.0, t / over_s)
+
+
+def lamp(at_s: float, gain: float) -> Callable[[float], float]:
+    """Light that steps to `gain` at `at_s` seconds (a lamp switched on)."""
+    return lambda t: 1.0 if t < at_s else gain
 
 
 def moving_square(width: int, height: int, period_s: float = 4.0) -> Callable[[float], tuple[int, int]]:
