@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
-    from monitor.history.cli import add_parsers
+    from monitor.history.parser import add_parsers
 
     add_parsers(commands)
 

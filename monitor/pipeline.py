@@ -367,10 +367,12 @@ class Pipeline:
         event = self.alerts.decide(window, verdict)
         if event is not None:
             event = self._followed(event)
+        if event is not None:
+            # The alert first: recording and logging the window wake writer threads that would
+            # otherwise compete with the sinks for the interpreter while the person waits.
+            await self._deliver(event)
         self._summary(window, verdict, event, elapsed)
         self.observers.window_settled(Settled(window, verdict, None, event, elapsed))
-        if event is not None:
-            await self._deliver(event)
         if window.observations:
             self._observe_age("end_to_end", max(o.ts for o in window.observations))
 

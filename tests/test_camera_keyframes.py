@@ -172,3 +172,28 @@ async def test_off_loop_variant_gives_the_same_choice() -> None:
     assert [f for f, _ in off_loop] == [f for f, _ in choose_images(window, settings)]
     assert len(off_loop) == 3 and all(url.startswith("data:image/jpeg;base64,") for _, url in off_loop)
     assert await choose_images_off_loop(_window([_entry(0.0, "reads")]), settings) == []
+
+
+def test_only_the_chosen_keyframes_are_ever_encoded() -> None:
+    """Frames arrive as pixels; choosing keyframes encodes the chosen ones, once, and never the rest."""
+    scene = Scene(width=640, height=360, seed=31, moving=moving_square(640, 360))  # a camera's size: sent as is
+    frames = [Frame(source="cam", ts=T0 + t * 0.5, image=scene.frame(t * 0.5), width=640, height=360)
+              for t in range(8)]
+    assert not any(frame.encoded for frame in frames)
+    chosen = [frame for frame, _ in choose_images(_window(list(frames)), KeyframeSettings(max_frames=3))]
+    assert len(chosen) == 3
+    assert [frame.encoded for frame in frames] == [frame in chosen for frame in frames]
+    first = chosen[0].jpeg
+    assert chosen[0].jpeg is first  # kept: a frame sent by two windows is encoded once
+    decoded = cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (360, 640, 3)
+
+
+def test_a_restamped_frame_shares_its_pixels_and_encoding() -> None:
+    image = Scene(width=320, height=240, seed=32).frame(0.0)
+    frame = Frame(source="cam", ts=T0, image=image, width=320, height=240)
+    jpeg = frame.jpeg
+    moved = frame.restamped(T0 + 5.0)
+    assert moved.ts == T0 + 5.0 and frame.ts == T0
+    assert moved.encoded and moved.jpeg is jpeg and moved.image is image
+    assert moved.source == frame.source and (moved.width, moved.height) == (320, 240)

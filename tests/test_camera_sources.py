@@ -280,3 +280,11 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
         base = min(8.0, 0.5 * 2 ** (n - 1))
         assert 0.75 * base <= delay <= 1.25 * base
     assert len({round(d, 6) for d in delays[5:]}) == 3  # capped, yet not in lock step
+
+
+async def test_frames_from_a_camera_are_not_encoded_until_asked(media: dict[str, Path]) -> None:
+    """The camera hands over pixels and the gate's grey image; JPEG is the keyframe choice's business."""
+    frames = await _collect(_camera(kind="file", path=media["moving"], speed=0, max_fps=5))
+    assert frames and not any(frame.encoded for frame in frames)
+    assert all(frame.image is not None and frame.thumbnail is not None for frame in frames)
+    assert frames[0].jpeg.startswith(b"\xff\xd8") and frames[0].encoded

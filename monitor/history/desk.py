@@ -21,13 +21,13 @@ import structlog
 from monitor.alerts import AlertEvent
 from monitor.history.context import StoreNotes
 from monitor.history.feedback import (
-    LABELS,
     LATEST,
     Feedback,
     FeedbackError,
     FeedbackStore,
     parse_feedback_message,
 )
+from monitor.history.labels import LABELS
 
 log = structlog.get_logger("monitor.history.feedback")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from monitor.history.feedback import LATEST, Label
+from monitor.history.feedback import LATEST
+from monitor.history.labels import Label
 
 # The window of the "missed hazard" button.
 MISSED_BUTTON_MINUTES = 10

@@ -22,19 +22,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from monitor.alerts import AlertEvent
 from monitor.core.config import Identifier
 from monitor.core.errors import MonitorError
+from monitor.history.labels import LABELS, Label
 from monitor.history.times import parse_time
 
-Label = Literal["helpful", "false_alarm", "unclear", "missed"]
 Via = Literal["mqtt", "home_assistant", "cli"]
-LABELS: tuple[Label, ...] = get_args(Label)
-ALERT_LABELS: tuple[Label, ...] = ("helpful", "false_alarm", "unclear")
 LATEST = "latest"
 MAX_NOTE = 500
 MAX_PAYLOAD = 4096
