@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from monitor.pipeline import STAGES  # noqa: E402
+from monitor.observer import STAGES  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply  # noqa: E402
 

@@ -58,6 +58,7 @@ from replay.history_source import (
     rebuild,
     segments,
 )
+from replay.progress import progress_bar
 from replay.runner import model_identity
 from replay.streams import TrialRecorder
 from sensors.types import Emit, InputHealth
@@ -203,7 +204,8 @@ class HistoryRunner:
         pending = [s for s in planned if s.id not in existing.finished]
         self.summary.planned_segments, self.summary.already_done = len(planned), len(planned) - len(pending)
         self.summary.problems = len(self.history.problems)
-        self._progress = _progress_bar(sum(len(s.records) for s in pending), self.options.progress)
+        self._progress = progress_bar(sum(len(s.records) for s in pending), enabled=self.options.progress,
+                                      desc="history", unit="window")
         try:
             async with asyncio.TaskGroup() as group:
                 for segment in pending:
@@ -372,25 +374,6 @@ def _check_compatible(previous: HistoryHeader, current: HistoryHeader, path: Pat
         if old != new:
             raise RunLogError(f"{path}: holds a replay with a different {name} ({shorten(old, 120)} vs now "
                               f"{shorten(new, 120)}); resume with the same options, or use another --out")
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="history", unit="window", dynamic_ncols=True, smoothing=0.1)
 
 
 # --------------------------------------------------------------------------- the whole job

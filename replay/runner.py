@@ -41,6 +41,7 @@ from replay.errors import JudgeError, RunLogError
 from replay.fingerprint import differences, fingerprint
 from replay.judge import NO_WARNING, Judge, Judgement, WarningText, judge_failure, no_warning_judgement
 from replay.pasbench import ModalityChoice, Release, Scenario, Skipped
+from replay.progress import progress_bar
 from replay.runlog import (
     FirstAlert,
     JudgementRecord,
@@ -285,7 +286,9 @@ class ReplayRunner:
         uses: Counter[str] = Counter(s.id for s, _ in jobs)
         observations = _Observations(self.options.protocol, self.options.interval_s, uses,
                                      image_input=self.options.image_input)
-        self._progress = _progress_bar(len(jobs), self.options, self.summary.already_done)
+        self._progress = progress_bar(len(jobs), enabled=self.options.progress,
+                                      desc=f"pasbench {self.options.protocol}", unit="trial",
+                                      done=self.summary.already_done)
         self._fatal = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -516,26 +519,6 @@ def set_aside(runs_path: Path) -> Path | None:
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The error to report from a failed task group: its first MonitorError, if any."""
     return next((e for e in leaf_errors(group) if isinstance(e, MonitorError)), None)
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        return None
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _progress_bar(total: int, options: ReplayOptions, done: int) -> Any:
-    if not options.progress:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total + done, initial=done, desc=f"pasbench {options.protocol}", unit="trial",
-                dynamic_ncols=True, smoothing=0.1)
 
 
 # -- the whole job: load, plan, start the model and the judge, run ---------------------------------
