@@ -46,7 +46,8 @@ class PipelineObserver(Protocol):
 
     def window_dropped(self, window: Window, reason: str) -> None: ...
 
-    def window_settled(self, settled: Settled) -> None: ...
+    def window_settled(self, settled: Settled) -> None:
+        """A window is finished; called after the alert it caused was handed to the sinks (`alert_published`)."""
 
     def alert_published(self, event: AlertEvent) -> None: ...
 

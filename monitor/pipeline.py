@@ -367,12 +367,14 @@ class Pipeline:
         event = self.alerts.decide(window, verdict)
         if event is not None:
             event = self._followed(event)
-        if event is not None:
-            # The alert first: recording and logging the window wake writer threads that would
-            # otherwise compete with the sinks for the interpreter while the person waits.
-            await self._deliver(event)
-        self._summary(window, verdict, event, elapsed)
-        self.observers.window_settled(Settled(window, verdict, None, event, elapsed))
+        try:
+            if event is not None:
+                # The alert first: recording and logging the window wake writer threads that would
+                # otherwise compete with the sinks for the interpreter while the person waits.
+                await self._deliver(event)
+        finally:  # recorded even when shutdown cancels the worker while the alert is on its way
+            self._summary(window, verdict, event, elapsed)
+            self.observers.window_settled(Settled(window, verdict, None, event, elapsed))
         if window.observations:
             self._observe_age("end_to_end", max(o.ts for o in window.observations))
 

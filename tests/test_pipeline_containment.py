@@ -227,3 +227,52 @@ def test_an_entry_is_cut_to_its_bound_with_a_visible_marker() -> None:
     assert cut == 3 * (10_000 - 4096)  # text, behaviour and raw
     short = entry("short")
     assert cap_entry(short, 4096) == (short, 0)
+
+
+class Watching(Collecting):
+    """Notes how many windows the recorder had settled when each alert reached it; can hold an alert back."""
+
+    def __init__(self, recorder: TrialRecorder, *, hold: bool = False) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.settled_before: list[int] = []
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def publish(self, event: AlertEvent) -> None:
+        self.settled_before.append(len(self.recorder.settled))
+        self.arrived.set()
+        await self.release.wait()
+        self.events.append(event)
+
+
+async def test_the_alert_reaches_the_sinks_before_its_window_is_recorded() -> None:
+    """The person waits for the alert, not for the history: observers hear of the window after the sinks."""
+    stats, recorder = Stats(), TrialRecorder()
+    sink = Watching(recorder)
+    source = ListSource("kitchen", [entry(f"Sam climbs the ladder {n}") for n in range(2)],
+                        gate=one_at_a_time(recorder))
+    run = pipeline([(source, "kitchen")], FlakyAssessor(fail=set()), [sink], stats, recorder,
+                   exit_when_sources_end=True)
+    async with asyncio.timeout(10):
+        await run.run()
+    assert sink.settled_before == [0, 1]
+    assert len(recorder.settled) == 2 and stats.windows_assessed == 2
+
+
+async def test_a_window_whose_alert_is_stuck_in_a_sink_at_shutdown_is_still_recorded() -> None:
+    """Shutdown gives up on a worker whose sink never returns; the window it assessed is recorded all the same."""
+    stats, recorder = Stats(), TrialRecorder()
+    sink = Watching(recorder, hold=True)  # never released: a sink that hangs
+    source = ListSource("kitchen", [entry("Sam climbs the ladder")])
+    run = pipeline([(source, "kitchen")], FlakyAssessor(fail=set()), [sink], stats, recorder,
+                   shutdown_timeout_s=0.2)
+    task = asyncio.create_task(run.run())
+    async with asyncio.timeout(10):
+        await sink.arrived.wait()
+        run.stop()
+        await task
+    assert sink.events == []
+    assert len(recorder.settled) == 1 and stats.windows_assessed == 1
