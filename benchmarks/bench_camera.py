@@ -320,7 +320,9 @@ def write_section(intro: list[str], parts: dict[str, list[str]]) -> None:
     """Write the Cameras section of docs/benchmarks.md; subsections not measured this time are kept."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    start = text.find(HEADING + "\n")
+    # At a line's start: "### Cameras" elsewhere in the file must not be taken for the section.
+    found = text.find("\n" + HEADING + "\n")
+    start = -1 if found == -1 else found + 1
     before, after, old = text.rstrip() + "\n\n", "", ""
     if start != -1:
         end = text.find("\n## ", start + len(HEADING))
