@@ -23,7 +23,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from replay.errors import RunLogError
-from replay.runlog import read_log_lines
+from replay.runlog import latest_per_key, read_log_lines
 
 log = structlog.get_logger(__name__)
 HISTORY_LOG_VERSION = 1
@@ -86,12 +86,7 @@ class HistoryRun:
     @property
     def segments(self) -> list[SegmentRecord]:
         """One record per segment: the last ``ok`` one, else the last one."""
-        chosen: dict[str, SegmentRecord] = {}
-        for record in self.lines:
-            current = chosen.get(record.id)
-            if current is None or record.status == "ok" or current.status != "ok":
-                chosen[record.id] = record
-        return list(chosen.values())
+        return latest_per_key(self.lines, lambda record: record.id)
 
     @property
     def finished(self) -> set[str]:

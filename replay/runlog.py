@@ -17,10 +17,10 @@ does those trials again (their model answers come from the cache). When a pair
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -167,12 +167,7 @@ class RunData:
     @property
     def trials(self) -> list[TrialRecord]:
         """One record per (sample, trial): the last ``ok`` one, else the last one."""
-        chosen: dict[tuple[str, int], TrialRecord] = {}
-        for record in self.lines:
-            current = chosen.get(record.pair)
-            if current is None or record.status == "ok" or current.status != "ok":
-                chosen[record.pair] = record
-        return list(chosen.values())
+        return latest_per_key(self.lines, lambda record: record.pair)
 
     @property
     def finished(self) -> set[tuple[str, int]]:
@@ -220,6 +215,25 @@ def _problem(exc: ValidationError) -> str:
         return f"not a run-log record (type must be one of {', '.join(_KINDS)})"
     place = ".".join(str(part) for part in loc[1:]) or "<root>"
     return f"invalid {loc[0]} record: {place}: {first['msg']}"
+
+
+class _Attempt(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+Attempt = TypeVar("Attempt", bound=_Attempt)
+
+
+def latest_per_key(records: Iterable[Attempt], key: Callable[[Attempt], Hashable]) -> list[Attempt]:
+    """One record per key, in first-seen order: the last ``ok`` one, else the last one (a resumed run's
+    log holds every attempt of a trial or a segment)."""
+    chosen: dict[Hashable, Attempt] = {}
+    for record in records:
+        current = chosen.get(key(record))
+        if current is None or record.status == "ok" or current.status != "ok":
+            chosen[key(record)] = record
+    return list(chosen.values())
 
 
 def read_run_log(path: Path, *, missing_ok: bool = False) -> RunData:
