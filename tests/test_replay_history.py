@@ -37,6 +37,7 @@ from tests.support.household import (
 from tests.support.mosquitto import Mosquitto, Recorder, publish, retained
 from tests.support.openai_server import Action, ScriptedOpenAIServer, reply
 from tests.support.paths import REPO
+from tests.support.replay_cli import kill_replay_after, run_log_lines
 
 WINDOWS = 185  # a week of the household, each entry its own window
 HOB_WINDOWS = 21  # three windows a day hold "hob on low"
@@ -203,20 +204,6 @@ def _responder(body: dict[str, Any]) -> Action:
     return reply(SAFE, delay_s=0.01)
 
 
-def _segment_lines(runs: Path) -> list[dict[str, Any]]:
-    if not runs.is_file():
-        return []
-    found = []
-    for line in runs.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written
-        if record.get("type") == "segment":
-            found.append(record)
-    return found
-
-
 def test_a_killed_replay_resumes_and_an_identical_one_is_answered_from_the_cache(state: Path, tmp_path: Path) -> None:
     """As with PaSBench: a killed run resumes without asking again for finished segments, and an identical
     re-run makes no model call at all and scores the same."""
@@ -227,22 +214,9 @@ def test_a_killed_replay_resumes_and_an_identical_one_is_answered_from_the_cache
         config.write_text(f'[model]\nbackend = "openai"\nbase_url = "{server.base_url}"\nmodel = "calm-vlm"\n'
                           "max_retries = 0\nconcurrency = 1\n")
         args = ["history", "--from", str(state), "--config", str(config), "--out", str(out), "--no-progress"]
-        process = subprocess.Popen([sys.executable, "-m", "replay.cli", *args], cwd=REPO,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 120
-            while len(_segment_lines(out / "runs.jsonl")) < 4:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "no segment finished within 120 s"
-                time.sleep(0.02)
-            process.kill()
-        finally:
-            process.wait(timeout=10)
-            if process.stderr is not None:
-                process.stderr.close()
+        kill_replay_after(args, out / "runs.jsonl", kind="segment", count=4, timeout_s=120)
         first_calls = server.calls
-        finished = {s["id"]: s for s in _segment_lines(out / "runs.jsonl") if s["status"] == "ok"}
+        finished = {s["id"]: s for s in run_log_lines(out / "runs.jsonl", "segment") if s["status"] == "ok"}
         assert 4 <= len(finished) < 24, "the run must have been interrupted mid-way"
         finished_prompts = {json.dumps(_user(body)) for body in server.requests[:first_calls]
                             if _segment_of(body) in finished}

@@ -4,10 +4,6 @@ finished trials; calls are counted at a scripted OpenAI-compatible server on 127
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,27 +11,12 @@ from typing import Any
 from replay.cli import main as replay_main
 from replay.runlog import read_run_log
 from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply
-
-REPO = Path(__file__).resolve().parents[1]
-PASBENCH = REPO.parent / "shared" / "pasbench"
+from tests.support.paths import PASBENCH
+from tests.support.replay_cli import kill_replay_after, run_log_lines
 
 
 def _request_id(messages: list[dict[str, Any]], seed: int | None) -> str:
     return json.dumps([messages, seed], sort_keys=True)
-
-
-def _trial_lines(runs: Path) -> list[dict[str, Any]]:
-    if not runs.is_file():
-        return []
-    lines = []
-    for line in runs.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line being written
-        if record["type"] == "trial":
-            lines.append(record)
-    return lines
 
 
 def test_killed_run_resumes_without_recalling_finished_trials(tmp_path: Path) -> None:
@@ -48,22 +29,10 @@ def test_killed_run_resumes_without_recalling_finished_trials(tmp_path: Path) ->
         args = ["pasbench", "--data", str(PASBENCH), "--out", str(out), "--config", str(config),
                 "--judge-base-url", judge.base_url, "--judge-model", "scripted-judge", "--limit", "2",
                 "--trials", "4", "--modality", "text", "--no-safe-controls", "--concurrency", "2", "--no-progress"]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "replay.cli", *args], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 60
-            while len(_trial_lines(out / "runs.jsonl")) < 2:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "no trial finished within 60 s"
-                time.sleep(0.02)
-            process.kill()
-        finally:
-            process.wait(timeout=10)
-            if process.stderr is not None:
-                process.stderr.close()
+        kill_replay_after(args, out / "runs.jsonl", kind="trial", count=2, timeout_s=60)
         first_run_calls = model.calls
-        finished = {(t["sample"], t["trial"]): t for t in _trial_lines(out / "runs.jsonl") if t["status"] == "ok"}
+        trials = run_log_lines(out / "runs.jsonl", "trial")
+        finished = {(t["sample"], t["trial"]): t for t in trials if t["status"] == "ok"}
         assert 2 <= len(finished) < 8, "the run must have been interrupted mid-way"
         finished_requests = {_request_id(c["request"], c["seed"]) for t in finished.values() for c in t["calls"]}
 
