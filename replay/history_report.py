@@ -8,13 +8,12 @@ written to ``OUT/plots/`` so a page can show them.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from replay.history_score import LATENCY_EDGES, SIDES
-from replay.report import bar_chart, histogram, markdown_to_html, md_table, number, pct
+from replay.report import bar_chart, histogram, markdown_to_html, md_table, number, pct, write_report_files
 
 DISAGREEMENTS_IN_REPORT = 50
 _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms avoided"),
@@ -23,11 +22,7 @@ _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms a
 
 def write_history_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     """Write scores.json, report.md, report.html and plots/*.svg into `out`; return the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "scores.json", out / "report.md", out / "report.html"]
-    paths[0].write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[1].write_text(render_markdown(scores), encoding="utf-8")
-    paths[2].write_text(render_html(scores), encoding="utf-8")
+    paths = write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores))
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     for name, svg in plot_files(scores).items():

@@ -20,11 +20,16 @@ METRICS = (("accuracy", "Accuracy"), ("potential", "Potential"), ("robustness", 
 
 def write_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     """Write scores.json, report.md and report.html into `out`; return their paths."""
+    return write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores))
+
+
+def write_report_files(scores: dict[str, Any], out: Path, *, markdown: str, html: str) -> list[Path]:
+    """Write `scores` as scores.json and the rendered reports as report.md and report.html into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "scores.json", out / "report.md", out / "report.html"]
     paths[0].write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[1].write_text(render_markdown(scores), encoding="utf-8")
-    paths[2].write_text(render_html(scores), encoding="utf-8")
+    paths[1].write_text(markdown, encoding="utf-8")
+    paths[2].write_text(html, encoding="utf-8")
     return paths
 
 
