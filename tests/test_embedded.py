@@ -137,3 +137,15 @@ def test_the_embedded_server_dies_with_a_killed_monitor(tmp_path: Path) -> None:
     # A zombie is gone from the process table once init reaps it; a live server would still have a cmdline.
     status = Path(f"/proc/{server_pid}/status")
     assert not status.exists() or "zombie" in status.read_text().lower()
+
+
+def test_a_crash_by_signal_names_the_likely_build_problem() -> None:
+    """A llama.cpp compiled for instructions the CPU cannot run dies by SIGSEGV or SIGILL on the first call."""
+    import signal
+
+    from monitor.backends.embedded import _crash_hint
+
+    assert "GGML_NATIVE=OFF" in _crash_hint(-signal.SIGSEGV)
+    assert "SIGILL" in _crash_hint(-signal.SIGILL)
+    assert _crash_hint(-signal.SIGKILL) == ""  # the OOM killer or a person: not a build problem
+    assert _crash_hint(1) == ""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -174,9 +175,9 @@ class EmbeddedBackend:
         try:
             reply = await client.complete(request)
         except TransientBackendError as exc:
-            if self._exit_code() is not None:
-                raise TransientBackendError(f"embedded model server died during the call (exit code "
-                                            f"{self._exit_code()}); it is started again for the next window: "
+            if (code := self._exit_code()) is not None:
+                raise TransientBackendError(f"embedded model server died during the call (exit code {code})"
+                                            f"{_crash_hint(code)}; it is started again for the next window: "
                                             f"{self._log_tail()}") from exc
             raise
         self._restarts.reset()
@@ -209,6 +210,15 @@ class EmbeddedBackend:
     def _exit_code(self) -> int | None:
         process = self._process
         return process.returncode if process is not None else None
+
+
+def _crash_hint(exit_code: int) -> str:
+    """What a crash signal usually means for a llama.cpp build; empty for other exits."""
+    if exit_code in (-signal.SIGILL, -signal.SIGSEGV, -signal.SIGBUS):
+        return (f" by signal {signal.Signals(-exit_code).name}, usually llama.cpp compiled for instructions this"
+                " CPU or virtual machine does not run (AMX, AVX-512): reinstall it with"
+                " CMAKE_ARGS=-DGGML_NATIVE=OFF, as `make install` does")
+    return ""
 
 
 def _answers(url: str) -> bool:
