@@ -8,12 +8,11 @@ written to ``OUT/plots/`` so a page can show them.
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from replay.history_score import LATENCY_EDGES, SIDES
-from replay.report import bar_chart, histogram, markdown_to_html, md_table, number, pct, write_report_files
+from replay.report import bar_chart, histogram, html_page, markdown_to_html, md_table, number, pct, write_report_files
 
 DISAGREEMENTS_IN_REPORT = 50
 _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms avoided"),
@@ -269,18 +268,5 @@ def latency_plot(scores: dict[str, Any]) -> str | None:
 
 def render_html(scores: dict[str, Any]) -> str:
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plot_files(scores).values())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape("Replay of the home's history")}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-p.item {{ margin: 0.2em 0 0.2em 1em; }}
-figure {{ margin: 1em 0; }}
-</style></head><body>
-{markdown_to_html(render_markdown(scores).split(chr(10)))}
-<h2>Plots</h2>
-{figures}
-</body></html>
-"""
+    body = markdown_to_html(render_markdown(scores).split("\n"))
+    return html_page("Replay of the home's history", f"{body}\n<h2>Plots</h2>\n{figures}")

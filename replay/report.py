@@ -430,6 +430,23 @@ def _inline(text: str) -> str:
     return out
 
 
+_STYLE = """
+body { font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+th { background: #f3f3f3; }
+p.item { margin: 0.2em 0 0.2em 1em; }
+p.banner { background: #fff3cd; border: 1px solid #e0c36c; padding: 8px; }
+figure { margin: 1em 0; }
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A whole report page in the style both replays' reports share."""
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>\n'
+            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
 def render_html(scores: dict[str, Any]) -> str:
     markdown = render_markdown(scores).split("\n")
     plots = [severity_plot(scores), correct_plot(scores)]
@@ -441,20 +458,4 @@ def render_html(scores: dict[str, Any]) -> str:
     if (scores.get("judge") or {}).get("approximate"):
         banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
                    "Use an LLM judge for numbers comparable with the paper.</p>")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>PaSBench replay report</title>
-<style>
-body {{ font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-p.item {{ margin: 0.2em 0 0.2em 1em; }}
-p.banner {{ background: #fff3cd; border: 1px solid #e0c36c; padding: 8px; }}
-figure {{ margin: 1em 0; }}
-</style></head><body>
-{banner}
-{markdown_to_html(markdown)}
-<h2>Plots</h2>
-{figures}
-</body></html>
-"""
+    return html_page("PaSBench replay report", f"{banner}\n{markdown_to_html(markdown)}\n<h2>Plots</h2>\n{figures}")
