@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-# The embedded model server (llama-cpp-python) compiles from source: about 6 minutes on 2 cores, once.
+# The embedded model server (llama-cpp-python) compiles from source: about 5 minutes on 2 cores, once.
 # On x86-64 it is built for AVX2 rather than -march=native: a native build on a CPU that reports AMX
 # (Sapphire Rapids) runs AMX tile kernels that die with a general protection fault in virtual machines,
 # and a wheel built natively on one machine is not safe on another. --no-cache-dir: pip's wheel cache
