@@ -21,11 +21,12 @@ _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms a
 
 def write_history_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     """Write scores.json, report.md, report.html and plots/*.svg into `out`; return the paths."""
-    paths = write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores))
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    for name, svg in plot_files(scores).items():
-        path = plots / f"{name}.svg"
+    plots = plot_files(scores)  # drawn once: on the page and as files
+    paths = write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores, plots))
+    folder = out / "plots"
+    folder.mkdir(exist_ok=True)
+    for name, svg in plots.items():
+        path = folder / f"{name}.svg"
         path.write_text(svg + "\n", encoding="utf-8")
         paths.append(path)
     return paths
@@ -266,7 +267,8 @@ def latency_plot(scores: dict[str, Any]) -> str | None:
 # -- HTML ---------------------------------------------------------------------------------------------
 
 
-def render_html(scores: dict[str, Any]) -> str:
-    figures = "\n".join(f"<figure>{svg}</figure>" for svg in plot_files(scores).values())
+def render_html(scores: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report page, showing `plots` (from `plot_files`)."""
+    figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots.values())
     body = markdown_to_html(render_markdown(scores).split("\n"))
     return html_page("Replay of the home's history", f"{body}\n<h2>Plots</h2>\n{figures}")

@@ -230,9 +230,10 @@ def latest_per_key(records: Iterable[Attempt], key: Callable[[Attempt], Hashable
     log holds every attempt of a trial or a segment)."""
     chosen: dict[Hashable, Attempt] = {}
     for record in records:
-        current = chosen.get(key(record))
+        name = key(record)
+        current = chosen.get(name)
         if current is None or record.status == "ok" or current.status != "ok":
-            chosen[key(record)] = record
+            chosen[name] = record
     return list(chosen.values())
 
 
