@@ -23,10 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults + MONITOR_* env)")
 
     check = commands.add_parser("check-config", help="validate a config file; exit 1 with one line per problem")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, metavar="FILE", help="the TOML config file to check (as `monitor run "
+                                                                  "--config FILE` would load it, env and secrets too)")
 
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
-    inspect.add_argument("file", type=Path)
+    inspect.add_argument("file", type=Path, metavar="FILE",
+                         help="an activity log (JSON lines, plain text, PaSBench blocks) or a PaSBench eval JSON array")
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
     from monitor.history.parser import add_parsers
 
