@@ -23,10 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults + MONITOR_* env)")
 
     check = commands.add_parser("check-config", help="validate a config file; exit 1 with one line per problem")
-    check.add_argument("config", type=Path)
+    check.add_argument("config", type=Path, metavar="FILE", help="the TOML config file to check (as `monitor run "
+                                                                  "--config FILE` would load it, env and secrets too)")
 
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
-    inspect.add_argument("file", type=Path)
+    inspect.add_argument("file", type=Path, metavar="FILE",
+                         help="an activity log (JSON lines, plain text, PaSBench blocks) or a PaSBench eval JSON array")
     inspect.add_argument("--format", choices=["auto", "jsonl", "text", "pasbench"], default="auto")
     from monitor.history.parser import add_parsers
 
@@ -100,12 +102,33 @@ def _ack(args: argparse.Namespace) -> int:
     if state_dir is None:
         from monitor.settings import load_settings
 
-        state_dir = load_settings(args.config).service.state_dir
+        settings = load_settings(args.config)
+        if args.zone is not None and args.zone not in settings.zone_ids():
+            print(f"error: --zone {args.zone!r} is not a zone of this configuration; its zones: "
+                  f"{', '.join(settings.zone_ids()) or 'none'}", file=sys.stderr)
+            return 2
+        state_dir = settings.service.state_dir
     answer = request_ack(state_dir, alert_id=args.alert_id, zone=args.zone,
                          by=args.by or f"cli:{getpass.getuser()}", timeout_s=args.timeout)
     status = answer.get("status")
-    print(f"{status}: {answer.get('detail', '')}")
+    print(_ack_sentence(status, answer, args))
     return 0 if status in ("acknowledged", "already_acknowledged") else 1
+
+
+def _ack_sentence(status: object, answer: dict[str, object], args: argparse.Namespace) -> str:
+    """One sentence a person reads: what was acknowledged, or why nothing was."""
+    ids = answer.get("alert_ids")
+    named = ", ".join(str(i) for i in ids) if isinstance(ids, list) and ids else None
+    where = f" in zone {args.zone}" if args.zone else ""
+    if status == "acknowledged":
+        count = len(ids) if isinstance(ids, list) else 0
+        return f"Acknowledged {count} alert{'s' if count != 1 else ''}{where}: {named}."
+    if status == "already_acknowledged":
+        return f"Already acknowledged{where}: {answer.get('detail', named)}."
+    if status == "not_found":
+        what = f"alert {args.alert_id}" if args.alert_id else "alert"
+        return f"Nothing acknowledged: no open {what}{where}."
+    return f"Nothing acknowledged ({status}): {answer.get('detail', '')}"
 
 
 def _run(config: Path | None) -> int:

@@ -12,14 +12,16 @@ section lives beside the feature it configures.
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
@@ -130,6 +132,9 @@ _OTHER_VARIABLES = frozenset({"secrets_dir", "judge_api_key", "ha_python"})
 def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Things worth a person's attention in a valid configuration: one line each, naming the key."""
     warnings: list[str] = []
+    if not settings.sources and not settings.cameras:
+        warnings.append("sources: none configured ([[sources]] or [[cameras]]): the monitor watches nothing and "
+                        "will warn about nothing; add an activity log, stdin, MQTT or camera source")
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
@@ -270,6 +275,34 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: <toml>: not UTF-8 text ({exc.reason})"]) from None
 
 
+def _nearest_key(loc: tuple[int | str, ...]) -> str | None:
+    """The valid key closest to a misspelled one (`model.temprature` -> `temperature`), if one is close."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+        if model is None:
+            return None
+    fields = getattr(model, "model_fields", {})
+    names = [*fields, *(f.alias for f in fields.values() if f.alias)]
+    found = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.7)
+    return found[0] if found else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if (found := _model_in(argument)) is not None:
+            return found
+    return None
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for part in loc:
@@ -283,6 +316,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
 def _reason(error: Any) -> str:
     # Never echo the input: it may be a secret.
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        nearest = _nearest_key(error["loc"])
+        return f"unknown key (did you mean '{nearest}'?)" if nearest else "unknown key"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")

@@ -77,9 +77,10 @@ async def test_the_command_line_prints_the_answer_and_exits_by_it(tmp_path: Path
         open_alert(loop.alerts, "garage")
         code = await asyncio.to_thread(main, ["ack", "--zone", "garage", "--state-dir", str(tmp_path), "--by", "ann"])
         assert code == 0
-        assert "\nacknowledged: acknowledged 1 alert(s)" in "\n" + capsys.readouterr().out
+        said = [line for line in capsys.readouterr().out.splitlines() if "[info" not in line]  # the daemon's log
+        assert len(said) == 1 and said[0].startswith("Acknowledged 1 alert in zone garage: ")
         code = await asyncio.to_thread(main, ["ack", "0123456789abcdef", "--state-dir", str(tmp_path)])
-        assert code == 1 and "\nnot_found: no open alert matches" in "\n" + capsys.readouterr().out
+        assert code == 1 and "\nNothing acknowledged: no open alert 0123456789abcdef.\n" in "\n" + capsys.readouterr().out
     assert loop.events[0].alert.acknowledged_by == "ann"
 
 
@@ -134,3 +135,23 @@ async def test_a_broken_spool_folder_never_stops_the_alert_lifecycle(tmp_path: P
     assert [e.type for e in events] == ["ack"]
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
         "monitor ack requests cannot be read or answered"]
+
+
+def test_a_zone_the_configuration_does_not_have_is_refused_with_its_zones(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`monitor ack --zone attic` said only `not_found`: a typo must name the zones there are."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(f'''
+[service]
+state_dir = "{tmp_path / 'state'}"
+[model]
+backend = "scripted"
+script = "{tmp_path / 'script.json'}"
+[[sources]]
+id = "k"
+kind = "stdin"
+zone = "kitchen"
+''')
+    assert main(["ack", "--zone", "attic", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "'attic' is not a zone of this configuration" in error and "kitchen" in error

@@ -35,7 +35,11 @@ def test_every_example_config_is_valid(path: Path) -> None:
 
 
 BROKEN = [
-    ("[model]\nbackend = 'openai'\nbase_url = 'http://x/v1'\ntemprature = 0.3\n", "model.temprature: unknown key"),
+    ("[model]\nbackend = 'openai'\nbase_url = 'http://x/v1'\ntemprature = 0.3\n",
+     "model.temprature: unknown key (did you mean 'temperature'?)"),
+    ("[[sources]]\nid = 'a'\nkind = 'stdin'\nfromstart = true\n", "sources[0].fromstart: unknown key (did you mean "
+     "'from_start'?)"),
+    ("[mqtt]\nhost = 'x'\n[mqtt.tls]\nca_fiel = 'ca.pem'\n", "mqtt.tls.ca_fiel: unknown key (did you mean 'ca_file'?)"),
     ("[windows]\nmax_entries = 'many'\n", "windows.max_entries: Input should be a valid integer"),
     ("[model]\nbackend = 'openai'\n", "model: backend 'openai' needs base_url"),
     ("[[sources]]\nid = 'a'\npath = 'x.log'\n[[sources]]\nid = 'a'\npath = 'y.log'\n", "duplicate source id 'a'"),
@@ -112,3 +116,12 @@ def test_relative_input_paths_resolve_against_the_config_folder(tmp_path: Path) 
     path = tmp_path / "sub" / "c.toml"
     path.write_text("[[sources]]\nid = 'a'\nkind = 'replay'\npath = 'logs/a.log'\n")
     assert load_settings(path).sources[0].path == tmp_path / "sub" / "logs" / "a.log"
+
+
+def test_a_config_without_sources_is_warned_about_loudly(tmp_path: Path) -> None:
+    """`monitor run` with a backend and no sources logged "monitor ready" and watched nothing."""
+    path = tmp_path / "nothing.toml"
+    path.write_text("[model]\nbackend = 'openai'\nbase_url = 'http://127.0.0.1:9/v1'\n")
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: warning: sources: none configured" in result.stdout and "watches nothing" in result.stdout

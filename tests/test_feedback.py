@@ -4,6 +4,7 @@ Home Assistant paths against a real mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.alerts import AlertEvent
 from monitor.history.desk import FeedbackDesk
 from monitor.history.discovery import MISSED_BUTTON_MINUTES, button_payload
 from monitor.history.feedback import (
@@ -159,7 +161,8 @@ def test_cli_feedback_while_the_daemon_holds_the_store(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "stored: false_alarm on alert a1 (kitchen" in result.stdout
         daemon.index_alert(alert_event("garage", 2, alert_id="a2"))  # the daemon goes on writing
-        result = _cli("feedback", "--zone", "garage", "--missed", "--from", "20m", "--to", "5m", "--state", str(state))
+        result = _cli("feedback", "--zone", "garage", "--missed", "--from", "20min", "--to", "5min",
+                      "--state", str(state))
         assert result.returncode == 0, result.stderr
         entries = daemon.entries()
     assert [(e.label, e.alert_id, e.via, e.note) for e in entries] == [
@@ -167,7 +170,7 @@ def test_cli_feedback_while_the_daemon_holds_the_store(tmp_path: Path) -> None:
     assert 890 < entries[1].end - entries[1].start < 910
     listing = _cli("feedback", "--list", "--state", str(state))
     assert "a1" in listing.stdout and "[false_alarm]" in listing.stdout and "a2" in listing.stdout
-    assert "2 alerts since" in listing.stdout
+    assert "2 alerts and 1 missed hazards reported since" in listing.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -297,3 +300,49 @@ def test_desk_refuses_latest_of_a_zone_without_alerts(tmp_path: Path) -> None:
             "zone 'kitchen' has no alert yet"
         assert desk.handle_feedback_message(button_payload("hall", "helpful").encode()).reason == \
             "unknown zone 'hall'"
+
+
+def test_a_missed_report_for_a_zone_the_monitor_does_not_watch_is_refused(tmp_path: Path) -> None:
+    """MQTT refused a missed report for an unknown zone; the CLI stored it. Both refuse now, naming the zones."""
+    state = tmp_path / "state"
+    with FeedbackStore(state / "feedback.sqlite3") as store:
+        store.index_alert(alert_event("kitchen", 1, alert_id="a1"))
+        result = _cli("feedback", "--zone", "attic", "--missed", "--from", "20min", "--state", str(state))
+        assert result.returncode == 1
+        assert "'attic' is not a zone the monitor watches" in result.stderr and "kitchen" in result.stderr
+        assert store.entries() == []
+    config = tmp_path / "monitor.toml"
+    config.write_text(f'''
+[service]
+state_dir = "{state}"
+[model]
+backend = "scripted"
+script = "{tmp_path / 'script.json'}"
+[[sources]]
+id = "g"
+kind = "stdin"
+zone = "garage"
+''')
+    result = _cli("feedback", "--zone", "attic", "--missed", "--from", "20min", "--config", str(config))
+    assert result.returncode == 1 and "the configuration's zones: garage" in result.stderr
+    result = _cli("feedback", "--zone", "garage", "--missed", "--from", "20min", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_list_shows_every_label_missed_reports_and_the_severity_an_alert_was_raised_at(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with FeedbackStore(state / "feedback.sqlite3") as store:
+        raised = alert_event("kitchen", 1, alert_id="a1", severity="warning")
+        store.index_alert(raised)
+        escalated = AlertEvent("escalate", dataclasses.replace(raised.alert, severity="critical"), at=time.time())
+        store.index_alert(escalated)
+        store.add(Feedback("unclear", alert_id="a1", via="cli"))
+        store.add(Feedback("helpful", alert_id="a1", via="cli"))
+        now = time.time()
+        store.add(missed("kitchen", now - 600, now - 300, note="the kettle boiled dry", via="cli", now=now))
+    listing = _cli("feedback", "--list", "--state", str(state))
+    assert listing.returncode == 0, listing.stderr
+    line = next(line for line in listing.stdout.splitlines() if "a1" in line)
+    assert "  warning  " in line and "critical" not in line and "[unclear, helpful]" in line
+    assert "missed hazard reported" in listing.stdout and "the kettle boiled dry" in listing.stdout
+    assert "1 alerts and 1 missed hazards reported since" in listing.stdout

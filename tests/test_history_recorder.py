@@ -3,12 +3,15 @@ format, retention by age and size, and `monitor history purge` (while records ar
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +247,7 @@ def test_purge_by_zone_age_and_all_while_records_are_appended(tmp_path: Path) ->
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        result = _purge(state, "--zone", "garage")
+        result = _purge(state, "--zone", "garage", "--yes")
     finally:
         stop.set()
         thread.join()
@@ -255,11 +258,11 @@ def test_purge_by_zone_age_and_all_while_records_are_appended(tmp_path: Path) ->
     assert {r["at"] - START for r in kept if r["at"] - START >= 1000} == set(appended)  # nothing lost
     assert not (state / "history" / "frames" / today / "garage").exists()
 
-    result = _purge(state, "--older-than", "30d")  # the records are from January, long ago
+    result = _purge(state, "--older-than", "30d", "--yes")  # the records are from January, long ago
     assert result.returncode == 0 and f"{len(kept)} records" in result.stdout
     assert records(state / "history") == []
     files.append(today, "{}\n")
-    assert _purge(state, "--all").returncode == 0 and files.days() == []
+    assert _purge(state, "--all", "--yes").returncode == 0 and files.days() == []
 
 
 def test_purge_needs_exactly_one_rule(tmp_path: Path) -> None:
@@ -267,3 +270,70 @@ def test_purge_needs_exactly_one_rule(tmp_path: Path) -> None:
     assert _purge(tmp_path, "--zone", "a", "--all").returncode == 2
     bad = _purge(tmp_path, "--older-than", "a month")
     assert bad.returncode == 1 and "'a month' is not a duration" in bad.stderr
+
+
+def _history_with(state: Path, count: int) -> HistoryFiles:
+    files = HistoryFiles(state / "history")
+    now = time.time()
+    for n in range(count):
+        files.append(utc_day(now), json.dumps({"type": "window", "at": now - n, "zone": "kitchen"}) + "\n")
+    return files
+
+
+@pytest.mark.parametrize("duration", ["1m", "1M", "2mo", "1month", "3y", "10"])
+def test_purge_refuses_a_duration_whose_unit_is_ambiguous_or_missing(tmp_path: Path, duration: str) -> None:
+    """`--older-than 1m` deleted everything (a minute, to the monitor; a month, to the person)."""
+    state = tmp_path / "state"
+    _history_with(state, 5)
+    result = _purge(state, "--older-than", duration, "--yes")
+    assert result.returncode == 1
+    assert f"{duration!r} is not a duration" in result.stderr and "min" in result.stderr
+    assert len(records(state / "history")) == 5
+
+
+def test_purge_minutes_are_spelled_min(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _history_with(state, 5)
+    result = _purge(state, "--older-than", "90min", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "0 records" in result.stdout or "nothing to delete" in result.stdout
+    assert len(records(state / "history")) == 5
+
+
+def test_purge_dry_run_says_what_would_go_and_deletes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _history_with(state, 7)
+    result = _purge(state, "--all", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "7 records and 0 frames would be removed" in result.stdout and "dry run: nothing deleted" in result.stdout
+    assert len(records(state / "history")) == 7
+
+
+def test_purge_without_yes_refuses_when_nobody_can_answer(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _history_with(state, 3)
+    result = _purge(state, "--all")  # standard input is not a terminal
+    assert result.returncode == 1
+    assert "3 records and 0 frames would be removed" in result.stdout and "--yes" in result.stderr
+    assert len(records(state / "history")) == 3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("typed", "deleted"), [("y\n", True), ("yes\n", True), ("\n", False), ("n\n", False)])
+def test_purge_asks_a_person_at_a_terminal(tmp_path: Path, typed: str, deleted: bool) -> None:
+    from monitor.history.cli import history_command
+    from monitor.history.parser import add_parsers
+
+    state = tmp_path / "state"
+    _history_with(state, 4)
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["history", "purge", "--all", "--state-dir", str(state)])
+    out = io.StringIO()
+    code = history_command(args, out, answer=_Terminal(typed))
+    assert "Delete them? [y/N]" in out.getvalue()
+    assert (code, len(records(state / "history"))) == ((0, 0) if deleted else (1, 4))

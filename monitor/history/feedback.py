@@ -276,6 +276,8 @@ class FeedbackStore:
         if event.type == "end":
             self._run("UPDATE alerts SET ended_at = ? WHERE id = ?", (event.at, alert.id))
             return
+        if event.type not in ("new", "update"):
+            return  # an escalation raises the severity it is told at, not the alert's: the index keeps the model's
         row = self.alert(alert.id)
         windows = [*(row.windows if row else ()), alert.window_id]
         self._run(
@@ -343,20 +345,23 @@ class FeedbackStore:
         counted = dict(self._run("SELECT label, COUNT(*) FROM feedback GROUP BY label"))
         return {label: int(counted.get(label, 0)) for label in LABELS}
 
-    def purge(self, *, before: float | None = None, zone: str | None = None, everything: bool = False) -> int:
-        """Delete feedback and indexed alerts by age (events ended before `before`), zone, or all; the rows gone."""
+    def purge(self, *, before: float | None = None, zone: str | None = None, everything: bool = False,
+              dry_run: bool = False) -> int:
+        """Delete feedback and indexed alerts by age (events ended before `before`), zone, or all; the rows gone
+        (with `dry_run`, the rows that would go, and nothing is deleted)."""
         if everything:
-            queries: tuple[tuple[str, tuple[Any, ...]], ...] = (
-                ("DELETE FROM feedback RETURNING id", ()), ("DELETE FROM alerts RETURNING id", ()))
+            where: tuple[tuple[str, str, tuple[Any, ...]], ...] = (("feedback", "1", ()), ("alerts", "1", ()))
         elif zone is not None:
-            queries = (("DELETE FROM feedback WHERE zone = ? RETURNING id", (zone,)),
-                       ("DELETE FROM alerts WHERE zone = ? RETURNING id", (zone,)))
+            where = (("feedback", "zone = ?", (zone,)), ("alerts", "zone = ?", (zone,)))
         elif before is not None:
-            queries = (("DELETE FROM feedback WHERE end < ? RETURNING id", (before,)),
-                       ("DELETE FROM alerts WHERE updated_at < ? RETURNING id", (before,)))
+            where = (("feedback", "end < ?", (before,)), ("alerts", "updated_at < ?", (before,)))
         else:
             return 0
-        return sum(len(self._run(sql, params)) for sql, params in queries)
+        verb = "SELECT id FROM" if dry_run else "DELETE FROM"
+        returning = "" if dry_run else " RETURNING id"
+        # Table names and conditions are the fixed strings above; values go as parameters.
+        return sum(len(self._run(f"{verb} {table} WHERE {condition}{returning}", params))
+                   for table, condition, params in where)
 
 
 def _schema(db: sqlite3.Connection, path: Path) -> None:

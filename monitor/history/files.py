@@ -59,8 +59,9 @@ class Purged:
     bytes: int = 0
     unreadable_kept: int = 0
 
-    def summary(self) -> str:
-        text = (f"{self.records} records and {self.frames} frames removed ({self.bytes / 1e6:.1f} MB, "
+    def summary(self, *, dry_run: bool = False) -> str:
+        verb = "would be removed" if dry_run else "removed"
+        text = (f"{self.records} records and {self.frames} frames {verb} ({self.bytes / 1e6:.1f} MB, "
                 f"{len(self.files)} files or folders)")
         if self.unreadable_kept:
             text += f"; {self.unreadable_kept} unreadable lines kept (their zone and time cannot be read)"
@@ -315,3 +316,36 @@ def _count_lines(path: Path) -> int:
             return sum(1 for line in handle if line.strip())
     except OSError:
         return 0
+
+
+class PurgePreview(HistoryFiles):
+    """`monitor history purge --dry-run`: the same selection as `purge`, counted, with nothing removed."""
+
+    def _remove_day(self, day: str, purged: Purged) -> None:
+        path = self.day_file(day)
+        purged.records += _count_lines(path)
+        purged.bytes += _size(path)
+        purged.files.append(str(path))
+        self._remove_frames(day, purged)
+
+    def _remove_frames(self, day: str, purged: Purged, zone: str | None = None) -> None:
+        folder = self.folder / FRAMES / day / (zone or "")
+        frames = [path for path in folder.rglob("*") if path.is_file()] if folder.is_dir() else []
+        purged.frames += sum(path.suffix == ".jpg" for path in frames)
+        purged.bytes += sum(_size(path) for path in frames)
+        if frames:
+            purged.files.append(str(folder))
+
+    def _remove_old_frames(self, day: str, cutoff: float, purged: Purged) -> None:
+        old = [path for path in (self.folder / FRAMES / day).rglob("*.jpg") if path.stat().st_mtime < cutoff]
+        purged.frames += len(old)
+        purged.bytes += sum(_size(path) for path in old)
+
+    def _rewrite(self, day: str, drop: _Predicate, purged: Purged) -> None:
+        with self.day_file(day).open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                    purged.records += int(isinstance(record, dict) and bool(drop(record)))
+                except (ValueError, TypeError):
+                    purged.unreadable_kept += int(bool(line.strip()))

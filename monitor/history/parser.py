@@ -35,11 +35,14 @@ def add_parsers(commands: Any) -> None:
     actions = history.add_subparsers(dest="history_command", required=True)
     purge = actions.add_parser("purge", help="delete recorded windows and frames by age, zone, or all of them")
     which = purge.add_mutually_exclusive_group(required=True)
-    which.add_argument("--older-than", help="a duration: 30d, 12h, 2w")
     which.add_argument("--zone", help="every record of this zone")
     which.add_argument("--all", action="store_true", help="everything")
+    which.add_argument("--older-than", help="a duration: 30d, 12h, 90min, 2w (a bare 'm' is refused)")
     purge.add_argument("--keep-feedback", action="store_true",
                        help="keep the feedback and the alert index (deleted with the same rule by default)")
+    purge.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    purge.add_argument("--yes", action="store_true",
+                       help="delete without asking (needed when standard input is not a terminal)")
     _where(purge)
 
 

@@ -56,6 +56,7 @@ PROBLEM_LEVELS = ("WARNING", "ERROR", "CRITICAL")
 # HA reports some discovery payload flaws only at INFO (e.g. "MQTT device information always needs to include a
 # name"); the log config lets INFO through from the MQTT integration alone, so this is a strict check's levels.
 NOTICE_LEVELS = ("INFO", *PROBLEM_LEVELS)
+_PROBE_ID = "pm_ready_probe"
 _PROBLEM_WORDS = re.compile(r"mqtt|discovery", re.IGNORECASE)
 # "2025-04-30 12:00:00.123 WARNING (MainThread) [homeassistant.components.mqtt.entity] message"
 _RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ([A-Z]+) \(([^)]*)\) \[([^\]]+)\] ?(.*)$")
@@ -332,6 +333,7 @@ class HomeAssistant:
                                discovery_prefix=discovery_prefix, extra_yaml=extra_yaml)
         self.port = seed.http_port
         self.token = seed.token
+        self._mqtt = (mqtt_host, mqtt_port, mqtt_username, mqtt_password)
         self.mqtt_entry_id = seed.mqtt_entry_id
         self.log_path = config_dir / LOG_NAME
         self.console_path = config_dir / "console.log"
@@ -407,7 +409,9 @@ class HomeAssistant:
         self.stop()
 
     def wait_ready(self, timeout: float) -> None:
-        """Until `GET /api/` answers, HA is RUNNING, the MQTT entry is loaded and its client is connected."""
+        """Until `GET /api/` answers, HA is RUNNING, the MQTT entry is loaded, its client is connected and
+        MQTT discovery is subscribed (a discovery message published before that would be lost: a test run
+        first or alone would then wait for an entity HA never heard of)."""
         deadline = time.monotonic() + timeout
         stage = "GET /api/"
         while True:
@@ -429,6 +433,8 @@ class HomeAssistant:
                     if entry.get("state") == "loaded":
                         stage = "MQTT connected"
                 if stage == "MQTT connected" and self.mqtt_connected():
+                    stage = "MQTT discovery subscribed"
+                if stage == "MQTT discovery subscribed" and self._discovery_probe_seen():
                     return
             except HttpError as error:
                 if error.status in (401, 403):  # the seeded token is not accepted: waiting will not help
@@ -439,6 +445,23 @@ class HomeAssistant:
                 raise HomeAssistantError(f"Home Assistant not ready after {timeout} s (waiting for {stage})"
                                          f"{self._tail()}")
             time.sleep(0.2)
+
+    def _discovery_probe_seen(self) -> bool:
+        """Publish a throwaway discovery config (not retained: a missed one is simply sent again) and say
+        whether HA made an entity of it; once it has, remove it again."""
+        import paho.mqtt.publish as mqtt_publish  # the project venv has paho (aiomqtt's client)
+
+        host, port, username, password = self._mqtt
+        auth = {"username": username, "password": password} if username else None
+        unique_id = f"{_PROBE_ID}_{self._run}"
+        topic = f"{self.discovery_prefix}/sensor/{unique_id}/probe/config"
+        config = {"name": _PROBE_ID, "unique_id": unique_id, "state_topic": f"pm_ready_probe/{self._run}",
+                  "device": {"identifiers": [unique_id], "name": _PROBE_ID}}
+        if self.entity_by_unique_id(unique_id) is None:
+            mqtt_publish.single(topic, json.dumps(config), qos=1, hostname=host, port=port, auth=auth)
+            return False
+        mqtt_publish.single(topic, "", qos=1, hostname=host, port=port, auth=auth)
+        return True
 
     # ----------------------------------------------------------------------- REST
 
@@ -595,7 +618,8 @@ class HomeAssistant:
         """Records at `levels` (default WARNING and up; `NOTICE_LEVELS` adds the MQTT integration's INFO notices)
         that come from the MQTT integration or mention MQTT or discovery, since `since` (default: first start)."""
         return [r for r in self.records(since, levels)
-                if _PROBLEM_WORDS.search(r.logger) or _PROBLEM_WORDS.search(r.message)]
+                if (_PROBLEM_WORDS.search(r.logger) or _PROBLEM_WORDS.search(r.message))
+                and _PROBE_ID not in r.message]  # the harness's own readiness probe (wait_ready)
 
     def wait_problem(self, predicate: Callable[[LogRecord], bool] = lambda _r: True, *,
                      since: LogMark | None = None, levels: tuple[str, ...] = PROBLEM_LEVELS,
