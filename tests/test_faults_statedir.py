@@ -90,6 +90,7 @@ def _regular(path: Path) -> os.stat_result:
 
 def _moved_aside(logs: list[dict[str, object]], path: Path) -> dict[str, object]:
     [line] = [e for e in logs if e.get("path") == str(path) and "moved aside" in str(e["event"])]
+    assert "is a symbolic link" in str(line["problem"]), line
     aside = Path(str(line["moved_to"]))
     assert aside.is_symlink(), "the link itself is kept aside, for a person to look at"
     return line
@@ -99,20 +100,28 @@ def _moved_aside(logs: list[dict[str, object]], path: Path) -> dict[str, object]
 
 
 def _controls(state: Path) -> None:
-    ZoneControls.persistent(state).set_monitoring("garage", False)
+    controls = ZoneControls.persistent(state)
+    assert controls.is_monitoring("kitchen"), "the planted file switched the kitchen off"
+    controls.set_monitoring("garage", False)
 
 
 def _journal(state: Path) -> None:
     journal = OpenAlertJournal.in_state_dir(state)
-    journal.load()
+    assert not journal.load(), "alerts were read from the planted file"
     journal.file.save({"alerts": []})
+
+
+# Documents of the right shape: read through a link, they would switch a zone off or end foreign alerts.
+_FOREIGN = {CONTROLS_FILE: {"version": 1, "zones": {"kitchen": {"monitoring": False, "sensitivity": 0.5}}},
+            OPEN_ALERTS_FILE: {"alerts": []}}
 
 
 @pytest.mark.parametrize(("name", "use"), [(CONTROLS_FILE, _controls), (OPEN_ALERTS_FILE, _journal)],
                          ids=["controls", "open-alerts"])
 def test_a_link_in_place_of_a_state_file_is_moved_aside_never_read_or_written_through(
-        state: Path, victim: Victim, name: str, use: Callable[[Path], None]) -> None:
-    """Before the fix the document was read through the link and the next save wrote through it."""
+        state: Path, tmp_path: Path, name: str, use: Callable[[Path], None]) -> None:
+    """Before the fix the document was read through the link (a planted file switched a zone off)."""
+    victim = Victim(tmp_path / "elsewhere", content=json.dumps(_FOREIGN[name]).encode())
     victim.plant(state / name)
     with capture_logs() as logs:
         use(state)
@@ -231,6 +240,7 @@ def test_the_ack_spool_never_writes_a_reply_through_a_link(state: Path, victim: 
     spool.open()
     victim.plant(state / SPOOL_DIR / "abc.reply")
     victim.plant(state / SPOOL_DIR / ".abc.reply.tmp")
+    victim.plant(state / SPOOL_DIR / f".abc.reply.{os.getpid()}.tmp")  # the name before the fix
     spool.answer("abc", AckResult("acknowledged", "ok"))
     assert json.loads((state / SPOOL_DIR / "abc.reply").read_text())["status"] == "acknowledged"
     victim.untouched()
