@@ -128,9 +128,14 @@ def check_private_dir(path: Path, *, what: str, setting: str) -> None:
 
 
 def trusted_dir(path: Path, *, what: str, setting: str) -> Path:
-    """Create `path` (0700) when missing, check it (`check_private_dir`); returns it."""
+    """Create `path` (0700) when missing, check it (`check_private_dir`) and make it 0700; returns it.
+
+    A folder others may only read (0755, made by hand or an older monitor) is accepted and made private.
+    """
     private_dir(path)
     check_private_dir(path, what=what, setting=setting)
+    if os.lstat(path).st_mode & 0o077:
+        _chmod_folder(path, PRIVATE_DIR_MODE)
     return path
 
 
