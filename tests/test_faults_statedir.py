@@ -294,6 +294,20 @@ def test_a_history_folder_in_the_state_dir_that_is_a_link_or_shared_is_refused(s
         open_state_dir(_settings(state))  # type: ignore[arg-type]
 
 
+def test_the_daemon_refuses_another_users_history_folder_but_a_purge_by_root_may_use_it(state: Path) -> None:
+    """`monitor history purge` runs as root on the service user's folder (docs/daemon.md): allowed there."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    (state / "history").mkdir(mode=0o700)
+    os.chown(state / "history", NOBODY, NOBODY)
+    refused = rf"history: a folder the monitor keeps its state in belongs to uid {NOBODY},"
+    with pytest.raises(StateDirError, match=refused):
+        open_state_dir(_settings(state))  # type: ignore[arg-type]
+    files = HistoryFiles(state / "history")
+    files.append(utc_day(START), '{"zone": "kitchen"}\n')
+    assert files.purge(everything=True).records == 1
+
+
 def test_a_good_state_dir_is_created_private_and_a_link_to_one_is_accepted(tmp_path: Path) -> None:
     """systemd's DynamicUser= makes /var/lib/<name> a link to private/<name>: the folder it names is checked."""
     created = open_state_dir(_settings(tmp_path / "new" / "state"))  # type: ignore[arg-type]

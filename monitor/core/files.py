@@ -108,18 +108,19 @@ def _chmod_folder(folder: Path, mode: int) -> None:
         os.close(fd)
 
 
-def check_private_dir(path: Path, *, what: str, setting: str) -> None:
+def check_private_dir(path: Path, *, what: str, setting: str, any_owner: bool = False) -> None:
     """UnsafePathError unless `path` is a real folder of this user that no other user can write.
 
     A folder others can write (even with the sticky bit) lets them plant links or files the
     monitor would read as its own; one owned by another user can be changed by them at any
-    time. The message names the folder, the problem and the fix.
+    time. The message names the folder, the problem and the fix. `any_owner` is for the
+    commands a person runs as root on the service's folders (`monitor history purge`).
     """
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         _check_kind(path, info, "folder")
     user = os.geteuid()
-    if info.st_uid != user:
+    if info.st_uid != user and not any_owner:
         raise UnsafePathError(path, f"{what} belongs to uid {info.st_uid}, not to the monitor's user "
                                     f"(uid {user}); fix: chown {user} {path} (or set {setting})")
     if info.st_mode & 0o022:
@@ -127,13 +128,13 @@ def check_private_dir(path: Path, *, what: str, setting: str) -> None:
                                     f"{stat.S_IMODE(info.st_mode):04o}); fix: chmod 700 {path}")
 
 
-def trusted_dir(path: Path, *, what: str, setting: str) -> Path:
+def trusted_dir(path: Path, *, what: str, setting: str, any_owner: bool = False) -> Path:
     """Create `path` (0700) when missing, check it (`check_private_dir`) and make it 0700; returns it.
 
     A folder others may only read (0755, made by hand or an older monitor) is accepted and made private.
     """
     private_dir(path)
-    check_private_dir(path, what=what, setting=setting)
+    check_private_dir(path, what=what, setting=setting, any_owner=any_owner)
     if os.lstat(path).st_mode & 0o077:
         _chmod_folder(path, PRIVATE_DIR_MODE)
     return path

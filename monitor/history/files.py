@@ -139,7 +139,9 @@ class HistoryFiles:
     def ensure(self) -> None:
         """Create the folder (0700) if needed and check it is the monitor's own; HistoryError naming it if not."""
         try:
-            trusted_dir(self.folder, what="the history folder", setting="history.path")
+            # Any owner: `monitor history purge` runs as root on the service's folder; the daemon checks the
+            # owner at start (monitor.daemon.statedir).
+            trusted_dir(self.folder, what="the history folder", setting="history.path", any_owner=True)
         except UnsafePathError as exc:
             raise HistoryError(f"history folder unsafe: {exc}") from None
         except OSError as exc:
