@@ -212,8 +212,8 @@ class HistoryFiles:
         total = 0
         for root, _dirs, names in os.walk(self.folder):
             for name in names:
-                with contextlib.suppress(OSError):
-                    total += os.stat(os.path.join(root, name)).st_size
+                with contextlib.suppress(OSError):  # a link counts as itself, never as what it names
+                    total += os.lstat(os.path.join(root, name)).st_size
         return total
 
     # -- retention --------------------------------------------------------------------------
@@ -287,6 +287,10 @@ class HistoryFiles:
         folder = self.folder / FRAMES / day
         if zone is not None:
             folder = folder / zone
+        if folder.is_symlink():  # not the monitor's: the link goes, what it names stays
+            folder.unlink()
+            purged.files.append(str(folder))
+            return
         if not folder.is_dir():
             return
         for root, _dirs, names in os.walk(folder):
@@ -398,7 +402,7 @@ def _last_line_start(handle: BinaryIO, size: int) -> int:
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size
     except OSError:
         return 0
 
