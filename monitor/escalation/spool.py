@@ -129,9 +129,13 @@ def request_ack(state_dir: Path, *, alert_id: str | None, zone: str | None, by: 
         raise AckSpoolError(f"{folder}: permission denied: run as root or as the monitor's service user") from None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if reply.exists():
-            answer: dict[str, Any] = json.loads(read_nofollow(reply).decode("utf-8"))
-            reply.unlink(missing_ok=True)
+        if os.path.lexists(reply):
+            try:
+                answer: dict[str, Any] = json.loads(read_nofollow(reply).decode("utf-8"))
+            except UnsafePathError as exc:
+                raise AckSpoolError(f"the monitor's answer: {exc}") from None
+            finally:
+                reply.unlink(missing_ok=True)
             return answer
         time.sleep(poll_s)
     request.unlink(missing_ok=True)  # not applied later, when nobody waits for it any more
