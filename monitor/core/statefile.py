@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from monitor.core.files import PRIVATE_DIR_MODE, UnsafePathError, read_nofollow, replace_file
+from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
 
 log = structlog.get_logger("monitor.statefile")
 
@@ -34,7 +34,7 @@ log = structlog.get_logger("monitor.statefile")
 def write_durably(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically and durably (exclusive temporary file, fsync, rename, fsync the
     folder); a symlink at `path` is replaced, never written through."""
-    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    private_dir(path.parent)
     replace_file(path, data)
 
 
