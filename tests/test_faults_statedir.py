@@ -268,7 +268,7 @@ def _settings(state: Path, **history: object) -> object:
     (0o1777, None, r"can be written by other users \(mode 1777\)"),
     (0o770, None, r"can be written by other users \(mode 0770\)"),
     (0o700, NOBODY, rf"belongs to uid {NOBODY}, not to the monitor's user .*fix: chown"),
-])
+], ids=["0777", "1777", "0770", "nobody"])
 def test_a_state_dir_others_can_write_or_own_is_refused(tmp_path: Path, mode: int, owner: int | None,
                                                         message: str) -> None:
     state = tmp_path / "state"
