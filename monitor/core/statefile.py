@@ -2,7 +2,9 @@
 
 A write goes to a temporary file beside the target, is fsynced, renamed over the
 target and the folder fsynced: after a crash or a power cut the file holds the
-old or the new content, never half of each. Files are created 0600.
+old or the new content, never half of each. Files are created 0600, the
+temporary file exclusively, and no symlink is ever followed (a link planted in
+the file's place is moved aside like a corrupt file, never read or written through).
 
 A file that cannot be read back (garbage, truncated, wrong shape) must never
 stop the daemon: it is moved aside with a timestamped name, logged with both
@@ -23,28 +25,17 @@ from typing import Any
 
 import structlog
 
+from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
+
 log = structlog.get_logger("monitor.statefile")
 
-_FILE_MODE = 0o600
-_DIR_MODE = 0o700
 
 
 def write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably (temporary file, fsync, rename, fsync the folder)."""
-    path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    """Replace `path` with `data` atomically and durably (exclusive temporary file, fsync, rename, fsync the
+    folder); a symlink at `path` is replaced, never written through."""
+    private_dir(path.parent)
+    replace_file(path, data)
 
 
 def move_aside(path: Path, problem: str, *, what: str) -> Path | None:
@@ -78,8 +69,11 @@ class JsonStateFile:
     def load(self) -> Any:
         """The stored document, or None when there is none or it was unusable (then moved aside)."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_nofollow(self.path)
         except FileNotFoundError:
+            return None
+        except UnsafePathError as exc:
+            move_aside(self.path, exc.problem, what=self.what)
             return None
         except OSError as exc:
             if self.path.is_dir():

@@ -46,6 +46,7 @@ from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapsh
 from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
+from monitor.daemon.statedir import open_state_dir
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs, zones_of
 from monitor.escalation.engine import Escalator
 from monitor.escalation.loop import Escalation
@@ -87,6 +88,7 @@ class Service:
         self.notifier = notifier if notifier is not None else Notifier.from_environment()
         self.health_settings = settings.health  # read once: a new [health] takes effect at the next start
         state_dir = settings.service.state_dir  # read once, like [health]
+        open_state_dir(settings)  # before anything in it is read: a hostile state dir stops the start here
         self.stats = Stats()
         # Shared by the pipeline and the MQTT sink (control topics), kept across reloads and restarts.
         self.controls = ZoneControls.persistent(state_dir)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from monitor.core.config import PositiveFloat, Section
 
@@ -35,10 +36,20 @@ class HealthSettings(Section):
     metrics: bool = Field(default=True, description="serve /metrics")
 
 
+def default_state_dir() -> Path:
+    """`$STATE_DIRECTORY` under systemd (`StateDirectory=`; the first one if several), else `./state`."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(os.path.abspath(systemd or "state"))
+
+
 class ServiceSettings(Section):
     """The daemon itself."""
 
-    state_dir: Path = Path("state")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="durable state; default $STATE_DIRECTORY under systemd, else ./state; a relative path is "
+                    "relative to the working directory (like every output path) and made absolute at load",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     shutdown_timeout_s: PositiveFloat = 10.0
@@ -46,3 +57,9 @@ class ServiceSettings(Section):
         default=False, description="stop once every source has ended (replay demos), after the last assessment"
     )
     audit_log: Path | None = Field(default=None, description="JSONL of every decision: prompt, answer, verdict")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once, at load: a later chdir cannot move it, and every log line names the real folder.
+        return Path(os.path.abspath(value))

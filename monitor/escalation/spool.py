@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from monitor.core.errors import MonitorError
+from monitor.core.files import UnsafePathError, read_nofollow, refuse_link, replace_file, trusted_dir
 from monitor.escalation.contract import clean_by
 from monitor.escalation.engine import AckRequest, AckResult
 
@@ -48,11 +49,12 @@ class AckSpool:
         self.path = state_dir / SPOOL_DIR
 
     def open(self) -> None:
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the folder (0700); UnsafePathError when it is a symlink, another user's, or writable by others."""
+        trusted_dir(self.path, what="the acknowledgement folder", setting="service.state_dir")
 
     def take(self) -> list[AckRequest]:
         """The waiting requests, oldest first; each file is removed once read. Invalid ones are answered here."""
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path) or os.path.islink(self.path):
             return []
         requests = []
         for path in sorted(self.path.glob("*.json"), key=_mtime):
@@ -72,7 +74,7 @@ class AckSpool:
         info = path.lstat()
         if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_REQUEST_BYTES:
             raise ValueError(f"not a regular file of at most {_MAX_REQUEST_BYTES} bytes")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_nofollow(path).decode("utf-8"))
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         alert_id, zone, by = data.get("alert_id"), data.get("zone"), data.get("by")
@@ -101,9 +103,7 @@ def _mtime(path: Path) -> float:
 
 
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
-    temporary.replace(path)
+    replace_file(path, json.dumps(data).encode("utf-8"), durable=False)
 
 
 # --------------------------------------------------------------------------- the CLI's end
@@ -113,6 +113,10 @@ def request_ack(state_dir: Path, *, alert_id: str | None, zone: str | None, by: 
                 timeout_s: float = 5.0, poll_s: float = 0.05) -> dict[str, Any]:
     """Hand an acknowledgement to the daemon and wait for its answer (a JSON object with `status`)."""
     folder = state_dir / SPOOL_DIR
+    try:
+        refuse_link(folder, kind="folder")
+    except UnsafePathError as exc:
+        raise AckSpoolError(str(exc)) from None
     if not folder.is_dir():
         raise AckSpoolError(
             f"{folder}: no running monitor uses this state directory (the daemon creates the folder at start): "
@@ -125,9 +129,13 @@ def request_ack(state_dir: Path, *, alert_id: str | None, zone: str | None, by: 
         raise AckSpoolError(f"{folder}: permission denied: run as root or as the monitor's service user") from None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if reply.exists():
-            answer: dict[str, Any] = json.loads(reply.read_text(encoding="utf-8"))
-            reply.unlink(missing_ok=True)
+        if os.path.lexists(reply):
+            try:
+                answer: dict[str, Any] = json.loads(read_nofollow(reply).decode("utf-8"))
+            except UnsafePathError as exc:
+                raise AckSpoolError(f"the monitor's answer: {exc}") from None
+            finally:
+                reply.unlink(missing_ok=True)
             return answer
         time.sleep(poll_s)
     request.unlink(missing_ok=True)  # not applied later, when nobody waits for it any more

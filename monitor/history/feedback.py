@@ -13,9 +13,7 @@ One lock serialises them, so any thread may call.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -29,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from monitor.alerts import AlertEvent
 from monitor.core.config import Identifier
 from monitor.core.errors import MonitorError
+from monitor.core.files import SQLITE_SIDE_FILES, UnsafePathError, prepare_sqlite, private_dir, refuse_link
+from monitor.core.statefile import move_aside
 from monitor.history.labels import LABELS, Label
 from monitor.history.times import parse_time
 
@@ -235,8 +235,8 @@ class FeedbackStore:
             if self._db is not None:
                 return self
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                _create_private(self.path)
+                private_dir(self.path.parent)
+                self._refuse_links()
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                      timeout=self.busy_timeout_s)
                 db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
@@ -247,6 +247,16 @@ class FeedbackStore:
                                     "is writable, or set history.feedback = false)") from None
             self._db = db
         return self
+
+    def _refuse_links(self) -> None:
+        """Create the file 0600 when missing (SQLite gives its -wal and -shm files the same mode); a symlink
+        in its place or in a side file's is moved aside, logged, and a fresh store is started."""
+        for candidate in (self.path, *(self.path.with_name(self.path.name + s) for s in SQLITE_SIDE_FILES)):
+            try:
+                refuse_link(candidate)
+            except UnsafePathError as exc:
+                move_aside(candidate, exc.problem, what="feedback store")
+        prepare_sqlite(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -373,17 +383,6 @@ def _schema(db: sqlite3.Connection, path: Path) -> None:
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every later connection uses it
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode).
-
-    Only when it does not exist: closing a descriptor of a database file that a connection
-    of this process holds would drop that connection's POSIX locks (and let another process
-    corrupt the file), so an existing file is never opened here.
-    """
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 _SELECT_ALERTS = "SELECT id, zone, hazard, severity, created_at, updated_at, ended_at, windows FROM alerts a"

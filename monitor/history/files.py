@@ -9,7 +9,14 @@
 Folders are 0700 and files 0600: the history holds what happened in a home. Every
 append opens the day file, writes one line and closes it under a shared lock, so
 `monitor history purge` (run by a person while the daemon writes) can rewrite a
-file under the exclusive lock without losing a line appended meanwhile.
+file under the exclusive lock without losing a line appended meanwhile. No
+symlink is followed: the folder must be the monitor's own, and a link planted in
+place of a day file or the lock is moved aside (logged) before anything is written.
+
+`history.max_mb` bounds the whole folder, today included: when older days and
+frames are gone and today's records alone exceed it, today's oldest records are
+cut from the head of its file (whole lines, rewritten atomically) down to
+`_TRIM_TO` of the limit, so the newest records stay and a trim is rare.
 
 Methods block (file I/O); the daemon calls them from its recorder's writer thread.
 """
@@ -27,12 +34,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
 from monitor.core.errors import MonitorError
-from monitor.core.files import append_whole, open_append, repair_torn_tail
+from monitor.core.files import (
+    UnsafePathError,
+    append_whole,
+    create_exclusive,
+    open_append,
+    open_nofollow,
+    refuse_link,
+    repair_torn_tail,
+    replace_file,
+    trusted_dir,
+)
+from monitor.core.files import private_dir as _private_dir
+from monitor.core.statefile import move_aside
 from monitor.history.times import utc_day
 
 log = structlog.get_logger("monitor.history")
@@ -41,6 +60,8 @@ DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
 FRAMES = "frames"
 _LOCK = ".lock"
 _DAY_S = 86400.0
+_TRIM_TO = 0.8  # a trim of today's file keeps this share of history.max_mb: room for the next records
+_COPY_CHUNK = 1024 * 1024
 # Selects the records a rewrite drops.
 _Predicate = Callable[[dict[str, Any]], bool]
 
@@ -58,6 +79,7 @@ class Purged:
     frames: int = 0
     bytes: int = 0
     unreadable_kept: int = 0
+    remaining: int = 0  # bytes of the folder after a retention pass
 
     def summary(self, *, dry_run: bool = False) -> str:
         verb = "would be removed" if dry_run else "removed"
@@ -74,9 +96,9 @@ def day_start(day: str) -> float:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make it 0700; returns it."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    """Create `path` (and parents) 0700 when missing; UnsafePathError when it is a symlink or not a folder."""
+    _private_dir(path)
+    refuse_link(path, kind="folder")
     return path
 
 
@@ -106,12 +128,23 @@ class HistoryFiles:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._measured: int | None = None  # bytes of the folder at the last retention pass
+        self._grown = 0  # bytes written since
+
+    def over(self, max_bytes: float) -> bool:
+        """True when what was written since the last retention pass may have taken the folder over `max_bytes`
+        (or there was no pass yet)."""
+        return self._measured is None or self._measured + self._grown > max_bytes
 
     # -- writing ---------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the folder (0700) if needed; HistoryError naming it if that fails."""
+        """Create the folder (0700) if needed and check it is the monitor's own; HistoryError naming it if not."""
         try:
-            private_dir(self.folder)
+            # Any owner: `monitor history purge` runs as root on the service's folder; the daemon checks the
+            # owner at start (monitor.daemon.statedir).
+            trusted_dir(self.folder, what="the history folder", setting="history.path", any_owner=True)
+        except UnsafePathError as exc:
+            raise HistoryError(f"history folder unsafe: {exc}") from None
         except OSError as exc:
             raise HistoryError(f"history folder {self.folder}: cannot create: {exc.strerror or exc} (check "
                                "service.state_dir and history.path, or set history.enabled = false)") from None
@@ -121,8 +154,14 @@ class HistoryFiles:
 
     def append(self, day: str, line: str) -> None:
         """Append one record line to the day's file (under the shared lock)."""
+        path = self.day_file(day)
         with self.locked(exclusive=False):
-            append_private(self.day_file(day), line)
+            try:
+                append_private(path, line)
+            except UnsafePathError as exc:  # a planted link: moved aside, never written through
+                move_aside(path, exc.problem, what="history day file")
+                append_private(path, line)
+        self._grown += len(line.encode("utf-8", "replace"))
 
     def frame_path(self, day: str, zone: str, digest: str) -> Path:
         return self.folder / FRAMES / day / zone / f"{digest}.jpg"
@@ -130,26 +169,31 @@ class HistoryFiles:
     def keep_frame(self, day: str, zone: str, digest: str, jpeg: bytes) -> None:
         """Store one keyframe (content-addressed: a frame sent again is stored once per day and zone)."""
         path = self.frame_path(day, zone, digest)
-        if path.exists():
+        if os.path.lexists(path):
             return
         for folder in (self.folder / FRAMES, path.parent.parent, path.parent):
             private_dir(folder)
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(jpeg)
-        temporary.replace(path)
+        replace_file(path, jpeg, durable=False)
+        self._grown += len(jpeg)
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:
         """Hold the folder's lock: shared for appends, exclusive to rewrite or delete."""
         self.ensure()
-        fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def _open_lock(self) -> int:
+        path = self.folder / _LOCK
+        try:
+            return open_nofollow(path, os.O_RDWR | os.O_CREAT)
+        except UnsafePathError as exc:
+            move_aside(path, exc.problem, what="history lock file")
+            return open_nofollow(path, os.O_RDWR | os.O_CREAT)
 
     # -- reading ---------------------------------------------------------------------------
     def days(self) -> list[str]:
@@ -169,17 +213,15 @@ class HistoryFiles:
         total = 0
         for root, _dirs, names in os.walk(self.folder):
             for name in names:
-                with contextlib.suppress(OSError):
-                    total += os.stat(os.path.join(root, name)).st_size
+                with contextlib.suppress(OSError):  # a link counts as itself, never as what it names
+                    total += os.lstat(os.path.join(root, name)).st_size
         return total
 
     # -- retention --------------------------------------------------------------------------
     def enforce(self, *, max_age_s: float, frames_max_age_s: float, max_bytes: float,
                 now: float | None = None) -> Purged:
-        """Delete days older than the age limits, then the oldest frames and days while over `max_bytes`.
-
-        Today's records are never deleted by size; if they alone exceed it, a warning says so.
-        """
+        """Delete days older than the age limits, then the oldest frames and days while over `max_bytes`,
+        then, if today's records alone exceed it, today's oldest records."""
         now = time.time() if now is None else now
         purged = Purged()
         with self.locked(exclusive=True):
@@ -189,10 +231,12 @@ class HistoryFiles:
             for day in self.frame_days():
                 if day_start(day) + _DAY_S <= now - frames_max_age_s:
                     self._remove_frames(day, purged)
-            self._within_size(max_bytes, utc_day(now), purged)
+            purged.remaining = self._within_size(max_bytes, utc_day(now), purged)
+        self._measured, self._grown = purged.remaining, 0
         return purged
 
-    def _within_size(self, max_bytes: float, today: str, purged: Purged) -> None:
+    def _within_size(self, max_bytes: float, today: str, purged: Purged) -> int:
+        """Remove the oldest until the folder fits `max_bytes`; returns its size then."""
         total = self.size()
         while total > max_bytes:
             frame_days, days = self.frame_days(), [d for d in self.days() if d != today]
@@ -202,10 +246,35 @@ class HistoryFiles:
             elif days:
                 self._remove_day(days[0], purged)
             else:
-                log.warning("history over its size limit with only today's records left; they are kept",
-                            folder=str(self.folder), bytes=total, max_bytes=int(max_bytes))
-                return
+                self._trim_head(today, total - max_bytes * _TRIM_TO, purged)
+                if purged.bytes == before:
+                    return total  # nothing more to remove (only the newest record is left)
             total -= purged.bytes - before
+        return total
+
+    def _trim_head(self, day: str, excess: float, purged: Purged) -> None:
+        """Cut today's oldest records (whole lines) worth at least `excess` bytes; the newest record always stays."""
+        path = self.day_file(day)
+        try:
+            fd = open_nofollow(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        with os.fdopen(fd, "rb") as source:
+            size = source.seek(0, os.SEEK_END)
+            cut, removed = _cut_point(source, excess, _last_line_start(source, size))
+            if cut <= 0:
+                return
+            temporary = path.with_name(f".{path.name}.tmp")
+            with os.fdopen(create_exclusive(temporary), "wb") as target:
+                source.seek(cut)
+                while chunk := source.read(_COPY_CHUNK):
+                    target.write(chunk)
+        os.replace(temporary, path)
+        purged.records += removed
+        purged.bytes += cut
+        purged.files.append(str(path))
+        log.warning("history over its size limit within one day: today's oldest records removed",
+                    path=str(path), records=removed, bytes_removed=cut, bytes_kept=size - cut)
 
     def _remove_day(self, day: str, purged: Purged) -> None:
         path = self.day_file(day)
@@ -219,6 +288,10 @@ class HistoryFiles:
         folder = self.folder / FRAMES / day
         if zone is not None:
             folder = folder / zone
+        if folder.is_symlink():  # not the monitor's: the link goes, what it names stays
+            folder.unlink()
+            purged.files.append(str(folder))
+            return
         if not folder.is_dir():
             return
         for root, _dirs, names in os.walk(folder):
@@ -275,7 +348,7 @@ class HistoryFiles:
         path = self.day_file(day)
         kept: list[str] = []
         removed = 0
-        with path.open(encoding="utf-8", errors="replace") as handle:
+        with os.fdopen(open_nofollow(path, os.O_RDONLY), encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
@@ -293,26 +366,51 @@ class HistoryFiles:
         if not kept:
             path.unlink()
         else:
-            temporary = path.with_suffix(".tmp")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.writelines(kept)
-            temporary.replace(path)
+            replace_file(path, "".join(kept).encode("utf-8"), durable=False)
         purged.records += removed
         purged.bytes += before - _size(path)
         purged.files.append(str(path))
 
 
+def _cut_point(handle: BinaryIO, excess: float, last: int) -> tuple[int, int]:
+    """The first line start at or after `excess` bytes but not after `last`, and how many lines lie before it."""
+    handle.seek(0)
+    position, lines, at_start = 0, 0, True
+    while position < last and (position < excess or not at_start):
+        piece = handle.readline(_COPY_CHUNK)  # bounded: a huge record is read in pieces
+        if not piece:
+            break
+        position += len(piece)
+        at_start = piece.endswith(b"\n")
+        lines += int(at_start)
+    return position, lines
+
+
+def _last_line_start(handle: BinaryIO, size: int) -> int:
+    """Where the last whole line of the file begins."""
+    end = size - 1  # the newline that ends the last line
+    start = end
+    while start > 0:
+        begin = max(0, start - _COPY_CHUNK)
+        handle.seek(begin)
+        chunk = handle.read(start - begin)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        start = begin
+    return 0
+
+
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size
     except OSError:
         return 0
 
 
 def _count_lines(path: Path) -> int:
     try:
-        with path.open("rb") as handle:
+        with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as handle:
             return sum(1 for line in handle if line.strip())
     except OSError:
         return 0

@@ -198,7 +198,10 @@ class HistoryRecorder(Observer):
         except (OSError, HistoryError) as exc:
             self._failed(exc, files.folder if settings.enabled else audit_path)
             return
-        if settings.enabled and at - self._retained_at >= _RETENTION_EVERY_S:
+        # Also as soon as the records written since the last pass may exceed history.max_mb: the bound holds
+        # under load, not only every few minutes.
+        due = at - self._retained_at >= _RETENTION_EVERY_S or files.over(settings.max_mb * 1e6)
+        if settings.enabled and due:
             self._retained_at = at
             self._retain(settings, files, at)
 

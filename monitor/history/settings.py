@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -37,8 +38,9 @@ class HistorySettings(Section):
         return self
 
     def folder(self, state_dir: Path) -> Path:
-        """The history folder for this state dir."""
-        return self.path if self.path is not None else state_dir / HISTORY_DIR
+        """The history folder for this state dir (a configured `history.path` that is a symlink: where it points,
+        the folders the monitor makes itself must not be links)."""
+        return Path(os.path.realpath(self.path)) if self.path is not None else state_dir / HISTORY_DIR
 
 
 def feedback_path(state_dir: Path) -> Path:

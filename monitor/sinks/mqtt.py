@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,8 @@ from monitor.alerts import Alert, AlertEvent
 from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
-from monitor.core.files import PRIVATE_FILE_MODE, private_dir
+from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
+from monitor.core.statefile import move_aside
 from monitor.core.text import iso_time, shorten
 from monitor.escalation import contract as reach
 from monitor.escalation.engine import AckRequest
@@ -486,8 +486,11 @@ class MqttSink:
     def _load_published(self) -> set[str]:
         path = self.state_dir / _PUBLISHED_RECORD
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_nofollow(path).decode("utf-8"))
         except FileNotFoundError:
+            return set()
+        except UnsafePathError as exc:  # a planted link: not ours, never read or written through
+            move_aside(path, exc.problem, what="record of published mqtt topics")
             return set()
         except (OSError, ValueError) as exc:
             log.warning("record of published mqtt topics unreadable; starting afresh", path=str(path), error=str(exc))
@@ -497,12 +500,9 @@ class MqttSink:
 
     def _save_published(self, topics: set[str]) -> None:
         path = self.state_dir / _PUBLISHED_RECORD
-        temporary = path.with_suffix(".tmp")
         try:
             private_dir(path.parent)
-            temporary.write_text(json.dumps({"topics": sorted(topics)}, indent=1), encoding="utf-8")
-            os.chmod(temporary, PRIVATE_FILE_MODE)
-            temporary.replace(path)
+            replace_file(path, json.dumps({"topics": sorted(topics)}, indent=1).encode("utf-8"))
         except OSError as exc:  # a full disk: topics of removed zones are cleared at a later start instead
             log.warning("record of published mqtt topics not saved", path=str(path), error=exc.strerror or str(exc))
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import structlog
 
 from monitor.core.errors import MonitorError
-from monitor.core.files import PRIVATE_FILE_MODE, private_dir
+from monitor.core.files import UnsafePathError, prepare_sqlite, private_dir
 
 log = structlog.get_logger("monitor.sinks.outbox")
 
@@ -183,12 +183,16 @@ class Outbox:
     def _open_file(self) -> sqlite3.Connection:
         try:
             private_dir(self.path.parent)
-            if self.path.exists() and not self.path.is_file():
-                self._move_aside("not a file (a folder or a device is in its place)")
+            try:
+                prepare_sqlite(self.path)
+            except UnsafePathError as exc:  # a planted link: moved aside, never opened
+                self._move_aside(exc.problem)
+                prepare_sqlite(self.path)
             try:
                 return self._connect()
             except _Corrupt as exc:
                 self._move_aside(str(exc))
+            prepare_sqlite(self.path)
             return self._connect()
         except (_Corrupt, sqlite3.Error, OSError) as exc:
             raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
@@ -196,7 +200,6 @@ class Outbox:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            os.chmod(self.path, PRIVATE_FILE_MODE)  # alerts about a person: for the service's user only
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
@@ -224,13 +227,14 @@ class Outbox:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         counter = 1
-        while aside.exists():
+        while os.path.lexists(aside):
             counter += 1
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
-        self.path.rename(aside)
+        if os.path.lexists(self.path):
+            self.path.rename(aside)  # a symlink is renamed itself: what it points to is left alone
         for suffix in _SIDE_FILES:  # a stale journal must not be applied to the fresh file
             side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
+            if os.path.lexists(side):
                 side.rename(aside.with_name(aside.name + suffix))
         log.warning("mqtt outbox is not a healthy outbox; moved aside, starting a fresh one", outbox=str(self.path),
                     moved_to=str(aside), reason=reason)
