@@ -80,7 +80,8 @@ async def test_the_command_line_prints_the_answer_and_exits_by_it(tmp_path: Path
         said = [line for line in capsys.readouterr().out.splitlines() if "[info" not in line]  # the daemon's log
         assert len(said) == 1 and said[0].startswith("Acknowledged 1 alert in zone garage: ")
         code = await asyncio.to_thread(main, ["ack", "0123456789abcdef", "--state-dir", str(tmp_path)])
-        assert code == 1 and "\nNothing acknowledged: no open alert 0123456789abcdef.\n" in "\n" + capsys.readouterr().out
+        said = "\n" + capsys.readouterr().out
+        assert code == 1 and "\nNothing acknowledged: no open alert 0123456789abcdef.\n" in said
     assert loop.events[0].alert.acknowledged_by == "ann"
 
 

@@ -104,8 +104,8 @@ async def test_the_daemon_records_takes_feedback_by_every_path_and_survives_a_pu
                                      what="feedback counts in the stats topic")
 
                 garage_before = sum(1 for r in _records(history) if r["zone"] == "garage")
-                purge = _cli("history", "purge", "--zone", "kitchen", "--keep-feedback", "--yes", "--config", str(config),
-                             cwd=tmp_path)
+                purge = _cli("history", "purge", "--zone", "kitchen", "--keep-feedback", "--yes",
+                             "--config", str(config), cwd=tmp_path)
                 assert purge.returncode == 0, purge.stderr
                 append(logs["kitchen"], "Sam makes tea")
                 wait_until(lambda: any(r["zone"] == "kitchen" and "tea" in json.dumps(r["observations"])
