@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
+import stat
 import threading
 import time
 from collections import deque
@@ -165,9 +167,8 @@ def _read_image(path: Path, max_pixels: int) -> tuple[Image | None, str]:
     """
     limit = max_file_bytes(max_pixels)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(limit + 1)  # bounded: a file still growing or far too large is not read whole
-    except OSError as exc:  # deleted meanwhile, no permission, a folder named like an image
+        raw = _read_regular(path, limit + 1)  # bounded: a file still growing or far too large is not read whole
+    except OSError as exc:  # deleted meanwhile, no permission, a folder or a pipe named like an image
         return None, f"cannot read: {exc.strerror or exc}"
     if not raw:
         return None, "empty file"  # imdecode asserts on an empty buffer (cv2.error), so never hand it one
@@ -183,6 +184,22 @@ def _read_image(path: Path, max_pixels: int) -> tuple[Image | None, str]:
     except cv2.error as exc:
         return None, f"OpenCV cannot decode it: {str(exc).strip().splitlines()[-1]}"
     return (image, "") if image is not None else (None, "not an image OpenCV can decode")
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file. Opened without blocking: a FIFO named like an image would
+    otherwise hold the camera's thread until something writes to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class _End:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import resource
 import socket
 import struct
@@ -90,14 +91,16 @@ def test_a_huge_png_in_a_folder_camera_is_refused_counted_and_the_next_image_is_
         tmp_path: Path, server: ScriptedOpenAIServer, bomb: bytes) -> None:
     """The 875 KB PNG of 30000 x 30000 pixels between two photos is refused from its header: logged with its
     path and size, counted in the camera's `bad_input` (and `monitor_source_bad_input_total`); the next image
-    is read and assessed, and the daemon's peak RSS stays far below the 2.7 GB the decode needs. Before the
-    fix the daemon decoded it (peak RSS above 2.7 GB; 5.3 GB for an RGB one)."""
+    is read and assessed, and the daemon's peak RSS stays far below the 2.7 GB the decode needs. A FIFO named
+    like an image is skipped too. Before the fix the daemon decoded the PNG (peak RSS 5,285 MB), and the FIFO
+    held the camera's thread for good."""
     shots = tmp_path / "shots"
     shots.mkdir()
     rng = np.random.default_rng(5)
     for name in ("1-before.jpg", "3-after.jpg"):
         cv2.imwrite(str(shots / name), (rng.random((240, 320, 3)) * 255).astype(np.uint8))
     (shots / "2-bomb.png").write_bytes(bomb)
+    os.mkfifo(shots / "2-pipe.jpg")  # nobody writes to it: opened as a file, it would block the camera
     kitchen = tmp_path / "kitchen.jsonl"
     kitchen.write_text("")
     rig = Rig(tmp_path, server.base_url, sources=[
@@ -105,12 +108,13 @@ def test_a_huge_png_in_a_folder_camera_is_refused_counted_and_the_next_image_is_
         table("[[cameras]]", id="hall", kind="folder", path=str(shots), speed=0, gating={"enabled": False})])
     with Daemon(rig.write(), tmp_path) as daemon:
         assert daemon.process is not None
-        refused = daemon.wait_log("unreadable image skipped", source="hall")[0]
+        refused, pipe = daemon.wait_log("unreadable image skipped", count=2, source="hall")
         assert refused["path"] == str(shots / "2-bomb.png")
         assert "PNG of 30000 x 30000 pixels is over the budget" in refused["problem"]
+        assert pipe["path"] == str(shots / "2-pipe.jpg") and "not a regular file" in pipe["problem"]
         assert daemon.wait_log("camera reached the end", source="hall")[0]["frames"] == 2  # 1 and 3 were read
         wait_until(lambda: len(daemon.find("window assessed", zone="hall")) >= 1, what="the camera assessed")
-        assert metric(daemon, "monitor_source_bad_input_total", source="hall") == 1
+        assert metric(daemon, "monitor_source_bad_input_total", source="hall") == 2
         peak_mb = _peak_rss_mb(daemon.process.pid)
         assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB"
         assert still_watching(daemon, kitchen, zone="kitchen")["alert"] == "new"
