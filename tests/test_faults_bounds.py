@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import resource
+import signal
 import socket
 import struct
 import sys
@@ -265,7 +266,8 @@ def _running(pid: int) -> bool:
 # -- 7. an audit log in a folder that does not exist ----------------------------------------------------
 def test_an_audit_log_in_a_missing_folder_is_created_private(tmp_path: Path, server: ScriptedOpenAIServer) -> None:
     """`service.audit_log` under folders that do not exist: they are made (0700) at start and every record
-    lands. Before the fix every record failed (`history record not written`, No such file or directory)."""
+    lands; a reload to a path that cannot be written is rejected and the running log kept. Before the fix
+    every record failed (`history record not written`, No such file or directory)."""
     log, audit = tmp_path / "kitchen.jsonl", tmp_path / "audit" / "2026" / "decisions.jsonl"
     log.write_text("")
     rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], audit=audit)
@@ -273,10 +275,20 @@ def test_an_audit_log_in_a_missing_folder_is_created_private(tmp_path: Path, ser
         assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
         wait_until(lambda: audit.exists() and audit.read_text().count("\n") >= 1, what="an audit record")
         assert not daemon.find("history record not written")
+        for folder in (audit.parent, audit.parent.parent):
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
+        assert audit.stat().st_mode & 0o777 == 0o600
+        # A reload to a path that cannot be written is rejected in one line; the running log is kept.
+        (tmp_path / "plain-file").write_text("")
+        rig.audit = tmp_path / "plain-file" / "a.jsonl"
+        rig.write()
+        daemon.signal(signal.SIGHUP)
+        rejected = daemon.wait_log("configuration reload rejected")[0]
+        assert "service.audit_log" in rejected["problem"] and "Not a directory" in rejected["problem"]
+        lines = audit.read_text().count("\n")
+        assert still_watching(daemon, log, zone="kitchen", text="Sam leaves the stove on")["alert"] == "new"
+        wait_until(lambda: audit.read_text().count("\n") > lines, what="the next record in the running log")
         stops_cleanly(daemon)
-    for folder in (audit.parent, audit.parent.parent):
-        assert folder.stat().st_mode & 0o777 == 0o700, folder
-    assert audit.stat().st_mode & 0o777 == 0o600
 
 
 def test_an_audit_log_that_cannot_be_written_is_refused_at_start_in_one_line(
