@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -266,7 +267,8 @@ def _running(pid: int) -> bool:
 # -- 7. an audit log in a folder that does not exist ----------------------------------------------------
 def test_an_audit_log_in_a_missing_folder_is_created_private(tmp_path: Path, server: ScriptedOpenAIServer) -> None:
     """`service.audit_log` under folders that do not exist: they are made (0700) at start and every record
-    lands; a reload to a path that cannot be written is rejected and the running log kept. Before the fix
+    lands, also after its folder is removed while running; a reload to a path that cannot be written is
+    rejected and the running log kept. Before the fix
     every record failed (`history record not written`, No such file or directory)."""
     log, audit = tmp_path / "kitchen.jsonl", tmp_path / "audit" / "2026" / "decisions.jsonl"
     log.write_text("")
@@ -278,6 +280,10 @@ def test_an_audit_log_in_a_missing_folder_is_created_private(tmp_path: Path, ser
         for folder in (audit.parent, audit.parent.parent):
             assert folder.stat().st_mode & 0o777 == 0o700, folder
         assert audit.stat().st_mode & 0o777 == 0o600
+        shutil.rmtree(audit.parent)  # removed while running: made again by the next record
+        assert still_watching(daemon, log, zone="kitchen", text="Sam takes out the knife")["alert"] == "new"
+        wait_until(lambda: audit.exists() and audit.read_text().count("\n") >= 1, what="the log made again")
+        assert audit.parent.stat().st_mode & 0o777 == 0o700
         # A reload to a path that cannot be written is rejected in one line; the running log is kept.
         (tmp_path / "plain-file").write_text("")
         rig.audit = tmp_path / "plain-file" / "a.jsonl"

@@ -14,6 +14,7 @@ event loop; `close()` waits for what was queued.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -48,13 +49,15 @@ log = structlog.get_logger("monitor.history")
 _PENDING_WINDOWS = 256
 _RETENTION_EVERY_S = 300.0
 _ERROR_EVERY_S = 60.0
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 def prepare_audit_log(path: Path | None) -> None:
     """Create `service.audit_log`'s missing folders (0700) and the file (0600), or raise HistoryError naming it.
 
-    Checked when the daemon starts and when a reload sets a new path: a log that cannot be written is
-    refused then, in one line, instead of failing every record afterwards.
+    Checked when the daemon starts and when a reload sets a new path: a path that can never be written
+    is refused then, in one line, instead of failing every record afterwards. A full disk is no reason
+    to refuse (the log is an extra, and space may come back): said, and the records try again.
     """
     if path is None:
         return
@@ -62,8 +65,19 @@ def prepare_audit_log(path: Path | None) -> None:
         private_dir(path.parent)
         os.close(open_append(path))
     except OSError as exc:
+        if exc.errno in _TRANSIENT_ERRNOS:
+            log.error("audit log not ready; each record tries again", path=str(path), error=exc.strerror or str(exc))
+            return
         raise HistoryError(f"service.audit_log = {path}: cannot be written: {exc.strerror or exc}; "
                            "create its folder for the monitor's user, or choose another path") from exc
+
+
+def _append_audit(path: Path, line: str) -> None:
+    try:
+        append_private(path, line)
+    except FileNotFoundError:  # its folder was removed while running, or not made at start (disk full)
+        private_dir(path.parent)
+        append_private(path, line)
 
 
 class CallCapture(BackendWrapper):
@@ -213,7 +227,7 @@ class HistoryRecorder(Observer):
             if settings.enabled:
                 files.append(day, line)
             if audit_path is not None:
-                append_private(audit_path, line)
+                _append_audit(audit_path, line)
         except (OSError, HistoryError) as exc:
             self._failed(exc, files.folder if settings.enabled else audit_path)
             return
