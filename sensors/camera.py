@@ -63,6 +63,7 @@ State = Literal["online", "offline"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+MAX_PIXELS_SETTING = "cameras.max_pixels"
 _DEFAULT_FILE_FPS = 25.0
 _JOIN_TIMEOUT_S = 2.0
 # OpenCV reads the FFmpeg options from the environment while opening: one opener at a time.
@@ -130,7 +131,7 @@ class _CaptureReader:
             return False, None
         height, width = image.shape[:2]
         if width * height > self._max_pixels:  # the stream changed its size since it was opened
-            raise ImageRefused(f"a frame of {width} x {height} pixels is over camera.max_pixels={self._max_pixels}")
+            raise ImageRefused(f"a frame of {width} x {height} pixels is over {MAX_PIXELS_SETTING}={self._max_pixels}")
         self._image = image
         return True, image
 
@@ -173,11 +174,11 @@ def _read_image(path: Path, max_pixels: int) -> tuple[Image | None, str]:
     if not raw:
         return None, "empty file"  # imdecode asserts on an empty buffer (cv2.error), so never hand it one
     if len(raw) > limit:
-        return None, f"file larger than {limit} bytes, more than an image of camera.max_pixels={max_pixels} needs"
+        return None, f"file larger than {limit} bytes, more than an image of {MAX_PIXELS_SETTING}={max_pixels} needs"
     try:
-        check_image(raw, max_pixels)
+        check_image(raw, max_pixels, setting=MAX_PIXELS_SETTING)
     except ImageRefused as exc:
-        return None, f"{exc} (camera.max_pixels)"
+        return None, str(exc)
     data = np.frombuffer(raw, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -462,7 +463,7 @@ class CameraSource:
         if width * height > self.settings.max_pixels:
             capture.release()
             raise ImageRefused(f"camera '{self.id}': {where} has frames of {width} x {height} pixels, over "
-                               f"camera.max_pixels={self.settings.max_pixels}")
+                               f"{MAX_PIXELS_SETTING}={self.settings.max_pixels}")
 
     def _open_folder(self) -> _Reader:
         folder = self.settings.path

@@ -75,8 +75,8 @@ def image_size(data: bytes) -> ImageSize | None:
     return None
 
 
-def check_image(data: bytes, max_pixels: int) -> ImageSize:
-    """The image's size if it may be decoded; raises ImageRefused naming the problem otherwise."""
+def check_image(data: bytes, max_pixels: int, *, setting: str = "") -> ImageSize:
+    """The image's size if it may be decoded; raises ImageRefused naming the problem (and `setting`) otherwise."""
     size = image_size(data)
     if size is None:
         raise ImageRefused(f"not a {', '.join(FORMATS)} image with a readable header")
@@ -84,8 +84,9 @@ def check_image(data: bytes, max_pixels: int) -> ImageSize:
         raise ImageRefused(f"{size.format} header states {size.width} x {size.height} pixels")
     if size.pixels > max_pixels:
         what = f"{size.width} x {size.height}" + (f" (tiles of {size.tile_pixels})" if size.tile_pixels else "")
-        raise ImageRefused(f"{size.format} of {what} pixels is over the budget of {max_pixels} "
-                           f"({size.pixels / 1e6:.1f} > {max_pixels / 1e6:.1f} megapixels)")
+        raise ImageRefused(f"{size.format} of {what} pixels is over the budget of {max_pixels}"
+                           f"{f' ({setting})' if setting else ''}: {size.pixels / 1e6:.1f} > "
+                           f"{max_pixels / 1e6:.1f} megapixels")
     return size
 
 

@@ -139,7 +139,7 @@ async def test_a_video_whose_frames_are_over_the_budget_is_refused_at_open(tmp_p
     async def keep(observation: Observation) -> None:
         raise AssertionError(f"a frame over the budget was emitted: {observation}")
 
-    with pytest.raises(SensorError, match=r"frames of 320 x 240 pixels, over camera.max_pixels=4096"):
+    with pytest.raises(SensorError, match=r"frames of 320 x 240 pixels, over cameras.max_pixels=4096"):
         await camera.run(keep)
     health = camera.health()
     assert health.bad_input == 1 and health.frames_read == 0 and "4096" in (health.last_error or "")
@@ -158,7 +158,7 @@ def test_a_stream_frame_that_grows_over_the_budget_is_refused() -> None:
 
     reader = _CaptureReader(Growing(), None, max_pixels=1_000_000)  # type: ignore[arg-type]
     assert reader.next(decode=True)[1] is not None
-    with pytest.raises(ImageRefused, match=r"4000 x 4000 pixels is over camera.max_pixels=1000000"):
+    with pytest.raises(ImageRefused, match=r"4000 x 4000 pixels is over cameras.max_pixels=1000000"):
         reader.next(decode=True)
 
 
