@@ -33,7 +33,7 @@ from pydantic import Field
 from monitor.assess.settings import AssessmentSettings
 from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
-from monitor.core.config import Identifier, Section
+from monitor.core.config import DisplayName, Identifier, Section
 from monitor.core.text import iso_time, shorten
 from monitor.observer import Observer, Settled
 from sensors.types import Observation, SourceHealth
@@ -52,8 +52,8 @@ class ZoneSettings(Section):
     """
 
     id: Identifier
-    name: str | None = None
-    area: str | None = None
+    name: DisplayName | None = Field(default=None, description="how a person calls it, at most 100 characters")
+    area: DisplayName | None = Field(default=None, description="its Home Assistant area, at most 100 characters")
     assessment: AssessmentSettings | None = None
 
     # Reaching the person (docs/escalation.md): this zone's escalation overrides and quiet hours.

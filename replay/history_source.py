@@ -21,6 +21,7 @@ from monitor.history.record import RecordError, WindowRecord, parse_record
 from monitor.history.settings import FEEDBACK_FILE, HISTORY_DIR
 from monitor.history.times import utc_day
 from replay.errors import ReplayError
+from sensors.image_header import DEFAULT_MAX_PIXELS, max_file_bytes
 from sensors.types import Frame, LogEntry, Observation
 
 _DAY_S = 86400.0
@@ -45,6 +46,8 @@ class History:
             return None
         path = self.folder / FRAMES / utc_day(record.at) / record.zone / f"{digest}.jpg"
         try:
+            if path.stat().st_size > max_file_bytes(DEFAULT_MAX_PIXELS):
+                return None  # no keyframe the monitor kept is this large: not read, counted as missing
             return path.read_bytes()
         except OSError:
             return None
@@ -164,7 +167,7 @@ def rebuild(record: WindowRecord, history: History) -> Replayed:
     for frame in record.camera:
         jpeg = history.frame(record, frame.image) if frame.image else None
         size = jpeg_size(jpeg) if jpeg else None
-        if jpeg is None or size is None:
+        if jpeg is None or size is None or size[0] * size[1] > DEFAULT_MAX_PIXELS:  # not decoded, only counted
             missing += 1
             continue
         observations.append(Frame(source=frame.source, ts=frame.ts, jpeg=jpeg, width=size[0], height=size[1],

@@ -78,16 +78,22 @@ class ImageRef:
     def where(self) -> str:
         return str(self.path) if self.path is not None else f"{self.zip_path}:{self.member}"
 
-    def read_bytes(self) -> bytes:
-        """The PNG's bytes (blocking: call it off the event loop)."""
+    def read_bytes(self, *, limit: int | None = None) -> bytes:
+        """The PNG's bytes (blocking: call it off the event loop); a file over `limit` bytes is refused unread."""
         try:
             if self.path is not None:
-                return self.path.read_bytes()
-            assert self.zip_path is not None and self.member is not None
-            with zipfile.ZipFile(self.zip_path) as archive:
-                return archive.read(self.member)
+                size = self.path.stat().st_size
+                if limit is None or size <= limit:
+                    return self.path.read_bytes()
+            else:
+                assert self.zip_path is not None and self.member is not None
+                with zipfile.ZipFile(self.zip_path) as archive:
+                    size = archive.getinfo(self.member).file_size  # as stated: a zip bomb is not inflated
+                    if limit is None or size <= limit:
+                        return archive.read(self.member)
         except (OSError, KeyError, zipfile.BadZipFile) as exc:
             raise ReleaseError(f"{self.where}: cannot read image: {exc}") from exc
+        raise ReleaseError(f"{self.where}: an image of {size} bytes is over the limit of {limit} bytes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,14 +92,20 @@ def decode_frames(scenario: Scenario) -> list[npt.NDArray[np.uint8]]:
 
 
 def decode_composite(scenario: Scenario) -> npt.NDArray[np.uint8]:
-    """A record's composite PNG, decoded whole (blocking)."""
+    """A record's composite PNG, decoded whole (blocking), if its header states a size within the pixel budget."""
     import cv2
     import numpy as np
 
+    from sensors.image_header import DEFAULT_MAX_PIXELS, ImageRefused, check_image, max_file_bytes
+
     if scenario.image is None:
         raise ReleaseError(f"{scenario.id}: not an image scenario")
-    data = np.frombuffer(scenario.image.read_bytes(), dtype=np.uint8)
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    raw = scenario.image.read_bytes(limit=max_file_bytes(DEFAULT_MAX_PIXELS))
+    try:
+        check_image(raw, DEFAULT_MAX_PIXELS)
+    except ImageRefused as exc:
+        raise ReleaseError(f"{scenario.image.where} ({scenario.origin}): {exc}") from exc
+    decoded = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
     if decoded is None:
         raise ReleaseError(f"{scenario.image.where} ({scenario.origin}): not a PNG OpenCV can decode")
     return np.asarray(decoded, dtype=np.uint8)

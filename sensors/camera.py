@@ -18,14 +18,23 @@ and jitter until they come back `online`. A file or folder that cannot be read
 `offline` and its `last_error` set; the pipeline restarts it with backoff, and
 `run` may be called again. An image of a folder that cannot be decoded (empty,
 corrupt, unreadable) is skipped and counted in `bad_input`.
+
+Decoding is bounded by `max_pixels`: a folder's image is measured from its
+header before it is read whole or decoded (`sensors.image_header`), and one
+over the budget, or of a format the header reader does not know, is skipped
+and counted like a corrupt one. A video file or stream whose frames are over
+the budget is refused at open (and any frame that comes out larger after all,
+at once): counted in `bad_input`, then handled like a source that fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
+import stat
 import threading
 import time
 from collections import deque
@@ -44,6 +53,7 @@ from monitor.core.errors import SensorError
 from monitor.core.text import redact_credentials
 from sensors.camera_config import CameraSettings
 from sensors.gating import ChangeGate
+from sensors.image_header import ImageRefused, check_image, max_file_bytes
 from sensors.pose import PosePrefilter, create_pose_prefilter
 from sensors.types import Emit, Frame
 
@@ -53,6 +63,7 @@ State = Literal["online", "offline"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+MAX_PIXELS_SETTING = "cameras.max_pixels"
 _DEFAULT_FILE_FPS = 25.0
 _JOIN_TIMEOUT_S = 2.0
 # OpenCV reads the FFmpeg options from the environment while opening: one opener at a time.
@@ -103,9 +114,10 @@ class _Reader(Protocol):
 
 
 class _CaptureReader:
-    def __init__(self, capture: cv2.VideoCapture, fps: float | None) -> None:
+    def __init__(self, capture: cv2.VideoCapture, fps: float | None, max_pixels: int) -> None:
         self._capture = capture
         self.fps = fps
+        self._max_pixels = max_pixels
         self._image: Image | None = None
 
     def next(self, *, decode: bool) -> tuple[bool, Image | None]:
@@ -117,6 +129,9 @@ class _CaptureReader:
         ok, image = self._capture.read(self._image)
         if not ok or image is None:
             return False, None
+        height, width = image.shape[:2]
+        if width * height > self._max_pixels:  # the stream changed its size since it was opened
+            raise ImageRefused(f"a frame of {width} x {height} pixels is over {MAX_PIXELS_SETTING}={self._max_pixels}")
         self._image = image
         return True, image
 
@@ -125,17 +140,18 @@ class _CaptureReader:
 
 
 class _FolderReader:
-    def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path, str], None]) -> None:
+    def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path, str], None], max_pixels: int) -> None:
         self._paths = deque(paths)
         self.fps: float | None = fps
         self._on_bad = on_bad
+        self._max_pixels = max_pixels
 
     def next(self, *, decode: bool) -> tuple[bool, Image | None]:
         while self._paths:
             path = self._paths.popleft()
             if not decode:
                 return True, None
-            image, problem = _read_image(path)
+            image, problem = _read_image(path, self._max_pixels)
             if image is not None:
                 return True, image
             self._on_bad(path, problem)
@@ -145,19 +161,46 @@ class _FolderReader:
         self._paths.clear()
 
 
-def _read_image(path: Path) -> tuple[Image | None, str]:
-    """An image file decoded, or None and why not: one bad file of a folder must not stop the camera."""
+def _read_image(path: Path, max_pixels: int) -> tuple[Image | None, str]:
+    """An image file decoded, or None and why not: one bad file of a folder must not stop the camera.
+
+    Decoded only if its header states a size within `max_pixels`: a small file can hold a huge image.
+    """
+    limit = max_file_bytes(max_pixels)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except (OSError, ValueError) as exc:  # deleted meanwhile, no permission, a folder named like an image
-        return None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
-    if data.size == 0:
+        raw = _read_regular(path, limit + 1)  # bounded: a file still growing or far too large is not read whole
+    except OSError as exc:  # deleted meanwhile, no permission, a folder or a pipe named like an image
+        return None, f"cannot read: {exc.strerror or exc}"
+    if not raw:
         return None, "empty file"  # imdecode asserts on an empty buffer (cv2.error), so never hand it one
+    if len(raw) > limit:
+        return None, f"file larger than {limit} bytes, more than an image of {MAX_PIXELS_SETTING}={max_pixels} needs"
+    try:
+        check_image(raw, max_pixels, setting=MAX_PIXELS_SETTING)
+    except ImageRefused as exc:
+        return None, str(exc)
+    data = np.frombuffer(raw, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
         return None, f"OpenCV cannot decode it: {str(exc).strip().splitlines()[-1]}"
     return (image, "") if image is not None else (None, "not an image OpenCV can decode")
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file. Opened without blocking: a FIFO named like an image would
+    otherwise hold the camera's thread until something writes to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks: list[bytes] = []
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class _End:
@@ -328,12 +371,17 @@ class CameraSource:
         while not self._stop.is_set():
             try:
                 reader = self._open()
-            except _OpenFailed as exc:
+            except (_OpenFailed, ImageRefused) as exc:
+                if isinstance(exc, ImageRefused):
+                    self._refused(exc)
                 attempt += 1
                 self._retry_later(str(exc), attempt)
                 continue
             try:
                 outcome = self._pump(reader)
+            except ImageRefused as exc:
+                self._refused(exc)
+                outcome = "failed"
             finally:
                 reader.close()
             if outcome == "frames":
@@ -344,6 +392,14 @@ class CameraSource:
                 continue
             attempt += 1
             self._retry_later(f"camera '{self.id}': stream stopped delivering frames", attempt)
+
+    def _refused(self, exc: ImageRefused) -> None:
+        """Count frames over the pixel budget as bad input; a video file cannot get better by retrying."""
+        self.bad_images += 1
+        self._log.warning("frames over the pixel budget refused", error=str(exc), max_pixels=self.settings.max_pixels,
+                          bad_total=self.bad_images)
+        if self.settings.kind == "file":
+            raise SensorError(f"camera '{self.id}': {exc}") from exc
 
     def _retry_later(self, error: str, attempt: int) -> None:
         delay = self._backoff.delay(attempt)
@@ -381,7 +437,8 @@ class CameraSource:
             capture = cv2.VideoCapture(str(settings.path), cv2.CAP_FFMPEG, _decode_params(settings))
             if not capture.isOpened():
                 raise SensorError(f"camera '{self.id}': OpenCV cannot open video file {settings.path}")
-            return _CaptureReader(capture, _file_fps(capture.get(cv2.CAP_PROP_FPS)))
+            self._measure(capture, f"video file {settings.path}")
+            return _CaptureReader(capture, _file_fps(capture.get(cv2.CAP_PROP_FPS)), settings.max_pixels)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(settings.reconnect.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.reconnect.read_timeout_s * 1000)]
         if settings.kind == "device":
@@ -397,7 +454,16 @@ class CameraSource:
             raise _OpenFailed(f"camera '{self.id}': cannot open {where}")
         if settings.kind == "device":
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
-        return _CaptureReader(capture, None)
+        self._measure(capture, where)
+        return _CaptureReader(capture, None, settings.max_pixels)
+
+    def _measure(self, capture: cv2.VideoCapture, where: str) -> None:
+        """Refuse (and release) a capture whose frames are over the budget, before its first frame is read."""
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > self.settings.max_pixels:
+            capture.release()
+            raise ImageRefused(f"camera '{self.id}': {where} has frames of {width} x {height} pixels, over "
+                               f"{MAX_PIXELS_SETTING}={self.settings.max_pixels}")
 
     def _open_folder(self) -> _Reader:
         folder = self.settings.path
@@ -412,7 +478,7 @@ class CameraSource:
             self.bad_images += 1
             self._log.warning("unreadable image skipped", path=str(path), problem=problem, bad_total=self.bad_images)
 
-        return _FolderReader(paths, self.settings.folder_fps, bad)
+        return _FolderReader(paths, self.settings.folder_fps, bad, self.settings.max_pixels)
 
     def _pump(self, reader: _Reader) -> Literal["stopped", "ended", "looped", "failed", "frames"]:
         """Read until the stream ends or fails; 'frames' means it failed after delivering some."""

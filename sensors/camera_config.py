@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from pydantic import Field, model_validator
 
 from monitor.core.config import Identifier, PositiveFloat, Section
+from sensors.image_header import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
 CameraKind = Literal["device", "file", "url", "folder"]
@@ -108,6 +109,10 @@ class CameraSettings(Section):
                          description="file/folder: playback speed; 0 = as fast as possible")
     loop: bool = Field(default=False, description="file/folder: start again at the end")
     folder_fps: PositiveFloat = Field(default=1.0, description="folder: images per second at speed 1")
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=64 * 64, le=MAX_PIXELS_CEILING,
+        description="images and stream frames larger than this (width x height) are refused unread, counted in "
+                    "bad_input; 40 megapixels holds 8K UHD (33.2) and decodes to 120 MB")
     longest_side: int = Field(default=640, ge=64, le=4096, description="frames are downscaled to this longest side")
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     decode_threads: int = Field(default=1, ge=0, le=64,

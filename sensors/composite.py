@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.core.errors import SensorError
+from sensors.image_header import DEFAULT_MAX_PIXELS, ImageRefused, check_image, max_file_bytes
 
 Image = npt.NDArray[Any]
 
@@ -62,11 +63,19 @@ def split_composite(image: Image, *, max_panels: int = MAX_PANELS, min_panel_fra
 def load_composite(path: Path | str) -> list[Image]:
     """Read an image file (PNG, JPEG, ...) and split it with `split_composite`."""
     path = Path(path)
+    limit = max_file_bytes(DEFAULT_MAX_PIXELS)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
     except OSError as exc:
         raise SensorError(f"composite {path}: cannot read: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if len(raw) > limit:
+        raise SensorError(f"composite {path}: larger than {limit} bytes")
+    try:
+        check_image(raw, DEFAULT_MAX_PIXELS)
+    except ImageRefused as exc:
+        raise SensorError(f"composite {path}: {exc}") from exc
+    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise SensorError(f"composite {path}: not an image OpenCV can decode")
     return split_composite(image)

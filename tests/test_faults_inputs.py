@@ -194,8 +194,8 @@ def test_check_config_warns_about_input_paths_that_do_not_exist_or_cannot_be_rea
 # -- 6. idle connections to the health server -------------------------------------------------------------
 def test_many_idle_health_connections_cannot_exhaust_descriptors_the_model_call_needs(
         tmp_path: Path, server: ScriptedOpenAIServer) -> None:
-    """With 256 descriptors, 400 idle connections to the health server are held to 32 (the rest closed at
-    once and counted in the log), and the next model call still gets its socket. Before the fix every idle
+    """With 256 descriptors, 400 idle connections to the health server are held to 32 (the oldest idle ones
+    closed and counted in the log), and the next model call still gets its socket. Before the fix every idle
     connection kept a descriptor for 5 s and the model call failed (`Too many open files`)."""
     log = tmp_path / "kitchen.jsonl"
     log.write_text("")
@@ -209,7 +209,7 @@ def test_many_idle_health_connections_cannot_exhaust_descriptors_the_model_call_
             time.sleep(0.5)
             assessed = still_watching(daemon, log, zone="kitchen")
             assert assessed["alert"] == "new"
-            limit = daemon.wait_log("health server at its connection limit; new connections closed at once")[0]
+            limit = daemon.wait_log("health server at its connection limit; the oldest idle connections closed")[0]
             assert limit["max_connections"] == 32
         finally:
             for connection in idle:

@@ -10,6 +10,11 @@
 - `/metrics`: the Prometheus text format.
 
 A tiny HTTP/1.1 server on asyncio streams: three GET routes need no framework.
+Connections are bounded (each holds a descriptor the model calls need too), and
+a request's head must arrive within `_HEADER_TIMEOUT_S`. At the bound, the
+oldest connection still sending its head gives way to the new one: a flood of
+slow or idle sockets (slowloris) cannot keep a quick probe out, because every
+new probe pushes the oldest idler out instead of being refused itself.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from monitor.daemon.settings import HealthSettings
 
 log = structlog.get_logger("monitor.health")
 
-_REQUEST_TIMEOUT_S = 5.0
+# A probe sends its head in one packet at once; a client still sending after 2 s is slow or hostile.
+_HEADER_TIMEOUT_S = 2.0
+_RESPONSE_TIMEOUT_S = 5.0  # a client that does not read its answer gives way
 _MAX_REQUEST_BYTES = 16 * 1024
 # Idle connections held open cost a file descriptor each, and the model calls need descriptors too:
-# beyond this many at once, a new connection is closed at once (and counted).
+# beyond this many at once, the oldest still sending its head is closed (counted), or if every one is
+# being answered, the new one.
 MAX_CONNECTIONS = 32
 _REJECT_LOG_INTERVAL_S = 60.0
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
@@ -229,8 +237,11 @@ class HealthServer:
         self._metrics_type = metrics_content_type
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # The connections still sending their head, oldest first (a dict keeps insertion order).
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         self.max_connections = max_connections
         self.rejected_connections = 0
+        self.evicted_connections = 0
         self._rejects_logged_at: float | None = None
         self.port: int | None = None
 
@@ -250,31 +261,47 @@ class HealthServer:
         await self._server.wait_closed()
         self._server = None
 
-    def _reject(self, writer: asyncio.StreamWriter) -> None:
-        """Close a connection beyond the limit at once; say so at most once a minute."""
-        self.rejected_connections += 1
-        writer.transport.abort()
+    def _make_room(self, writer: asyncio.StreamWriter) -> bool:
+        """At the limit: close the oldest connection still sending its head, else the new one (counted)."""
+        oldest = next(iter(self._waiting), None)
+        if oldest is not None:
+            del self._waiting[oldest]
+            self._writers.discard(oldest)
+            oldest.transport.abort()
+            self.evicted_connections += 1
+        else:
+            self.rejected_connections += 1
+            writer.transport.abort()
+        self._log_limit()
+        return oldest is not None
+
+    def _log_limit(self) -> None:
+        """Say so at most once a minute, with the counts."""
         now = time.monotonic()
         if self._rejects_logged_at is None or now - self._rejects_logged_at >= _REJECT_LOG_INTERVAL_S:
             self._rejects_logged_at = now
-            log.warning("health server at its connection limit; new connections closed at once",
-                        max_connections=self.max_connections, rejected_total=self.rejected_connections)
+            log.warning("health server at its connection limit; the oldest idle connections closed",
+                        max_connections=self.max_connections, evicted_total=self.evicted_connections,
+                        rejected_total=self.rejected_connections)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= self.max_connections:
-            self._reject(writer)
+        if len(self._writers) >= self.max_connections and not self._make_room(writer):
             return
         self._writers.add(writer)
+        self._waiting[writer] = None
         try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT_S):
+            async with asyncio.timeout(_HEADER_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
+            self._waiting.pop(writer, None)
             method, _, rest = head.decode("latin-1").partition(" ")
             path = urlsplit(rest.partition(" ")[0]).path
             status, content_type, body = await self._route(method, path)
-            await self._respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
+            async with asyncio.timeout(_RESPONSE_TIMEOUT_S):
+                await self._respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-            pass  # a client that hung up or sent junk gets nothing
+            pass  # a client that hung up, was too slow or sent junk gets nothing
         finally:
+            self._waiting.pop(writer, None)
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError):

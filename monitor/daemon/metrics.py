@@ -71,6 +71,7 @@ class Metrics(Observer):
             self.reloads.labels(result)
         self.outbox_depth: Callable[[], int | None] = lambda: None
         self.source_health: Callable[[], Mapping[str, bool]] = dict
+        self.source_bad_input: Callable[[], Mapping[str, int]] = dict
         self.sink_health: Callable[[], Mapping[str, bool | None]] = dict
         self.open_alerts: Callable[[], int] = lambda: 0
         self.zone_states: Callable[[], Mapping[str, str]] = dict
@@ -139,6 +140,9 @@ class _ServiceCollector:
             yield _gauge("monitor_outbox_depth", "MQTT outbox messages waiting for the broker", depth)
         yield _labelled(GaugeMetricFamily, "monitor_source_up", "1 when the source is online", "source",
                         {k: int(v) for k, v in m.source_health().items()})
+        yield _labelled(CounterMetricFamily, "monitor_source_bad_input",
+                        "Inputs each source could not use: unparsable lines, unreadable or oversized images",
+                        "source", dict(m.source_bad_input()))
         yield _labelled(GaugeMetricFamily, "monitor_sink_connected",
                         "1 when the sink is connected (sinks that report it)", "sink",
                         {k: int(v) for k, v in m.sink_health().items() if v is not None})

@@ -9,6 +9,7 @@ unchanged sources carry on untouched.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from monitor.core.errors import ConfigError, MonitorError
 from monitor.core.logging import configure_logging
 from monitor.daemon.metrics import MeteredBackend
 from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, sink_specs, source_specs, zones_of
+from monitor.history.recorder import prepare_audit_log
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings, load_settings
 from monitor.sinks import AlertSink
@@ -96,6 +98,8 @@ async def _apply(service: Service, new: Settings) -> list[str]:
 
 
 async def _prepare(service: Service, old: Settings, new: Settings, prepared: _Prepared) -> None:
+    if new.service.audit_log != old.service.audit_log:
+        await asyncio.to_thread(prepare_audit_log, new.service.audit_log)
     if new.model != old.model:
         prepared.backend = service.new_backend(new.model)
         await prepared.backend.start()

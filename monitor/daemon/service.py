@@ -393,6 +393,7 @@ class Service:
     def _wire_metrics(self) -> None:
         metrics = self.metrics
         metrics.source_health = self._sources_online
+        metrics.source_bad_input = self._sources_bad_input
         metrics.sink_health = self._sinks_connected
         metrics.open_alerts = lambda: len(self.alerts.open)
         metrics.zone_states = lambda: {zone: state.state for zone, state in self.zones.states().items()}
@@ -403,6 +404,11 @@ class Service:
         if self.pipeline is None:
             return {}
         return {source.id: source.health().state == "online" for source, _ in self.pipeline.sources}
+
+    def _sources_bad_input(self) -> dict[str, int]:
+        if self.pipeline is None:
+            return {}
+        return {source.id: source.health().bad_input for source, _ in self.pipeline.sources}
 
     def _zone_sources(self) -> SourceHealths:
         """Each zone's sources and their health, for the zone tracker (every source offline: blind)."""

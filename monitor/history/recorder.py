@@ -14,7 +14,9 @@ event loop; `close()` waits for what was queued.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +31,7 @@ from monitor.alerts import AlertEvent
 from monitor.assess.context import NotesProvider
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
+from monitor.core.files import open_append, private_dir
 from monitor.core.text import redact_credentials
 from monitor.history.desk import FeedbackDesk
 from monitor.history.feedback import FeedbackError, FeedbackStore
@@ -46,6 +49,35 @@ log = structlog.get_logger("monitor.history")
 _PENDING_WINDOWS = 256
 _RETENTION_EVERY_S = 300.0
 _ERROR_EVERY_S = 60.0
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+def prepare_audit_log(path: Path | None) -> None:
+    """Create `service.audit_log`'s missing folders (0700) and the file (0600), or raise HistoryError naming it.
+
+    Checked when the daemon starts and when a reload sets a new path: a path that can never be written
+    is refused then, in one line, instead of failing every record afterwards. A full disk is no reason
+    to refuse (the log is an extra, and space may come back): said, and the records try again.
+    """
+    if path is None:
+        return
+    try:
+        private_dir(path.parent)
+        os.close(open_append(path))
+    except OSError as exc:
+        if exc.errno in _TRANSIENT_ERRNOS:
+            log.error("audit log not ready; each record tries again", path=str(path), error=exc.strerror or str(exc))
+            return
+        raise HistoryError(f"service.audit_log = {path}: cannot be written: {exc.strerror or exc}; "
+                           "create its folder for the monitor's user, or choose another path") from exc
+
+
+def _append_audit(path: Path, line: str) -> None:
+    try:
+        append_private(path, line)
+    except FileNotFoundError:  # its folder was removed while running, or not made at start (disk full)
+        private_dir(path.parent)
+        append_private(path, line)
 
 
 class CallCapture(BackendWrapper):
@@ -93,6 +125,7 @@ class HistoryRecorder(Observer):
         self._failed_at = float("-inf")
         self._failures = 0
         self.desk: FeedbackDesk | None = None
+        prepare_audit_log(settings.service.audit_log)
         self.configure(settings)
         if settings.history.feedback:
             self.desk = self._open_desk(store or FeedbackStore(feedback_path(settings.service.state_dir)), settings)
@@ -194,7 +227,7 @@ class HistoryRecorder(Observer):
             if settings.enabled:
                 files.append(day, line)
             if audit_path is not None:
-                append_private(audit_path, line)
+                _append_audit(audit_path, line)
         except (OSError, HistoryError) as exc:
             self._failed(exc, files.folder if settings.enabled else audit_path)
             return

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from monitor.core.config import PositiveFloat, Section
+from monitor.core.config import DisplayName, PositiveFloat, Section
 
 _TOPIC_PREFIX = r"^[^#+/\s](?:[^#+\s]*[^#+/\s])?$"
 _OUTBOX_FILE = "mqtt-outbox.sqlite3"
@@ -45,7 +45,7 @@ class MqttDiscoverySettings(Section):
     node_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="default: the topic prefix, made safe"
     )
-    device_name: str = Field(default="Proactive monitor", min_length=1, max_length=100)
+    device_name: DisplayName = Field(default="Proactive monitor")
 
 
 class MqttOutboxSettings(Section):

@@ -27,6 +27,8 @@ from typing import Any
 
 from monitor import __version__
 from monitor.control import SENSITIVITY_MAX, SENSITIVITY_MIN
+from monitor.core.config import MAX_NAME_CHARS
+from monitor.core.text import shorten
 from monitor.escalation import contract as escalation_contract
 from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
@@ -194,11 +196,12 @@ class Discovery:
     def zone_device(self, zone: ZoneLabel, *, via_hub: bool = True) -> dict[str, Any]:
         device: dict[str, Any] = {
             "identifiers": [f"{self.node_id}_{zone.id}"],
-            "name": zone.name or f"{self.settings.discovery.device_name} {zone.id}",
+            # Bounded here too, whatever built the label: Home Assistant stores what it is sent.
+            "name": shorten(zone.name or f"{self.settings.discovery.device_name} {zone.id}", MAX_NAME_CHARS),
             "manufacturer": MANUFACTURER, "model": "Monitored zone", "sw_version": self.sw_version,
         }
         if zone.area:
-            device["suggested_area"] = zone.area
+            device["suggested_area"] = shorten(zone.area, MAX_NAME_CHARS)
         if via_hub:
             device["via_device"] = self.node_id
         return device

@@ -30,6 +30,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -102,6 +103,16 @@ def audio_device_problem(snd_dir: Path = Path("/dev/snd"), runtime_dir: str | No
     if snd_dir.is_dir() and any(snd_dir.glob("pcmC*D*p")):
         return None
     return f"no audio output: no playback device in {snd_dir} and no PulseAudio or PipeWire socket"
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid` (started with `start_new_session`): the engine and its children."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # every member has exited already
+    except PermissionError as exc:  # a child that changed its user: nothing more can be done from here
+        log.warning("speaker could not kill the engine's process group", pid=pid, error=str(exc))
 
 
 # --------------------------------------------------------------------------- the queue
@@ -330,18 +341,23 @@ class SpeakerSink:
 
     async def _run_command(self, argv: list[str], stdin: bytes | None) -> str | None:
         try:
+            # Its own process group: an engine is often a wrapper (a shell script, a player it starts), and
+            # a hung one is killed with everything it started, not just the process we know of.
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             return f"could not start {argv[0]!r}: {exc.strerror or exc}"
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 _out, err = await process.communicate(stdin)
         except TimeoutError:
-            process.kill()
+            kill_group(process.pid)
             await process.wait()
             return f"did not finish within sinks.speaker.timeout_s={self.settings.timeout_s:g}"
+        except asyncio.CancelledError:  # the service is stopping: nothing it started may outlive it
+            kill_group(process.pid)
+            raise
         if process.returncode != 0:
             tail = shorten(err.decode("utf-8", "replace").strip(), _STDERR_TAIL)
             return f"exit status {process.returncode}: {tail or '(no error output)'}"

@@ -11,9 +11,11 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -164,6 +166,31 @@ def write_folder(folder: Path, scene: Scene, *, count: int, step_s: float = 1.0,
 
 
 # -- MJPEG over HTTP --------------------------------------------------------------------------------
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid greyscale PNG of `width` x `height` black pixels in a few hundred KB (30000 x 30000: 875 KB).
+
+    Deflate compresses zeros about 1000:1. A slice of rows is compressed once, ended with a full flush (no
+    reference back across it), and repeated; the Adler-32 of n zero bytes is ((n % 65521) << 16) | 1.
+    """
+    row = bytes(width + 1)  # filter byte 0, then the row's pixels
+    rows = max(1, min(height, (32 << 20) // len(row)))
+    repeats, rest = divmod(height, rows)
+
+    def deflate(data: bytes, *, last: bool) -> bytes:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+
+    adler = ((len(row) * height % 65521) << 16) | 1
+    idat = b"\x78\xda" + deflate(row * rows, last=False) * repeats + deflate(row * rest, last=True) \
+        + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale, not interlaced
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
