@@ -121,4 +121,28 @@ def test_run_with_a_broken_config_exits_1_naming_the_key(tmp_path: Path) -> None
     result = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
-    assert f"{config}: windows.min_interval: unknown key" in result.stderr
+    assert f"{config}: windows.min_interval: unknown key (did you mean 'min_interval_s'?)" in result.stderr
+
+
+def test_a_start_that_fails_leaves_no_state_dir_behind_and_says_where_it_was(tmp_path: Path) -> None:
+    """`monitor run` created ./state in the working directory before it failed for another reason."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(f"""
+[model]
+backend = "scripted"
+script = "{tmp_path / 'no-such-script.json'}"
+[[sources]]
+id = "kitchen"
+kind = "stdin"
+zone = "kitchen"
+[health]
+enabled = false
+""")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config)], cwd=work,
+                            capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 1 and "no-such-script.json" in result.stderr
+    assert str(work / "state") in result.stderr  # where it would have been
+    assert list(work.iterdir()) == []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import time
@@ -65,14 +66,31 @@ T = TypeVar("T")
 
 async def serve(settings: Settings, config_path: Path | None = None) -> int:
     """Run the daemon until a signal or the end of the sources; reload from `config_path` on SIGHUP."""
-    service = Service(settings, config_path=config_path)
+    created = not _exists(settings.service.state_dir)  # one stat before the loop has work: no need for a thread
+    service: Service | None = None
     try:
+        service = Service(settings, config_path=config_path)
         return await service.run()
     except BaseExceptionGroup as group:
         leaves = leaf_errors(group)
         if len(leaves) == 1 and isinstance(leaves[0], MonitorError):
             raise leaves[0] from None  # the CLI prints it as one line and exits 1
         raise
+    finally:
+        if created and (service is None or service.started_at_wall is None):
+            _remove_unused_state_dir(settings.service.state_dir)
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _remove_unused_state_dir(state_dir: Path) -> None:
+    """A start that failed before the monitor was ready leaves no state dir it created behind: nothing in it
+    was ever about anyone, and a person fixing the config should not find folders appearing in odd places."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+    log.info("state dir removed: the monitor created it for a start that failed before it was ready",
+             path=str(state_dir))
 
 
 # --------------------------------------------------------------------------- the service
@@ -105,6 +123,7 @@ class Service:
         self.readiness = Readiness(self.health_settings)
         self.state = "starting"
         self.started_at = time.monotonic()
+        self.started_at_wall: float | None = None  # when the monitor became ready
         self.backend: MeteredBackend | None = None
         self.pipeline: Pipeline | None = None
         self.sinks: dict[SinkName, tuple[SinkSpec, AlertSink]] = {}
@@ -207,6 +226,7 @@ class Service:
         """Act on the state the signal handlers set: reload, or stop in order."""
         await pipeline.started.wait()
         self.state = "running"
+        self.started_at_wall = time.time()
         self.notifier.ready(self.status_line())
         log.info("monitor ready", notify=self.notifier.enabled,
                  watchdog_interval_s=self.notifier.watchdog_interval_s)
