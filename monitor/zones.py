@@ -342,7 +342,8 @@ class ZoneStatus(Observer):
     @staticmethod
     def _clear_reason(book: _Book) -> str:
         """What a clear zone's reason can truthfully say: an alert that ended since the last look says how."""
-        if book.last_end is not None and (book.last_success_wall is None or book.last_end[2] >= book.last_success_wall):
+        last_look = book.last_success_wall
+        if book.last_end is not None and (last_look is None or book.last_end[2] > last_look):
             hazard, reason, _at = book.last_end
             return f"no alert open: '{hazard}' ended ({reason})"
         if book.last_danger is not None:
