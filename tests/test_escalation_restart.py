@@ -16,6 +16,7 @@ import pytest
 from tests.support.daemon import Daemon, alert_lines, append, responder, wait_until, write_config
 from tests.support.openai_server import ScriptedOpenAIServer
 
+
 @pytest.fixture
 def model() -> Iterator[ScriptedOpenAIServer]:
     with ScriptedOpenAIServer(responder=responder()) as server:
