@@ -44,7 +44,7 @@ log = structlog.get_logger("monitor.alerts")
 # `escalate` and `ack` come from the escalation engine (monitor/escalation/): a persisting hazard warned
 # about again, and a person saying they have seen the warning.
 EventType = Literal["new", "update", "end", "escalate", "ack"]
-# Why an alert ended: no assessment of its zone since its last confirmation (no new observations), the zone
+# Why an alert ended: no assessment of its zone finished since its last confirmation (a quiet zone), the zone
 # assessed without finding it, monitoring of the zone switched off, or the monitor restarted meanwhile.
 EndCause = Literal["not_confirmed", "assessed_clear", "monitoring_off", "restart"]
 OPEN_ALERTS_FILE = "open-alerts.json"
@@ -438,14 +438,15 @@ class AlertManager:
             f"; it was held open while the zone could not be assessed ({alert.unconfirmed_reason})")
         assessed = self._assessed_at.get(alert.zone)
         if alert.id in self.restored and self.restarted_at is not None:
-            seen = "assessed without finding it" if assessed is not None else "not assessed (no new observations)"
-            return "restart", (f"{RESTARTED} at {iso_time(self.restarted_at)}; since then the zone was {seen} "
-                               f"for {now - self.restarted_at:.0f} s (alerts.dedup_ttl_s = {ttl:g} s)")
+            seen = "the zone's assessments did not find it" if assessed is not None else \
+                "no assessment of the zone finished"
+            return "restart", (f"{RESTARTED} at {iso_time(self.restarted_at)}; in the {now - self.restarted_at:.0f} s "
+                               f"since, {seen} (alerts.dedup_ttl_s = {ttl:g} s)")
         if assessed is not None and assessed > alert.updated_at:
             return "assessed_clear", (f"assessed clear: the zone's assessments in the {age:.0f} s since the last "
                                       f"confirmation did not find it (alerts.dedup_ttl_s = {ttl:g} s){held}")
-        return "not_confirmed", (f"expired unconfirmed after {age:.0f} s (alerts.dedup_ttl_s = {ttl:g} s): the "
-                                 f"zone was not assessed since (no new observations){held}")
+        return "not_confirmed", (f"expired unconfirmed after {age:.0f} s (alerts.dedup_ttl_s = {ttl:g} s): no "
+                                 f"assessment of the zone finished since{held}")
 
     def _end(self, alert: Alert, now: float, cause: EndCause, reason: str) -> AlertEvent:
         del self.open[alert.id]

@@ -102,8 +102,8 @@ def test_each_end_says_what_happened() -> None:
     quiet = home.assess(danger=True)  # then nothing more happens in the zone
     [end] = home.expire(TTL)
     assert quiet is not None and end.alert.id == quiet.alert.id and end.end_cause == "not_confirmed"
-    assert end.end_reason == ("expired unconfirmed after 60 s (alerts.dedup_ttl_s = 60 s): the zone was not "
-                              "assessed since (no new observations)")
+    assert end.end_reason == ("expired unconfirmed after 60 s (alerts.dedup_ttl_s = 60 s): no assessment of the "
+                              "zone finished since")
     state = home.zones.state()
     assert state.state == "clear" and state.reason != "the last assessment found no hazard"
     assert state.reason == f"no alert open: 'hot oil fire' ended ({end.end_reason})"

@@ -86,7 +86,7 @@ def test_an_alert_not_seen_again_after_a_restart_ends_telling_the_level_it_reach
     body = end.to_json()
     assert (body["id"], body["escalation_level"], body["caregivers_notified"]) == (first.alert.id, 2, True)
     assert body["end_cause"] == "restart" and body["end_reason"].startswith("monitor restarted at ")
-    assert "not assessed" in body["end_reason"]
+    assert "no assessment of the zone finished" in body["end_reason"]
 
 
 def test_an_alert_older_than_the_ttl_at_restart_ends_at_once_with_its_level(tmp_path: Path) -> None:
@@ -186,3 +186,19 @@ def test_a_corrupt_escalation_state_file_is_moved_aside_and_levels_come_from_the
     again.warn()
     [level_3] = again.run(40)
     assert (level_3.alert.id, level_3.alert.escalation_level) == (first.alert.id, 3)
+
+
+def test_a_restored_alert_does_not_escalate_before_its_hazard_is_seen_again(tmp_path: Path) -> None:
+    """Its last confirmation may be recent enough for confirmed_within_s, but the monitor has not seen it since."""
+    life = Durable(tmp_path, settings(confirmed_within_s=300.0))
+    life.warn()
+    life.run(100)  # level 2 at 100 s
+    life.clock.now += 5
+    life.warn()  # confirmed after level 2, at 105 s; then the crash
+    life.clock.now += 1
+    again, _ = life.restart(tmp_path, settings(confirmed_within_s=300.0))
+    again.clock.now += 40  # level 3 is due (repeat_after_s = 40) and the last confirmation is 41 s old
+    assert again.engine.tick() == []
+    again.warn()
+    [level_3] = again.engine.tick()
+    assert level_3.alert.escalation_level == 3

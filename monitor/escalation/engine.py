@@ -269,6 +269,8 @@ class Escalator:
         ladder = self.settings.ladder(track.ladder_severity, overrides)
         if alert.acknowledged_at is not None or alert.quiet or not ladder.enabled or not self._enabled(overrides):
             return None
+        if alert.unconfirmed_reason is not None:
+            return None  # held (restored after a restart, or its zone blind): never escalated on evidence from before
         if track.level >= self.settings.max_per_alert:
             return None  # the last escalation recorded the limit
         after = ladder.escalate_after_s if track.level == 0 else ladder.repeat_s
