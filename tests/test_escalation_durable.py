@@ -202,3 +202,17 @@ def test_a_restored_alert_does_not_escalate_before_its_hazard_is_seen_again(tmp_
     again.warn()
     [level_3] = again.engine.tick()
     assert level_3.alert.escalation_level == 3
+
+
+def test_an_acknowledgement_survives_a_restart(tmp_path: Path) -> None:
+    """Acknowledged before the crash: after it, the same alert is still acknowledged and never escalates."""
+    life = Durable(tmp_path)
+    first = life.warn()
+    life.run(60)  # level 1
+    assert life.ack(alert_id=first.alert.id, by="ann").status == "acknowledged"
+    life.clock.now += 5
+    again, _ = life.restart(tmp_path)
+    seen = again.warn()
+    assert (seen.alert.id, seen.alert.acknowledged_by, seen.alert.escalation_level) == (first.alert.id, "ann", 1)
+    assert again.run(300) == []
+    assert again.ack(alert_id=first.alert.id).status == "already_acknowledged"
