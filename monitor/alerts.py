@@ -415,11 +415,19 @@ class AlertManager:
         if not due and alert.unconfirmed_reason is None:
             return None
         # Due, or held: a held alert's TTL starts again only once its zone can be assessed.
-        why = self.unseen(alert.zone)
+        why = self._unseen(alert.zone)
         if why is not None:
             self._hold(alert, now, why)
             return None
         return self._end(alert, now, *self._expiry_reason(alert, now)) if due else None
+
+    def _unseen(self, zone: str) -> str | None:
+        try:
+            return self.unseen(zone)
+        except Exception as exc:  # a broken check must not stop the expiry task: the plain TTL applies
+            log.error("could not tell whether a zone can be assessed; its alerts expire by the TTL alone",
+                      zone=zone, error=str(exc), error_type=type(exc).__name__)
+            return None
 
     def _hold(self, alert: Alert, now: float, why: str) -> None:
         """A zone that cannot be assessed cannot fail to confirm: the TTL counts again once it can."""
