@@ -10,6 +10,8 @@ import io
 import json
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from monitor.alerts import AlertEvent, AlertManager, AlertSettings
 from monitor.assess.verdict import Assessment, Verdict
 from monitor.backends import Usage
@@ -145,3 +147,18 @@ def test_people_read_the_zone_s_display_name_and_payloads_carry_both() -> None:
     printed = StdoutSink(stream=io.StringIO(), color=False).render(escalation).splitlines()[0]
     assert printed.endswith("escalate Workshop: fall from ladder")
 
+
+
+def test_a_broken_blindness_check_never_stops_expiry() -> None:
+    """The check asks the zone tracker and the sources' health: if it raises, the plain TTL applies, logged."""
+    home = Home()
+
+    def broken(zone: str) -> str | None:
+        raise RuntimeError("sources unavailable")
+
+    home.alerts.unseen = broken
+    opened = home.assess(danger=True)
+    with capture_logs() as logs:
+        [end] = home.expire(TTL)
+    assert opened is not None and end.alert.id == opened.alert.id
+    assert any(e["event"].startswith("could not tell whether a zone can be assessed") for e in logs)
