@@ -2,20 +2,29 @@
 
 A warning about the same hazard in the same zone while an alert is open updates
 that alert (same id, `update` event) instead of creating a new one. An alert
-ends when no verdict has confirmed it for `dedup_ttl_s`.
+ends when no verdict has confirmed it for `dedup_ttl_s`, and its `end` says
+what happened (`end_cause`, `end_reason`): the zone was assessed without
+finding it, or not assessed at all, or switched off, or the monitor restarted.
+
+A zone that cannot be assessed (blind, its sources offline, its newest
+assessment failed; `unseen`) cannot fail to confirm anything: its alerts are
+held open, marked `unconfirmed_since` and `unconfirmed_reason`, and the TTL
+counts again from the moment the zone can be assessed.
 
 With a journal (the daemon's `<state_dir>/open-alerts.json`) the open alerts
 are written durably on every change. After a crash or a stop with alerts open,
-the next start ends each of them with the reason "monitor restarted", so a
-subscriber waiting for closure gets it rather than a hazard that stays open
-forever.
+the next start restores the alerts confirmed less than `dedup_ttl_s` before it,
+held as unconfirmed since the restart: the same hazard seen again continues
+the same alert (same id, and its escalation where it was), and one not seen
+again within `dedup_ttl_s` after the restart ends with the cause `restart`.
+Older ones end at once, with that cause.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +44,12 @@ log = structlog.get_logger("monitor.alerts")
 # `escalate` and `ack` come from the escalation engine (monitor/escalation/): a persisting hazard warned
 # about again, and a person saying they have seen the warning.
 EventType = Literal["new", "update", "end", "escalate", "ack"]
+# Why an alert ended: no assessment of its zone finished since its last confirmation (a quiet zone), the zone
+# assessed without finding it, monitoring of the zone switched off, or the monitor restarted meanwhile.
+EndCause = Literal["not_confirmed", "assessed_clear", "monitoring_off", "restart"]
 OPEN_ALERTS_FILE = "open-alerts.json"
 RESTARTED = "monitor restarted"
+HELD_AT_RESTART = "monitor restarted; the zone was not assessed since"
 _JOURNAL_VERSION = 1
 
 
@@ -78,6 +91,16 @@ class Alert:
     acknowledged_at: float | None = None
     acknowledged_by: str | None = None
     quiet: bool = False
+    # How a person calls the zone (`[[zones]] name`): what texts and voices say; `zone` stays the id.
+    zone_name: str | None = None
+    # Held open without confirmation: since the last confirmation, because its zone could not be assessed.
+    unconfirmed_since: float | None = None
+    unconfirmed_reason: str | None = None
+
+    @property
+    def zone_label(self) -> str:
+        """The zone as a person reads or hears it: its display name, else its id."""
+        return self.zone_name or self.zone
 
     def reach_state(self) -> dict[str, Any]:
         """What a zone's state adds about this alert once it was escalated or acknowledged.
@@ -94,6 +117,7 @@ class Alert:
         return {
             "id": self.id,
             "zone": self.zone,
+            "zone_name": self.zone_label,
             "sources": list(self.sources),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -109,6 +133,8 @@ class Alert:
             "updates": self.updates,
             "timings": {"model_latency_s": round(self.latency_s, 4)},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "unconfirmed_since": self.unconfirmed_since,
+            "unconfirmed_reason": self.unconfirmed_reason,
             **self._reach_json(),
         }
 
@@ -138,7 +164,27 @@ class Alert:
             model=str(data["model"]), strategy=str(data["strategy"]), window_id=str(data["window_id"]),
             latency_s=float(timings.get("model_latency_s", 0.0)), prompt_tokens=int(tokens.get("prompt", 0)),
             completion_tokens=int(tokens.get("completion", 0)), updates=int(data.get("updates", 0)),
+            zone_name=_optional(data.get("zone_name"), str), **_reach_from_json(data),
         )
+
+
+def _optional(value: Any, kind: Callable[[Any], Any]) -> Any:
+    return None if value is None else kind(value)
+
+
+def _reach_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The escalation and hold fields of a journaled alert: a restart must not forget the level reached."""
+    return {
+        "escalation_level": int(data.get("escalation_level") or 0),
+        "escalated_at": _optional(data.get("escalated_at"), float),
+        "caregivers_notified": bool(data.get("caregivers_notified", False)),
+        "escalation_limit": _optional(data.get("escalation_limit"), str),
+        "acknowledged_at": _optional(data.get("acknowledged_at"), float),
+        "acknowledged_by": _optional(data.get("acknowledged_by"), str),
+        "quiet": bool(data.get("quiet", False)),
+        "unconfirmed_since": _optional(data.get("unconfirmed_since"), float),
+        "unconfirmed_reason": _optional(data.get("unconfirmed_reason"), str),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +194,10 @@ class AlertEvent:
     type: EventType
     alert: Alert
     at: float = field(default_factory=time.time)
-    end_reason: str | None = None  # why an `end` ended: not confirmed within the TTL, or a restart
+    end_reason: str | None = None  # what ended an `end`, in words
+    end_cause: EndCause | None = None  # the same as a keyword automations can test
+    # A caregivers' escalation standing for several alerts (a storm past escalation.caregivers_max_per_hour).
+    summary: tuple[Alert, ...] = ()
 
     @property
     def message_id(self) -> str:
@@ -160,7 +209,16 @@ class AlertEvent:
         data = {"type": self.type, "message_id": self.message_id, "at": self.at, **self.alert.to_json()}
         if self.end_reason is not None:
             data["end_reason"] = self.end_reason
+            data["end_cause"] = self.end_cause
+        if self.summary:
+            data["summary"] = [summary_json(alert) for alert in self.summary]
         return data
+
+
+def summary_json(alert: Alert) -> dict[str, Any]:
+    """One alert named in a caregivers' summary."""
+    return {"alert_id": alert.id, "zone": alert.zone, "zone_name": alert.zone_label, "hazard": alert.hazard,
+            "severity": alert.severity, "escalation_level": alert.escalation_level}
 
 
 class OpenAlertJournal:
@@ -195,31 +253,60 @@ class OpenAlertJournal:
 
 
 class AlertManager:
-    """Turns verdicts into alert events; holds the open alerts."""
+    """Turns verdicts into alert events; holds the open alerts.
+
+    `unseen(zone)` says why a zone cannot be assessed now (None when it can): the daemon asks its
+    `ZoneStatus`. `zone_names` are the display names alerts carry.
+    """
 
     def __init__(self, settings: AlertSettings, *, controls: ZoneControls | None = None,
-                 clock: Callable[[], float] = time.time, journal: OpenAlertJournal | None = None) -> None:
+                 clock: Callable[[], float] = time.time, journal: OpenAlertJournal | None = None,
+                 unseen: Callable[[str], str | None] | None = None,
+                 zone_names: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.controls = controls or ZoneControls()
         self.open: dict[str, Alert] = {}
         self.journal = journal
+        self.unseen: Callable[[str], str | None] = unseen or _always_seen
+        self.zone_names: Mapping[str, str] = dict(zone_names or {})
+        self.restored: set[str] = set()  # restored at start and not confirmed since
+        self.restarted_at: float | None = None
         self._clock = clock
+        self._assessed_at: dict[str, float] = {}  # zone -> its last successful assessment
+        self._ttl_from: dict[str, float] = {}  # alert id -> the TTL counts from here (a hold, a restart)
 
-    def end_previous_run(self) -> list[AlertEvent]:
-        """`end` events, reason "monitor restarted", for the alerts the journal says were open at the last stop.
+    def restore_previous_run(self) -> list[AlertEvent]:
+        """Reopen the alerts the journal says were open at the last stop; `end` events for those too old.
 
-        The journal keeps them until `persist()` is called after these events were published, so a crash
-        in between ends them at the next start instead.
+        An alert confirmed less than `dedup_ttl_s` before this start is open again, held as unconfirmed
+        since the restart: the hazard seen again continues it. The journal keeps the old ones until
+        `persist()` is called after their ends were published, so a crash in between ends them next time.
         """
         if self.journal is None:
             return []
         now = self._clock()
-        previous = self.journal.load()
-        if previous:
-            log.info("ending alerts left open by the previous run", alerts=[a.id for a in previous],
-                     path=str(self.journal.file.path))
-        return [AlertEvent("end", replace(a, updated_at=now, updates=a.updates + 1, reason=RESTARTED), at=now,
-                           end_reason=RESTARTED) for a in previous]
+        self.restarted_at = now
+        ends = []
+        for alert in self.journal.load():
+            if now - alert.updated_at >= self.settings.dedup_ttl_s:
+                reason = (f"{RESTARTED}: last confirmed {now - alert.updated_at:.0f} s before, more than "
+                          f"alerts.dedup_ttl_s = {self.settings.dedup_ttl_s:g} s")
+                ends.append(AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1,
+                                                      reason=RESTARTED), at=now, end_reason=reason,
+                                       end_cause="restart"))
+                continue
+            self.open[alert.id] = replace(alert, unconfirmed_since=alert.unconfirmed_since or alert.updated_at,
+                                          unconfirmed_reason=HELD_AT_RESTART)
+            self.restored.add(alert.id)
+            self._ttl_from[alert.id] = now
+        if self.open or ends:
+            log.info("alerts left open by the previous run", restored=sorted(self.open),
+                     ended=[e.alert.id for e in ends], path=str(self.journal.file.path))
+        return ends
+
+    def confirmed(self) -> list[Alert]:
+        """The open alerts a subscriber may show as current: all but those restored and not seen again."""
+        return [alert for alert in self.open.values() if alert.id not in self.restored]
 
     async def flush(self) -> None:
         """Wait until the journal holds the latest open alerts (at shutdown)."""
@@ -241,9 +328,10 @@ class AlertManager:
 
     def decide(self, window: Window, verdict: Verdict) -> AlertEvent | None:
         """The event a verdict causes: a new alert, an update of an open one, or nothing."""
+        now = self._clock()
+        self._assessed_at[window.zone] = now  # every verdict is a successful assessment of its zone
         if not self.warns(window.zone, verdict):
             return None
-        now = self._clock()
         assessment = verdict.assessment
         hazard = assessment.hazard.strip() or "unspecified hazard"
         existing = self._find_open(window.zone, hazard)
@@ -266,8 +354,13 @@ class AlertManager:
             prompt_tokens=verdict.usage.prompt_tokens,
             completion_tokens=verdict.usage.completion_tokens,
             updates=existing.updates + 1,
+            zone_name=self.zone_names.get(window.zone),
+            unconfirmed_since=None,
+            unconfirmed_reason=None,
         )
         self.open[updated.id] = updated
+        self.restored.discard(updated.id)
+        self._ttl_from.pop(updated.id, None)
         self.persist()
         return AlertEvent("update", updated, at=now)
 
@@ -297,19 +390,81 @@ class AlertManager:
             latency_s=verdict.usage.latency_s,
             prompt_tokens=verdict.usage.prompt_tokens,
             completion_tokens=verdict.usage.completion_tokens,
+            zone_name=self.zone_names.get(window.zone),
         )
 
+    # -- the end of an alert --------------------------------------------------------------
     def expire(self) -> list[AlertEvent]:
-        """End every open alert not confirmed within the TTL."""
+        """End every open alert not confirmed within the TTL; hold those whose zone cannot be assessed."""
         now = self._clock()
-        ended = [a for a in self.open.values() if now - a.updated_at >= self.settings.dedup_ttl_s]
-        events = [self._end(alert, now) for alert in ended]
-        if events:
+        before = dict(self.open)
+        events = [event for alert in list(self.open.values()) if (event := self._expiry(alert, now)) is not None]
+        if events or self.open != before:
             self.persist()
         return events
 
-    def _end(self, alert: Alert, now: float) -> AlertEvent:
+    def _expiry(self, alert: Alert, now: float) -> AlertEvent | None:
+        ttl = self.settings.dedup_ttl_s
+        age = now - alert.updated_at
+        if not self.controls.is_monitoring(alert.zone):
+            if age < ttl:
+                return None
+            return self._end(alert, now, "monitoring_off",
+                             f"zone switched off: monitoring of the zone is off; not confirmed for {age:.0f} s")
+        due = now - max(alert.updated_at, self._ttl_from.get(alert.id, 0.0)) >= ttl
+        if not due and alert.unconfirmed_reason is None:
+            return None
+        # Due, or held: a held alert's TTL starts again only once its zone can be assessed.
+        why = self._unseen(alert.zone)
+        if why is not None:
+            self._hold(alert, now, why)
+            return None
+        return self._end(alert, now, *self._expiry_reason(alert, now)) if due else None
+
+    def _unseen(self, zone: str) -> str | None:
+        try:
+            return self.unseen(zone)
+        except Exception as exc:  # a broken check must not stop the expiry task: the plain TTL applies
+            log.error("could not tell whether a zone can be assessed; its alerts expire by the TTL alone",
+                      zone=zone, error=str(exc), error_type=type(exc).__name__)
+            return None
+
+    def _hold(self, alert: Alert, now: float, why: str) -> None:
+        """A zone that cannot be assessed cannot fail to confirm: the TTL counts again once it can."""
+        self._ttl_from[alert.id] = now
+        if alert.unconfirmed_reason == why:
+            return
+        self.open[alert.id] = replace(alert, unconfirmed_since=alert.unconfirmed_since or alert.updated_at,
+                                      unconfirmed_reason=why)
+        log.warning("alert held open: its zone cannot be assessed", alert=alert.id, zone=alert.zone,
+                    hazard=alert.hazard, unconfirmed_since=iso_time(alert.unconfirmed_since or alert.updated_at),
+                    why=why)
+
+    def _expiry_reason(self, alert: Alert, now: float) -> tuple[EndCause, str]:
+        ttl, age = self.settings.dedup_ttl_s, now - alert.updated_at
+        held = "" if alert.unconfirmed_reason in (None, HELD_AT_RESTART) else (
+            f"; it was held open while the zone could not be assessed ({alert.unconfirmed_reason})")
+        assessed = self._assessed_at.get(alert.zone)
+        if alert.id in self.restored and self.restarted_at is not None:
+            seen = "the zone's assessments did not find it" if assessed is not None else \
+                "no assessment of the zone finished"
+            return "restart", (f"{RESTARTED} at {iso_time(self.restarted_at)}; in the {now - self.restarted_at:.0f} s "
+                               f"since, {seen} (alerts.dedup_ttl_s = {ttl:g} s)")
+        if assessed is not None and assessed > alert.updated_at:
+            return "assessed_clear", (f"assessed clear: the zone's assessments in the {age:.0f} s since the last "
+                                      f"confirmation did not find it (alerts.dedup_ttl_s = {ttl:g} s){held}")
+        return "not_confirmed", (f"expired unconfirmed after {age:.0f} s (alerts.dedup_ttl_s = {ttl:g} s): no "
+                                 f"assessment of the zone finished since{held}")
+
+    def _end(self, alert: Alert, now: float, cause: EndCause, reason: str) -> AlertEvent:
         del self.open[alert.id]
-        reason = f"not confirmed for dedup_ttl_s={self.settings.dedup_ttl_s:g} s"
-        return AlertEvent("end", replace(alert, updated_at=now, updates=alert.updates + 1), at=now,
-                          end_reason=reason)
+        self.restored.discard(alert.id)
+        self._ttl_from.pop(alert.id, None)
+        ended = replace(alert, updated_at=now, updates=alert.updates + 1)
+        if cause == "restart":
+            ended = replace(ended, reason=RESTARTED)
+        return AlertEvent("end", ended, at=now, end_reason=reason, end_cause=cause)
+
+
+def _always_seen(zone: str) -> str | None:
+    return None

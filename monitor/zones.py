@@ -11,8 +11,11 @@ state, the one answer read wherever a person looks (the retained MQTT
    online yet (a camera connecting at start-up) is waited for, up to
    `blind_after_s`: meanwhile its zone is `unknown`.
 3. `hazard`: an alert of the zone is open.
-4. `unknown`: not assessed since start (or since monitoring was switched back on).
-5. `clear`: the last assessment found no hazard.
+4. `unknown`: not assessed since start, since monitoring was switched back on,
+   or since the zone's sources came back online after all were offline: only a
+   window snapshotted after that moment counts as a fresh assessment.
+5. `clear`: no alert is open; the reason says why (the last assessment found no
+   hazard, or the alert ended and how).
 
 A zone that has an open alert keeps its hazard fields in every state: a blind
 zone whose hazard is still open says both. A quiet zone (no new observations)
@@ -105,8 +108,12 @@ class _Book:
     first_unjudged: float | None = None  # oldest observation no successful assessment covered
     last_arrival: float | None = None
     covered_until: float | None = None  # when the newest successfully assessed window was snapshotted
-    assessed: bool = False  # since start, or since monitoring was switched back on
-    resumed: bool = False  # monitoring was switched back on
+    assessed: bool = False  # since start, or since monitoring or the sources came back
+    resumed: str | None = None  # what came back ("monitoring was switched on", "its sources came back online")
+    fresh_after: float | None = None  # only windows snapshotted after this assess the zone afresh
+    offline: bool = False  # every source was offline (not merely starting) at the last evaluation
+    last_danger: str | None = None  # the hazard the last successful assessment found, if any
+    last_end: tuple[str, str, float] | None = None  # the newest ended alert: hazard, end reason, wall time
     last_success_wall: float | None = None
     last_error: str | None = None  # of the newest failed assessment since the last success
     monitoring: bool = True
@@ -160,6 +167,26 @@ class ZoneStatus(Observer):
     def open_alerts(self, zone: str) -> list[Alert]:
         return list(self._book(zone).open.values())
 
+    def unseen(self, zone: str) -> str | None:
+        """Why the zone cannot be assessed now, so its alerts can be neither confirmed nor cleared; None if it can.
+
+        Blind, its sources offline or still connecting, its newest assessment failed, or its sources just
+        came back and nothing fresh was assessed yet. A zone switched off is not unseen: that is its own end.
+        """
+        book = self._book(zone)
+        if not self.controls.is_monitoring(zone):
+            return None
+        if (offline := self._all_offline(zone)) is not None:
+            return offline[1]
+        self._note_online(book)
+        if book.first_unjudged is not None and self._clock() - book.first_unjudged >= self.blind_after_s:
+            return self._blind_reason(book)
+        if book.last_error is not None:
+            return f"its newest assessment failed: {book.last_error}"
+        if book.resumed is not None and not book.assessed:
+            return f"not assessed since {book.resumed}"
+        return None
+
     def last_success_at(self, zone: str | None = None) -> float | None:
         """Wall time of the newest successful assessment of `zone` (of any zone when None)."""
         books = [self._book(zone)] if zone is not None else list(self._books.values())
@@ -212,6 +239,9 @@ class ZoneStatus(Observer):
             book.last_error = f"{settled.error.kind}: {shorten(settled.error, _ERROR_CHARS)}"
         else:
             self._covered(book, window)
+            assessment = settled.verdict.assessment if settled.verdict is not None else None
+            book.last_danger = assessment.hazard.strip() or "unspecified hazard" if assessment and assessment.danger \
+                else None
         if settled.event is not None:
             # The window's verdict and its alert are one change: an unknown or blind zone whose first good
             # window warns goes straight to hazard, never through a "clear" that would read "Safe".
@@ -232,6 +262,7 @@ class ZoneStatus(Observer):
         book = self._book(event.alert.zone)
         if event.type == "end":
             book.open.pop(event.alert.id, None)
+            book.last_end = (event.alert.hazard, event.end_reason or "ended", event.at)
         else:
             book.open[event.alert.id] = event.alert
 
@@ -241,15 +272,18 @@ class ZoneStatus(Observer):
         book.covered_until = max(book.covered_until or snapshot, snapshot)
         unjudged = book.last_arrival is not None and book.last_arrival > book.covered_until
         book.first_unjudged = book.covered_until if unjudged else None
-        book.assessed, book.last_error = True, None
+        book.last_error = None
         book.last_success_wall = self._wall()
+        if book.fresh_after is None or snapshot >= book.fresh_after:
+            book.assessed = True  # a window from before a switch-on or a return says nothing about now
 
     def _control_changed(self, zone: str) -> None:
         book = self._book(zone)
         monitoring = self.controls.is_monitoring(zone)
         if monitoring and not book.monitoring:
             # What was seen before the switch-off says nothing about now: judge afresh.
-            book.assessed, book.resumed, book.first_unjudged, book.last_error = False, True, None, None
+            self._judge_afresh(book, "monitoring was switched on")
+            book.first_unjudged, book.last_error = None, None
         book.monitoring = monitoring
         self._update(zone)
 
@@ -275,15 +309,27 @@ class ZoneStatus(Observer):
             since = self._wall()
         return ZoneState(zone, state, reason, since, top, len(book.open))
 
+    def _judge_afresh(self, book: _Book, what_came_back: str) -> None:
+        book.assessed, book.resumed, book.fresh_after = False, what_came_back, self._clock()
+
+    def _note_online(self, book: _Book) -> None:
+        """A zone whose sources were all offline and one is back: like a switch-on, it waits for a fresh look."""
+        if book.offline:
+            book.offline = False
+            self._judge_afresh(book, "its sources came back online")
+
     def _classify(self, zone: str, book: _Book) -> tuple[ZoneStateName, str]:
         if not self.controls.is_monitoring(zone):
             return "off", "monitoring is switched off"
         if (offline := self._all_offline(zone)) is not None:
             starting, reason = offline
             if not starting:
+                book.offline = True
                 return "blind", reason
             if not book.assessed:
                 return "unknown", reason
+        else:
+            self._note_online(book)
         if book.first_unjudged is not None and self._clock() - book.first_unjudged >= self.blind_after_s:
             return "blind", self._blind_reason(book)
         top = _top_alert(book.open.values())
@@ -291,7 +337,19 @@ class ZoneStatus(Observer):
             return "hazard", f"{top.severity} hazard: {top.hazard}"
         if not book.assessed:
             return "unknown", self._unknown_reason(book)
-        return "clear", "the last assessment found no hazard"
+        return "clear", self._clear_reason(book)
+
+    @staticmethod
+    def _clear_reason(book: _Book) -> str:
+        """What a clear zone's reason can truthfully say: an alert that ended since the last look says how."""
+        last_look = book.last_success_wall
+        if book.last_end is not None and (last_look is None or book.last_end[2] > last_look):
+            hazard, reason, _at = book.last_end
+            return f"no alert open: '{hazard}' ended ({reason})"
+        if book.last_danger is not None:
+            return (f"the last assessment found '{book.last_danger}', below the alert thresholds "
+                    "(alerts.min_severity, the zone's sensitivity)")
+        return "the last assessment found no hazard"
 
     def _all_offline(self, zone: str) -> tuple[bool, str] | None:
         """None while a source of the zone is online; else whether they are all still starting, and why.
@@ -321,7 +379,7 @@ class ZoneStatus(Observer):
         return f"{waited}; no assessment finished (the model may be hanging)"
 
     def _unknown_reason(self, book: _Book) -> str:
-        since = "since monitoring was switched on" if book.resumed else "since start"
+        since = f"since {book.resumed}" if book.resumed else "since start"
         if book.last_error is not None:
             return f"not assessed {since}; last error: {book.last_error}"
         if book.first_unjudged is None:

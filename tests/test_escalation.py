@@ -148,9 +148,11 @@ def test_max_per_alert_stops_escalation_and_is_recorded_in_the_events() -> None:
     assert life.engine.counters["limited:max_per_alert"] == 1
 
 
-def test_max_per_hour_holds_escalations_records_it_and_resumes_after_the_hour() -> None:
-    """Across alerts, at most max_per_hour escalations in any rolling hour; the held alert says why."""
-    life = Lifecycle(settings(max_per_hour=1, confirmed_within_s=3600.0))
+def test_max_per_hour_skips_repeats_to_the_person_records_it_and_repeats_again_after_the_hour() -> None:
+    """Across alerts, at most max_per_hour repeats to the person in any rolling hour; past it the repeat is
+    skipped (no event, recorded in the alert) and the ladder climbs on towards the caregivers."""
+    life = Lifecycle(settings(max_per_hour=1, confirmed_within_s=3600.0,
+                              critical=Ladder(escalate_after_s=60, repeat_after_s=40, caregivers_from_level=3)))
     life.warn(hazard="hot oil fire")
     life.warn(hazard="knife on the floor", zone="hall")
     life.clock.now += 1
@@ -158,14 +160,13 @@ def test_max_per_hour_holds_escalations_records_it_and_resumes_after_the_hour() 
     life.warn(hazard="knife on the floor", zone="hall")
     events = life.advance(60)
     assert len(events) == 1  # the budget allowed one
-    held = next(a for a in life.alerts.open.values() if a.id != events[0].alert.id)
-    assert held.escalation_level == 0 and "max_per_hour" in (held.escalation_limit or "")
+    skipped = next(a for a in life.alerts.open.values() if a.id != events[0].alert.id)
+    assert skipped.escalation_level == 1 and "max_per_hour" in (skipped.escalation_limit or "")
     assert life.engine.counters["limited:max_per_hour"] == 1
-    assert life.advance(60) == [] and life.engine.counters["limited:max_per_hour"] == 1  # recorded once
-    life.clock.now = events[0].at + 3600  # the allowed escalation is an hour old: budget back
+    life.clock.now = events[0].at + 3600  # the allowed repeat is an hour old: budget back
     life.warn(hazard="knife on the floor", zone="hall")
     resumed = life.engine.tick()
-    assert [(e.alert.id, e.alert.escalation_level) for e in resumed] == [(held.id, 1)]
+    assert [(e.alert.id, e.alert.escalation_level) for e in resumed] == [(skipped.id, 2)]
     assert resumed[0].alert.escalation_limit is None
 
 

@@ -55,11 +55,13 @@ async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_
 
         new = alert_event("kitchen", 1, severity="warning")
         await sink.publish(replace(new, type="escalate", alert=replace(
-            new.alert, severity="critical", escalation_level=2, caregivers_notified=True)))
+            new.alert, severity="critical", escalation_level=2, caregivers_notified=True, zone_name="Cooking corner")))
         fired = await ha.async_wait_state(
             event["entity_id"], lambda s: s["attributes"].get("event_type") == "critical")
         attributes = fired["attributes"]
         assert (attributes["zone"], attributes["escalation_level"]) == ("kitchen", 2)
+        # What a caregiver reads names the zone as the household calls it; the id stays for the ack topic.
+        assert attributes["zone_name"] == "Cooking corner" and attributes["text"].startswith("Cooking corner: ")
         assert attributes["advice"] == new.alert.advice and attributes["first_warning_at_epoch"] == new.alert.created_at
     finally:
         await sink.close()

@@ -183,10 +183,12 @@ def _after(messages: list[Received], start: int, topic: str) -> list[tuple[int, 
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "clean-stop"])
-async def test_a_restart_with_an_alert_open_sends_states_before_online_and_ends_the_alert(
+async def test_a_restart_with_an_alert_open_sends_states_before_online_holds_the_alert_then_ends_it(
         stop: signal.Signals, broker: Mosquitto, tmp_path: Path) -> None:
     """Seen in a real Home Assistant: after a restart `online` came while the retained state still said
-    `hazard`, and `clear` 60 ms later, so "hazard on" automations fired again; the open alert never ended."""
+    `hazard`, and `clear` 60 ms later, so "hazard on" automations fired again; the open alert never ended.
+    Now the alert is taken up again, held (never shown as a current hazard), and, not seen again within
+    dedup_ttl_s after the restart, ends with the cause `restart` and the level it reached."""
     prefix = f"pm_test/{uuid.uuid4().hex[:8]}"
     state_topic, available = f"{prefix}/kitchen/state", f"{prefix}/available"
     with ScriptedOpenAIServer(responder=responder()) as server:
@@ -198,7 +200,7 @@ async def test_a_restart_with_an_alert_open_sends_states_before_online_and_ends_
                 append(log, "Sam climbs the ladder and leans far out")
                 await rec.wait_for(state_is(rec, state_topic, "hazard"), what="hazard")
                 opened = (await rec.wait_topic(f"{prefix}/alerts")).json()  # the state may come first
-                assert opened["type"] == "new"
+                assert opened["type"] == "new" and opened["zone_name"] == "Kitchen"
                 first.signal(stop)
                 await asyncio.to_thread(first.wait, 15)
             finally:
@@ -208,12 +210,13 @@ async def test_a_restart_with_an_alert_open_sends_states_before_online_and_ends_
             assert [a["id"] for a in journal["alerts"]] == [opened["id"]]
 
             mark = len(rec.messages)
-            second = Daemon(config, tmp_path)
+            second = Daemon(config, tmp_path, env={"MONITOR_ALERTS__DEDUP_TTL_S": "4"})
             try:
                 await asyncio.to_thread(second.start)
-                await rec.wait_for(lambda: any(m.json()["type"] == "end" for _, m in
-                                               _after(rec.messages, mark, f"{prefix}/alerts")), what="the end")
                 await rec.wait_for(lambda: _after(rec.messages, mark, available), what="online")
+                await rec.wait_for(lambda: any(m.json()["type"] == "end" for _, m in
+                                               _after(rec.messages, mark, f"{prefix}/alerts")), what="the end",
+                                   timeout=20)
                 second.signal(signal.SIGTERM)
                 assert await asyncio.to_thread(second.wait, 15) == 0
             finally:
@@ -228,12 +231,13 @@ async def test_a_restart_with_an_alert_open_sends_states_before_online_and_ends_
 
     [end] = [m.json() for _, m in _after(rec.messages, mark, f"{prefix}/alerts") if m.json()["type"] == "end"]
     assert end["id"] == opened["id"] and end["hazard"] == opened["hazard"]
-    assert end["reason"] == "monitor restarted" and end["end_reason"] == "monitor restarted"
+    assert end["reason"] == "monitor restarted" and end["end_cause"] == "restart"
+    assert end["end_reason"].startswith("monitor restarted")
     assert end["message_id"] == f"{opened['id']}:end:1"
     ended = [a for a in alert_lines(alerts) if a["type"] == "end"]
-    assert [(a["id"], a["reason"]) for a in ended] == [(opened["id"], "monitor restarted")]  # the JSONL sink too
+    assert [(a["id"], a["end_cause"]) for a in ended] == [(opened["id"], "restart")]  # the JSONL sink too
     warning = next(m.json() for _, m in _after(rec.messages, mark, f"{prefix}/kitchen/last_warning"))
-    assert warning["text"] == "" and warning["active"] is False  # its alert ended: the last warning clears
+    assert warning["text"] == "" and warning["active"] is False  # no current warning after the restart
     assert json.loads((tmp_path / "state" / "open-alerts.json").read_text())["alerts"] == []
 
 

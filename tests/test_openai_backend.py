@@ -99,11 +99,31 @@ async def test_connection_refused_is_transient() -> None:
         await complete_once(server, REQUEST, max_retries=1)
 
 
-async def test_http_500_on_image_input_is_a_configuration_problem(openai_server: ScriptedOpenAIServer) -> None:
-    openai_server.default = Action(status=500)
-    with pytest.raises(ImageInputUnsupportedError, match="does not accept images"):
+LLAMA_CPP_NO_MMPROJ = json.dumps({"error": {"code": 500, "type": "server_error", "message": (
+    "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj")}}).encode()
+
+
+@pytest.mark.parametrize("status", [500, 400])
+async def test_a_server_that_says_it_takes_no_images_is_a_configuration_problem(
+        openai_server: ScriptedOpenAIServer, status: int) -> None:
+    """llama.cpp without a vision projector answers 500 and says so; an API that refuses image parts, 400."""
+    openai_server.default = Action(status=status, body=LLAMA_CPP_NO_MMPROJ)
+    with pytest.raises(ImageInputUnsupportedError, match="does not accept images") as caught:
         await complete_once(openai_server, IMAGE_REQUEST, accepts_images=True)
+    assert "image input is not supported" in str(caught.value)  # the server's own words
     assert openai_server.calls == 1  # a configuration problem is not retried
+
+
+async def test_a_plain_http_500_on_a_request_with_images_is_a_server_failure_not_an_image_problem(
+        openai_server: ScriptedOpenAIServer) -> None:
+    """Seen: a server failing every request with 500 was reported as "set model.accepts_images = false"."""
+    openai_server.default = Action(status=500, body=b'{"error": {"message": "CUDA error: out of memory"}}')
+    with pytest.raises(TransientBackendError) as caught:
+        await complete_once(openai_server, IMAGE_REQUEST, accepts_images=True, max_retries=1)
+    assert not isinstance(caught.value, ImageInputUnsupportedError)
+    assert "accepts_images" not in str(caught.value)
+    assert "HTTP 500" in str(caught.value) and "CUDA error: out of memory" in str(caught.value)
+    assert openai_server.calls == 2  # a server failure is retried
 
 
 async def test_text_only_backend_refuses_images_without_calling(openai_server: ScriptedOpenAIServer) -> None:

@@ -72,6 +72,8 @@ def test_what_is_said_comes_from_advice_and_hazard_only_cleaned_of_markup() -> N
     assert not set(text) & set("[]<>=/\x07\n")
     assert text.endswith("Risk: v hot oil.")
     assert speech_text(event(2, kind="escalate")).startswith("I repeat: Warning!")
+    named = event(4, kind="escalate", zone_name="Workshop")
+    assert speech_text(named).startswith("Workshop: I repeat: Warning!")  # the zone as people call it
     assert speech_text(event(3, severity="info"), "de-DE").startswith("Vorsicht!")
     assert len(clean_for_speech("word " * 100, 40)) <= 40
 

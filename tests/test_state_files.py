@@ -68,9 +68,10 @@ def test_a_folder_in_place_of_the_controls_file_is_moved_aside(tmp_path: Path) -
     assert ZoneControls.persistent(tmp_path).get_sensitivity("kitchen") == 0.2
 
 
-def test_open_alerts_are_journaled_and_ended_with_a_reason_after_a_restart(tmp_path: Path) -> None:
+def test_open_alerts_are_journaled_and_restored_held_after_a_restart(tmp_path: Path) -> None:
+    clock = [1000.0]
     journal = OpenAlertJournal.in_state_dir(tmp_path)
-    first = AlertManager(AlertSettings(), journal=journal)
+    first = AlertManager(AlertSettings(dedup_ttl_s=60), journal=journal, clock=lambda: clock[0])
     new = first.decide(window(), verdict("hot oil fire"))
     update = first.decide(window(), verdict("hot oil fire"))
     other = first.decide(window("garage"), verdict("ladder fall"))
@@ -78,17 +79,40 @@ def test_open_alerts_are_journaled_and_ended_with_a_reason_after_a_restart(tmp_p
     stored = json.loads((tmp_path / OPEN_ALERTS_FILE).read_text())["alerts"]
     assert {a["id"]: a["updates"] for a in stored} == {new.alert.id: 1, other.alert.id: 0}
 
-    # The process dies here. The next run ends both, and keeps them until it has published the ends.
-    second = AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path))
-    ends = second.end_previous_run()
-    assert [(e.type, e.alert.id) for e in ends] == [("end", new.alert.id), ("end", other.alert.id)]
-    body = ends[0].to_json()
-    assert body["reason"] == "monitor restarted" and body["end_reason"] == "monitor restarted"
-    assert body["hazard"] == "hot oil fire" and body["message_id"] == f"{new.alert.id}:end:2"
-    assert second.open == {}
-    assert len(AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).end_previous_run()) == 2
-    second.persist()  # the ends are out: nothing is left to end
-    assert AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).end_previous_run() == []
+    # The process dies here. The next run takes both up again, held: nothing confirmed them since.
+    clock[0] += 5
+    second = AlertManager(AlertSettings(dedup_ttl_s=60), journal=OpenAlertJournal.in_state_dir(tmp_path),
+                          clock=lambda: clock[0])
+    assert second.restore_previous_run() == []
+    assert set(second.open) == {new.alert.id, other.alert.id} and second.confirmed() == []
+    again = second.decide(window(), verdict("hot oil fire"))
+    assert again is not None and (again.type, again.alert.id, again.alert.updates) == ("update", new.alert.id, 2)
+    clock[0] += 60
+    ends = second.expire()
+    assert [(e.alert.id, e.end_cause) for e in ends] == [(new.alert.id, "not_confirmed"), (other.alert.id, "restart")]
+    body = ends[1].to_json()
+    assert body["reason"] == "monitor restarted" and body["end_reason"].startswith("monitor restarted at ")
+    assert body["hazard"] == "ladder fall" and body["message_id"] == f"{other.alert.id}:end:1"
+    assert AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).restore_previous_run() == []
+
+
+def test_alerts_confirmed_longer_than_the_ttl_before_a_restart_end_at_once(tmp_path: Path) -> None:
+    clock = [1000.0]
+    first = AlertManager(AlertSettings(dedup_ttl_s=60), journal=OpenAlertJournal.in_state_dir(tmp_path),
+                         clock=lambda: clock[0])
+    new = first.decide(window(), verdict("hot oil fire"))
+    assert new is not None
+    clock[0] += 61
+    second = AlertManager(AlertSettings(dedup_ttl_s=60), journal=OpenAlertJournal.in_state_dir(tmp_path),
+                          clock=lambda: clock[0])
+    [end] = second.restore_previous_run()
+    assert (end.type, end.alert.id, end.end_cause) == ("end", new.alert.id, "restart")
+    assert end.to_json()["reason"] == "monitor restarted" and second.open == {}
+    # The journal keeps it until the end was published and the service persists.
+    third = AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path))
+    assert len(third.restore_previous_run()) == 1
+    second.persist()
+    assert AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).restore_previous_run() == []
 
 
 def test_an_alert_that_ended_normally_is_not_ended_again(tmp_path: Path) -> None:
@@ -98,8 +122,8 @@ def test_an_alert_that_ended_normally_is_not_ended_again(tmp_path: Path) -> None
     assert manager.decide(window(), verdict("hot oil fire")) is not None
     clock[0] += 61
     [ended] = manager.expire()
-    assert ended.end_reason == "not confirmed for dedup_ttl_s=60 s"
-    assert AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).end_previous_run() == []
+    assert ended.end_cause == "not_confirmed"
+    assert AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path)).restore_previous_run() == []
 
 
 @pytest.mark.parametrize("content", [b"\x00\x01garbage", b'{"alerts": [{"id": "x"}]}', b'{"alerts": 3}'])
@@ -107,7 +131,7 @@ def test_a_corrupt_open_alerts_file_is_moved_aside(tmp_path: Path, content: byte
     (tmp_path / OPEN_ALERTS_FILE).write_bytes(content)
     with capture_logs() as logs:
         manager = AlertManager(AlertSettings(), journal=OpenAlertJournal.in_state_dir(tmp_path))
-        assert manager.end_previous_run() == []
+        assert manager.restore_previous_run() == []
     assert len(aside(tmp_path, OPEN_ALERTS_FILE)) == 1
     assert any(e["event"] == "open alerts file unusable; moved aside, starting fresh" for e in logs)
 

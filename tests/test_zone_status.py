@@ -172,7 +172,32 @@ def test_every_source_offline_is_blind_at_once_with_each_source_and_its_error() 
     assert blind.reason == "every source of the zone is offline: cam (no frame for 12.0 s), log"
     t.health["kitchen"][0] = ("cam", InputHealth("cam", "online"))
     [back] = t.tick(0.1)
-    assert back.state == "clear"
+    assert (back.state, back.reason) == ("unknown", "no observations since its sources came back online")
+
+
+def test_a_returning_source_waits_for_a_fresh_assessment_like_switching_a_zone_back_on() -> None:
+    """Seen: a camera came back and its zone read clear 50 ms before any new frame was assessed."""
+    t = Tracker(blind_after_s=600)
+    t.health["kitchen"] = [("cam", InputHealth("cam", "online"))]
+    t.observe()
+    t.succeed(t.window())
+    t.tick(0.1)
+    t.health["kitchen"] = [("cam", InputHealth("cam", "offline", last_error="no frame for 12.0 s"))]
+    assert t.tick(0.1)[-1].state == "blind"
+    stale = t.window()  # snapshotted while the camera was away, assessed after it came back
+    t.tick(5)
+    t.health["kitchen"] = [("cam", InputHealth("cam", "online"))]
+    assert t.tick(0.05)[-1].state == "unknown"
+    assert t.status.unseen("kitchen") == "not assessed since its sources came back online"
+    t.succeed(stale)
+    assert t.state().state == "unknown"  # a window from before the return says nothing about now
+    t.tick(0.1)
+    t.observe()
+    t.succeed(t.window())
+    assert (t.state().state, t.state().reason) == ("clear", "the last assessment found no hazard")
+    assert t.status.unseen("kitchen") is None
+    assert "clear" not in [c.state for c in t.changes[t.changes.index(next(
+        c for c in t.changes if c.state == "blind")):-1]]
 
 
 def test_off_wins_and_switching_back_on_starts_afresh() -> None:

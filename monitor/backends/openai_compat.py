@@ -3,6 +3,9 @@
 The only module that imports `openai`. Failures are classified once, here:
 429, 5xx, connection errors and attempt timeouts are transient and retried with
 exponential backoff and jitter inside the total budget; everything else is fatal.
+A request with images is refused for lack of image support only when the server
+says so (its error text names images, vision or a projector), whatever the
+status: a server failing with a plain 500 is a server failure, retried.
 A `Retry-After` on 429 or 503 (seconds or an HTTP date) is honoured by every call
 of this backend until it has passed: a call waits for it when its total budget
 allows, else fails at once instead of hammering the server. An HTTP 200 whose
@@ -203,21 +206,46 @@ class OpenAICompatBackend:
         if isinstance(exc, openai.APIConnectionError):
             return TransientBackendError(f"{where}: connection failed ({exc.__class__.__name__})")
         if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status >= 500 and request.has_images:
-                # llama.cpp answers 500 to an image part on a text-only model.
-                return ImageInputUnsupportedError(
-                    f"{where}: HTTP {status} on a request with images; the endpoint probably does not "
-                    "accept images: use a vision model or set model.accepts_images = false"
-                )
-            if status in (429, 503) and (retry_after := retry_after_s(exc.response.headers)) is not None:
-                self._note_retry_after(retry_after)
-                return TransientBackendError(f"{where}: HTTP {status}, Retry-After {retry_after:g} s",
-                                             retry_after_s=retry_after)
-            if status == 429 or status >= 500 or status == 408:
-                return TransientBackendError(f"{where}: HTTP {status}")
-            return FatalBackendError(f"{where}: HTTP {status}: {redact_credentials(shorten(exc.message, 300))}")
+            return self._classify_status(exc, request)
         return FatalBackendError(f"{where}: {exc.__class__.__name__}: {redact_credentials(shorten(exc, 300))}")
+
+    def _classify_status(self, exc: openai.APIStatusError, request: ModelRequest) -> BackendError:
+        """By what the server said, not by the status alone: a 500 is an image problem only when it says so."""
+        where, status, said = self.where, exc.status_code, server_message(exc)
+        if request.has_images and says_no_images(said):
+            # llama.cpp without a vision projector answers 500 "image input is not supported"; APIs 400.
+            return ImageInputUnsupportedError(
+                f"{where}: HTTP {status}: {said}; the endpoint does not accept images: "
+                "use a vision model or set model.accepts_images = false")
+        if status in (429, 503) and (retry_after := retry_after_s(exc.response.headers)) is not None:
+            self._note_retry_after(retry_after)
+            return TransientBackendError(f"{where}: HTTP {status}, Retry-After {retry_after:g} s",
+                                         retry_after_s=retry_after)
+        detail = f": {said}" if said else ""
+        if status == 429 or status >= 500 or status == 408:
+            return TransientBackendError(f"{where}: HTTP {status}{detail}")
+        return FatalBackendError(f"{where}: HTTP {status}{detail}")
+
+
+# Words servers use when a model takes no images (llama.cpp: "image input is not supported ... mmproj";
+# OpenAI: "image_url is only supported by certain models"; vLLM: "... is not a multimodal model").
+_NO_IMAGE_WORDS = ("image", "multimodal", "multi-modal", "vision", "mmproj")
+
+
+def server_message(exc: openai.APIStatusError) -> str:
+    """The error text in the server's body (`{"error": {"message": ...}}` or plain text), short and redacted."""
+    body: Any = exc.body
+    if isinstance(body, dict):
+        body = body.get("message", body.get("error", body))
+    if body is None or body == "":
+        body = exc.response.text if exc.response is not None else ""
+    return redact_credentials(shorten(str(body), 300))
+
+
+def says_no_images(message: str) -> bool:
+    """Whether a server's error text is about image input."""
+    text = message.lower()
+    return any(word in text for word in _NO_IMAGE_WORDS)
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

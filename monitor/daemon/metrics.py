@@ -39,9 +39,9 @@ EVENT_TYPES = ("new", "update", "end", "escalate", "ack")
 # Reaching the person (docs/escalation.md): `Stats.reach` keys `kind:detail`, one counter family per kind.
 REACH_FAMILIES = {
     "escalations": ("monitor_escalations", "Escalations of persisting, unacknowledged alerts, by audience",
-                    "audience", ("person", "caregivers")),
-    "limited": ("monitor_escalations_limited", "Escalations stopped or held by a limit", "limit",
-                ("max_per_alert", "max_per_hour")),
+                    "audience", ("person", "caregivers", "caregivers_summary")),
+    "limited": ("monitor_escalations_limited", "Escalations stopped, skipped or held by a limit", "limit",
+                ("max_per_alert", "max_per_hour", "caregivers_max_per_hour")),
     "acknowledged": ("monitor_acknowledgements", "Alerts acknowledged, by channel", "via", ("mqtt", "cli")),
     "quiet": ("monitor_quiet_alert_events", "Alert events silenced by quiet hours", "severity", ("info",)),
     "speech": ("monitor_speech_messages", "Speaker sink messages by outcome", "outcome",

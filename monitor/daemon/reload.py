@@ -19,7 +19,15 @@ from monitor.assess.single import Assessor
 from monitor.core.errors import ConfigError, MonitorError
 from monitor.core.logging import configure_logging
 from monitor.daemon.metrics import MeteredBackend
-from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, sink_specs, source_specs, zones_of
+from monitor.daemon.wiring import (
+    SinkName,
+    SinkSpec,
+    build_assessor,
+    sink_specs,
+    source_specs,
+    zone_names,
+    zones_of,
+)
 from monitor.history.recorder import prepare_audit_log
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings, load_settings
@@ -119,7 +127,7 @@ async def _prepare(service: Service, old: Settings, new: Settings, prepared: _Pr
 async def _commit(service: Service, old: Settings, new: Settings, pipeline: Pipeline, prepared: _Prepared) -> None:
     if (new.service.log_level, new.service.log_format) != (old.service.log_level, old.service.log_format):
         configure_logging(new.service.log_level, new.service.log_format)
-    service.alerts.settings = new.alerts
+    service.alerts.settings, service.alerts.zone_names = new.alerts, zone_names(new)
     service.escalation.escalator.configure(new.escalation, new.zones)
     if new.windows != old.windows:
         pipeline.set_window_settings(new.windows)

@@ -3,9 +3,11 @@
 Life of `monitor run`, uvicorn-like:
 
 1. start: health server, model backend, sinks (each zone's state `unknown`
-   is published before the MQTT sink says `online`), the `end` of every alert
-   left open by the previous run ("monitor restarted"), then the pipeline;
-   `READY=1`. Zone controls come back from the state dir.
+   is published before the MQTT sink says `online`), the alerts left open by
+   the previous run restored with their escalation state (held unconfirmed
+   until their zone is assessed; those older than `dedup_ttl_s` end, cause
+   `restart`), then the pipeline; `READY=1`. Zone controls come back from the
+   state dir.
 2. run: the watchdog is pinged while the pipeline makes progress; the zone
    tracker is refreshed every second (a zone goes blind in time, not only when
    something happens); `/readyz`, `/metrics` and the stats topic report on it.
@@ -48,7 +50,16 @@ from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
 from monitor.daemon.statedir import open_state_dir
-from monitor.daemon.wiring import SinkName, SinkSpec, build_assessor, build_sink, sink_specs, source_specs, zones_of
+from monitor.daemon.wiring import (
+    SinkName,
+    SinkSpec,
+    build_assessor,
+    build_sink,
+    sink_specs,
+    source_specs,
+    zone_names,
+    zones_of,
+)
 from monitor.escalation.engine import Escalator
 from monitor.escalation.loop import Escalation
 from monitor.history.recorder import HistoryRecorder
@@ -114,8 +125,11 @@ class Service:
                                    journal=OpenAlertJournal.in_state_dir(state_dir))
         self.zones = ZoneStatus(zones_of(settings), blind_after_s=self.health_settings.blind_after_s,
                                 controls=self.controls, sources=self._zone_sources)
+        # A zone that cannot be assessed holds its alerts open; alerts carry the zones' display names.
+        self.alerts.unseen, self.alerts.zone_names = self.zones.unseen, zone_names(settings)
         self.escalation = Escalation(  # kept across reloads like the open alerts it escalates
-            Escalator(settings.escalation, zones=settings.zones, alerts=self.alerts, counters=self.stats.reach),
+            Escalator(settings.escalation, zones=settings.zones, alerts=self.alerts, counters=self.stats.reach,
+                      state=Escalator.state_in(state_dir)),
             state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
@@ -167,7 +181,7 @@ class Service:
         finally:
             self.state = "stopping"
             await self.close_sinks()
-            await self.alerts.flush()
+            await self.escalation.escalator.flush()  # the alerts' journal too
             await self.controls.flush()
             await asyncio.to_thread(self.audit.close)
             if self.backend is not None:
@@ -190,7 +204,7 @@ class Service:
             sink = self.new_sink(spec)
             await sink.start()
             self.sinks[name] = (spec, sink)
-        await self._end_previous_run([sink for _, sink in self.sinks.values()])
+        await self._restore_previous_run([sink for _, sink in self.sinks.values()])
         self.pipeline = Pipeline(
             sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
             assessor=build_assessor(settings, self.backend, notes=self.audit.notes),
@@ -207,10 +221,15 @@ class Service:
         settle_startup_heap()  # the backend's client library and the sources' imports are loaded now
         return not self._stop.is_set()
 
-    async def _end_previous_run(self, sinks: Sequence[AlertSink]) -> None:
-        """Close, for every subscriber, the alerts that were open when the previous run stopped or crashed."""
+    async def _restore_previous_run(self, sinks: Sequence[AlertSink]) -> None:
+        """Take up the alerts open when the previous run stopped or crashed, with their escalation state.
+
+        Those confirmed within `dedup_ttl_s` before this start are held open (the same hazard seen again
+        continues them: same id, same level); the older ones end, for every subscriber, here.
+        """
         observers = Observers(self.observers)
-        ends = self.alerts.end_previous_run()
+        ends = self.alerts.restore_previous_run()
+        self.escalation.escalator.restore()
         for event in ends:
             for sink in sinks:
                 try:
@@ -273,7 +292,7 @@ class Service:
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
-                          open_alerts=list(self.alerts.open.values()), status=self.zones,
+                          open_alerts=self.alerts.confirmed(), status=self.zones,
                           configuration_url=self._health_url(), feedback=self.audit.desk,
                           reach_counters=self.stats.reach, acknowledge=self.escalation.request)
 

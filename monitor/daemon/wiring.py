@@ -107,6 +107,11 @@ def zones_of(settings: Settings) -> list[str]:
     return list(dict.fromkeys(spec.zone for spec in source_specs(settings).values()))
 
 
+def zone_names(settings: Settings) -> dict[str, str]:
+    """Each zone's display name (`[[zones]] name`), for what a person reads or hears."""
+    return {zone.id: zone.name for zone in settings.zones if zone.name}
+
+
 def zone_labels(settings: Settings) -> list[ZoneLabel]:
     """The zones that have sources, with the display name and area their `[[zones]]` entry gives."""
     declared = {zone.id: zone for zone in settings.zones}

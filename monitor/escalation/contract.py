@@ -17,7 +17,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from monitor.alerts import Alert, AlertEvent
+from monitor.alerts import Alert, AlertEvent, summary_json
 from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
 
@@ -106,13 +106,25 @@ def escalation_payload(event: AlertEvent) -> dict[str, Any]:
     alert = event.alert
     return {
         "event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id, "zone": alert.zone,
-        "hazard": alert.hazard, "advice": alert.advice, "reason": alert.reason, "severity": alert.severity,
+        "zone_name": alert.zone_label, "hazard": alert.hazard, "advice": alert.advice, "reason": alert.reason,
+        "severity": alert.severity,
         "escalation_level": alert.escalation_level,
         # Times as everywhere on MQTT: ISO 8601 in UTC, and seconds since the epoch under `<key>_epoch`.
         "first_warning_at": iso_time(alert.created_at), "first_warning_at_epoch": alert.created_at,
         "at": iso_time(event.at), "at_epoch": event.at,
-        "text": f"{alert.zone}: {alert.hazard} for {event.at - alert.created_at:.0f} s, not acknowledged",
+        "text": caregiver_text(event),
+        **({"summary": [summary_json(named) for named in event.summary]} if event.summary else {}),
     }
+
+
+def caregiver_text(event: AlertEvent) -> str:
+    """What a caregiver reads: the zone by its display name; a storm summary names every alert it stands for."""
+    alert = event.alert
+    text = f"{alert.zone_label}: {alert.hazard} for {event.at - alert.created_at:.0f} s, not acknowledged"
+    if not event.summary:
+        return text
+    others = "; ".join(f"{named.zone_label}: {named.hazard}" for named in event.summary)
+    return f"{text}; and {len(event.summary)} more alert(s) not acknowledged: {others}"
 
 
 def zone_reach_state(alert: Alert) -> dict[str, Any]:

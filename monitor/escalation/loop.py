@@ -64,6 +64,9 @@ class Escalation:
             if request.reply_to is not None and self.spool is not None:
                 await self._answer(request.reply_to, result)
         events.extend(self.escalator.tick())
+        if events:
+            # On disk before anyone hears of it: a crash after publishing must not repeat a level at restart.
+            await self.escalator.flush()
         return events
 
     # A broken spool folder must cost `monitor ack`, never the alert lifecycle that runs in the same task.

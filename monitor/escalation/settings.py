@@ -88,7 +88,12 @@ class EscalationSettings(Section):
                                   "this long ago")
     raise_severity: bool = Field(default=True, description="the first escalation raises the severity one step")
     max_per_alert: int = Field(default=3, ge=1, description="escalations of one alert at most")
-    max_per_hour: int = Field(default=10, ge=1, description="escalations of all alerts in any rolling hour")
+    max_per_hour: int = Field(
+        default=10, ge=1, description="repeats to the person (escalations below caregivers_from_level) of all "
+                                      "alerts in any rolling hour; past it a repeat is skipped, the ladder climbs on")
+    caregivers_max_per_hour: int = Field(
+        default=10, ge=1, description="caregiver notifications of all alerts in any rolling hour; past it one "
+                                      "summary an hour names every alert waiting")
     info: Ladder = Field(default_factory=Ladder)
     warning: Ladder = Field(default_factory=lambda: Ladder(escalate_after_s=120.0))
     critical: Ladder = Field(default_factory=lambda: Ladder(escalate_after_s=30.0))

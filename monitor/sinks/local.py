@@ -55,9 +55,9 @@ class StdoutSink:
         label = f"{alert.severity.upper():8}"
         if self.color:
             label = f"{_COLORS[alert.severity]}{label}{_RESET}"
-        head = f"[{stamp}] {label} {event.type:6} {alert.zone}: {alert.hazard}"
+        head = f"[{stamp}] {label} {event.type:6} {alert.zone_label}: {alert.hazard}"
         if event.type == "end":
-            return f"{head} (ended)"
+            return f"{head} (ended: {event.end_reason})" if event.end_reason else f"{head} (ended)"
         lines = [head, f"    why:  {alert.reason}", f"    do:   {alert.advice}"]
         if alert.evidence:
             lines.append(f"    seen: {'; '.join(alert.evidence[:3])}")

@@ -514,7 +514,7 @@ def _alert_payload(event: AlertEvent) -> dict[str, Any]:
     """`AlertEvent.to_json()` with its times as ISO 8601 (`at`, `created_at`, `updated_at`, and the escalation's
     `escalated_at`, `acknowledged_at` once set) plus `<key>_epoch`."""
     body = event.to_json()
-    for key in ("at", "created_at", "updated_at", "escalated_at", "acknowledged_at"):
+    for key in ("at", "created_at", "updated_at", "escalated_at", "acknowledged_at", "unconfirmed_since"):
         if isinstance(body.get(key), int | float):
             body.update(_stamp(key, body[key]))
     return body
@@ -523,8 +523,8 @@ def _alert_payload(event: AlertEvent) -> dict[str, Any]:
 def _event_payload(event: AlertEvent) -> dict[str, Any]:
     alert = event.alert
     return {"event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id,
-            "zone": alert.zone, "hazard": alert.hazard, "reason": alert.reason, "advice": alert.advice,
-            "confidence": alert.confidence, **_stamp("at", event.at)}
+            "zone": alert.zone, "zone_name": alert.zone_label, "hazard": alert.hazard, "reason": alert.reason,
+            "advice": alert.advice, "confidence": alert.confidence, **_stamp("at", event.at)}
 
 
 def _last_warning(alert: Alert | None, at: float) -> dict[str, Any]:

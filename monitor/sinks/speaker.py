@@ -77,13 +77,17 @@ def clean_for_speech(text: str, limit: int) -> str:
 
 
 def speech_text(event: AlertEvent, language: str = "en") -> str:
-    """One or two short sentences: what to do, and the danger. Built from `advice` and `hazard` only."""
+    """One or two short sentences: where (the zone's display name, when it has one), what to do, and the danger.
+
+    Built from the configured zone name, `advice` and `hazard` only.
+    """
     words = PHRASES.get(language.split("-")[0].split("_")[0].lower(), PHRASES["en"])
     alert = event.alert
     opener = words[alert.severity]
     if event.type == "escalate":
         opener = f"{words['again']}: {opener}"
-    parts = [f"{opener}!"]
+    where = clean_for_speech(alert.zone_name, 40) if alert.zone_name else ""
+    parts = [f"{where}: {opener}!" if where else f"{opener}!"]
     advice, hazard = clean_for_speech(alert.advice, 160), clean_for_speech(alert.hazard, 80)
     if advice:
         parts.append(advice if advice[-1] in ".!?" else advice + ".")
