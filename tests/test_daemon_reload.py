@@ -81,7 +81,7 @@ def test_invalid_reload_is_rejected_with_one_line_per_problem_and_the_old_config
         kept = daemon.wait_log("keeping the running configuration")[0]
         problems = [r["problem"] for r in daemon.find("configuration reload rejected")]
         assert kept["problems"] == len(problems) == 2
-        assert f"{config}: windows.min_interval: unknown key" in problems
+        assert f"{config}: windows.min_interval: unknown key (did you mean 'min_interval_s'?)" in problems
         assert any(p.startswith(f"{config}: model.concurrency: ") for p in problems)
 
         append(garage, "Sam is on the ladder again")  # the old configuration still runs
