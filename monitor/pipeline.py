@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -108,6 +108,7 @@ class Pipeline:
         exit_when_sources_end: bool = False,
         shutdown_timeout_s: float = 10.0,
         follow_up: AlertFollowUp | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.sources = list(sources)
         self.assessor = assessor
@@ -119,6 +120,9 @@ class Pipeline:
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
         self.follow_up = follow_up
+        # The monitor's clock for arrival times (window order and age, clock skew): live, the real clocks;
+        # a replay on recorded or simulated time passes its own, so its windows hold what they held then.
+        self._clock = clock
         self.zone_of = {source.id: zone for source, zone in self.sources}
         self.ended: set[str] = set()
         self.windows: dict[str, RollingWindow] = {}
@@ -292,6 +296,7 @@ class Pipeline:
             min_interval_s=self.window_settings.min_interval_s,
             max_chars=self.window_settings.max_chars,
             on_leave=self.ledger.left,
+            clock=self._clock or time.monotonic,
         )
 
     async def _ingest(self, observation: Observation) -> None:
@@ -321,7 +326,7 @@ class Pipeline:
     def _measure_skew(self, zone: str, observation: Observation) -> None:
         """Update the source's clock skew; log once when it is beyond SKEW_WARN_S."""
         source = observation.source
-        skew = self.clock_skew.observe(source, observation.ts, time.time())
+        skew = self.clock_skew.observe(source, observation.ts, self._clock() if self._clock else time.time())
         if abs(skew) < SKEW_WARN_S or source in self._skew_warned or 0 <= observation.ts < _STREAM_TIME_BELOW:
             return
         self._skew_warned.add(source)
