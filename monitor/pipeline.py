@@ -51,8 +51,8 @@ MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", defa
 TICK_S = 1.0
 # An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
 _LIVE_AGE_S = 3600.0
-# A sensor clock this far ahead of ours is wrong: its observation would sort after everything the zone
-# sees for as long as it is ahead, and push every newer one out of the window as "older than max_age_s".
+# A sensor clock this far ahead of ours is wrong: its observation is taken as observed now, so the prompt
+# does not show the model a time in the future (windows place observations by arrival either way).
 MAX_AHEAD_S = 300.0
 # Sensor times below this read as a replayed stream's offsets from 0 (as the prompt shows them): not a clock.
 _STREAM_TIME_BELOW = 1e9

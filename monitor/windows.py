@@ -11,8 +11,8 @@ model is busy and a newer snapshot of the same zone arrives, the older pending o
 is dropped and counted.
 
 `ObservationLedger` settles every accepted observation exactly once: assessed (in a
-window the model assessed), errored (only ever in windows whose assessment failed),
-or dropped with a named reason (`DROP_REASONS`).
+window the model assessed), errored (in a window whose assessment failed, never in an
+assessed one), or dropped with a named reason (`DROP_REASONS`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Window:
         return tuple(dict.fromkeys(o.source for o in self.observations))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: two equal entries are still two arrivals
 class Held:
     """An observation in a rolling window: its ledger number and when it arrived (the window's clock)."""
 

@@ -217,6 +217,29 @@ async def test_failed_switched_off_and_stopped_observations_are_counted_by_reaso
     assert totals["dropped"]["monitoring_off"] == 1 and totals["dropped"]["shutdown"] == 1
 
 
+async def test_a_reload_that_shrinks_the_window_moves_the_accounts_with_the_observations() -> None:
+    """SIGHUP with a smaller `max_entries` rebuilds the window from what it holds (arrival times and
+    accounts kept): what the smaller window cannot hold and no window had shown is `capped`, the rest is
+    assessed again."""
+    hub, assessor, stats = Fed("hub"), Prompts(), Stats()
+    run = _pipeline([hub], assessor, stats, max_entries=5, min_interval_s=3600.0)
+    task = asyncio.create_task(run.run())
+    await _until(lambda: run.started.is_set(), "started")
+    for n in range(5):
+        hub.queue.put_nowait(log_entry(f"line {n}", source="hub"))
+    await _until(lambda: stats.observations.get("hub", {}).get("assessed") == 5, "the first window")
+    for n in range(5, 8):
+        hub.queue.put_nowait(log_entry(f"line {n}", source="hub"))
+    await _until(lambda: stats.observations["hub"]["accepted"] == 8, "three more, waiting for min_interval_s")
+    run.set_window_settings(WindowSettings(max_entries=2, min_interval_s=3600.0))
+    await _until(lambda: stats.observations["hub"]["assessed"] == 7, "the rebuilt window")
+    assert "line 7" in assessor.prompts[-1] and "line 6" in assessor.prompts[-1]
+    run.stop()
+    await task
+    totals = _balanced(stats, run.ledger.open)
+    assert totals["assessed"] == 7 and totals["dropped"]["capped"] == 1 and run.ledger.open == 0
+
+
 # -- through the real daemon -------------------------------------------------------------------------
 
 
