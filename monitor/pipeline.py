@@ -120,8 +120,9 @@ class Pipeline:
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
         self.follow_up = follow_up
-        # The monitor's clock for arrival times (window order and age, clock skew): live, the real clocks;
-        # a replay on recorded or simulated time passes its own, so its windows hold what they held then.
+        # The monitor's clock for arrival times (window age, clock skew): live, the real clocks; a replay on
+        # recorded, simulated or stream time passes its own, so its windows hold what they held then.
+        # Snapshots are paced in real time either way (min_interval_s).
         self._clock = clock
         self.zone_of = {source.id: zone for source, zone in self.sources}
         self.ended: set[str] = set()
@@ -296,7 +297,7 @@ class Pipeline:
             min_interval_s=self.window_settings.min_interval_s,
             max_chars=self.window_settings.max_chars,
             on_leave=self.ledger.left,
-            clock=self._clock or time.monotonic,
+            arrival_clock=self._clock,
         )
 
     async def _ingest(self, observation: Observation) -> None:

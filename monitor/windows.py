@@ -102,11 +102,14 @@ class RollingWindow:
     """The recent observations of one zone, in arrival order.
 
     `on_leave(seq, reason)` hears every observation that leaves the window (`capped`, `too_old`, `budget`).
+    `clock` paces the snapshots (`min_interval_s`); `arrival_clock` (default: `clock`) stamps arrivals and
+    measures their age: a replay on recorded or stream time passes that time here.
     """
 
     def __init__(self, zone: str, *, max_age_s: float, max_entries: int, min_interval_s: float,
                  max_frames: int | None = None, max_chars: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
+                 arrival_clock: Callable[[], float] | None = None,
                  on_leave: Callable[[int, LeaveReason], None] | None = None) -> None:
         self.zone = zone
         self.max_age_s = max_age_s
@@ -121,13 +124,14 @@ class RollingWindow:
         self._new = 0
         self._last_snapshot: float | None = None
         self._clock = clock
+        self._arrival_clock = arrival_clock or clock
         self._on_leave = on_leave
 
     def add(self, observation: Observation, seq: int = 0, *, arrived: float | None = None) -> None:
         """Append an observation as arrived now (or at `arrived`, on this window's clock, when moved)."""
         # Arrival order, whatever the sensor's clock says: a lagging clock must not place the
         # observation behind newer ones, where the count bound would push it out before anyone saw it.
-        self._items.append(Held(observation, seq, self._clock() if arrived is None else arrived))
+        self._items.append(Held(observation, seq, self._arrival_clock() if arrived is None else arrived))
         self._new += 1
         self._cap(Frame if isinstance(observation, Frame) else LogEntry)
 
@@ -145,7 +149,7 @@ class RollingWindow:
                 self._left(held, "capped")
 
     def _expire(self) -> None:
-        now = self._clock()
+        now = self._arrival_clock()
         while self._items and now - self._items[0].arrived > self.max_age_s:
             self._left(self._items.popleft(), "too_old")
 

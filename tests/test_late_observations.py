@@ -241,6 +241,27 @@ async def test_a_reload_that_shrinks_the_window_moves_the_accounts_with_the_obse
     assert totals["assessed"] == 7 and totals["dropped"]["capped"] == 1 and run.ledger.open == 0
 
 
+async def test_a_replay_on_stream_time_ages_its_windows_on_that_time_and_still_finishes() -> None:
+    """A replayed stream (in lockstep, at stream times 0, 700 and 700.1 s) passes its clock: its windows age
+    on the stream's time as they would have live (max_age_s 600: the first entry has left the second
+    window), while snapshots stay paced in real time (min_interval_s 0.2), so the last entry, 0.1 s of
+    stream time after the one before, is still assessed and the replay finishes."""
+    from replay.streams import Pacing, ScenarioStream, TrialRecorder
+
+    observations = [log_entry(f"step {n}", source="log", ts=ts) for n, ts in enumerate((0.0, 700.0, 700.1))]
+    recorder, assessor, stats = TrialRecorder(), Prompts(), Stats()
+    stream = ScenarioStream(observations, source="log", pacing=Pacing("lockstep"), recorder=recorder)
+    run = Pipeline(sources=[(stream, "kitchen")], assessor=assessor, sinks=[],  # type: ignore[arg-type]
+                   windows=WindowSettings(min_interval_s=0.2, max_age_s=600.0),
+                   alerts=AlertManager(AlertSettings(dedup_ttl_s=60)), observers=[stats, recorder],
+                   exit_when_sources_end=True, clock=stream.clock)
+    async with asyncio.timeout(10):
+        await run.run()
+    assert [prompt.count("step") for prompt in assessor.prompts] == [1, 1, 2]
+    totals = _balanced(stats, run.ledger.open)
+    assert totals["assessed"] == 3 and totals["dropped"]["too_old"] == 0
+
+
 # -- through the real daemon -------------------------------------------------------------------------
 
 
