@@ -13,6 +13,14 @@ and the end, interpolated inside buckets).
 
     .venv/bin/python benchmarks/soak.py [--minutes 30] [--warmup 2] [--rate 2] [--write]
 
+`--zones N` writes N logs, one zone each, at `--rate` lines per second per zone; `--kill-at M` kills the
+daemon with SIGKILL after M minutes and starts it again. Every run reports the observation accounting
+(docs/reliability.md, late and out-of-order observations): per life of the daemon, accepted against
+assessed + errored + dropped by reason + pending (from `/metrics` just before a kill, from the final
+`monitor stopped` stats at the end), so a load can show that no accepted observation is unaccounted for.
+
+    .venv/bin/python benchmarks/soak.py --minutes 3 --warmup 0.5 --zones 40 --rate 5 --kill-at 1.5
+
 `--video` adds two looping video files as cameras in the log's zone: it needs the
 `[[cameras]]` section in `Settings` (sensors/camera_config.py), and stops with a
 message while `Settings` has none.
@@ -62,11 +70,11 @@ Histograms = dict[str, list[tuple[float, float]]]
 
 
 class LogWriter(threading.Thread):
-    """Appends JSONL activity entries at `rate` per second; rotates the file every `rotate_s`."""
+    """Appends JSONL activity entries at `rate` per second to each log; rotates them every `rotate_s`."""
 
-    def __init__(self, path: Path, *, rate: float, rotate_s: float) -> None:
+    def __init__(self, paths: list[Path], *, rate: float, rotate_s: float) -> None:
         super().__init__(name="soak-log-writer", daemon=True)
-        self.path = path
+        self.paths = paths
         self.rate = rate
         self.rotate_s = rotate_s
         self.stop = threading.Event()
@@ -75,14 +83,18 @@ class LogWriter(threading.Thread):
 
     def run(self) -> None:
         rotated_at = time.monotonic()
+        tick = 0
         while not self.stop.wait(1.0 / self.rate):
-            text = DANGER_TEXT if self.lines % DANGER_EVERY == DANGER_EVERY - 1 else TEXTS[self.lines % len(TEXTS)]
-            with self.path.open("a") as handle:
-                handle.write(json.dumps({"ts": time.time(), "text": f"{text} (#{self.lines})"}) + "\n")
-            self.lines += 1
+            text = DANGER_TEXT if tick % DANGER_EVERY == DANGER_EVERY - 1 else TEXTS[tick % len(TEXTS)]
+            for path in self.paths:
+                with path.open("a") as handle:
+                    handle.write(json.dumps({"ts": time.time(), "text": f"{text} (#{self.lines})"}) + "\n")
+                self.lines += 1
+            tick += 1
             if time.monotonic() - rotated_at >= self.rotate_s:
-                self.path.replace(self.path.with_suffix(".1"))  # the tail reads the old file to its end
-                self.path.write_text("")
+                for path in self.paths:
+                    path.replace(path.with_suffix(".1"))  # the tail reads the old file to its end
+                    path.write_text("")
                 self.rotations += 1
                 rotated_at = time.monotonic()
 
@@ -95,8 +107,10 @@ def responder(latency_s: float) -> Callable[[dict[str, Any]], Action]:
     return answer
 
 
-def write_config(folder: Path, *, base_url: str, log: Path, video: list[Path]) -> Path:
+def write_config(folder: Path, *, base_url: str, logs: dict[str, Path], video: list[Path]) -> Path:
     cameras = "".join(camera_toml(f"cam{i}", path) for i, path in enumerate(video, start=1))
+    sources = "".join(f'\n[[sources]]\nid = "{zone}"\npath = "{log}"\nformat = "jsonl"\npoll_interval_s = 0.25\n'
+                      for zone, log in logs.items())
     config = folder / "monitor.toml"
     config.write_text(f"""
 [service]
@@ -110,13 +124,7 @@ attempt_timeout_s = 10.0
 total_timeout_s = 20.0
 max_retries = 1
 concurrency = 2
-
-[[sources]]
-id = "kitchen"
-path = "{log}"
-format = "jsonl"
-poll_interval_s = 0.25
-{cameras}
+{sources}{cameras}
 [windows]
 min_interval_s = 1.0
 max_entries = 6
@@ -209,50 +217,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "cameras" not in Settings.model_fields:
             raise SystemExit("--video needs `cameras` in Settings (sensors/camera_config.py); not there yet")
         video = make_videos(folder)
-    log = folder / "kitchen.jsonl"
-    log.write_text("")
+    zones = ["kitchen"] if args.zones == 1 else [f"zone{n:02d}" for n in range(1, args.zones + 1)]
+    logs = {zone: folder / f"{zone}.jsonl" for zone in zones}
+    for log in logs.values():
+        log.write_text("")
     server = ScriptedOpenAIServer(responder=responder(args.latency)).start()
-    writer = LogWriter(log, rate=args.rate, rotate_s=args.rotate_minutes * 60)
-    config = write_config(folder, base_url=server.base_url, log=log, video=video)
+    writer = LogWriter(list(logs.values()), rate=args.rate, rotate_s=args.rotate_minutes * 60)
+    config = write_config(folder, base_url=server.base_url, logs=logs, video=video)
     if video:
         check = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(config)],
                                capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise SystemExit(f"camera config rejected; adjust camera_toml():\n{check.stderr}")
-    stderr_path = folder / "daemon.stderr"
-    env = {**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json", "MONITOR_HEALTH__PORT": "0"}
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=folder)
+    lives: list[dict[str, Any]] = []
+    daemon = Life(folder, config, len(lives))
     try:
-        port = wait_port(stderr_path, process)
         writer.start()
-        samples = {"start": sample(process.pid)}
+        samples = {"start": sample(daemon.pid)}
         trace = [samples["start"]]
         started = time.monotonic()
         warm_end, end = started + args.warmup * 60, started + args.minutes * 60
+        kill_at = None if args.kill_at is None else started + args.kill_at * 60
         warm_histograms: Histograms = {}
         warm_counters: dict[str, float] = {}
         while time.monotonic() < end:
-            time.sleep(min(30.0, max(0.0, end - time.monotonic())))
-            if process.poll() is not None:
-                raise SystemExit(f"daemon exited with {process.returncode}: {stderr_path.read_text()[-2000:]}")
-            trace.append(sample(process.pid))
+            next_stop = min(t for t in (end, kill_at, time.monotonic() + 30.0) if t is not None)
+            time.sleep(max(0.0, next_stop - time.monotonic()))
+            daemon.check()
+            if kill_at is not None and time.monotonic() >= kill_at:
+                lives.append(daemon.kill())
+                print(f"SIGKILL: {lives[-1]['accounting']}", flush=True)
+                kill_at, warm_histograms, warm_counters = None, {}, {}  # the new life's counters start at 0
+                daemon = Life(folder, config, len(lives))
+                continue
+            trace.append(sample(daemon.pid))
             if "warm" not in samples and time.monotonic() >= warm_end:
                 samples["warm"] = trace[-1]
-                warm_histograms, warm_counters = scrape(port)
+                warm_histograms, warm_counters = scrape(daemon.port)
                 print(f"warm-up done: {samples['warm']}", flush=True)
-        samples["end"] = sample(process.pid)
-        histograms, counters = scrape(port)
+        samples["end"] = sample(daemon.pid)
+        samples.setdefault("warm", samples["start"])
+        histograms, counters = scrape(daemon.port)
         sums = {k: v - warm_counters.get(k, 0.0) for k, v in counters.items() if k.startswith("sum:")}
         writer.stop.set()
         writer.join()
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=60)
+        lives.append(daemon.stop())
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        daemon.abandon()
         server.stop()
     steady = delta(histograms, warm_histograms)
     latencies: dict[str, dict[str, Any]] = {}
@@ -262,11 +273,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             **{f"p{int(q * 100)}": percentile(steady.get(stage, []), q) for q in (0.5, 0.95, 0.99)}}
     return {
         "minutes": args.minutes, "warmup_minutes": args.warmup, "rate_per_s": args.rate, "latency_s": args.latency,
+        "zones": args.zones, "kill_at_minutes": args.kill_at,
         "video": bool(video), "samples": samples, "trace": trace, "latencies": latencies, "counters": counters,
-        "lines_written": writer.lines, "rotations": writer.rotations, "exit_code": exit_code,
+        "lines_written": writer.lines, "rotations": writer.rotations, "exit_code": lives[-1]["exit_code"],
+        "lives": lives,
         "growth_pct": {k: 100 * (samples["end"][k] - samples["warm"][k]) / samples["warm"][k]
                        for k in ("rss_mib", "fds")},
     }
+
+
+class Life:
+    """One run of the daemon as a subprocess: started at once, ended by SIGKILL or SIGTERM."""
+
+    def __init__(self, folder: Path, config: Path, number: int) -> None:
+        self.stderr_path = folder / f"daemon-{number}.stderr"
+        env = {**os.environ, "MONITOR_SERVICE__LOG_FORMAT": "json", "MONITOR_HEALTH__PORT": "0"}
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config)],
+                                            stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=folder)
+        self.pid = self.process.pid
+        self.port = wait_port(self.stderr_path, self.process)
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise SystemExit(f"daemon exited with {self.process.returncode}: {self.stderr_path.read_text()[-2000:]}")
+
+    def kill(self) -> dict[str, Any]:
+        """SIGKILL right after a last scrape: the accounting as the dying daemon last showed it."""
+        _histograms, counters = scrape(self.port)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=60)
+        return {"end": "SIGKILL", "exit_code": self.process.returncode, "accounting": metrics_accounting(counters)}
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM; the accounting from the final `monitor stopped` line (pending is 0 after a stop)."""
+        self.process.send_signal(signal.SIGTERM)
+        exit_code = self.process.wait(timeout=60)
+        return {"end": "SIGTERM", "exit_code": exit_code, "accounting": stats_accounting(self.stderr_path)}
+
+    def abandon(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def metrics_accounting(counters: dict[str, float]) -> dict[str, Any]:
+    """accepted vs assessed + errored + dropped + pending, from one /metrics scrape (one consistent moment)."""
+    dropped = {k.split("reason=")[1].rstrip("}"): int(v) for k, v in counters.items()
+               if k.startswith("monitor_observations_dropped_total{")}
+    return _balance(int(counters.get("monitor_observations_accepted_total", 0)),
+                    int(counters.get("monitor_observations_assessed_total", 0)),
+                    int(counters.get("monitor_observations_errored_total", 0)), dropped,
+                    int(counters.get("monitor_observations_pending", 0)))
+
+
+def stats_accounting(stderr_path: Path) -> dict[str, Any]:
+    stopped = [json.loads(line) for line in stderr_path.read_text().splitlines()
+               if line.startswith("{") and '"monitor stopped"' in line]
+    if not stopped:
+        return {"error": "no `monitor stopped` line"}
+    totals = stopped[-1]["observations"]
+    return _balance(totals["accepted"], totals["assessed"], totals["errored"], totals["dropped"], totals["pending"])
+
+
+def _balance(accepted: int, assessed: int, errored: int, dropped: dict[str, int], pending: int) -> dict[str, Any]:
+    return {"accepted": accepted, "assessed": assessed, "errored": errored,
+            "dropped": {k: v for k, v in dropped.items() if v}, "pending": pending,
+            "unaccounted": accepted - assessed - errored - sum(dropped.values()) - pending}
 
 
 def wait_port(stderr_path: Path, process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
@@ -305,18 +378,23 @@ def section(result: dict[str, Any]) -> str:
     errors = {k.split("kind=")[1].rstrip("}"): int(v) for k, v in c.items()
               if k.startswith("monitor_model_errors_total") and v}
     when = datetime.now(UTC).strftime("%Y-%m-%d")
-    video = ("two looping video files (cameras) and one activity log" if result["video"] else
-             "one activity log only (the camera sensor and its `cameras` config were not available yet; the "
-             "two looping video files are behind `--video`)")
+    logs = "one activity log" if result["zones"] == 1 else f"{result['zones']} activity logs"
+    video = (f"two looping video files (cameras) and {logs}" if result["video"] else
+             f"{logs} only (the two looping video files are behind `--video`)")
     verdict = "met" if max(growth.values()) < 5.0 else "NOT met"
+    if result["kill_at_minutes"] is not None:
+        verdict = "not measured (the daemon was killed and restarted, so the samples span two processes)"
+    zones = "" if result["zones"] == 1 else f" in each of {result['zones']} zones (one log each)"
+    kill = ("" if result["kill_at_minutes"] is None else
+            f" SIGKILL after {result['kill_at_minutes']:g} min, then started again.")
     return f"""## Soak
 
-`benchmarks/soak.py --minutes {result['minutes']:g} --warmup {result['warmup_minutes']:g}`, {when}, on
+`benchmarks/soak.py --minutes {result['minutes']:g} --warmup {result['warmup_minutes']:g}{_options(result)}`, {when}, on
 {os.cpu_count()} CPUs (Linux {platform.release()}, Python {platform.python_version()}). The daemon ran as
-`monitor run` (uvloop) on {video}. Load: {result['rate_per_s']:g} lines/s, every {DANGER_EVERY}th one
+`monitor run` (uvloop) on {video}. Load: {result['rate_per_s']:g} lines/s{zones}, every {DANGER_EVERY}th one
 dangerous, the log rotated {result['rotations']} times; windows at most once a second; the model a scripted
 OpenAI-compatible server on 127.0.0.1 answering in {result['latency_s'] * 1000:.0f} ms through the real
-`openai` client; JSONL sink (fsync per event).
+`openai` client; JSONL sink (fsync per event).{kill}
 
 | | start | after warm-up | end | growth after warm-up |
 |---|---|---|---|---|
@@ -327,6 +405,10 @@ Target (growth under 5 % after warm-up): **{verdict}**. Work: {result['lines_wri
 {int(c.get('monitor_windows_assessed_total', 0))} windows assessed, windows dropped: {dropped or 'none'},
 model errors: {errors or 'none'}, alert events: {alerts or 'none'}. Exit code {result['exit_code']} after SIGTERM.
 
+Observations (accepted = assessed + errored + dropped + pending; a life ended by SIGKILL as `/metrics` showed
+it just before, its pending ones lost with the process; lines written while no daemon ran are never read,
+the tail starting at the end of the file): {_lives(result)}.
+
 Stage latencies after warm-up, from `/metrics` in ms (interpolated inside histogram buckets like
 `histogram_quantile`, so a percentile is only as fine as its bucket). `capture` is mostly the tail's
 0.25 s poll, `gating` the 1 s minimum interval between windows of a zone:
@@ -335,6 +417,28 @@ Stage latencies after warm-up, from `/metrics` in ms (interpolated inside histog
 |---|---|---|---|---|---|
 {rows}
 """
+
+
+def _options(result: dict[str, Any]) -> str:
+    options = f" --rate {result['rate_per_s']:g}" if result["rate_per_s"] != 2.0 else ""
+    if result["zones"] != 1:
+        options += f" --zones {result['zones']}"
+    if result["kill_at_minutes"] is not None:
+        options += f" --kill-at {result['kill_at_minutes']:g}"
+    return options + (" --video" if result["video"] else "")
+
+
+def _lives(result: dict[str, Any]) -> str:
+    parts = []
+    for life in result["lives"]:
+        a = life["accounting"]
+        if "error" in a:
+            parts.append(f"{life['end']}: {a['error']}")
+            continue
+        parts.append(f"{life['end']}: {a['accepted']} accepted, {a['assessed']} assessed, {a['errored']} errored, "
+                     f"dropped {a['dropped'] or 'none'}, {a['pending']} pending, **{a['unaccounted']} unaccounted**")
+    accepted = sum(life["accounting"].get("accepted", 0) for life in result["lives"])
+    return "; ".join(parts) + f" ({result['lines_written']} lines written, {accepted} accepted in all)"
 
 
 def _row(label: str, samples: dict[str, dict[str, float]], growth: dict[str, float], key: str, fmt: str) -> str:
@@ -365,6 +469,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="scripted model latency in seconds")
     parser.add_argument("--rotate-minutes", type=float, default=5.0, help="rotate the activity log this often")
     parser.add_argument("--video", action="store_true", help="also two looping video files as cameras")
+    parser.add_argument("--zones", type=int, default=1, help="zones, one activity log each (default 1)")
+    parser.add_argument("--kill-at", type=float, default=None, help="SIGKILL the daemon after this many minutes, "
+                        "then start it again")
     parser.add_argument("--write", action="store_true", help="write the Soak section of docs/benchmarks.md")
     args = parser.parse_args()
     if args.warmup is None:

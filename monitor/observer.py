@@ -1,7 +1,7 @@
 """What the pipeline tells the world as it works: one observer protocol for every listener.
 
 The daemon's counters (`Stats`), its Prometheus histograms (`Metrics`), the audit
-log and replay's trial recorder all listen through the same five calls, so the
+log and replay's trial recorder all listen through the same calls, so the
 pipeline itself keeps no books and has no modes. Observers run on the event loop
 and must be cheap; one that raises is logged and skipped, never allowed to stop
 the pipeline.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from monitor.alerts import AlertEvent
     from monitor.assess.verdict import Verdict
     from monitor.core.errors import BackendError
-    from monitor.windows import Window
+    from monitor.windows import Settlement, Window
     from sensors.types import Observation
 
 log = structlog.get_logger("monitor.observer")
@@ -46,6 +46,9 @@ class PipelineObserver(Protocol):
 
     def window_dropped(self, window: Window, reason: str) -> None: ...
 
+    def observation_settled(self, settlement: Settlement) -> None:
+        """An accepted observation is finished: assessed, errored, or dropped with a reason (once each)."""
+
     def window_settled(self, settled: Settled) -> None:
         """A window is finished; called after the alert it caused was handed to the sinks (`alert_published`)."""
 
@@ -63,6 +66,9 @@ class Observer:
         return None
 
     def window_dropped(self, window: Window, reason: str) -> None:
+        return None
+
+    def observation_settled(self, settlement: Settlement) -> None:
         return None
 
     def window_settled(self, settled: Settled) -> None:
@@ -89,6 +95,9 @@ class Observers(Observer):
 
     def window_dropped(self, window: Window, reason: str) -> None:
         self._each("window_dropped", lambda o: o.window_dropped(window, reason))
+
+    def observation_settled(self, settlement: Settlement) -> None:
+        self._each("observation_settled", lambda o: o.observation_settled(settlement))
 
     def window_settled(self, settled: Settled) -> None:
         self._each("window_settled", lambda o: o.window_settled(settled))

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +31,16 @@ from monitor.core.errors import BackendError, InternalAssessmentError, Malformed
 from monitor.core.text import redact_credentials, shorten
 from monitor.observer import Observers, PipelineObserver, Settled
 from monitor.sinks import AlertSink
-from monitor.windows import LatestSlot, RollingWindow, Window, WindowSettings
+from monitor.windows import (
+    SKEW_WARN_S,
+    ClockSkew,
+    LatestSlot,
+    ObservationLedger,
+    RollingWindow,
+    Settlement,
+    Window,
+    WindowSettings,
+)
 from sensors.types import Observation, ObservationSource
 
 log = structlog.get_logger("monitor.pipeline")
@@ -42,9 +51,13 @@ MODEL_SECONDS: ContextVar[list[float] | None] = ContextVar("model_seconds", defa
 TICK_S = 1.0
 # An observation older than this carries a replayed stream's clock, not a live sensor's: no latency.
 _LIVE_AGE_S = 3600.0
-# A sensor clock this far ahead of ours is wrong: its observation would sort after everything the zone
-# sees for as long as it is ahead, and push every newer one out of the window as "older than max_age_s".
+# A sensor clock this far ahead of ours is wrong: its observation is taken as observed now, so the prompt
+# does not show the model a time in the future (windows place observations by arrival either way).
 MAX_AHEAD_S = 300.0
+# Sensor times below this read as a replayed stream's offsets from 0 (as the prompt shows them): not a clock.
+_STREAM_TIME_BELOW = 1e9
+# Observations settled without an assessment are logged per source and reason: the first and every Nth.
+DROP_LOG_EVERY = 100
 # A failed source is restarted after a backoff between these bounds; one that ran this long is healthy again.
 SOURCE_RETRY_MIN_S = 1.0
 SOURCE_RETRY_MAX_S = 60.0
@@ -95,6 +108,7 @@ class Pipeline:
         exit_when_sources_end: bool = False,
         shutdown_timeout_s: float = 10.0,
         follow_up: AlertFollowUp | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.sources = list(sources)
         self.assessor = assessor
@@ -106,6 +120,10 @@ class Pipeline:
         self.exit_when_sources_end = exit_when_sources_end
         self.shutdown_timeout_s = shutdown_timeout_s
         self.follow_up = follow_up
+        # The monitor's clock for arrival times (window age, clock skew): live, the real clocks; a replay on
+        # recorded, simulated or stream time passes its own, so its windows hold what they held then.
+        # Snapshots are paced in real time either way (min_interval_s).
+        self._clock = clock
         self.zone_of = {source.id: zone for source, zone in self.sources}
         self.ended: set[str] = set()
         self.windows: dict[str, RollingWindow] = {}
@@ -122,6 +140,11 @@ class Pipeline:
         self._sink_lock = asyncio.Lock()
         self._pending_since: dict[str, float] = {}
         self._ahead: Counter[str] = Counter()
+        # Every accepted observation is settled once: assessed, errored or dropped with a reason.
+        self.ledger = ObservationLedger(self._observation_settled)
+        self.clock_skew = ClockSkew()
+        self._skew_warned: set[str] = set()
+        self._unassessed: Counter[tuple[str, str]] = Counter()
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -172,6 +195,8 @@ class Pipeline:
         self.sources = [(s, z) for s, z in self.sources if s.id != source_id]
         self.zone_of.pop(source_id, None)
         self.ended.discard(source_id)
+        self.clock_skew.forget(source_id)
+        self._skew_warned.discard(source_id)
         task = self._source_tasks.pop(source_id, None)
         if task is not None:
             task.cancel()
@@ -185,8 +210,8 @@ class Pipeline:
                 rebuilt = self._new_window(zone)
                 # Re-added observations count as new: the zone is assessed once more rather than
                 # risk an observation that arrived just before the reload never being assessed.
-                for observation in window.snapshot().observations:
-                    rebuilt.add(observation)
+                for held in window.held():
+                    rebuilt.add(held.observation, held.seq, arrived=held.arrived)
                 self.windows[zone] = rebuilt
             else:
                 window.max_age_s = settings.max_age_s
@@ -271,15 +296,18 @@ class Pipeline:
             max_frames=self.window_settings.max_frames,
             min_interval_s=self.window_settings.min_interval_s,
             max_chars=self.window_settings.max_chars,
+            on_leave=self.ledger.left,
+            arrival_clock=self._clock,
         )
 
     async def _ingest(self, observation: Observation) -> None:
-        observation = self._not_ahead(observation)
         zone = self.zone_of.get(observation.source, observation.source)
+        self._measure_skew(zone, observation)
+        observation = self._not_ahead(observation)
         window = self.windows.get(zone)
         if window is None:
             window = self.windows[zone] = self._new_window(zone)
-        window.add(observation)
+        window.add(observation, self.ledger.accept(zone, observation))
         self.observers.observation_received(zone, observation)
         self._pending_since.setdefault(zone, time.monotonic())
         self._observe_age("capture", observation.ts)
@@ -295,6 +323,30 @@ class Pipeline:
             log.warning("observation stamped in the future; taken as observed now", source=observation.source,
                         ahead_s=round(observation.ts - now, 1), max_ahead_s=MAX_AHEAD_S, count=count)
         return observation.restamped(now)
+
+    def _measure_skew(self, zone: str, observation: Observation) -> None:
+        """Update the source's clock skew; log once when it is beyond SKEW_WARN_S."""
+        source = observation.source
+        skew = self.clock_skew.observe(source, observation.ts, self._clock() if self._clock else time.time())
+        if abs(skew) < SKEW_WARN_S or source in self._skew_warned or 0 <= observation.ts < _STREAM_TIME_BELOW:
+            return
+        self._skew_warned.add(source)
+        log.warning("source clock is off the monitor's; its observations are placed by arrival time",
+                    source=source, zone=zone, skew_s=round(skew, 1), direction="behind" if skew > 0 else "ahead",
+                    threshold_s=SKEW_WARN_S)
+
+    def _observation_settled(self, settlement: Settlement) -> None:
+        self.observers.observation_settled(settlement)
+        if settlement.outcome == "assessed":
+            return
+        reason = settlement.reason if settlement.outcome == "dropped" else "assessment_failed"
+        assert reason is not None
+        key = (settlement.source, reason)
+        count = self._unassessed[key] = self._unassessed[key] + 1
+        if count == 1 or count % DROP_LOG_EVERY == 0:
+            log.warning("observation settled without an assessment", source=settlement.source,
+                        zone=settlement.zone, outcome=settlement.outcome, reason=reason, count=count,
+                        logged=f"first and every {DROP_LOG_EVERY}")
 
     async def _schedule(self) -> None:
         while not self._stopping.is_set():
@@ -313,6 +365,7 @@ class Pipeline:
             if not window.due():
                 continue
             snapshot = window.snapshot()
+            self.ledger.snapshotted(snapshot)
             if snapshot.trimmed:
                 log.warning("oldest observations dropped to keep the prompt within its budget", zone=zone,
                             window=snapshot.id, dropped=snapshot.trimmed, max_chars=window.max_chars)
@@ -362,6 +415,7 @@ class Pipeline:
             return
         finally:
             MODEL_SECONDS.reset(token)
+        self.ledger.assessed(window)
         elapsed = time.perf_counter() - started
         self._observe("prompt_build", elapsed - sum(model_seconds))
         event = self.alerts.decide(window, verdict)
@@ -384,6 +438,7 @@ class Pipeline:
         if isinstance(exc, MalformedReplyError):
             fields["raw"] = exc.raw[:2000]
         log.error("assessment failed", **fields)
+        self.ledger.failed(window)
         self.observers.window_settled(Settled(window, None, exc, None, elapsed))
 
     def _summary(self, window: Window, verdict: Verdict, event: AlertEvent | None, elapsed: float) -> None:
@@ -400,6 +455,7 @@ class Pipeline:
 
     def _dropped(self, window: Window, reason: str, **detail: Any) -> None:
         log.info("window dropped", zone=window.zone, window=window.id, reason=reason, dropped=True, **detail)
+        self.ledger.dropped(window, reason)
         self.observers.window_dropped(window, reason)
 
     async def _deliver(self, event: AlertEvent) -> None:
@@ -468,6 +524,8 @@ class Pipeline:
             await asyncio.gather(*pending, return_exceptions=True)
             while (window := await self.slot.get()) is not None:
                 self._dropped(window, "shutdown", detail=f"never assessed: {reason}")
+        # What is still in the windows, never offered or only in windows that were dropped, is not assessed now.
+        self.ledger.close(held.seq for window in self.windows.values() for held in window.held())
         await self._finish_publishing()
 
     async def _finish_publishing(self) -> None:

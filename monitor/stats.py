@@ -12,7 +12,8 @@ from typing import Any
 
 from monitor.alerts import AlertEvent
 from monitor.observer import Observer, Settled
-from monitor.windows import Window
+from monitor.windows import DROP_REASONS, SKEW_WARN_S, Settlement, Window
+from sensors.types import Observation
 
 
 @dataclass
@@ -36,11 +37,66 @@ class Stats(Observer):
     feedback: dict[str, int] = field(default_factory=dict)
     # Reaching the person: escalations, limits, quiet hours, acknowledgements, speech (`kind:detail` keys).
     reach: Counter[str] = field(default_factory=Counter)
+    # Each accepted observation, by source: `accepted`, then once `assessed`, `errored` or `dropped:<reason>`.
+    observations: dict[str, Counter[str]] = field(default_factory=dict)
+    # Read from the pipeline by the service: observations not settled yet, and each source's clock skew.
+    observations_pending: dict[str, int] = field(default_factory=dict)
+    clock_skew_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def windows_settled(self) -> int:
         """Windows finished one way or another: assessed, failed or dropped."""
         return self.windows_assessed + sum(self.model_errors.values()) + sum(self.windows_dropped.values())
+
+    def observation_received(self, zone: str, observation: Observation) -> None:
+        self._source(observation.source)["accepted"] += 1
+
+    def observation_settled(self, settlement: Settlement) -> None:
+        key = settlement.outcome if settlement.outcome != "dropped" else f"dropped:{settlement.reason}"
+        self._source(settlement.source)[key] += 1
+
+    def _source(self, source: str) -> Counter[str]:
+        counts = self.observations.get(source)
+        if counts is None:
+            counts = self.observations[source] = Counter()
+        return counts
+
+    def observation_totals(self) -> dict[str, Any]:
+        """Accepted, assessed, errored, dropped by reason and pending, over every source.
+
+        At a quiet moment accepted == assessed + errored + sum(dropped) + pending.
+        """
+        total: Counter[str] = Counter()
+        for counts in self.observations.values():
+            total.update(counts)
+        return _observation_json(total, sum(self.observations_pending.values()))
+
+    def source_observations(self) -> dict[str, dict[str, Any]]:
+        """The same per source, with its clock skew (seconds its clock is behind ours; negative: ahead)."""
+        sources = sorted(set(self.observations) | set(self.observations_pending) | set(self.clock_skew_s))
+        out = {}
+        for source in sources:
+            body = _observation_json(self.observations.get(source, Counter()), self.observations_pending.get(source, 0))
+            skew = self.clock_skew_s.get(source)
+            out[source] = {**body, "clock_skew_s": None if skew is None else round(skew, 3)}
+        return out
+
+    def source_notes(self) -> dict[str, str]:
+        """A short note per source whose clock is off or whose observations were not all assessed (`/readyz`)."""
+        notes = {}
+        for source, body in self.source_observations().items():
+            parts = []
+            skew = body["clock_skew_s"]
+            if skew is not None and abs(skew) >= SKEW_WARN_S:
+                parts.append(f"clock {abs(skew):.1f} s {'behind' if skew > 0 else 'ahead'}")
+            unassessed = {k: v for k, v in body["dropped"].items() if v}
+            if body["errored"]:
+                unassessed["errored"] = body["errored"]
+            if unassessed:
+                parts.append("observations not assessed: " + ", ".join(f"{k} {v}" for k, v in unassessed.items()))
+            if parts:
+                notes[source] = "; ".join(parts)
+        return notes
 
     def window_dropped(self, window: Window, reason: str) -> None:
         self.windows_dropped[reason] += 1
@@ -78,4 +134,16 @@ class Stats(Observer):
             "sink_failures": dict(self.sink_failures),
             "feedback": dict(self.feedback),
             "reach": dict(self.reach),
+            "observations": self.observation_totals(),
+            "source_observations": self.source_observations(),
         }
+
+
+def _observation_json(counts: Counter[str], pending: int) -> dict[str, Any]:
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    for key, count in counts.items():
+        if key.startswith("dropped:"):
+            reason = key.partition(":")[2]
+            dropped[reason] = dropped.get(reason, 0) + count
+    return {"accepted": counts["accepted"], "assessed": counts["assessed"], "errored": counts["errored"],
+            "dropped": dropped, "pending": pending}

@@ -249,7 +249,8 @@ class HistoryRunner:
         pipeline = Pipeline(
             sources=[(stream, segment.zone)], assessor=assessor, sinks=[], windows=self._windows(segment),
             alerts=ReplayAlerts(self.settings.alerts, clock=position.clock), observers=[stats, recorder],
-            exit_when_sources_end=True, shutdown_timeout_s=self.settings.service.shutdown_timeout_s)
+            exit_when_sources_end=True, shutdown_timeout_s=self.settings.service.shutdown_timeout_s,
+            clock=position.clock)  # windows age on the recorded time, as they did when recorded
         # Observations keep their own source ids (they are in the prompt): all of them feed this zone.
         pipeline.zone_of.update({o.source: segment.zone for w in replayed for o in w.observations})
         started = time.perf_counter()

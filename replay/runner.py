@@ -362,7 +362,7 @@ class ReplayRunner:
         pipeline = Pipeline(
             sources=[(stream, ZONE)], assessor=assessor, sinks=[], windows=self._windows(len(observations)),
             alerts=AlertManager(self.settings.alerts), observers=[stats, recorder], exit_when_sources_end=True,
-            shutdown_timeout_s=self.settings.service.shutdown_timeout_s,
+            shutdown_timeout_s=self.settings.service.shutdown_timeout_s, clock=stream.clock,
         )
         await pipeline.run()
         wall_s = time.perf_counter() - perf_start

@@ -186,6 +186,7 @@ class ScenarioStream:
         self.recorder = recorder
         self.on_emit = on_emit
         self.emitted = 0
+        self.now = 0.0  # the stream's time: that of the observation emitted last
 
     async def run(self, emit: Emit) -> None:
         try:
@@ -206,7 +207,12 @@ class ScenarioStream:
     def health(self) -> InputHealth:
         return InputHealth(self.id, "offline" if self.ended else "online", entries=self.emitted)
 
+    def clock(self) -> float:
+        """The stream's time, for the pipeline: windows age on it as they would have live."""
+        return self.now
+
     async def _emit(self, emit: Emit, index: int, observation: Observation) -> None:
+        self.now = observation.ts
         await emit(observation)
         self.emitted = index + 1
         if self.on_emit is not None:

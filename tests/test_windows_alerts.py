@@ -23,11 +23,16 @@ class FakeClock:
 
 
 def test_window_is_bounded_by_count_and_age() -> None:
-    window = RollingWindow("z", max_age_s=60, max_entries=3, min_interval_s=0)
+    clock = FakeClock()
+    window = RollingWindow("z", max_age_s=60, max_entries=3, min_interval_s=0, clock=clock)
     for ts in (0, 10, 20, 30, 100):
+        clock.now += 20
         window.add(entry(f"e{ts}", ts=float(ts)))
     snap = window.snapshot()
-    assert [o.ts for o in snap.observations] == [100.0]  # count kept 20, 30, 100; age drops 20 and 30
+    # Count kept 20, 30, 100; age (by arrival: 40, 20 and 0 s ago against 60 s) keeps them all.
+    assert [o.ts for o in snap.observations] == [20.0, 30.0, 100.0]
+    clock.now += 45
+    assert [o.ts for o in window.snapshot().observations] == [100.0]
 
 
 def test_frames_and_log_entries_are_capped_separately() -> None:
@@ -44,12 +49,16 @@ def test_frames_and_log_entries_are_capped_separately() -> None:
     assert [f.ts for f in snap.frames] == [10.0, 11.0, 12.0]
 
 
-def test_window_keeps_time_order_across_sources() -> None:
+def test_window_keeps_arrival_order_across_sources() -> None:
+    """Arrival order, whatever the sources' clocks say: a lagging source is not placed behind newer entries
+    (where the count bound would push it out unseen); each keeps its sensor time as data."""
     window = RollingWindow("z", max_age_s=600, max_entries=10, min_interval_s=0)
     window.add(entry("b", ts=2.0, source="s1"))
     window.add(entry("a", ts=1.0, source="s2"))
     window.add(entry("c", ts=3.0, source="s1"))
-    assert [o.text for o in window.snapshot().observations] == ["a", "b", "c"]
+    snap = window.snapshot()
+    assert [o.text for o in snap.observations] == ["b", "a", "c"]
+    assert [o.ts for o in snap.observations] == [2.0, 1.0, 3.0]
 
 
 def test_window_due_needs_new_entries_and_min_interval() -> None:

@@ -13,7 +13,8 @@ Selection covers the change in the window instead of taking the last K:
 
 The budget then keeps frames in the order they were chosen while their
 estimated tokens fit `max_image_tokens` (see `KeyframeSettings` for the
-estimate), and the result is returned in time order. Only the chosen frames are
+estimate), and the result is returned in the window's order (arrival: a camera
+whose clock lags is not taken for an old one; docs/reliability.md). Only the chosen frames are
 JPEG-encoded (`Frame.jpeg`, once per frame however many windows send it); frames
 larger than `longest_side` are downscaled and encoded at `jpeg_quality`, also
 once. Encoding takes a few ms per frame, so the model stage calls
@@ -47,9 +48,9 @@ async def choose_images_off_loop(window: Window, settings: KeyframeSettings) -> 
 
 
 def choose_images(window: Window, settings: KeyframeSettings) -> list[tuple[Frame, str]]:
-    """Up to `max_frames` frames of the window with their data URLs, in time order, within the token budget."""
-    chosen = within_budget(select_keyframes(window.frames, settings), settings)
-    return [(frame, data_url(frame, settings)) for frame in sorted(chosen, key=lambda f: f.ts)]
+    """Up to `max_frames` frames of the window with their data URLs, in its order, within the token budget."""
+    chosen = {id(frame) for frame in within_budget(select_keyframes(window.frames, settings), settings)}
+    return [(frame, data_url(frame, settings)) for frame in window.frames if id(frame) in chosen]
 
 
 def select_keyframes(frames: Sequence[Frame], settings: KeyframeSettings) -> list[Frame]:
@@ -59,9 +60,9 @@ def select_keyframes(frames: Sequence[Frame], settings: KeyframeSettings) -> lis
     thumbs = [_thumbnail(frame) for frame in frames]
     chosen: list[int] = []
     for source in dict.fromkeys(f.source for f in reversed(frames)):
-        newest = max((i for i, f in enumerate(frames) if f.source == source), key=lambda i: frames[i].ts)
-        chosen.append(newest)
-    chosen = sorted(chosen, key=lambda i: frames[i].ts, reverse=True)[: settings.max_frames]
+        # Newest by arrival (the window's order), not by a camera clock that may lag or run ahead.
+        chosen.append(max(i for i, f in enumerate(frames) if f.source == source))
+    chosen = sorted(chosen, reverse=True)[: settings.max_frames]
     while len(chosen) < settings.max_frames:
         best = _most_novel(frames, thumbs, chosen)
         if best is None or best[0] < settings.min_change:

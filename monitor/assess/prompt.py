@@ -130,7 +130,7 @@ def data_line(data: dict[str, Any]) -> str:
 
 def build_messages(window: Window, *, images: list[tuple[Frame, str]] | None = None,
                    example: bool = True) -> tuple[Message, ...]:
-    """System prompt plus one user message presenting the window's observations in time order.
+    """System prompt plus one user message presenting the window's observations in arrival order.
 
     `images` pairs chosen frames with their data URLs; frames not chosen are omitted. `example`:
     whether the system prompt shows the example answer (not when the server enforces the schema).

@@ -78,6 +78,8 @@ class Snapshot:
     sinks: Mapping[str, bool | None]
     backend: BackendStatus | None
     zones: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # Per source: its clock skew and observations not assessed, when there is something to say.
+    source_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Readiness:
         self.track(snapshot)
         checks = {
             "service": Check(snapshot.state == "running" or snapshot.state == "reloading", snapshot.state),
-            "sources": self._within_grace("source", snapshot.sources),
+            "sources": self._within_grace("source", snapshot.sources, snapshot.source_notes),
             "zones": _zones(snapshot.zones),
             "backend": await self._backend(snapshot.backend),
             "sinks": self._within_grace("sink", snapshot.sinks),
@@ -152,7 +154,8 @@ class Readiness:
         body = {"ready": not failed, "failed": failed, "checks": {k: c.to_json() for k, c in checks.items()}}
         return not failed, body
 
-    def _within_grace(self, kind: str, parts: Mapping[str, bool | None]) -> Check:
+    def _within_grace(self, kind: str, parts: Mapping[str, bool | None],
+                      notes: Mapping[str, str] | None = None) -> Check:
         now = self._clock()
         detail: dict[str, str] = {}
         ok = True
@@ -167,6 +170,8 @@ class Readiness:
                 ok = ok and within
                 state = "within grace" if within else "offline"
                 detail[name] = f"{state} for {down_for:.1f} s (ready_grace_s={self.settings.ready_grace_s:g})"
+            if notes and name in notes:  # information, never a failure: the observations are still placed
+                detail[name] += f"; {notes[name]}"
         return Check(ok, detail)
 
     async def _backend(self, backend: BackendStatus | None) -> Check:

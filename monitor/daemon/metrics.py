@@ -114,6 +114,7 @@ class _ServiceCollector:
         yield _counter("monitor_budget_dropped_entries",
                        "Oldest observations dropped to keep a zone's prompt within windows.max_chars",
                        stats.budget_dropped_entries)
+        yield from _observations(stats)
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))
         # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
@@ -241,6 +242,34 @@ def _reach(stats: Stats) -> Iterable[Metric]:
     for kind, (name, documentation, label, known) in REACH_FAMILIES.items():
         counts = {detail: n for key, n in stats.reach.items() for k, _, detail in [key.partition(":")] if k == kind}
         yield _labelled(CounterMetricFamily, name, documentation, label, _with_zeros(counts, known))
+
+
+def _observations(stats: Stats) -> Iterable[Metric]:
+    """Every accepted observation, settled once (docs/reliability.md, late and out-of-order observations)."""
+    totals = stats.observation_totals()
+    yield _counter("monitor_observations_accepted", "Observations the sources handed to the pipeline",
+                   totals["accepted"])
+    yield _counter("monitor_observations_assessed", "Accepted observations that were in an assessed window",
+                   totals["assessed"])
+    yield _counter("monitor_observations_errored",
+                   "Accepted observations only ever in windows whose assessment failed", totals["errored"])
+    yield _labelled(CounterMetricFamily, "monitor_observations_dropped",
+                    "Accepted observations never assessed, by reason", "reason", totals["dropped"])
+    yield _gauge("monitor_observations_pending", "Accepted observations not settled yet (in a window or an "
+                 "assessment)", totals["pending"])
+    sources = stats.source_observations()
+    dropped = CounterMetricFamily("monitor_source_observations_dropped",
+                                  "Accepted observations never assessed, by source and reason",
+                                  labels=["source", "reason"])
+    for source, body in sources.items():
+        for reason, count in body["dropped"].items():
+            dropped.add_metric([source, reason], count)
+    yield dropped
+    yield _labelled(GaugeMetricFamily, "monitor_source_clock_skew_seconds",
+                    "How far each source's clock is behind the monitor's (running median of arrival minus "
+                    "sensor time; negative: ahead)", "source",
+                    {source: body["clock_skew_s"] for source, body in sources.items()
+                     if body["clock_skew_s"] is not None})
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:

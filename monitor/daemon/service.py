@@ -397,7 +397,7 @@ class Service:
                                    hung_after_s=self.settings.model.attempt_timeout_s)
         zones = {zone: (state.state, state.reason) for zone, state in self.zones.states().items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
-                        backend=status, zones=zones)
+                        backend=status, zones=zones, source_notes=self._stats().source_notes())
 
     async def _heartbeat(self) -> None:
         """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
@@ -470,6 +470,9 @@ class Service:
             healths = [h for source, _ in self.pipeline.sources if isinstance(h := source.health(), InputHealth)]
             self.stats.bad_log_lines = sum(h.bad_input for h in healths)
             self.stats.truncated_entries = sum(h.truncated for h in healths)
+            # The pipeline's observation ledger and clock estimates (the stats keep the settled counts).
+            self.stats.observations_pending = self.pipeline.ledger.open_by_source()
+            self.stats.clock_skew_s = self.pipeline.clock_skew.estimates()
         self.stats.feedback = self.audit.feedback_counts()
         return self.stats
 

@@ -182,7 +182,7 @@ async def record_household(settings: Settings, *, days: int = 7, camera: bool = 
     pipeline = Pipeline(
         sources=[(sensors, "household")], assessor=build_assessor(settings, backend, notes=recorder.notes),
         sinks=[], windows=settings.windows, alerts=ReplayAlerts(settings.alerts, clock=clock),
-        observers=[recorder, settled], exit_when_sources_end=True)
+        observers=[recorder, settled], exit_when_sources_end=True, clock=clock)
     pipeline.zone_of.update({zone: zone for zone in ZONES} | {CAMERA: "garage"})
     try:
         await asyncio.wait_for(pipeline.run(), 120)
