@@ -14,6 +14,10 @@ from monitor.alerts import AlertEvent
 from monitor.observer import Observer, Settled
 from monitor.windows import Window
 
+# The parts the monitor runs without when they fail (docs/reliability.md): feedback notes in the prompt,
+# the feedback store, the history, the audit log, the speaker. Their failures never fail an assessment.
+OPTIONAL_PARTS = ("feedback_context", "feedback", "history", "audit_log", "speaker")
+
 
 @dataclass
 class Stats(Observer):
@@ -36,6 +40,8 @@ class Stats(Observer):
     feedback: dict[str, int] = field(default_factory=dict)
     # Reaching the person: escalations, limits, quiet hours, acknowledgements, speech (`kind:detail` keys).
     reach: Counter[str] = field(default_factory=Counter)
+    # Failures of the optional parts, by part (OPTIONAL_PARTS): each window went on without the part.
+    optional_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def windows_settled(self) -> int:
@@ -78,4 +84,5 @@ class Stats(Observer):
             "sink_failures": dict(self.sink_failures),
             "feedback": dict(self.feedback),
             "reach": dict(self.reach),
+            "optional_failures": {part: self.optional_failures[part] for part in OPTIONAL_PARTS},
         }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +31,7 @@ from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequ
 from monitor.core.errors import BackendError
 from monitor.core.text import redact_credentials
 from monitor.history.desk import FeedbackDesk
-from monitor.history.feedback import FeedbackError, FeedbackStore
+from monitor.history.feedback import FeedbackStore
 from monitor.history.files import HistoryError, HistoryFiles, append_private
 from monitor.history.record import CapturedCall, ZoneDescription, build_record
 from monitor.history.settings import HistorySettings, feedback_path
@@ -90,20 +90,24 @@ class HistoryRecorder(Observer):
         self._calls: OrderedDict[str, list[CapturedCall]] = OrderedDict()
         self._calls_lock = threading.Lock()
         self._retained_at = float("-inf")
-        self._failed_at = float("-inf")
-        self._failures = 0
+        self._failed_at: dict[str, float] = {}
+        # Records not written, by part ("history", "audit_log"): written on the writer thread, read by the stats.
+        self.failures: Counter[str] = Counter()
         self.desk: FeedbackDesk | None = None
         self.configure(settings)
         if settings.history.feedback:
             self.desk = self._open_desk(store or FeedbackStore(feedback_path(settings.service.state_dir)), settings)
 
     def _open_desk(self, store: FeedbackStore, settings: Settings) -> FeedbackDesk | None:
-        # Monitoring matters more than feedback on it: a store that cannot be opened is said loudly, once.
+        # Monitoring matters more than feedback on it: a store that cannot be opened or read (a damaged
+        # file, rows that are not what this monitor writes) is said loudly, once, and the monitor runs on.
         try:
-            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock)
+            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock,
+                                failures=self.failures)
             desk.load()
-        except FeedbackError as exc:
-            log.error("running without feedback on alerts", error=str(exc))
+        except Exception as exc:
+            self.failures["feedback"] += 1
+            log.error("running without feedback on alerts", error=str(exc), error_type=type(exc).__name__)
             store.close()
             return None
         return desk
@@ -191,13 +195,22 @@ class HistoryRecorder(Observer):
             # URL credentials (a camera's rtsp://user:pass@..., an endpoint's) never reach a file.
             line = redact_credentials(json.dumps(build_record(settled, calls, description, at=at, keep_image=keep),
                                                  ensure_ascii=False)) + "\n"
-            if settings.enabled:
-                files.append(day, line)
-            if audit_path is not None:
-                append_private(audit_path, line)
-        except (OSError, HistoryError) as exc:
-            self._failed(exc, files.folder if settings.enabled else audit_path)
+        except Exception as exc:  # a record that cannot be built is lost for both files: counted, said
+            for part, wanted in (("history", settings.enabled), ("audit_log", audit_path is not None)):
+                if wanted:
+                    self._failed(part, exc, None)
             return
+        # Two parts, two outcomes: a full history folder must not cost the audit log its record, nor the reverse.
+        if settings.enabled:
+            try:
+                files.append(day, line)
+            except (OSError, HistoryError) as exc:
+                self._failed("history", exc, files.folder)
+        if audit_path is not None:
+            try:
+                append_private(audit_path, line)
+            except OSError as exc:
+                self._failed("audit_log", exc, audit_path)
         if settings.enabled and at - self._retained_at >= _RETENTION_EVERY_S:
             self._retained_at = at
             self._retain(settings, files, at)
@@ -208,16 +221,17 @@ class HistoryRecorder(Observer):
                                    frames_max_age_s=settings.frames_max_age_days * 86400.0,
                                    max_bytes=settings.max_mb * 1e6, now=now)
         except (OSError, HistoryError) as exc:
-            self._failed(exc, files.folder)
+            self._failed("history", exc, files.folder)
             return
         if purged.files:
             log.info("history retention", folder=str(files.folder), removed=purged.summary())
 
-    def _failed(self, exc: OSError | HistoryError, where: Path | None) -> None:
-        # A full or read-only disk fails every record: say so once a minute, with the count.
-        self._failures += 1
+    def _failed(self, part: str, exc: Exception, where: Path | None) -> None:
+        # A full or read-only disk fails every record: say so once a minute per part, with the count.
+        self.failures[part] += 1
         now = time.monotonic()
-        if now - self._failed_at >= _ERROR_EVERY_S:
-            self._failed_at = now
-            log.error("history record not written", path=str(where),
-                      error=getattr(exc, "strerror", None) or str(exc), failures=self._failures)
+        if now - self._failed_at.get(part, float("-inf")) >= _ERROR_EVERY_S:
+            self._failed_at[part] = now
+            error = getattr(exc, "strerror", None) or str(exc)
+            log.error("history record not written", part=part, path=str(where) if where else None,
+                      error=error, error_type=type(exc).__name__, failures=self.failures[part])
