@@ -1,0 +1,171 @@
+"""Fault injection, issue 20 section 6: optional parts never blind a zone, and model answers are never lost.
+
+The feedback notes in the prompt, the history, the audit log and the speaker are extras: each test breaks
+one (a feedback store of garbage bytes, a history day file and an audit log that cannot be written, a speech
+engine that fails or hangs) under the real daemon, with the scripted OpenAI-compatible server on 127.0.0.1,
+and checks that every hazard still becomes an alert, that the failure is counted (`optional_failures` in the
+stats, `monitor_optional_failures_total` on /metrics) and logged, and that the daemon still exits 0. The
+others send the model's answers that are broken (a 100 KB hazard, a 30 MB reply, a verify answer without
+candidates) and check each is a kept verdict or a counted error. docs/reliability.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.history.feedback import FeedbackStore, missed
+from tests.support.daemon import DANGER_STOVE, Daemon, alert_lines, responder, wait_until
+from tests.support.faults import (
+    Rig,
+    append_lines,
+    entry,
+    jsonl_whole,
+    metric,
+    still_watching,
+    stops_cleanly,
+    tail,
+    wait_alerts,
+)
+from tests.support.openai_server import ScriptedOpenAIServer
+
+STOVE = "Sam leaves the stove on with oil in the pan and walks away"
+FEEDBACK_CONTEXT = "\n[assessment.feedback_context]\nenabled = true\n"
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    """The scripted model: ladder, stove and knife are dangers, anything else is safe."""
+    with ScriptedOpenAIServer(responder=responder()) as running:
+        yield running
+
+
+def _stove_hazards(daemon: Daemon, log: Path, count: int) -> list[dict[str, object]]:
+    """Feed `count` stove windows one after the other; the summary line of each (every one assessed)."""
+    before = len(daemon.find("window assessed", zone="kitchen"))
+    for n in range(count):
+        append_lines(log, entry(f"{STOVE} ({n})"))
+        daemon.wait_log("window assessed", count=before + n + 1, zone="kitchen")
+    assessed = daemon.find("window assessed", zone="kitchen")[before:]
+    return assessed
+
+
+def _optional_failures(daemon: Daemon, part: str) -> float:
+    return metric(daemon, "monitor_optional_failures_total", part=part)
+
+
+# -- the feedback notes ------------------------------------------------------------------------------
+def _damaged_feedback_store(state_dir: Path) -> Path:
+    """A feedback store with notes for the kitchen whose feedback table is garbage bytes (the header and
+    the alerts are intact, so the daemon opens it; every read of the notes fails)."""
+    path = state_dir / "feedback.sqlite3"
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = time.time()
+    with FeedbackStore(path) as store:
+        for n in range(5):
+            store.add(missed("kitchen", now - 3600 - n * 60, now - 3000 - n * 60, note=f"the pan smoked ({n})"))
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'feedback'").fetchone()[0]
+    db.close()
+    with path.open("r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(os.urandom(page_size))
+    return path
+
+
+def test_a_corrupt_feedback_store_with_feedback_context_never_blinds_a_zone(
+        tmp_path: Path, server: ScriptedOpenAIServer) -> None:
+    """Feedback context on, the feedback store garbage: first its notes table, then (while running) the
+    whole file. Every stove window is still assessed and alerts, without notes; each failed lookup is
+    counted and logged. Before the fix every assessment failed (`internal`): the zone went blind and the
+    six stove hazards gave no alert."""
+    log, alerts = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl"
+    log.write_text("")
+    store = _damaged_feedback_store(tmp_path / "state")
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts, extra=FEEDBACK_CONTEXT)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        assessed = _stove_hazards(daemon, log, 6)
+        assert [a["verdict"] for a in assessed] == ["danger"] * 6
+        assert [a["alert"] for a in assessed] == ["new"] + ["update"] * 5
+        assert wait_alerts(alerts, 1)[0]["hazard"] == DANGER_STOVE["hazard"]
+        said = daemon.wait_log("feedback notes unavailable; assessing without them", zone="kitchen")
+        assert "malformed" in said[0]["error"]
+        assert _optional_failures(daemon, "feedback_context") == 6
+        assert metric(daemon, "monitor_model_errors_total", kind="internal") == 0
+        store.write_bytes(os.urandom(store.stat().st_size))  # now the whole file, under the running daemon
+        assert [a["verdict"] for a in _stove_hazards(daemon, log, 2)] == ["danger"] * 2
+        assert _optional_failures(daemon, "feedback_context") == 8
+        assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
+        stops_cleanly(daemon)
+    final = daemon.logs()[-1]
+    assert final["optional_failures"]["feedback_context"] == 9 and final["model_errors"] == {}
+
+
+# -- the history and the audit log --------------------------------------------------------------------
+def test_an_unwritable_history_and_audit_log_never_blind_a_zone_and_each_is_kept_without_the_other(
+        tmp_path: Path, server: ScriptedOpenAIServer) -> None:
+    """Today's history file replaced by a folder (cannot be appended to, even by root): alerts go on, the
+    audit log still gets every record, the failures are counted under `history`. Then the audit log too:
+    alerts go on, counted under `audit_log`. Before the fix a history that could not be written cost the
+    audit log its records too, and neither failure was counted anywhere but in a log line."""
+    log, alerts, audit = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl", tmp_path / "audit.jsonl"
+    log.write_text("")
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts, audit=audit)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
+        history = tmp_path / "state" / "history"
+        wait_until(lambda: list(history.glob("*.jsonl")), what="the first history record")
+        for day in {time.strftime("%Y-%m-%d", time.gmtime(time.time() + d)) for d in (0, 3600)}:
+            day_file = history / f"{day}.jsonl"
+            day_file.unlink(missing_ok=True)
+            day_file.mkdir()
+        audited = len(jsonl_whole(audit))
+        assert [a["verdict"] for a in _stove_hazards(daemon, log, 3)] == ["danger"] * 3
+        wait_until(lambda: len(jsonl_whole(audit)) == audited + 3, what="the audit log still written")
+        wait_until(lambda: _optional_failures(daemon, "history") == 3, what="history failures counted")
+        assert daemon.find("history record not written", part="history")
+        audit.unlink()
+        audit.mkdir()
+        assert [a["verdict"] for a in _stove_hazards(daemon, log, 2)] == ["danger"] * 2
+        wait_until(lambda: _optional_failures(daemon, "audit_log") == 2, what="audit failures counted")
+        assert daemon.find("history record not written", part="audit_log")
+        assert len(wait_alerts(alerts, 6)) == 6  # the ladder's new, the stove's new and 4 updates
+        stops_cleanly(daemon)
+    assert daemon.logs()[-1]["optional_failures"] == {
+        "feedback_context": 0, "feedback": 0, "history": 5, "audit_log": 2, "speaker": 0}
+
+
+# -- the speaker -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["fails", "hangs"])
+def test_a_speaker_whose_command_fails_or_hangs_never_delays_or_blinds_a_zone(
+        tmp_path: Path, server: ScriptedOpenAIServer, engine: str) -> None:
+    """A speech engine that exits 3, or one that never finishes (killed after its timeout): every alert
+    still reaches the JSONL sink at once, each failed message is counted (`speaker`) and logged."""
+    log, alerts = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl"
+    log.write_text("")
+    sh = shutil.which("sh")
+    assert sh is not None
+    script = "echo the sound card is gone >&2; exit 3" if engine == "fails" else "exec sleep 60"
+    speaker = (f'\n[sinks.speaker]\nenabled = true\ncommand = ["{sh}", "-c", "{script}"]\n'
+               "require_audio_device = false\ntimeout_s = 0.5\nmin_interval_s = 0\n")
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts, extra=speaker)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        for text in (STOVE, "Sam climbs the ladder and leans out", "Sam cuts towards his hand with a knife"):
+            started = time.monotonic()
+            count = len(alert_lines(alerts))
+            append_lines(log, entry(text))
+            wait_alerts(alerts, count + 1)
+            assert time.monotonic() - started < 5.0  # not held up by the speaker's 0.5 s timeouts
+        failed = daemon.wait_log("speaker command failed", count=2)
+        expected = "exit status 3: the sound card is gone" if engine == "fails" else "did not finish within"
+        assert expected in failed[0]["reason"]
+        wait_until(lambda: _optional_failures(daemon, "speaker") >= 2, what="speaker failures counted")
+        assert still_watching(daemon, log, zone="kitchen")["alert"] in ("new", "update")
+        stops_cleanly(daemon)
