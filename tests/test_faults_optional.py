@@ -11,6 +11,7 @@ candidates) and check each is a kept verdict or a counted error. docs/reliabilit
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -33,7 +34,7 @@ from tests.support.faults import (
     tail,
     wait_alerts,
 )
-from tests.support.openai_server import ScriptedOpenAIServer
+from tests.support.openai_server import ScriptedOpenAIServer, reply
 
 STOVE = "Sam leaves the stove on with oil in the pan and walks away"
 FEEDBACK_CONTEXT = "\n[assessment.feedback_context]\nenabled = true\n"
@@ -169,3 +170,78 @@ def test_a_speaker_whose_command_fails_or_hangs_never_delays_or_blinds_a_zone(
         wait_until(lambda: _optional_failures(daemon, "speaker") >= 2, what="speaker failures counted")
         assert still_watching(daemon, log, zone="kitchen")["alert"] in ("new", "update")
         stops_cleanly(daemon)
+
+
+# -- huge answers ----------------------------------------------------------------------------------------
+def _peak_rss_mb(daemon: Daemon) -> float:
+    """The daemon's peak resident memory so far (VmHWM), in MB."""
+    assert daemon.process is not None
+    for line in Path(f"/proc/{daemon.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc: not Linux?")
+
+
+def _history_lines(state: Path) -> list[str]:
+    return [line for day in sorted((state / "history").glob("*.jsonl")) for line in day.read_text().splitlines()]
+
+
+def test_a_100_kb_hazard_is_cut_with_a_marker_and_still_alerts(tmp_path: Path, server: ScriptedOpenAIServer) -> None:
+    """A danger verdict whose hazard is 100 KB (reason, advice and evidence huge too) is an alert with each
+    field cut to its bound and marked, never a malformed reply. Before the fix it was discarded."""
+    log, alerts = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl"
+    log.write_text("")
+    huge = "hot oil left on the burner " * 3800
+    server.push(reply({**DANGER_STOVE, "hazard": huge, "reason": huge, "advice": huge, "evidence": [huge] * 30}))
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        append_lines(log, entry(STOVE))
+        alert = wait_alerts(alerts, 1)[0]
+        assert str(alert["hazard"]).startswith("hot oil left on the burner")
+        assert len(str(alert["hazard"])) == 300 and str(alert["hazard"]).endswith("characters cut]")
+        assert len(str(alert["advice"])) <= 1000 and alert["severity"] == "critical"
+        assert metric(daemon, "monitor_model_errors_total", kind="malformed") == 0
+        stops_cleanly(daemon)
+
+
+@pytest.mark.parametrize("megabytes", [3, 30])
+def test_a_huge_reply_is_stored_once_bounded_and_memory_stays_low(
+        tmp_path: Path, server: ScriptedOpenAIServer, megabytes: int) -> None:
+    """A reply of 3 MB (a danger with a huge hazard) is an alert; one of 30 MB is refused after the first
+    4 MB as a counted `bad_response`. Either way the history line and the audit record stay small, the raw
+    answer is in them once (cut, marked), and the daemon's peak memory grows by far less than the reply.
+    Before the fix a 30 MB reply was written twice into one 60 MB history line and RSS rose to 294 MB."""
+    log, alerts, audit = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl", tmp_path / "audit.jsonl"
+    log.write_text("")
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts, audit=audit)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
+        before = _peak_rss_mb(daemon)
+        marker = "flames reach the cupboard "
+        server.push(reply({**DANGER_STOVE, "hazard": marker * (megabytes * 1024 * 1024 // len(marker))}))
+        append_lines(log, entry(STOVE))
+        if megabytes < 4:
+            assert wait_alerts(alerts, 2)[-1]["hazard"].startswith(marker)
+        else:
+            failed = daemon.wait_log("assessment failed", kind="bad_response")
+            assert "too big" in failed[0]["error"]
+            assert metric(daemon, "monitor_model_errors_total", kind="bad_response") == 1
+        assert still_watching(daemon, log, zone="kitchen", text="Sam cuts towards his hand with a knife")
+        peak = _peak_rss_mb(daemon)
+        stops_cleanly(daemon)
+    lines = _history_lines(tmp_path / "state")
+    audited = audit.read_text().splitlines()
+    assert len(lines) == len(audited) == 3 and lines == audited
+    big = json.loads(lines[1])
+    assert max(len(line) for line in lines) < 64 * 1024
+    call = big["calls"][0]
+    if megabytes < 4:  # kept: the raw answer cut and marked in `raw`, the call's reply not written again
+        assert big["raw"].startswith('{"danger": true') and big["raw"].endswith("characters cut]")
+        assert len(big["raw"]) == 16 * 1024 and call["reply"] is None and call["reply_is_raw"] is True
+        assert len(big["verdict"]["hazard"]) == 300
+    else:  # refused: the start of the body kept as the raw answer, the error named
+        assert big["raw"].startswith('{"id": "chatcmpl-') and len(big["raw"]) == 2000
+        assert call["reply"] is None and big["error"]["kind"] == "bad_response"
+    print(f"\n{megabytes} MB reply: peak RSS {before:.0f} MB before, {peak:.0f} MB after; "
+          f"history line {len(lines[1])} characters")
+    assert peak - before < 4 * megabytes + 40

@@ -68,7 +68,8 @@ def test_every_window_is_recorded_in_day_files_with_what_the_model_saw(week_with
         assert record["model"]["model"] == "scripted-home" and "api_key" not in json.dumps(record["model"])
         assert record["strategy_label"] == "single" and record["windows"]["max_entries"] == 3
         call = record["calls"][0]
-        assert len(record["calls"]) == 1 and call["reply"] and len(call["system_sha256"]) == 64
+        assert len(record["calls"]) == 1 and len(call["system_sha256"]) == 64
+        assert call["reply"] is None and call["reply_is_raw"] and record["raw"]  # the reply, written once
         assert "base64" not in json.dumps(record)
         parse_record(json.dumps(record))  # what a replay reads back
     hob = next(r for r in found if any("hob on low" in o["text"] for o in r["observations"]))
