@@ -30,7 +30,8 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _cut_to(limit: int) -> BeforeValidator:
+def cut_to(limit: int) -> BeforeValidator:
+    """A validator that cuts a string to `limit` characters with a marker (core.text.cut); others pass."""
     # A model's words are cut to their bound, visibly, never rejected for their length: a danger
     # verdict with a 100 KB hazard is still a danger verdict.
     return BeforeValidator(lambda value: cut(value, limit) if isinstance(value, str) else value)
@@ -51,9 +52,9 @@ def _evidence(value: Any) -> Any:
 
 
 # The string fields of a model's answers (every strategy's): bounded, longer text cut with a marker.
-HazardText = Annotated[str, _cut_to(300), Field(max_length=300)]
-ShortText = Annotated[str, _cut_to(1000), Field(max_length=1000)]
-LongText = Annotated[str, _cut_to(2000), Field(max_length=2000)]
+HazardText = Annotated[str, cut_to(300), Field(max_length=300)]
+ShortText = Annotated[str, cut_to(1000), Field(max_length=1000)]
+LongText = Annotated[str, cut_to(2000), Field(max_length=2000)]
 SeverityText = Annotated[Severity, BeforeValidator(_lower)]
 Evidence = Annotated[list[Annotated[str, Field(max_length=MAX_EVIDENCE_CHARS)]], BeforeValidator(_evidence),
                      Field(max_length=MAX_EVIDENCE)]
