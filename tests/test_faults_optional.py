@@ -18,11 +18,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from monitor.history.feedback import FeedbackStore, missed
-from tests.support.daemon import DANGER_STOVE, Daemon, alert_lines, responder, wait_until
+from tests.support.daemon import DANGER_LADDER, DANGER_STOVE, Daemon, alert_lines, responder, wait_until
 from tests.support.faults import (
     Rig,
     append_lines,
@@ -34,7 +35,7 @@ from tests.support.faults import (
     tail,
     wait_alerts,
 )
-from tests.support.openai_server import ScriptedOpenAIServer, reply
+from tests.support.openai_server import Action, ScriptedOpenAIServer, reply
 
 STOVE = "Sam leaves the stove on with oil in the pan and walks away"
 FEEDBACK_CONTEXT = "\n[assessment.feedback_context]\nenabled = true\n"
@@ -245,3 +246,52 @@ def test_a_huge_reply_is_stored_once_bounded_and_memory_stays_low(
     print(f"\n{megabytes} MB reply: peak RSS {before:.0f} MB before, {peak:.0f} MB after; "
           f"history line {len(lines[1])} characters")
     assert peak - before < 4 * megabytes + 40
+
+
+# -- every strategy, broken answers -------------------------------------------------------------------------
+PROPOSED = {"candidates": [{"hazard": "fall from ladder", "behaviour": "leans out", "why": "a fall"}]}
+VERIFIED = {"supported": True, "severity": "warning", "reason": "leans far out", "advice": "climb down",
+            "evidence": ["leans out"], "confidence": 0.9}
+# (more of the strategy's config, what a broken model answers to the stove window's calls)
+BROKEN_ANSWERS = {
+    "single": ("", "{}"),
+    "vote": ("", '{"danger": "perhaps"}'),
+    "verify": ("", "{}"),  # the found instance: `{}` (no candidates key) read as "no risks"
+    "temporal": ("[assessment.temporal]\nthreshold = 0.5\n", "null"),
+}
+
+
+def _strategy_responder(broken: str) -> Any:
+    """Ladder windows answered well by call kind (assess, propose, verify); stove windows broken."""
+    def answer(body: dict[str, Any]) -> Action:
+        system = str(body["messages"][0]["content"])
+        if "stove" in json.dumps(body["messages"][-1]).lower():
+            return Action(text=broken)
+        if "list every way" in system:
+            return reply(PROPOSED)
+        if "checking ONE candidate" in system:
+            return reply(VERIFIED)
+        return reply(DANGER_LADDER)
+    return answer
+
+
+@pytest.mark.parametrize("strategy", list(BROKEN_ANSWERS))
+def test_every_strategy_counts_a_broken_answer_as_an_error_never_a_silent_safe(tmp_path: Path, strategy: str) -> None:
+    """Each strategy, under the real daemon, with its model answering a stove window broken (`{}`, a wrong
+    type, null): the window is a counted `malformed` error and the zone says so, never "window assessed:
+    safe"; the next window warns. Before the fix `verify` read `{}` as "no risks" and reported the window safe."""
+    log, alerts = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl"
+    log.write_text("")
+    options, broken = BROKEN_ANSWERS[strategy]
+    extra = f'\n[assessment]\nstrategy = "{strategy}"\n{options}'
+    with ScriptedOpenAIServer(responder=_strategy_responder(broken)) as model:
+        rig = Rig(tmp_path, model.base_url, sources=[tail("kitchen", log)], jsonl=alerts, extra=extra)
+        with Daemon(rig.write(), tmp_path) as daemon:
+            append_lines(log, entry(STOVE))
+            failed = daemon.wait_log("assessment failed", zone="kitchen")
+            assert failed[0]["kind"] == "malformed"
+            assert metric(daemon, "monitor_model_errors_total", kind="malformed") == 1
+            assert not daemon.find("window assessed", zone="kitchen")  # no verdict at all, let alone "safe"
+            assessed = still_watching(daemon, log, zone="kitchen")
+            assert assessed["alert"] == "new" and assessed["strategy"].startswith(strategy)
+            stops_cleanly(daemon)
