@@ -110,6 +110,28 @@ def test_a_corrupt_feedback_store_with_feedback_context_never_blinds_a_zone(
     assert final["optional_failures"]["feedback_context"] == 9 and final["model_errors"] == {}
 
 
+def test_a_feedback_store_with_rows_this_monitor_never_wrote_is_left_aside_at_start(
+        tmp_path: Path, server: ScriptedOpenAIServer) -> None:
+    """An alert row whose windows are not JSON (a store edited by hand, or damaged): the daemon starts
+    without feedback, says so once and counts it under `feedback`. Before the fix it did not start."""
+    log, alerts = tmp_path / "kitchen.jsonl", tmp_path / "alerts.jsonl"
+    log.write_text("")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with FeedbackStore(state / "feedback.sqlite3") as store:
+        store.add(missed("kitchen", time.time() - 600, time.time() - 300))
+    with sqlite3.connect(state / "feedback.sqlite3") as db:
+        db.execute("INSERT INTO alerts VALUES ('a1', 'kitchen', 'fire', 'critical', 1, 2, NULL, '{not json')")
+    db.close()
+    rig = Rig(tmp_path, server.base_url, sources=[tail("kitchen", log)], jsonl=alerts, extra=FEEDBACK_CONTEXT)
+    with Daemon(rig.write(), tmp_path) as daemon:
+        said = daemon.wait_log("running without feedback on alerts")
+        assert said[0]["error_type"] == "JSONDecodeError"
+        assert _optional_failures(daemon, "feedback") == 1
+        assert [a["alert"] for a in _stove_hazards(daemon, log, 1)] == ["new"]
+        stops_cleanly(daemon)
+
+
 # -- the history and the audit log --------------------------------------------------------------------
 def test_an_unwritable_history_and_audit_log_never_blind_a_zone_and_each_is_kept_without_the_other(
         tmp_path: Path, server: ScriptedOpenAIServer) -> None:
