@@ -45,6 +45,9 @@ log = structlog.get_logger("monitor.history")
 # shutdown never settles) are forgotten first.
 _PENDING_WINDOWS = 256
 _RETENTION_EVERY_S = 300.0
+# Records waiting for the writer thread at most: a disk that hangs (a stale network mount) must not
+# grow the queue, and the windows and replies it holds, until memory runs out.
+MAX_QUEUED_RECORDS = 1000
 _ERROR_EVERY_S = 60.0
 
 
@@ -91,6 +94,8 @@ class HistoryRecorder(Observer):
         self._calls_lock = threading.Lock()
         self._retained_at = float("-inf")
         self._failed_at: dict[str, float] = {}
+        self._queued = 0  # records submitted and not yet written (or failed)
+        self._count_lock = threading.Lock()  # the loop and the writer thread both count
         # Records not written, by part ("history", "audit_log"): written on the writer thread, read by the stats.
         self.failures: Counter[str] = Counter()
         self.desk: FeedbackDesk | None = None
@@ -147,7 +152,27 @@ class HistoryRecorder(Observer):
             return
         description = self.zones.get(settled.window.zone, self.default)
         at, settings, audit_path, files = self.clock(), self.settings, self.audit_path, self.files  # as of now
-        self._submit(lambda: self._write(settled, calls, description, at, settings, audit_path, files))
+        if not self._enqueue():
+            self._lost(settled.window.id, settings, audit_path, OSError(
+                f"{MAX_QUEUED_RECORDS} records still waiting for the writer (the disk may hang)"))
+            return
+
+        def write() -> None:
+            try:
+                self._write(settled, calls, description, at, settings, audit_path, files)
+            finally:
+                with self._count_lock:
+                    self._queued -= 1
+
+        self._submit(write)
+
+    def _enqueue(self) -> bool:
+        """Count one more record waiting for the writer; False when MAX_QUEUED_RECORDS are waiting."""
+        with self._count_lock:
+            if self._queued >= MAX_QUEUED_RECORDS:
+                return False
+            self._queued += 1
+            return True
 
     def alert_published(self, event: AlertEvent) -> None:
         if self.desk is not None:
@@ -196,9 +221,7 @@ class HistoryRecorder(Observer):
             line = redact_credentials(json.dumps(build_record(settled, calls, description, at=at, keep_image=keep),
                                                  ensure_ascii=False)) + "\n"
         except Exception as exc:  # a record that cannot be built is lost for both files: counted, said
-            for part, wanted in (("history", settings.enabled), ("audit_log", audit_path is not None)):
-                if wanted:
-                    self._failed(part, exc, None)
+            self._lost(settled.window.id, settings, audit_path, exc)
             return
         # Two parts, two outcomes: a full history folder must not cost the audit log its record, nor the reverse.
         if settings.enabled:
@@ -226,12 +249,21 @@ class HistoryRecorder(Observer):
         if purged.files:
             log.info("history retention", folder=str(files.folder), removed=purged.summary())
 
-    def _failed(self, part: str, exc: Exception, where: Path | None) -> None:
+    def _lost(self, window: str, settings: HistorySettings, audit_path: Path | None, exc: Exception) -> None:
+        """A record that reaches neither file: a failure of each part that wanted it."""
+        for part, wanted in (("history", settings.enabled), ("audit_log", audit_path is not None)):
+            if wanted:
+                self._failed(part, exc, None, window=window)
+
+    def _failed(self, part: str, exc: Exception, where: Path | None, *, window: str | None = None) -> None:
         # A full or read-only disk fails every record: say so once a minute per part, with the count.
-        self.failures[part] += 1
-        now = time.monotonic()
-        if now - self._failed_at.get(part, float("-inf")) >= _ERROR_EVERY_S:
-            self._failed_at[part] = now
+        with self._count_lock:
+            self.failures[part] += 1
+            now = time.monotonic()
+            due = now - self._failed_at.get(part, float("-inf")) >= _ERROR_EVERY_S
+            if due:
+                self._failed_at[part] = now
+        if due:
             error = getattr(exc, "strerror", None) or str(exc)
-            log.error("history record not written", part=part, path=str(where) if where else None,
+            log.error("history record not written", part=part, path=str(where) if where else None, window=window,
                       error=error, error_type=type(exc).__name__, failures=self.failures[part])
