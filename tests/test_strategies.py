@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from monitor.assess.settings import AssessmentSettings, TemporalSettings, VerifySettings, VoteSettings
 from monitor.assess.single import SingleCall
@@ -295,8 +296,11 @@ def test_every_bound_of_every_answer_cuts_instead_of_rejecting() -> None:
 
 async def test_vote_is_safe_only_when_its_failed_samples_could_not_have_made_it_a_warning() -> None:
     backend = QueueBackend(assess=[SAFE, SAFE, "garbage"])
-    result = await Vote(SingleCall(backend), VoteSettings(k=3, m=2)).assess(WINDOW)
+    with capture_logs() as logs:
+        result = await Vote(SingleCall(backend), VoteSettings(k=3, m=2)).assess(WINDOW)
     assert not result.assessment.danger  # two read answers say safe: one more danger could not reach m=2
+    said = [e for e in logs if e["event"] == "some model calls failed; the decision did not depend on them"]
+    assert said and said[0]["kinds"] == ["malformed"] and said[0]["decided"] == "safe"  # said, not silent
     backend = QueueBackend(assess=[SAFE, danger(), "garbage"])
     with pytest.raises(MalformedReplyError):
         await Vote(SingleCall(backend), VoteSettings(k=3, m=2)).assess(WINDOW)

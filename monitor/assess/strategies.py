@@ -16,6 +16,7 @@ from dataclasses import replace
 from functools import reduce
 from typing import Annotated, Any
 
+import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from monitor.assess.prompt import build_messages, echoed, field_guide
@@ -39,6 +40,8 @@ from monitor.backends import ModelBackend, ModelRequest, Usage
 from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.windows import Window
 from monitor.zones import ZoneSettings
+
+log = structlog.get_logger("monitor.assess.strategies")
 
 
 def total_usage(verdicts: Sequence[Verdict]) -> Usage:
@@ -125,7 +128,16 @@ class Vote:
             # The failed samples could have made it a warning: "safe" would be a guess. The window
             # fails with the first error instead (counted, the zone shows it), never a silent safe.
             raise errors[0]
+        if errors:
+            _decided_without(window, self.name, errors, decided="danger" if verdict.assessment.danger else "safe")
         return verdict
+
+
+def _decided_without(window: Window, strategy: str, errors: Sequence[BackendError], *, decided: str) -> None:
+    # Failed calls that could not change the decision: the window stands, and the failures are said.
+    log.warning("some model calls failed; the decision did not depend on them", zone=window.zone,
+                window=window.id, strategy=strategy, failed=len(errors), kinds=sorted({e.kind for e in errors}),
+                decided=decided)
 
 
 # -- propose then verify ------------------------------------------------------------------------
@@ -250,6 +262,8 @@ class ProposeVerify:
         if failed and not assessment.danger:
             # An unchecked candidate is not a rejected one: "none verified" would be a silent safe.
             raise failed[0]
+        if failed:
+            _decided_without(window, self.name, failed, decided="danger")
         raw = json.dumps({"candidates": [c.model_dump() for c in candidates],
                           "verified": [a.model_dump() if a else None for a in answers]})
         return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name)
