@@ -150,12 +150,12 @@ class Candidate(BaseModel):
     why: ShortText = Field(default="", description="how it could cause harm, in one sentence")
 
 
+MAX_PROPOSED = 50
+
+
 def _first_candidates(value: Any) -> Any:
     # More candidates than the bound are cut (the first, most serious, are kept), never rejected.
     return value[:MAX_PROPOSED] if isinstance(value, list) else value
-
-
-MAX_PROPOSED = 50
 
 
 class Candidates(BaseModel):
