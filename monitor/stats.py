@@ -15,6 +15,10 @@ from monitor.observer import Observer, Settled
 from monitor.windows import DROP_REASONS, SKEW_WARN_S, Settlement, Window
 from sensors.types import Observation
 
+# The parts the monitor runs without when they fail (docs/reliability.md): feedback notes in the prompt,
+# the feedback store, the history, the audit log, the speaker. Their failures never fail an assessment.
+OPTIONAL_PARTS = ("feedback_context", "feedback", "history", "audit_log", "speaker")
+
 
 @dataclass
 class Stats(Observer):
@@ -42,6 +46,8 @@ class Stats(Observer):
     # Read from the pipeline by the service: observations not settled yet, and each source's clock skew.
     observations_pending: dict[str, int] = field(default_factory=dict)
     clock_skew_s: dict[str, float] = field(default_factory=dict)
+    # Failures of the optional parts, by part (OPTIONAL_PARTS): each window went on without the part.
+    optional_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def windows_settled(self) -> int:
@@ -136,6 +142,7 @@ class Stats(Observer):
             "reach": dict(self.reach),
             "observations": self.observation_totals(),
             "source_observations": self.source_observations(),
+            "optional_failures": {part: self.optional_failures[part] for part in OPTIONAL_PARTS},
         }
 
 

@@ -23,11 +23,11 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from monitor.assess.verdict import parse_reply
+from monitor.assess.verdict import cut_to, parse_reply
 from monitor.backends import ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.core.resources import package_dir
@@ -94,7 +94,7 @@ class JudgeAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     correct: StrictBool
-    reason: str = Field(default="", max_length=4000)
+    reason: Annotated[str, cut_to(4000)] = Field(default="", max_length=4000)  # a long reason cut, not a failure
 
 
 @dataclass(frozen=True, slots=True)

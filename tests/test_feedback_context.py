@@ -9,15 +9,23 @@ better; `monitor replay history` is how a user measures that with their own mode
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from monitor.assess.context import WithFeedbackContext, with_feedback_context
 from monitor.assess.settings import AssessmentSettings, FeedbackContextSettings
+from monitor.assess.single import SingleCall
 from monitor.backends import ModelReply, ModelRequest, Usage
 from monitor.daemon.wiring import build_assessor
 from monitor.history.context import SOURCE, StoreNotes, select_notes
-from monitor.history.feedback import FeedbackEntry, FeedbackStore, missed
+from monitor.history.feedback import FeedbackEntry, FeedbackError, FeedbackStore, missed
 from monitor.settings import load_settings
 from monitor.windows import Window
 from replay.history import HistoricalNotes, Position
@@ -163,3 +171,68 @@ def _script(tmp_path: Path) -> Path:
     path.write_text('{"default": {"danger": false}}')
     return path
 
+
+
+# --------------------------------------------------------------------------- notes are an extra
+
+
+class _Hanging:
+    """A notes provider that never answers (a store locked by another process), or raises."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def notes(self, zone: str, at: float, settings: FeedbackContextSettings) -> tuple[dict[str, str], ...]:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        await asyncio.sleep(3600)
+        return ()
+
+
+@pytest.mark.parametrize("error", [None, ValueError("rows this monitor never wrote"), KeyError("label")])
+async def test_notes_that_fail_or_hang_are_skipped_counted_and_the_window_assessed(error: Exception | None) -> None:
+    """Any failure of the notes (a hang past the timeout, any exception) costs the window its notes, never its
+    assessment: the model is asked all the same and the failure is counted under `feedback_context`."""
+    failures: Counter[str] = Counter()
+    backend = Capturing()
+    settings = AssessmentSettings.model_validate({"feedback_context": {"enabled": True}})
+    provider = _Hanging(error)
+    assessor = with_feedback_context(SingleCall(backend), provider, settings, [], failures=failures)
+    assert isinstance(assessor, WithFeedbackContext)
+    assessor.timeout_s = 0.05
+    for _ in range(2):
+        verdict = await assessor.assess(window("kitchen"))
+        assert verdict.assessment.danger is False  # the model's own answer
+    assert len(backend.requests) == 2 and provider.calls == 2 and failures == {"feedback_context": 2}
+    assert "home feedback" not in json.dumps(backend.requests[0].messages)
+
+
+async def test_store_lookups_left_behind_are_bounded(tmp_path: Path) -> None:
+    """Lookups a caller gave up on keep their thread until SQLite answers; past MAX_PENDING a lookup fails at
+    once (and is counted by the caller) instead of taking yet another thread."""
+    store = FeedbackStore(tmp_path / "feedback.sqlite3").open()
+    release = threading.Event()
+    entries = store.entries
+    store.entries = lambda **kw: (release.wait(10), entries(**kw))[1]  # type: ignore[method-assign]
+    notes = StoreNotes(store)
+    settings = FeedbackContextSettings(enabled=True)
+    waiting = [asyncio.ensure_future(notes.notes("kitchen", NOW, settings)) for _ in range(StoreNotes.MAX_PENDING)]
+    await asyncio.sleep(0.1)
+    for task in waiting:
+        task.cancel()
+    with pytest.raises(FeedbackError, match="earlier lookups have not finished"):
+        await notes.notes("kitchen", NOW, settings)
+    release.set()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await wait_for(lambda: notes.pending == 0)
+    assert await notes.notes("kitchen", NOW, settings) == ()
+    store.close()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.01)

@@ -71,7 +71,8 @@ def test_every_window_is_recorded_in_day_files_with_what_the_model_saw(week_with
         assert record["model"]["model"] == "scripted-home" and "api_key" not in json.dumps(record["model"])
         assert record["strategy_label"] == "single" and record["windows"]["max_entries"] == 3
         call = record["calls"][0]
-        assert len(record["calls"]) == 1 and call["reply"] and len(call["system_sha256"]) == 64
+        assert len(record["calls"]) == 1 and len(call["system_sha256"]) == 64
+        assert call["reply"] is None and call["reply_is_raw"] and record["raw"]  # the reply, written once
         assert "base64" not in json.dumps(record)
         parse_record(json.dumps(record))  # what a replay reads back
     hob = next(r for r in found if any("hob on low" in o["text"] for o in r["observations"]))
@@ -173,6 +174,34 @@ def test_a_reload_applies_at_the_next_record(tmp_path: Path) -> None:
     assert [json.loads(line)["window"] for line in first.read_text().splitlines()] == ["kitchen-1"]
     assert [json.loads(line)["window"] for line in second.read_text().splitlines()] == ["kitchen-2"]
     assert [r["window"] for r in records(tmp_path / "state" / "history")] == ["kitchen-1"]
+
+
+def test_a_writer_that_hangs_never_queues_more_than_its_bound(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that hangs (the first append never returns): at most MAX_QUEUED_RECORDS records wait for the
+    writer; the ones after are dropped and counted as failures of the history and of the audit log, so
+    the queue (and the windows and replies it holds) cannot grow until memory runs out."""
+    from monitor.assess.verdict import Assessment, Verdict
+    from monitor.backends import Usage
+    from monitor.history import recorder as recorder_module
+    from monitor.observer import Settled
+    from monitor.windows import Window
+    from sensors.types import LogEntry
+
+    monkeypatch.setattr(recorder_module, "MAX_QUEUED_RECORDS", 5)
+    settings = household_settings(tmp_path / "state", RECORDED_SCRIPT,
+                                  service={"audit_log": str(tmp_path / "audit.jsonl")})
+    recorder = recorder_module.HistoryRecorder(settings, clock=lambda: START)
+    release = threading.Event()
+    append = recorder.files.append
+    recorder.files.append = lambda day, line: (release.wait(10), append(day, line))[1]  # type: ignore[method-assign]
+    for n in range(12):
+        window = Window(f"kitchen-{n}", "kitchen", (LogEntry("kitchen", START + n, f"entry {n}"),), 1, START + n)
+        recorder.window_settled(Settled(window, Verdict(Assessment(danger=False), "m", Usage()), None, None, 0.01))
+    assert recorder.failures == {"history": 7, "audit_log": 7}
+    release.set()
+    recorder.close()
+    assert len(records(tmp_path / "state" / "history")) == 5
 
 
 # --------------------------------------------------------------------------- retention

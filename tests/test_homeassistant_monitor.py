@@ -151,7 +151,7 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
 
         for suffix in ("kitchen_hazard", "kitchen_problem", "kitchen_last_warning", "kitchen_monitoring",
                        "kitchen_sensitivity", "kitchen_warning", "hub_source_problem", "hub_last_assessment",
-                       "hub_model_errors", "hub_windows_assessed", "hub_outbox_backlog"):
+                       "hub_model_errors", "hub_windows_assessed", "hub_outbox_backlog", "hub_optional_failures"):
             await _wait_entity(ha, f"{node}_{suffix}")
         ids = entity_ids(ha, node)
         hazard, problem, warning = ids["kitchen_hazard"], ids["kitchen_problem"], ids["kitchen_last_warning"]
@@ -167,7 +167,7 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         assert hub["configuration_url"] == f"http://127.0.0.1:{health_port}/readyz"
         registry = {e["entity_id"]: e for e in ha.entity_registry()}
         for key in ("hub_source_problem", "hub_last_assessment", "hub_model_errors", "hub_windows_assessed",
-                    "hub_outbox_backlog"):
+                    "hub_outbox_backlog", "hub_optional_failures"):
             assert registry[ids[key]]["entity_category"] == "diagnostic", key
             assert registry[ids[key]]["device_id"] == hub["id"], key
         assert registry[ids["kitchen_monitoring"]]["entity_category"] is None  # not hidden from dashboards
@@ -187,6 +187,8 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         last = await ha.async_wait_state(ids["hub_last_assessment"], lambda s: s["state"] not in ("unknown", ""))
         assert last["attributes"]["device_class"] == "timestamp"
         await ha.async_wait_state(ids["hub_windows_assessed"], lambda s: s["state"] not in ("unknown", "0"))
+        optional = await ha.async_wait_state(ids["hub_optional_failures"], "0")  # the extras, all well
+        assert optional["attributes"]["feedback_context"] == 0 and optional["attributes"]["speaker"] == 0
         append(log, "Sam climbs the ladder and leans far out")
         on = await ha.async_wait_state(hazard, "on")
         assert on["attributes"]["hazard"] == "fall from ladder"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
 
 from monitor.backends import ModelReply, ModelRequest
-from monitor.backends.openai_compat import OpenAICompatBackend
+from monitor.backends.openai_compat import MAX_BODY_BYTES, OpenAICompatBackend
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import (
     BackendTimeoutError,
+    BadResponseError,
     FatalBackendError,
     ImageInputUnsupportedError,
     TransientBackendError,
@@ -158,3 +161,47 @@ async def test_concurrency_limit_is_respected(openai_server: ScriptedOpenAIServe
     finally:
         await backend.close()
     assert active["max"] == 2
+
+
+async def test_a_body_without_a_length_is_read_no_further_than_the_cap() -> None:
+    """A server that streams an endless chunked body (no Content-Length) is cut off after MAX_BODY_BYTES:
+    a counted bad_response holding the body's start, never the whole body in memory."""
+    sent = 0
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b'{"choices": [{"message": {"content": "' + b"x" * 65536
+        try:
+            while sent < 4 * MAX_BODY_BYTES:
+                writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                await writer.drain()
+                chunk = b"x" * 65536
+        except (ConnectionError, OSError):
+            pass  # the client hung up: what it should do
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = OpenAICompatBackend(ModelSettings.model_validate({
+        "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "attempt_timeout_s": 10.0,
+        "total_timeout_s": 20.0, "max_retries": 0}))
+    await backend.start()
+    try:
+        with pytest.raises(BadResponseError, match="too big") as raised:
+            await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+    assert raised.value.kind == "bad_response" and raised.value.raw.startswith('{"choices"')
+    assert len(raised.value.raw) == 2000
+    assert sent < 4 * MAX_BODY_BYTES  # the client hung up (socket buffers hold a few MB more than it read)

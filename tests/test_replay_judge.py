@@ -44,6 +44,8 @@ def test_judge_answers_are_validated() -> None:
     for bad in ('{"correct": "yes", "reason": "x"}', '{"correct": true, "extra": 1}', "[true]", "yes"):
         with pytest.raises(Exception, match="judge reply"):
             parse_judge_reply(bad)
+    long = parse_judge_reply('{"correct": true, "reason": "' + "because " * 2000 + '"}')  # cut, not rejected
+    assert long.correct and len(long.reason) == 4000 and long.reason.endswith("characters cut]")
 
 
 async def test_llm_judge_over_a_scripted_judge_server(tmp_path: Path) -> None:

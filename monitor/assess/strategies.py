@@ -14,17 +14,34 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import reduce
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import structlog
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from monitor.assess.prompt import build_messages, echoed, field_guide
 from monitor.assess.settings import AssessmentSettings, KeyframeSettings, TemporalSettings, VerifySettings, VoteSettings
 from monitor.assess.single import Assessor, SingleCall
-from monitor.assess.verdict import SEVERITY_RANK, Assessment, Severity, Verdict, parse_reply, same_hazard
+from monitor.assess.verdict import (
+    SEVERITY_RANK,
+    Assessment,
+    Confidence,
+    Evidence,
+    HazardText,
+    LongText,
+    Severity,
+    SeverityText,
+    ShortText,
+    Verdict,
+    parse_reply,
+    same_hazard,
+)
 from monitor.backends import ModelBackend, ModelRequest, Usage
 from monitor.core.errors import BackendError, MalformedReplyError
 from monitor.windows import Window
 from monitor.zones import ZoneSettings
+
+log = structlog.get_logger("monitor.assess.strategies")
 
 
 def total_usage(verdicts: Sequence[Verdict]) -> Usage:
@@ -105,37 +122,60 @@ class Vote:
             raise unexpected[0]
         if not samples:
             raise errors[0]
-        return vote_decision(samples, k=k, m=self.settings.m)
+        verdict = vote_decision(samples, k=k, m=self.settings.m)
+        positives = sum(s.assessment.danger for s in samples)
+        if errors and not verdict.assessment.danger and positives + len(errors) >= self.settings.m:
+            # The failed samples could have made it a warning: "safe" would be a guess. The window
+            # fails with the first error instead (counted, the zone shows it), never a silent safe.
+            raise errors[0]
+        if errors:
+            _decided_without(window, self.name, errors, decided="danger" if verdict.assessment.danger else "safe")
+        return verdict
+
+
+def _decided_without(window: Window, strategy: str, errors: Sequence[BackendError], *, decided: str) -> None:
+    # Failed calls that could not change the decision: the window stands, and the failures are said.
+    log.warning("some model calls failed; the decision did not depend on them", zone=window.zone,
+                window=window.id, strategy=strategy, failed=len(errors), kinds=sorted({e.kind for e in errors}),
+                decided=decided)
 
 
 # -- propose then verify ------------------------------------------------------------------------
 class Candidate(BaseModel):
+    # Extra keys in one candidate (a model adding "severity") are ignored: they cannot hide a risk.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    hazard: str = Field(min_length=1, max_length=300, description="a few words naming the risk")
-    behaviour: str = Field(default="", max_length=1000,
-                           description="the observed action of the person that leads to it")
-    why: str = Field(default="", max_length=1000, description="how it could cause harm, in one sentence")
+    hazard: HazardText = Field(min_length=1, description="a few words naming the risk")
+    behaviour: ShortText = Field(default="", description="the observed action of the person that leads to it")
+    why: ShortText = Field(default="", description="how it could cause harm, in one sentence")
+
+
+MAX_PROPOSED = 50
+
+
+def _first_candidates(value: Any) -> Any:
+    # More candidates than the bound are cut (the first, most serious, are kept), never rejected.
+    return value[:MAX_PROPOSED] if isinstance(value, list) else value
 
 
 class Candidates(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # As strict as the single call's answer: `candidates` is required (a reply without it is malformed,
+    # never "no risks") and an unknown key is an error (`{"danger": true}` is not a propose answer).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    candidates: list[Candidate] = Field(default_factory=list, max_length=50)
+    candidates: Annotated[list[Candidate], BeforeValidator(_first_candidates), Field(max_length=MAX_PROPOSED)]
 
 
 class VerifyAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     supported: bool = Field(description="true only when the observations show the person doing, or about to do, "
                                         "what leads to this risk, and it would really endanger them")
-    severity: Severity = Field(default="warning", description=Assessment.model_fields["severity"].description)
-    reason: str = Field(default="", max_length=2000, description="why, citing what you observed")
-    advice: str = Field(default="", max_length=1000, description=Assessment.model_fields["advice"].description)
-    evidence: list[str] = Field(default_factory=list, max_length=20,
-                                description=Assessment.model_fields["evidence"].description)
-    confidence: float = Field(default=0.5, ge=0.0, le=1.0,
-                              description=Assessment.model_fields["confidence"].description)
+    severity: SeverityText = Field(default="warning", description=Assessment.model_fields["severity"].description)
+    reason: LongText = Field(default="", description="why, citing what you observed")
+    advice: ShortText = Field(default="", description=Assessment.model_fields["advice"].description)
+    evidence: Evidence = Field(default_factory=list, description=Assessment.model_fields["evidence"].description)
+    confidence: Confidence = Field(default=0.5, description=Assessment.model_fields["confidence"].description)
 
 
 # Fields are described in words, never as a JSON template with placeholder prose: small models copy it.
@@ -215,15 +255,21 @@ class ProposeVerify:
             raise MalformedReplyError(f"propose reply copies the prompt's field descriptions in '{echo}'", reply.text)
         candidates = _distinct(parsed.candidates)[: self.settings.max_candidates]
         results = await asyncio.gather(*(self._verify(window, user, c) for c in candidates))
-        answers = [answer for answer, _ in results]
+        answers = [answer if isinstance(answer, VerifyAnswer) else None for answer, _ in results]
         usage = reduce(lambda a, b: a + b, (u for _, u in results), reply.usage)
         assessment = verify_decision(candidates, answers, min_confidence=self.settings.min_verify_confidence)
+        failed = [answer for answer, _ in results if isinstance(answer, BackendError)]
+        if failed and not assessment.danger:
+            # An unchecked candidate is not a rejected one: "none verified" would be a silent safe.
+            raise failed[0]
+        if failed:
+            _decided_without(window, self.name, failed, decided="danger")
         raw = json.dumps({"candidates": [c.model_dump() for c in candidates],
                           "verified": [a.model_dump() if a else None for a in answers]})
         return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name)
 
     async def _verify(self, window: Window, user: dict[str, object],
-                      candidate: Candidate) -> tuple[VerifyAnswer | None, Usage]:
+                      candidate: Candidate) -> tuple[VerifyAnswer | BackendError, Usage]:
         label = candidate.hazard + (f" (from: {candidate.behaviour})" if candidate.behaviour else "")
         request = ModelRequest(
             messages=self._messages(user, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
@@ -232,15 +278,17 @@ class ProposeVerify:
         )
         try:
             reply = await self.backend.complete(request)
-        except BackendError:
-            # One failed check rejects that candidate only; the others still count.
-            return None, Usage(attempts=0, calls=1)
+        except BackendError as exc:
+            # One failed check leaves that candidate unchecked; the others still count.
+            return exc, Usage(attempts=0, calls=1)
         try:
             answer = parse_reply(VerifyAnswer, reply.text, what="verify")
-        except MalformedReplyError:
-            return None, reply.usage
-        if echoed({"reason": answer.reason, "advice": answer.advice}, _descriptions(VerifyAnswer)) is not None:
-            return None, reply.usage  # a copied template verifies nothing
+        except MalformedReplyError as exc:
+            return exc, reply.usage
+        echo = echoed({"reason": answer.reason, "advice": answer.advice}, _descriptions(VerifyAnswer))
+        if echo is not None:  # a copied template verifies nothing
+            return MalformedReplyError(f"verify reply copies the prompt's field descriptions in '{echo}'",
+                                       reply.text), reply.usage
         return answer, reply.usage
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from monitor.backends import Usage
 from monitor.core.errors import MalformedReplyError
+from monitor.core.text import cut
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -29,10 +30,35 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _short_list(value: Any) -> Any:
+def cut_to(limit: int) -> BeforeValidator:
+    """A validator that cuts a string to `limit` characters with a marker (core.text.cut); others pass."""
+    # A model's words are cut to their bound, visibly, never rejected for their length: a danger
+    # verdict with a 100 KB hazard is still a danger verdict.
+    return BeforeValidator(lambda value: cut(value, limit) if isinstance(value, str) else value)
+
+
+MAX_EVIDENCE = 20
+MAX_EVIDENCE_CHARS = 1000
+
+
+def _evidence(value: Any) -> Any:
     if isinstance(value, str):
-        return [value]
-    return value
+        value = [value]
+    if not isinstance(value, list):
+        return value  # the list validator names the wrong type
+    if len(value) > MAX_EVIDENCE:
+        value = [*value[: MAX_EVIDENCE - 1], f"[... {len(value) - MAX_EVIDENCE + 1} more items cut]"]
+    return [cut(item, MAX_EVIDENCE_CHARS) if isinstance(item, str) else item for item in value]
+
+
+# The string fields of a model's answers (every strategy's): bounded, longer text cut with a marker.
+HazardText = Annotated[str, cut_to(300), Field(max_length=300)]
+ShortText = Annotated[str, cut_to(1000), Field(max_length=1000)]
+LongText = Annotated[str, cut_to(2000), Field(max_length=2000)]
+SeverityText = Annotated[Severity, BeforeValidator(_lower)]
+Evidence = Annotated[list[Annotated[str, Field(max_length=MAX_EVIDENCE_CHARS)]], BeforeValidator(_evidence),
+                     Field(max_length=MAX_EVIDENCE)]
+Confidence = Annotated[float, BeforeValidator(_clamp_unit), Field(ge=0.0, le=1.0)]
 
 
 class Assessment(BaseModel):
@@ -42,22 +68,22 @@ class Assessment(BaseModel):
 
     danger: bool = Field(
         description="true when the person, or someone in their care, is in danger now or about to walk into it")
-    severity: Annotated[Severity, BeforeValidator(_lower)] = Field(
+    severity: SeverityText = Field(
         default="info",
         description='"critical" for a risk of serious injury or death soon, "warning" for likely harm, '
                     '"info" for a minor risk or none')
-    hazard: str = Field(default="", max_length=300,
-                        description="a few words naming the risk; empty when there is no danger")
-    reason: str = Field(default="", max_length=2000,
-                        description="one or two sentences on why it is or is not dangerous, citing what you observed")
-    advice: str = Field(default="", max_length=1000,
-                        description="what the person should do or stop doing now, said to them directly; "
-                                    "empty when there is no danger")
-    evidence: Annotated[list[Annotated[str, Field(max_length=1000)]], BeforeValidator(_short_list)] = Field(
-        default_factory=list, max_length=20,
+    hazard: HazardText = Field(
+        default="", description="a few words naming the risk; empty when there is no danger")
+    reason: LongText = Field(
+        default="", description="one or two sentences on why it is or is not dangerous, citing what you observed")
+    advice: ShortText = Field(
+        default="", description="what the person should do or stop doing now, said to them directly; "
+                                  "empty when there is no danger")
+    evidence: Evidence = Field(
+        default_factory=list,
         description="the observations that show the risk, each quoted briefly; an empty list when there is none")
-    confidence: Annotated[float, BeforeValidator(_clamp_unit)] = Field(
-        default=0.5, ge=0.0, le=1.0, description="how sure you are, a number from 0 to 1")
+    confidence: Confidence = Field(
+        default=0.5, description="how sure you are, a number from 0 to 1")
 
     @classmethod
     def parse_reply(cls, raw: str) -> Assessment:

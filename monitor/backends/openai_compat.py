@@ -10,7 +10,9 @@ A `Retry-After` on 429 or 503 (seconds or an HTTP date) is honoured by every cal
 of this backend until it has passed: a call waits for it when its total budget
 allows, else fails at once instead of hammering the server. An HTTP 200 whose
 body is not a chat completion (not JSON, no choices) is a `BadResponseError`
-that keeps the body, cut to `MAX_RAW_BODY_CHARS`.
+that keeps the body, cut to `MAX_RAW_BODY_CHARS`; so is a body over
+`MAX_BODY_BYTES`, read no further than that (a misbehaving server's 30 MB answer
+never reaches memory whole, let alone the history).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from typing import Any
 import openai
 import structlog
 from openai import AsyncOpenAI
+
+try:  # the HTTP library under openai: httpx2 in recent releases, httpx before
+    import httpx2 as httpx  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # pragma: no cover (depends on the installed openai)
+    import httpx  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
 from monitor.backends.openai_transport import http_client
@@ -45,6 +52,11 @@ _MAX_BACKOFF_S = 30.0
 # A server may ask for a pause of any length; longer than this is treated as this long.
 MAX_RETRY_AFTER_S = 300.0
 MAX_RAW_BODY_CHARS = 2000
+# A chat completion of model.max_tokens (16384 at most) is well under this, even with every character
+# escaped; a bigger body is a misbehaving server's, refused as a bad response without reading the rest.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# Asks the openai client to hand back the response unread (what its `with_streaming_response` sends).
+_UNREAD = {"X-Stainless-Raw-Response": "stream"}
 
 
 class OpenAICompatBackend:
@@ -140,12 +152,15 @@ class OpenAICompatBackend:
             raise FatalBackendError(f"backend for '{self.model}' used before start()")
         started = time.perf_counter()
         try:
-            # The body is wire JSON already: posting it as it is skips the SDK's walk over its typed
-            # parameters and its response model, about a third of the client's CPU per call.
-            body = await self._client.post(self._url, cast_to=bytes, body=self._arguments(request),
-                                           options={"timeout": self.settings.attempt_timeout_s})
+            async with asyncio.timeout(self.settings.attempt_timeout_s):  # a body that trickles in, too
+                body = await self._read_body(request)
         except openai.APIError as exc:
             raise self._classify(exc, request) from exc
+        except TimeoutError:
+            raise TransientBackendError(
+                f"{self.where}: attempt timed out after {self.settings.attempt_timeout_s} s") from None
+        except httpx.HTTPError as exc:  # the connection broke while the body was read
+            raise TransientBackendError(f"{self.where}: connection failed ({type(exc).__name__})") from None
         latency = time.perf_counter() - started
         try:
             reply = self._reply(json.loads(body), latency, attempt)
@@ -157,6 +172,36 @@ class OpenAICompatBackend:
             ) from exc
         self.last_success_at = time.time()
         return reply
+
+    async def _read_body(self, request: ModelRequest) -> bytes:
+        """The response body, read in chunks up to MAX_BODY_BYTES; BadResponseError beyond that."""
+        assert self._client is not None
+        # The body is wire JSON already: posting it as it is skips the SDK's walk over its typed
+        # parameters and its response model, about a third of the client's CPU per call.
+        response = await self._client.post(self._url, cast_to=httpx.Response, body=self._arguments(request),
+                                           options={"timeout": self.settings.attempt_timeout_s, "headers": _UNREAD})
+        try:
+            declared = response.headers.get("content-length", "")
+            announced = int(declared) if declared.isdigit() else 0
+            # Announced too big: read only the start, for the record of what the server sent.
+            stop_at = MAX_RAW_BODY_CHARS if announced > MAX_BODY_BYTES else MAX_BODY_BYTES + 1
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= stop_at:
+                    start = b"".join(chunks[:1] if len(chunks[0]) >= MAX_RAW_BODY_CHARS else chunks)
+                    raise self._too_big(f"{announced} bytes announced" if announced > MAX_BODY_BYTES
+                                        else f"more than {MAX_BODY_BYTES} bytes", start[:MAX_RAW_BODY_CHARS])
+            return b"".join(chunks)
+        finally:
+            await response.aclose()
+
+    def _too_big(self, size: str, start: bytes) -> BadResponseError:
+        return BadResponseError(
+            f"{self.where}: a successful HTTP reply with a body too big for a chat completion ({size}, "
+            f"at most {MAX_BODY_BYTES} are read)", start.decode("utf-8", errors="replace"))
 
     def _arguments(self, request: ModelRequest) -> dict[str, Any]:
         response_format: dict[str, Any] = {"type": "json_object"}

@@ -56,3 +56,19 @@ def truncate(text: str, limit: int) -> tuple[str, int]:
         return text, 0
     cut = len(text) - limit
     return f"{text[:limit]} [... {cut} characters cut]", cut
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` within `limit` characters, the marker included: its end replaced by `[... N characters cut]`.
+
+    For fields with a hard bound (a model's hazard, its reason): the result always fits, and a
+    reader sees that something was cut and how much.
+    """
+    if len(text) <= limit:
+        return text
+    kept = limit
+    for _ in range(3):  # the marker's own length depends on the number it shows; settles in two rounds
+        marker = f" [... {len(text) - kept} characters cut]"
+        kept = max(0, limit - len(marker))
+    marker = f" [... {len(text) - kept} characters cut]"
+    return (text[:kept] + marker)[:limit]

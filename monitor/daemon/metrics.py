@@ -24,7 +24,7 @@ from monitor.core.errors import BackendError
 from monitor.core.text import shorten
 from monitor.observer import STAGES, Observer
 from monitor.pipeline import MODEL_SECONDS
-from monitor.stats import Stats
+from monitor.stats import OPTIONAL_PARTS, Stats
 from monitor.zones import ZONE_STATES
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -117,6 +117,9 @@ class _ServiceCollector:
         yield from _observations(stats)
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))
+        yield _labelled(CounterMetricFamily, "monitor_optional_failures",
+                        "Failures of an optional part (feedback notes, feedback store, history, audit log, speaker); "
+                        "monitoring went on without it", "part", _with_zeros(stats.optional_failures, OPTIONAL_PARTS))
         # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
         yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
                         stats.feedback)

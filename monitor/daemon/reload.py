@@ -114,7 +114,7 @@ async def _prepare(service: Service, old: Settings, new: Settings, prepared: _Pr
     if prepared.backend is not None or (new.assessment, new.zones, new.keyframes) != (
             old.assessment, old.zones, old.keyframes):
         prepared.assessor = build_assessor(new, prepared.backend or service.backend,  # type: ignore[arg-type]
-                                           notes=service.audit.notes)
+                                           notes=service.audit.notes, failures=service.stats.optional_failures)
     for name, spec in sink_specs(new).items():
         if name in service.sinks and service.sinks[name][0] == spec:
             continue

@@ -207,7 +207,8 @@ class Service:
         await self._restore_previous_run([sink for _, sink in self.sinks.values()])
         self.pipeline = Pipeline(
             sources=[(spec.build(), spec.zone) for spec in source_specs(settings).values()],
-            assessor=build_assessor(settings, self.backend, notes=self.audit.notes),
+            assessor=build_assessor(settings, self.backend, notes=self.audit.notes,
+                                    failures=self.stats.optional_failures),
             sinks=[sink for _, sink in self.sinks.values()],
             windows=settings.windows,
             alerts=self.alerts,
@@ -474,6 +475,11 @@ class Service:
             self.stats.observations_pending = self.pipeline.ledger.open_by_source()
             self.stats.clock_skew_s = self.pipeline.clock_skew.estimates()
         self.stats.feedback = self.audit.feedback_counts()
+        # The recorder counts on its writer thread and the speaker in the reach counters; fold them in.
+        failures = self.stats.optional_failures
+        for part in ("history", "audit_log", "feedback"):
+            failures[part] = self.audit.failures[part]
+        failures["speaker"] = self.stats.reach["speech:failed"]
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:
@@ -484,6 +490,7 @@ class Service:
         return {
             **stats.to_json(),
             "model_errors_total": sum(stats.model_errors.values()),
+            "optional_failures_total": sum(stats.optional_failures.values()),
             "sources": sources,
             "sources_offline": [source for source, state in sources.items() if state != "online"],
             "zones": self.zones.to_json(),

@@ -165,8 +165,9 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
     return sink
 
 
-def build_assessor(settings: Settings, backend: ModelBackend, *, notes: NotesProvider | None = None) -> Assessor:
+def build_assessor(settings: Settings, backend: ModelBackend, *, notes: NotesProvider | None = None,
+                   failures: Counter[str] | None = None) -> Assessor:
     """The configured assessment strategy, per zone, with the keyframe choice for camera windows, and the
-    home's feedback notes for the zones that ask for them."""
+    home's feedback notes for the zones that ask for them (notes that fail are counted in `failures`)."""
     assessor = build_zone_assessor(backend, settings.assessment, settings.zones, settings.keyframes)
-    return with_feedback_context(assessor, notes, settings.assessment, settings.zones)
+    return with_feedback_context(assessor, notes, settings.assessment, settings.zones, failures=failures)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from monitor.assess.context import Note
 from monitor.assess.settings import FeedbackContextSettings
 from monitor.core.text import shorten
-from monitor.history.feedback import FeedbackEntry, FeedbackStore
+from monitor.history.feedback import FeedbackEntry, FeedbackError, FeedbackStore
 from monitor.history.times import utc_label
 
 SOURCE = "home feedback"
@@ -62,12 +62,30 @@ def render(entry: FeedbackEntry) -> Note:
 
 
 class StoreNotes:
-    """Notes from the live feedback store (read off the event loop)."""
+    """Notes from the live feedback store (read off the event loop).
+
+    A lookup the caller gave up on (a store locked for long) still holds a thread until SQLite
+    answers; beyond MAX_PENDING of them a lookup fails at once instead of taking one more thread.
+    """
+
+    MAX_PENDING = 4
 
     def __init__(self, store: FeedbackStore) -> None:
         self.store = store
+        self.pending = 0
 
     async def notes(self, zone: str, at: float, settings: FeedbackContextSettings) -> tuple[Note, ...]:
+        if self.pending >= self.MAX_PENDING:
+            raise FeedbackError(f"feedback store {self.store.path}: {self.pending} earlier lookups have not "
+                                "finished")
         since = at - settings.days * 86400.0
-        entries = await asyncio.to_thread(self.store.entries, zone=zone, since=since)
+        self.pending += 1
+        lookup = asyncio.ensure_future(asyncio.to_thread(self.store.entries, zone=zone, since=since))
+        lookup.add_done_callback(self._finished)
+        entries = await asyncio.shield(lookup)  # a caller's timeout leaves the thread to finish and count down
         return select_notes(entries, zone=zone, at=at, settings=settings)
+
+    def _finished(self, lookup: asyncio.Future[list[FeedbackEntry]]) -> None:
+        self.pending -= 1
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: the caller who gave up has reported the failure already

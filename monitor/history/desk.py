@@ -12,6 +12,7 @@ alert on the same topic (monitor/history/discovery.py).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,8 +60,10 @@ class FeedbackDesk:
     """
 
     def __init__(self, store: FeedbackStore, *, submit: Submit, zones: Sequence[str] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, failures: Counter[str] | None = None) -> None:
         self.store = store
+        # Writes to the store that failed, under "feedback" (the recorder's `failures`).
+        self.failures: Counter[str] = failures if failures is not None else Counter()
         self.submit = submit
         self.zones = set(zones)
         self.clock = clock
@@ -108,6 +111,7 @@ class FeedbackDesk:
         try:
             entry = self.store.add(feedback)
         except FeedbackError as exc:
+            self.failures["feedback"] += 1
             log.error("feedback not stored", label=feedback.label, alert=feedback.alert_id, error=str(exc))
             return
         self._counts = {**self._counts, entry.label: self._counts.get(entry.label, 0) + 1}
@@ -127,6 +131,7 @@ class FeedbackDesk:
         try:
             self.store.index_alert(event)
         except FeedbackError as exc:
+            self.failures["feedback"] += 1
             log.error("alert not indexed for feedback", alert=event.alert.id, error=str(exc))
 
     # -- counts -------------------------------------------------------------------------------------

@@ -27,11 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from monitor.assess.prompt import time_label
 from monitor.backends import Message, ModelReply, ModelRequest
 from monitor.core.errors import MalformedReplyError
+from monitor.core.text import cut
 from monitor.observer import Settled
 from monitor.windows import Window
 from sensors.types import Frame, LogEntry
 
 RECORD_VERSION = 1
+# A model's raw answer is kept up to this many characters (a marker says how much was cut): a record
+# stays one readable line whatever a misbehaving server sends.
+MAX_REPLY_CHARS = 16 * 1024
 # Stores one image sent to the model: (sha256, JPEG bytes).
 ImageKeeper = Callable[[str, bytes], None]
 
@@ -63,8 +67,8 @@ def build_record(settled: Settled, calls: Sequence[CapturedCall], description: Z
     """The record of one settled window; `keep_image(sha256, jpeg)` stores the images sent (record_frames)."""
     window, verdict, error, event = settled.window, settled.verdict, settled.error, settled.event
     images = _Images(keep_image)
-    prompts, call_records = _calls(calls, images)
     raw = verdict.raw if verdict else (error.raw if isinstance(error, MalformedReplyError) else None)
+    prompts, call_records = _calls(calls, images, raw)
     return {
         "type": "window", "version": RECORD_VERSION, "at": round(at, 3),
         "zone": window.zone, "window": window.id, "created_at": round(window.created_at, 3),
@@ -78,7 +82,7 @@ def build_record(settled: Settled, calls: Sequence[CapturedCall], description: Z
         "verdict": verdict.assessment.model_dump() if verdict else None,
         "answered_by": verdict.model if verdict else None,
         "decided_by": verdict.strategy if verdict else None,
-        "raw": raw,
+        "raw": cut(raw, MAX_REPLY_CHARS) if raw is not None else None,
         "usage": verdict.usage.to_json() if verdict else None,
         "alert": event.to_json() if event else None,
         "error": {"kind": error.kind, "message": str(error)} if error else None,
@@ -119,7 +123,9 @@ def _decode_data_url(url: str) -> bytes | None:
         return None
 
 
-def _calls(calls: Sequence[CapturedCall], images: _Images) -> tuple[list[Any], list[dict[str, Any]]]:
+def _calls(calls: Sequence[CapturedCall], images: _Images,
+           raw: str | None) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The distinct prompts and a record per call; a reply that is the record's `raw` is not written twice."""
     prompts: list[Any] = []
     seen: dict[str, int] = {}
     records = []
@@ -131,12 +137,17 @@ def _calls(calls: Sequence[CapturedCall], images: _Images) -> tuple[list[Any], l
             seen[key] = len(prompts)
             prompts.append(content)
         reply = call.reply
-        records.append({
+        is_raw = reply is not None and raw is not None and (reply.text is raw or reply.text == raw)
+        record = {
             "tag": call.request.tag, "temperature": call.request.temperature, "seed": call.request.seed,
             "system_sha256": hashlib.sha256(str(system.get("content", "")).encode("utf-8")).hexdigest(),
-            "prompt": seen[key], "reply": reply.text if reply else None, "model": reply.model if reply else None,
-            "usage": reply.usage.to_json() if reply else None, "error": call.error,
-        })
+            "prompt": seen[key], "reply": cut(reply.text, MAX_REPLY_CHARS) if reply and not is_raw else None,
+            "model": reply.model if reply else None, "usage": reply.usage.to_json() if reply else None,
+            "error": call.error,
+        }
+        if is_raw:
+            record["reply_is_raw"] = True
+        records.append(record)
     return prompts, records
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +34,7 @@ from monitor.core.errors import BackendError
 from monitor.core.files import open_append, private_dir
 from monitor.core.text import redact_credentials
 from monitor.history.desk import FeedbackDesk
-from monitor.history.feedback import FeedbackError, FeedbackStore
+from monitor.history.feedback import FeedbackStore
 from monitor.history.files import HistoryError, HistoryFiles, append_private
 from monitor.history.record import CapturedCall, ZoneDescription, build_record
 from monitor.history.settings import HistorySettings, feedback_path
@@ -48,6 +48,9 @@ log = structlog.get_logger("monitor.history")
 # shutdown never settles) are forgotten first.
 _PENDING_WINDOWS = 256
 _RETENTION_EVERY_S = 300.0
+# Records waiting for the writer thread at most: a disk that hangs (a stale network mount) must not
+# grow the queue, and the windows and replies it holds, until memory runs out.
+MAX_QUEUED_RECORDS = 1000
 _ERROR_EVERY_S = 60.0
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
@@ -122,8 +125,11 @@ class HistoryRecorder(Observer):
         self._calls: OrderedDict[str, list[CapturedCall]] = OrderedDict()
         self._calls_lock = threading.Lock()
         self._retained_at = float("-inf")
-        self._failed_at = float("-inf")
-        self._failures = 0
+        self._failed_at: dict[str, float] = {}
+        self._queued = 0  # records submitted and not yet written (or failed)
+        self._count_lock = threading.Lock()  # the loop and the writer thread both count
+        # Records not written, by part ("history", "audit_log"): written on the writer thread, read by the stats.
+        self.failures: Counter[str] = Counter()
         self.desk: FeedbackDesk | None = None
         prepare_audit_log(settings.service.audit_log)
         self.configure(settings)
@@ -131,12 +137,15 @@ class HistoryRecorder(Observer):
             self.desk = self._open_desk(store or FeedbackStore(feedback_path(settings.service.state_dir)), settings)
 
     def _open_desk(self, store: FeedbackStore, settings: Settings) -> FeedbackDesk | None:
-        # Monitoring matters more than feedback on it: a store that cannot be opened is said loudly, once.
+        # Monitoring matters more than feedback on it: a store that cannot be opened or read (a damaged
+        # file, rows that are not what this monitor writes) is said loudly, once, and the monitor runs on.
         try:
-            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock)
+            desk = FeedbackDesk(store.open(), submit=self._submit, zones=settings.zone_ids(), clock=self.clock,
+                                failures=self.failures)
             desk.load()
-        except FeedbackError as exc:
-            log.error("running without feedback on alerts", error=str(exc))
+        except Exception as exc:
+            self.failures["feedback"] += 1
+            log.error("running without feedback on alerts", error=str(exc), error_type=type(exc).__name__)
             store.close()
             return None
         return desk
@@ -176,7 +185,27 @@ class HistoryRecorder(Observer):
             return
         description = self.zones.get(settled.window.zone, self.default)
         at, settings, audit_path, files = self.clock(), self.settings, self.audit_path, self.files  # as of now
-        self._submit(lambda: self._write(settled, calls, description, at, settings, audit_path, files))
+        if not self._enqueue():
+            self._lost(settled.window.id, settings, audit_path, OSError(
+                f"{MAX_QUEUED_RECORDS} records still waiting for the writer (the disk may hang)"))
+            return
+
+        def write() -> None:
+            try:
+                self._write(settled, calls, description, at, settings, audit_path, files)
+            finally:
+                with self._count_lock:
+                    self._queued -= 1
+
+        self._submit(write)
+
+    def _enqueue(self) -> bool:
+        """Count one more record waiting for the writer; False when MAX_QUEUED_RECORDS are waiting."""
+        with self._count_lock:
+            if self._queued >= MAX_QUEUED_RECORDS:
+                return False
+            self._queued += 1
+            return True
 
     def alert_published(self, event: AlertEvent) -> None:
         if self.desk is not None:
@@ -224,13 +253,20 @@ class HistoryRecorder(Observer):
             # URL credentials (a camera's rtsp://user:pass@..., an endpoint's) never reach a file.
             line = redact_credentials(json.dumps(build_record(settled, calls, description, at=at, keep_image=keep),
                                                  ensure_ascii=False)) + "\n"
-            if settings.enabled:
-                files.append(day, line)
-            if audit_path is not None:
-                _append_audit(audit_path, line)
-        except (OSError, HistoryError) as exc:
-            self._failed(exc, files.folder if settings.enabled else audit_path)
+        except Exception as exc:  # a record that cannot be built is lost for both files: counted, said
+            self._lost(settled.window.id, settings, audit_path, exc)
             return
+        # Two parts, two outcomes: a full history folder must not cost the audit log its record, nor the reverse.
+        if settings.enabled:
+            try:
+                files.append(day, line)
+            except (OSError, HistoryError) as exc:
+                self._failed("history", exc, files.folder)
+        if audit_path is not None:
+            try:
+                _append_audit(audit_path, line)
+            except OSError as exc:
+                self._failed("audit_log", exc, audit_path)
         # Also as soon as the records written since the last pass may exceed history.max_mb: the bound holds
         # under load, not only every few minutes.
         due = at - self._retained_at >= _RETENTION_EVERY_S or files.over(settings.max_mb * 1e6)
@@ -244,16 +280,26 @@ class HistoryRecorder(Observer):
                                    frames_max_age_s=settings.frames_max_age_days * 86400.0,
                                    max_bytes=settings.max_mb * 1e6, now=now)
         except (OSError, HistoryError) as exc:
-            self._failed(exc, files.folder)
+            self._failed("history", exc, files.folder)
             return
         if purged.files:
             log.info("history retention", folder=str(files.folder), removed=purged.summary())
 
-    def _failed(self, exc: OSError | HistoryError, where: Path | None) -> None:
-        # A full or read-only disk fails every record: say so once a minute, with the count.
-        self._failures += 1
-        now = time.monotonic()
-        if now - self._failed_at >= _ERROR_EVERY_S:
-            self._failed_at = now
-            log.error("history record not written", path=str(where),
-                      error=getattr(exc, "strerror", None) or str(exc), failures=self._failures)
+    def _lost(self, window: str, settings: HistorySettings, audit_path: Path | None, exc: Exception) -> None:
+        """A record that reaches neither file: a failure of each part that wanted it."""
+        for part, wanted in (("history", settings.enabled), ("audit_log", audit_path is not None)):
+            if wanted:
+                self._failed(part, exc, None, window=window)
+
+    def _failed(self, part: str, exc: Exception, where: Path | None, *, window: str | None = None) -> None:
+        # A full or read-only disk fails every record: say so once a minute per part, with the count.
+        with self._count_lock:
+            self.failures[part] += 1
+            now = time.monotonic()
+            due = now - self._failed_at.get(part, float("-inf")) >= _ERROR_EVERY_S
+            if due:
+                self._failed_at[part] = now
+        if due:
+            error = getattr(exc, "strerror", None) or str(exc)
+            log.error("history record not written", part=part, path=str(where) if where else None, window=window,
+                      error=error, error_type=type(exc).__name__, failures=self.failures[part])

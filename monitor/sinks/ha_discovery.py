@@ -190,6 +190,13 @@ class Discovery:
                 "name": "Outbox backlog", "state_class": "measurement", "icon": "mdi:tray-full",
                 "unit_of_measurement": "messages", "value_template": "{{ value_json.mqtt.outbox_pending }}",
             }),
+            ("sensor", "optional_failures", {
+                "name": "Optional part failures", "state_class": "total_increasing",
+                "icon": "mdi:puzzle-remove-outline",
+                "value_template": "{{ value_json.optional_failures_total }}",
+                "json_attributes_topic": self.topics.stats,
+                "json_attributes_template": "{{ value_json.optional_failures | tojson }}",
+            }),
         ]
 
     # -- the zones --------------------------------------------------------------------

@@ -26,6 +26,7 @@ is counted in the service's `reach` counters (`speech:<outcome>`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -354,7 +355,8 @@ class SpeakerSink:
             return f"could not start {argv[0]!r}: {exc.strerror or exc}"
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                _out, err = await process.communicate(stdin)
+                await _feed(process, stdin)
+                _out, err = await process.communicate()
         except TimeoutError:
             kill_group(process.pid)
             await process.wait()
@@ -366,3 +368,17 @@ class SpeakerSink:
             tail = shorten(err.decode("utf-8", "replace").strip(), _STDERR_TAIL)
             return f"exit status {process.returncode}: {tail or '(no error output)'}"
         return None
+
+
+async def _feed(process: asyncio.subprocess.Process, text: bytes | None) -> None:
+    """Write the text to the engine's standard input and close it; an engine that exited without reading
+    it is not an error here (its exit status and error output say what happened)."""
+    if text is None or process.stdin is None:
+        return
+    try:
+        process.stdin.write(text)
+        await process.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError):  # uvloop: RuntimeError for a closed pipe
+        pass
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        process.stdin.close()
