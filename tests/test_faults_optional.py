@@ -135,7 +135,7 @@ def test_a_feedback_store_with_rows_this_monitor_never_wrote_is_left_aside_at_st
 # -- the history and the audit log --------------------------------------------------------------------
 def test_an_unwritable_history_and_audit_log_never_blind_a_zone_and_each_is_kept_without_the_other(
         tmp_path: Path, server: ScriptedOpenAIServer) -> None:
-    """Today's history file replaced by a folder (cannot be appended to, even by root): alerts go on, the
+    """The history folder replaced by a file (nothing can be appended, even by root): alerts go on, the
     audit log still gets every record, the failures are counted under `history`. Then the audit log too:
     alerts go on, counted under `audit_log`. Before the fix a history that could not be written cost the
     audit log its records too, and neither failure was counted anywhere but in a log line."""
@@ -146,10 +146,10 @@ def test_an_unwritable_history_and_audit_log_never_blind_a_zone_and_each_is_kept
         assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
         history = tmp_path / "state" / "history"
         wait_until(lambda: list(history.glob("*.jsonl")), what="the first history record")
-        for day in {time.strftime("%Y-%m-%d", time.gmtime(time.time() + d)) for d in (0, 3600)}:
-            day_file = history / f"{day}.jsonl"
-            day_file.unlink(missing_ok=True)
-            day_file.mkdir()
+        # The history folder replaced by a regular file: nothing can be appended under it, even by root (a
+        # folder in place of today's file is not enough: it is moved aside and a fresh file written).
+        history.rename(history.with_name("history.gone"))
+        history.write_text("not a folder")
         audited = len(jsonl_whole(audit))
         assert [a["verdict"] for a in _stove_hazards(daemon, log, 3)] == ["danger"] * 3
         wait_until(lambda: len(jsonl_whole(audit)) == audited + 3, what="the audit log still written")
