@@ -181,17 +181,33 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
 
     if is_history_log(runs):
         return _score_history(runs, out_dir, stdout)
+    from replay.errors import RunLogError
     from replay.report import completeness_lines, write_reports
     from replay.runlog import read_run_log
     from replay.score import score_run
 
-    scores = score_run(read_run_log(runs), unjudged=unjudged)
+    _check_beside(runs, out_dir)
+    data = read_run_log(runs)
+    try:
+        scores = score_run(data, unjudged=unjudged)
+    except RunLogError as exc:
+        raise RunLogError(f"{runs}: {exc}") from None
     paths = write_reports(scores, out_dir)
     for line in completeness_lines(scores):
         print(line, file=stdout)
     print(_headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths), file=stdout)
     return 0 if scores["complete"] else EXIT_INCOMPLETE
+
+
+def _check_beside(runs: Path, out_dir: Path) -> None:
+    """Refuse to write scores beside another run log: a folder's scores are always those of its own run log."""
+    from replay.errors import RunLogError
+
+    beside = out_dir / runs.name
+    if beside.is_file() and runs.is_file() and not beside.samefile(runs):
+        raise RunLogError(f"{out_dir}: holds another run log ({beside}); scores of {runs} written there would sit "
+                          "beside a run they do not describe: use another --out")
 
 
 def _history(args: argparse.Namespace, stdout: TextIO) -> int:

@@ -11,8 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import write_private
 from replay.history_score import LATENCY_EDGES, SIDES
-from replay.report import bar_chart, histogram, html_page, markdown_to_html, md_table, number, pct, write_report_files
+from replay.report import (
+    PLOTS_DIR,
+    bar_chart,
+    histogram,
+    html_page,
+    markdown_to_html,
+    md_table,
+    number,
+    pct,
+    write_report_files,
+)
 
 DISAGREEMENTS_IN_REPORT = 50
 _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms avoided"),
@@ -23,11 +34,10 @@ def write_history_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     """Write scores.json, report.md, report.html and plots/*.svg into `out`; return the paths."""
     plots = plot_files(scores)  # drawn once: on the page and as files
     paths = write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores, plots))
-    folder = out / "plots"
-    folder.mkdir(exist_ok=True)
+    folder = out / PLOTS_DIR
     for name, svg in plots.items():
         path = folder / f"{name}.svg"
-        path.write_text(svg + "\n", encoding="utf-8")
+        write_private(path, svg + "\n")
         paths.append(path)
     return paths
 

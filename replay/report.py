@@ -14,6 +14,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import private_folder, write_private
+
+REPORT_FILES = ("scores.json", "report.md", "report.html")
+PLOTS_DIR = "plots"
 COLORS = ("#3b6fb6", "#e08a2c", "#4c9a5b", "#b64a3b")
 METRICS = (("accuracy", "Accuracy"), ("potential", "Potential"), ("robustness", "Robustness"))
 
@@ -24,13 +28,30 @@ def write_reports(scores: dict[str, Any], out: Path) -> list[Path]:
 
 
 def write_report_files(scores: dict[str, Any], out: Path, *, markdown: str, html: str) -> list[Path]:
-    """Write `scores` as scores.json and the rendered reports as report.md and report.html into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "scores.json", out / "report.md", out / "report.html"]
-    paths[0].write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown, encoding="utf-8")
-    paths[2].write_text(html, encoding="utf-8")
+    """Write `scores` as scores.json and the rendered reports as report.md and report.html into `out` (0600)."""
+    private_folder(out)
+    paths = [out / name for name in REPORT_FILES]
+    write_private(paths[0], json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    write_private(paths[1], markdown)
+    write_private(paths[2], html)
     return paths
+
+
+def remove_reports(out: Path) -> list[Path]:
+    """Remove the scores, reports and plots in `out`: a run is about to change the run log they were made from.
+
+    They are only ever written from the run log beside them, at the end of a run; until then no
+    earlier COMPLETE may sit beside a run log that no longer holds what it counted.
+    """
+    stale = [out / name for name in REPORT_FILES] + sorted((out / PLOTS_DIR).glob("*.svg"))
+    removed = []
+    for path in stale:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 # -- formatting --------------------------------------------------------------------------------

@@ -41,10 +41,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from replay.errors import RunLogError
 from replay.pasbench import SEVERITIES, UNKNOWN_SEVERITY
 from replay.runlog import RunData, RunHeader, TrialRecord
 
 UnjudgedPolicy = Literal["exclude", "incorrect"]
+NO_HEADER = ("no `run` header line: the header says which samples and how many trials the run was meant to "
+             "hold, so without it a sample cut out of the log cannot be told from one never planned; refusing to "
+             "score it (run the replay again, with --fresh or into another --out, for a log that says what it "
+             "holds)")
 BLIND_METHOD = (
     "A content-blind model warns on each assessed window with probability r, the pooled per-window alert "
     "rate of this run (risk and safe windows together), whatever the window holds. A trial of n windows "
@@ -420,24 +425,31 @@ def completeness(data: RunData, samples: Sequence[SampleTally], trials_per_sampl
 
 def score_run(data: RunData, *, unjudged: UnjudgedPolicy = "exclude") -> dict[str, Any]:
     """scores.json for a run log: completeness first, then the paper's metrics with intervals, breakdowns,
-    stream, discrimination and false-alarm measures."""
-    header = data.headers[-1] if data.headers else None
+    stream, discrimination and false-alarm measures.
+
+    A run log without a ``run`` header is refused (RunLogError): only the header says which samples
+    and how many trials the run was meant to hold, so without it a log with whole samples cut out
+    would score as complete.
+    """
+    if not data.headers:
+        raise RunLogError(NO_HEADER)
+    header = data.headers[-1]
     trials = sorted(data.trials, key=lambda r: (r.sample, r.trial))
     samples = tally(trials, unjudged=unjudged)
-    protocols = sorted({r.protocol for r in trials} | ({header.protocol} if header else set()))
-    trials_per_sample = header.trials if header else max((s.judged for s in samples), default=0)
+    protocols = sorted({r.protocol for r in trials} | {header.protocol})
+    trials_per_sample = header.trials
     risk = [s for s in samples if s.kind == "risk"]
     whole = completeness(data, samples, trials_per_sample, unjudged)
     scores: dict[str, Any] = {
         "complete": whole["complete"],
         "completeness": whole,
-        "benchmark": header.benchmark if header else "pasbench",
+        "benchmark": header.benchmark,
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
-        "preset": header.fingerprint.get("preset", "none") if header else "none",
-        "image_input": header.fingerprint.get("image_input", "frames") if header else "frames",
+        "preset": header.fingerprint.get("preset", "none"),
+        "image_input": header.fingerprint.get("image_input", "frames"),
         "judge": _judges(data, trials),
-        "model": header.model if header else {},
-        "strategy": header.strategy if header else {},
+        "model": header.model,
+        "strategy": header.strategy,
         "strategy_label": _strategy_label(header, trials),
         "trials_per_sample": trials_per_sample,
         "unjudged_policy": unjudged,
@@ -460,8 +472,8 @@ def score_run(data: RunData, *, unjudged: UnjudgedPolicy = "exclude") -> dict[st
     return scores
 
 
-def _strategy_label(header: RunHeader | None, trials: Sequence[TrialRecord]) -> str:
-    if header is not None and header.strategy_label:
+def _strategy_label(header: RunHeader, trials: Sequence[TrialRecord]) -> str:
+    if header.strategy_label:
         return header.strategy_label
     labels = sorted({r.strategy for r in trials if r.strategy})
     return ", ".join(labels)

@@ -1,0 +1,213 @@
+"""Replay you can trust, round two (issue 24): no COMPLETE beside an incomplete run log, every setting in the
+fingerprint, a content-blind model called blind, the offline judge said to grade the risk only, the paper
+preset and the CLI saying only what is true.
+
+End-to-end tests run the real CLI against a scripted OpenAI-compatible model server and a scripted judge
+server on 127.0.0.1 (real sockets, the real `openai` client), on ../shared/pasbench."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from monitor.settings import Settings
+from replay.cli import main as replay_main
+from replay.errors import RunLogError
+from replay.fingerprint import NOT_MEASURED, PIPELINE_SECTIONS, fingerprint, settings_fingerprint
+from replay.runlog import RunHeader, RunLogWriter, TrialRecord
+from replay.runner import _check_compatible
+from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply
+from tests.support.paths import PASBENCH
+from tests.support.replay_cli import kill_replay_after, run_log_lines
+from tests.test_replay_trust import _complete_records
+
+
+@pytest.fixture
+def judge_server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(model="scripted-judge", default=reply({"correct": True, "reason": "ok"})) as server:
+        yield server
+
+
+def _config(tmp_path: Path, server: ScriptedOpenAIServer, extra: str = "") -> Path:
+    path = tmp_path / "monitor.toml"
+    path.write_text(f'[model]\nbackend = "openai"\nbase_url = "{server.base_url}"\nmodel = "scripted-vlm"\n'
+                    f"accepts_images = true\nmax_retries = 0\n{extra}")
+    return path
+
+
+def _args(tmp_path: Path, model: ScriptedOpenAIServer, judge: ScriptedOpenAIServer, out: Path,
+          *more: str, extra: str = "") -> list[str]:
+    return ["pasbench", "--data", str(PASBENCH), "--out", str(out), "--config", str(_config(tmp_path, model, extra)),
+            "--judge-base-url", judge.base_url, "--judge-model", "scripted-judge", "--no-progress", *more]
+
+
+def _write(path: Path, records: list[Any]) -> Path:
+    writer = RunLogWriter(path)
+    for record in records:
+        writer.append(record)
+    return path
+
+
+# -- 1. never a COMPLETE beside an incomplete run ----------------------------------------------------------
+
+
+def test_an_interrupted_fresh_rerun_leaves_no_complete_scores_beside_its_partial_log(
+        tmp_path: Path, judge_server: ScriptedOpenAIServer) -> None:
+    out = tmp_path / "out"
+    options = ("--limit", "2", "--trials", "4", "--modality", "text", "--no-safe-controls", "--concurrency", "1")
+    with ScriptedOpenAIServer(default=reply(DANGER)) as model:
+        args = _args(tmp_path, model, judge_server, out, *options)
+        assert replay_main(args) == 0
+        assert json.loads((out / "scores.json").read_text())["complete"] is True
+        model.default = reply(DANGER, delay_s=0.3)  # slow enough to be killed mid-way
+        # Another cache, so the re-run asks the model again instead of answering every trial from the cache.
+        fresh = [*args, "--fresh", "--cache", str(tmp_path / "other-cache.jsonl")]
+        kill_replay_after(fresh, out / "runs.jsonl", kind="trial", count=1, timeout_s=60,
+                          ready=lambda: any(out.glob("runs.jsonl.*.old")))
+    trials = run_log_lines(out / "runs.jsonl", "trial")
+    assert 1 <= len(trials) < 8, "the fresh run must have been interrupted mid-way"
+    # Nothing derived from the earlier, complete run may sit beside the partial log.
+    assert not (out / "scores.json").exists()
+    assert not (out / "report.md").exists() and not (out / "report.html").exists()
+    kept = list(out.glob("runs.jsonl.*.old"))
+    assert len(kept) == 1 and len(run_log_lines(kept[0], "trial")) == 8
+    # Scoring the partial log says what it is.
+    assert replay_main(["score", "--runs", str(out / "runs.jsonl"), "--out", str(out)]) == 3
+    assert json.loads((out / "scores.json").read_text())["complete"] is False
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**INCOMPLETE")
+
+
+def test_a_run_log_without_its_header_is_refused_for_scoring(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The issue's case: the `run` header lines removed and two whole samples removed.
+    records = [r for r in _complete_records()
+               if not isinstance(r, RunHeader) and not (isinstance(r, TrialRecord) and r.sample in ("B", "S2"))]
+    runs = _write(tmp_path / "runs.jsonl", records)
+    assert replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "scored")]) == 1
+    err = capsys.readouterr().err
+    assert f"{runs}: no `run` header line" in err and "refusing to score it" in err
+    assert not (tmp_path / "scored" / "scores.json").exists()
+
+
+def test_whole_samples_missing_from_a_run_log_make_it_incomplete(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [r for r in _complete_records() if not (isinstance(r, TrialRecord) and r.sample in ("B", "S2"))]
+    runs = _write(tmp_path / "runs.jsonl", records)
+    assert replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "scored")]) == 3
+    assert capsys.readouterr().out.startswith("INCOMPLETE: 8 trials missing (2 samples without any trial)")
+    whole = json.loads((tmp_path / "scored" / "scores.json").read_text())["completeness"]
+    assert whole["samples_without_trials"] == ["B", "S2"]
+
+
+def test_scores_are_never_written_beside_another_run_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = _write(tmp_path / "a" / "runs.jsonl", _complete_records())
+    _write(tmp_path / "b" / "runs.jsonl", _complete_records()[:3])
+    assert replay_main(["score", "--runs", str(first), "--out", str(tmp_path / "b")]) == 1
+    assert "holds another run log" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "scores.json").exists()
+    assert replay_main(["score", "--runs", str(first), "--out", str(tmp_path / "a")]) == 0
+
+
+# -- 2. the fingerprint covers every setting that can change a verdict ------------------------------------
+
+
+def _other_values(annotation: Any, current: Any) -> list[Any]:
+    """Values of `annotation`'s type other than `current`, most plausible first (validation picks one)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _other_values(get_args(annotation)[0], current)
+    if origin is Literal:
+        return [value for value in get_args(annotation) if value != current]
+    if origin in (Union, types.UnionType):
+        return [value for arg in get_args(annotation) for value in _other_values(arg, current)]
+    if origin is list:
+        return [current[:1], current[1:], []] if current else []
+    if annotation is type(None):
+        return [] if current is None else [None]
+    if annotation is bool:
+        return [not current]
+    if annotation is int:
+        base = current if isinstance(current, int) else 2
+        return [base + 1, base - 1, 2, 1]
+    if annotation is float:
+        base = float(current) if isinstance(current, int | float) else 1.0
+        return [round(base + 0.1, 6), base / 2, 0.5, base + 1.0]
+    if annotation is str:
+        return [f"{current}-other" if current else "http://127.0.0.1:9/v1"]
+    if annotation is Path:
+        return [Path("/nonexistent/other.json")]
+    raise AssertionError(f"no other value known for {annotation!r}: teach this test the new type")
+
+
+def _changed(section: BaseModel, prefix: str) -> Iterator[tuple[str, Any, Any, BaseModel]]:
+    """Every field of `section` (recursively) changed in turn: (dotted key, old, new, the changed section)."""
+    for name, info in type(section).model_fields.items():
+        key, current = f"{prefix}.{name}", getattr(section, name)
+        if key in NOT_MEASURED:
+            continue
+        if isinstance(current, BaseModel):
+            for inner_key, old, new, inner in _changed(current, key):
+                yield inner_key, old, new, section.model_copy(update={name: inner})
+            continue
+        for value in _other_values(info.annotation, current):
+            try:
+                changed = type(section).model_validate({**section.model_dump(), name: value})
+            except ValidationError:
+                continue
+            if getattr(changed, name) != current:
+                yield key, current, getattr(changed, name), changed
+                break
+        else:
+            raise AssertionError(f"{key}: no other valid value found")
+
+
+def _header(settings: Settings) -> RunHeader:
+    marks = fingerprint(data={"text-0": "a"}, safe={}, modality="text", limit=1, protocol="paper", trials=1,
+                        pacing={"interval_s": 2.0}, preset="none", image_input="frames", model={}, judge={},
+                        settings=settings_fingerprint(settings))
+    return RunHeader(protocol="paper", modality="text", trials=1, model={}, judge={}, planned=["text-0"],
+                     fingerprint=marks, records={"text-0": "a"})
+
+
+def test_every_pipeline_setting_is_in_the_fingerprint_and_named_in_full_when_it_differs(tmp_path: Path) -> None:
+    base = Settings(model={"backend": "openai", "base_url": "http://127.0.0.1:8/v1", "model": "m"})
+    checked = []
+    for section in PIPELINE_SECTIONS:
+        for key, old, new, changed in _changed(getattr(base, section), section):
+            other = base.model_copy(update={section: changed})
+            with pytest.raises(RunLogError) as refused:
+                _check_compatible(_header(base), _header(other), tmp_path / "runs.jsonl")
+            shown = [_shown(old), _shown(new)]
+            assert f"setting {key}: {shown[0]} there, {shown[1]} now" in str(refused.value), key
+            checked.append(key)
+    assert len(checked) >= 40 and "alerts.min_severity" in checked and "windows.max_entries" in checked
+    assert "keyframes.longest_side" in checked and "assessment.vote.m" in checked
+    # What cannot change a verdict is left out, so such a change resumes.
+    quiet = base.model_copy(update={"model": base.model.model_copy(update={"concurrency": 9, "max_retries": 0})})
+    _check_compatible(_header(base), _header(quiet), tmp_path / "runs.jsonl")
+
+
+def _shown(value: Any) -> str:
+    value = str(value) if isinstance(value, Path) else value
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def test_resuming_with_another_alert_threshold_is_refused_naming_the_key(
+        tmp_path: Path, judge_server: ScriptedOpenAIServer, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    options = ("--limit", "1", "--trials", "1", "--modality", "text", "--no-safe-controls")
+    with ScriptedOpenAIServer(default=reply(DANGER)) as model:
+        assert replay_main(_args(tmp_path, model, judge_server, out, *options)) == 0
+        calls = model.calls
+        capsys.readouterr()
+        changed = _args(tmp_path, model, judge_server, out, *options, extra='[alerts]\nmin_severity = "critical"\n')
+        assert replay_main(changed) == 1
+        assert model.calls == calls
+    assert "setting alerts.min_severity: info there, critical now" in capsys.readouterr().err
