@@ -182,7 +182,7 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     if is_history_log(runs):
         return _score_history(runs, out_dir, stdout)
     from replay.errors import RunLogError
-    from replay.report import completeness_lines, write_reports
+    from replay.report import summary_lines, write_reports
     from replay.runlog import read_run_log
     from replay.score import score_run
 
@@ -193,7 +193,7 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     except RunLogError as exc:
         raise RunLogError(f"{runs}: {exc}") from None
     paths = write_reports(scores, out_dir)
-    for line in completeness_lines(scores):
+    for line in summary_lines(scores):
         print(line, file=stdout)
     print(_headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths), file=stdout)

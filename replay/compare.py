@@ -97,6 +97,14 @@ def _false_alarms(scores: dict[str, Any]) -> str:
     return f"{pct_ci(alarms, 'rate')} ({alarms.get('n_false_alarms', 0)}/{alarms.get('n_trials', 0)})"
 
 
+def _verdict(scores: dict[str, Any]) -> str:
+    block = scores.get("discrimination_verdict")
+    if not block:
+        return "not recorded"
+    return (f"{block.get('verdict')}: {pct_ci(block, 'risk_stream_alert_rate')} vs "
+            f"{pct_ci(block, 'safe_stream_alert_rate')}")
+
+
 def _complete(scores: dict[str, Any]) -> str:
     whole = scores.get("completeness")
     if whole is None:
@@ -114,6 +122,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("Potential [95% CI]", lambda s: pct_ci(s, "potential")),
     ("Robustness [95% CI]", lambda s: pct_ci(s, "robustness")),
     ("false alarms, safe controls [95% CI]", _false_alarms),
+    ("alerts depend on danger (risk vs safe streams)", _verdict),
     ("calls per sample", lambda s: number(s.get("calls_per_sample"))),
     ("tokens per sample", lambda s: number(s.get("tokens_per_sample"), 1)),
     ("stream: warned before last entry", lambda s: _stream(s, "warned_before_last")),

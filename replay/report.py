@@ -138,6 +138,43 @@ def completeness_lines(scores: dict[str, Any]) -> list[str]:
     return lines
 
 
+BLIND_BANNER = "NO BETTER THAN CONTENT-BLIND on these controls: its alerts do not depend on danger"
+
+
+def discrimination_line(scores: dict[str, Any]) -> str | None:
+    """The discrimination verdict in one line: risk-stream alert rate against the safe streams' false alarms.
+
+    None for scores written before the verdict existed.
+    """
+    block = scores.get("discrimination_verdict")
+    if not block:
+        return None
+    risk, safe = pct_ci(block, "risk_stream_alert_rate"), pct_ci(block, "safe_stream_alert_rate")
+    rates = f"risk streams with an alert {risk} against safe streams with a false alarm {safe} (95% CI)"
+    verdict = block.get("verdict")
+    if verdict == "discriminates":
+        return f"Discrimination: {rates}: it alerts on risk streams clearly more often than on safe ones"
+    if verdict == "inverted":
+        return f"{BLIND_BANNER}, it alerts on safe streams MORE often: {rates}"
+    if verdict == "not clearly different":
+        return f"{BLIND_BANNER}: {rates}; the intervals overlap"
+    missing = "no safe controls in this run" if block.get("safe_stream_alert_rate") is None else "no risk stream scored"
+    return f"Discrimination: not measured ({missing}): whether its alerts depend on danger is unknown"
+
+
+def blind(scores: dict[str, Any]) -> bool:
+    """True when the run's alerts were not shown to depend on danger (the verdict's banner is due)."""
+    block = scores.get("discrimination_verdict") or {}
+    return block.get("verdict") in ("not clearly different", "inverted")
+
+
+def summary_lines(scores: dict[str, Any]) -> list[str]:
+    """The first lines of every summary and report: completeness, then the discrimination verdict."""
+    lines = completeness_lines(scores)
+    verdict = discrimination_line(scores)
+    return [lines[0], verdict, *lines[1:]] if verdict else lines
+
+
 def _model_line(scores: dict[str, Any]) -> str:
     model = scores.get("model") or {}
     return f"`{model.get('model', '?')}` via {model.get('backend', '?')}" + (
@@ -180,7 +217,8 @@ def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list
 
 def render_markdown(scores: dict[str, Any]) -> str:
     lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
-    lines += [f"**{line}**" if index == 0 else f"- {line}" for index, line in enumerate(completeness_lines(scores))]
+    lines += [f"**{line}**" if index == 0 or line.startswith(BLIND_BANNER) else f"- {line}"
+              for index, line in enumerate(summary_lines(scores))]
     lines += ["", f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
               f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
               f"- Trials per sample: {scores.get('trials_per_sample')}",
@@ -292,6 +330,9 @@ def _discrimination_md(scores: dict[str, Any]) -> list[str]:
     lines += ["", f"How the baseline is computed: {block.get('method', '')} A monitor that reads discriminates "
               "when its risk streams are alerted more often, and its safe streams less often, than the blind "
               "model's.", ""]
+    verdict = scores.get("discrimination_verdict") or {}
+    if verdict:
+        lines += [f"Verdict: **{verdict.get('verdict')}**. {verdict.get('rule', '')}", ""]
     return lines
 
 
@@ -476,6 +517,9 @@ def render_html(scores: dict[str, Any]) -> str:
         plots.append(timing)
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots)
     banner = "" if scores.get("complete", True) else f"<p class='banner'>{escape(completeness_lines(scores)[0])}</p>"
+    verdict = discrimination_line(scores)
+    if verdict and blind(scores):
+        banner += f"<p class='banner'>{escape(verdict)}</p>"
     if (scores.get("judge") or {}).get("approximate"):
         banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
                    "Use an LLM judge for numbers comparable with the paper.</p>")

@@ -7,6 +7,7 @@ server on 127.0.0.1 (real sockets, the real `openai` client), on ../shared/pasbe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import types
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ from monitor.settings import Settings
 from replay.cli import main as replay_main
 from replay.errors import RunLogError
 from replay.fingerprint import NOT_MEASURED, PIPELINE_SECTIONS, fingerprint, settings_fingerprint
-from replay.runlog import RunHeader, RunLogWriter, TrialRecord
+from replay.report import discrimination_line, render_html, render_markdown
+from replay.runlog import FirstAlert, JudgementRecord, RunHeader, RunLogWriter, TrialRecord, records_data
 from replay.runner import _check_compatible
-from tests.support.openai_server import DANGER, ScriptedOpenAIServer, reply
+from replay.score import score_run
+from tests.support.openai_server import DANGER, SAFE, ScriptedOpenAIServer, reply
 from tests.support.paths import PASBENCH
 from tests.support.replay_cli import kill_replay_after, run_log_lines
 from tests.test_replay_trust import _complete_records
@@ -211,3 +214,70 @@ def test_resuming_with_another_alert_threshold_is_refused_naming_the_key(
         assert replay_main(changed) == 1
         assert model.calls == calls
     assert "setting alerts.min_severity: info there, critical now" in capsys.readouterr().err
+
+
+# -- 3. a blind model is called blind ------------------------------------------------------------------------
+
+
+def _content_blind(share: float) -> Any:
+    """A scripted model that warns on `share` of the windows it is asked about, whatever they hold: the
+    decision is a hash of the request (its trial seed and text), so it is reproducible and ignores danger."""
+    def respond(body: dict[str, Any]) -> Any:
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
+        return reply(DANGER if digest[0] < share * 256 else SAFE)
+    return respond
+
+
+def test_a_content_blind_model_is_called_blind_in_every_first_line(
+        tmp_path: Path, judge_server: ScriptedOpenAIServer, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    with ScriptedOpenAIServer(responder=_content_blind(0.15)) as model:
+        code = replay_main(_args(tmp_path, model, judge_server, out, "--protocol", "stream", "--limit", "6",
+                                 "--trials", "2", "--modality", "text"))
+    assert code == 0
+    scores = json.loads((out / "scores.json").read_text())
+    verdict = scores["discrimination_verdict"]
+    assert verdict["verdict"] == "not clearly different", verdict
+    risk, safe = verdict["risk_stream_alert_rate_ci"], verdict["safe_stream_alert_rate_ci"]
+    assert risk[0] <= safe[1] and safe[0] <= risk[1]  # the rule: the intervals overlap
+    banner = "NO BETTER THAN CONTENT-BLIND on these controls: its alerts do not depend on danger"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("COMPLETE") and printed[1].startswith(banner)
+    assert f"[{100 * risk[0]:.1f}, {100 * risk[1]:.1f}]" in printed[1]
+    assert f"[{100 * safe[0]:.1f}, {100 * safe[1]:.1f}]" in printed[1]
+    markdown = (out / "report.md").read_text().splitlines()
+    assert markdown[3].startswith(f"**{banner}")
+    html = (out / "report.html").read_text()
+    assert html.index(banner) < html.index("<h2>Headline</h2>")
+    assert "class='banner'>NO BETTER THAN CONTENT-BLIND" in html
+
+
+def test_a_model_that_reads_is_said_to_discriminate_without_a_banner(tmp_path: Path) -> None:
+    # Risk streams: every trial warned; safe streams: none. Sixteen samples of each, four trials.
+    header = RunHeader(protocol="paper", modality="text", trials=4, model={}, judge={"kind": "llm"},
+                       planned=[f"R{i}" for i in range(16)] + [f"S{i}" for i in range(16)])
+    trials = [_paper_trial(f"{kind}{i}", t, kind="risk" if kind == "R" else "safe", warned=kind == "R")
+              for kind in "RS" for i in range(16) for t in range(4)]
+    scores = score_run(records_data([header, *trials]))
+    assert scores["discrimination_verdict"]["verdict"] == "discriminates"
+    line = discrimination_line(scores)
+    assert line is not None and line.startswith("Discrimination: risk streams with an alert 100.0% [")
+    assert "CONTENT-BLIND" not in render_markdown(scores) and "CONTENT-BLIND" not in render_html(scores)
+    # The other way round is called out too, and without safe controls it is said to be unmeasured.
+    flipped = [t.model_copy(update={"first_alert": None if t.kind == "risk" else _FIRST}) for t in trials]
+    assert score_run(records_data([header, *flipped]))["discrimination_verdict"]["verdict"] == "inverted"
+    no_safe = score_run(records_data([header, *(t for t in trials if t.kind == "risk")]))
+    assert discrimination_line(no_safe) == ("Discrimination: not measured (no safe controls in this run): whether "
+                                            "its alerts depend on danger is unknown")
+
+
+_FIRST = FirstAlert(window=0, entry_index=0, entries=1, offset_s=0.0)
+
+
+def _paper_trial(sample: str, trial: int, *, kind: str, warned: bool) -> TrialRecord:
+    judgement = None
+    if kind == "risk":
+        judgement = JudgementRecord(correct=warned, reason="fixture", judge="j", kind="llm", approximate=False)
+    return TrialRecord(sample=sample, modality="text", kind=kind, trial=trial, protocol="paper",  # type: ignore[arg-type]
+                       status="ok", entries=1, alerts=[{"type": "new"}] if warned else [],
+                       first_alert=_FIRST if warned else None, judgement=judgement, usage={"windows_assessed": 1})
