@@ -263,7 +263,9 @@ def _headline(scores: dict[str, Any]) -> str:
     from replay.report import pct_ci
 
     judge = scores["judge"]
-    label = " (APPROXIMATE offline judge)" if judge.get("approximate") else f" (judge {judge.get('model')})"
+    label = f" (judge {judge.get('model')})"
+    if judge.get("approximate"):
+        label = " (APPROXIMATE offline judge" + (": risk only, reason not assessed)" if judge.get("criteria") else ")")
     text = (f"{scores['protocol']}: accuracy {pct_ci(scores, 'accuracy')}, potential {pct_ci(scores, 'potential')}, "
             f"robustness {pct_ci(scores, 'robustness')} over {scores['n_samples']} samples / "
             f"{scores['n_trials']} trials{label}")
@@ -308,14 +310,17 @@ def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout:
                  cache: Path | None = None, judge_cache: Path | None = None) -> int:
     """Run the replay the options describe with `settings` into `out_dir`, then score it."""
     from monitor.core.aio import run_loop
-    from replay.preset import resolve
+    from replay.preset import check_strategy, judge_note, resolve
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     resolved = resolve(preset=args.preset or "none", protocol=args.protocol, trials=args.trials,
-                       image_input=args.image_input)
+                       image_input=args.image_input, judge_endpoint=bool(args.judge_base_url),
+                       safe_controls=args.safe_controls)
+    check_strategy(args.preset or "none", settings.assessment)
     for note in resolved.notes:
         print(note, file=sys.stderr)
+    print(judge_note(resolved.judge_rule, endpoint=args.judge_base_url, model=args.judge_model), file=sys.stderr)
     if resolved.temperature is not None:
         settings = settings.model_copy(
             update={"model": settings.model.model_copy(update={"temperature": resolved.temperature})})
@@ -359,6 +364,7 @@ def _compare(runs: Sequence[Path], out_file: Path | None, stdout: TextIO) -> int
 def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     """Run the replay once per value into OUT/NAME=V/ (shared caches), compare, recommend."""
     from replay.compare import load_scores, write_compare
+    from replay.preset import check_strategy
     from replay.runner import CACHE_FILE, JUDGE_CACHE_FILE
     from replay.tune import (
         COMPARE_FILE,
@@ -373,6 +379,8 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     param = parse_param(args.param)
     settings = _settings(args.config)
     applied = [apply_param(settings.assessment, param.name, value) for value in param.values]  # validate all first
+    for setting in applied:
+        check_strategy(args.preset or "none", setting.assessment)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     candidates: list[Candidate] = []

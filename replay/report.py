@@ -82,15 +82,24 @@ def _judge_line(scores: dict[str, Any]) -> str:
         text += f", prompt {judge['prompt_version']}"
     if judge.get("approximate"):
         text = "**APPROXIMATE** " + text + " (embedding similarity, not an LLM judge: not comparable with the paper)"
-    return text + "; " + judge_error_rate(judge)
+    return text + "; " + judge_error_rate(judge) + criteria_note(judge)
+
+
+def criteria_note(judge: dict[str, Any]) -> str:
+    """What the judge checks of the paper's two criteria, where it does not check both."""
+    criteria = judge.get("criteria")
+    if not criteria:
+        return ""
+    return (f". It grades the risk only: risk {criteria.get('risk', '?')}; reason criterion "
+            f"{criteria.get('reason', '?')}")
 
 
 def judge_error_rate(judge: dict[str, Any]) -> str:
     """What is known of the judge's own error rate, in one sentence."""
     measured = judge.get("measured")
     if measured:
-        return (f"its error rate, measured as a classifier ({measured.get('how', '')}): precision "
-                f"{pct(measured.get('precision'))}, recall {pct(measured.get('recall'))}")
+        return (f"as a classifier it had precision {pct(measured.get('precision'))} and recall "
+                f"{pct(measured.get('recall'))} {measured.get('how', '')}")
     if judge.get("kind") == "llm":
         return ("its error rate was not measured by this project (the paper reports 94.5% agreement with "
                 "humans for its GPT-4.1 judge)")
@@ -222,10 +231,16 @@ def render_markdown(scores: dict[str, Any]) -> str:
     lines += ["", f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
               f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
               f"- Trials per sample: {scores.get('trials_per_sample')}",
-              f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}", ""]
+              f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}"
+              + ("; the safe controls ran too (not in the paper; not in its three metrics)"
+                 if scores.get("preset") == "paper" and scores.get("false_alarms") else ""), ""]
     lines += ["## Headline", ""]
     lines += md_table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
+    if (scores.get("judge") or {}).get("criteria"):
+        lines += ["Reason criterion (the paper's second): **not assessed**. The offline judge graded whether each "
+                  "warning names the reference's risk; whether its reason is sound was not checked, so these "
+                  "numbers count right acts, with any reason or none.", ""]
     lines += _coverage_md(scores)
     lines += ["## By modality", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
     lines += ["## By severity", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
@@ -522,5 +537,7 @@ def render_html(scores: dict[str, Any]) -> str:
         banner += f"<p class='banner'>{escape(verdict)}</p>"
     if (scores.get("judge") or {}).get("approximate"):
         banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
-                   "Use an LLM judge for numbers comparable with the paper.</p>")
+                   + ("It grades the risk only; the reason criterion is not assessed. "
+                      if (scores.get("judge") or {}).get("criteria") else "")
+                   + "Use an LLM judge for numbers comparable with the paper.</p>")
     return html_page("PaSBench replay report", f"{banner}\n{markdown_to_html(markdown)}\n<h2>Plots</h2>\n{figures}")

@@ -384,8 +384,13 @@ def _judges(data: RunData, trials: Sequence[TrialRecord]) -> dict[str, Any]:
     approximate = bool(declared.get("approximate")) or any(
         r.judgement.approximate for r in trials if r.judgement is not None
     )
-    return {**declared, "approximate": approximate, "judgements": dict(sorted(seen.items())),
-            "label": "APPROXIMATE (offline embedding judge)" if approximate else "LLM judge"}
+    out = {**declared, "approximate": approximate, "judgements": dict(sorted(seen.items())),
+           "label": "APPROXIMATE (offline embedding judge)" if approximate else "LLM judge"}
+    if declared.get("kind") == "offline" or any(key.startswith("offline:") for key in seen):
+        from replay.judge import OFFLINE_CRITERIA
+
+        out["criteria"] = dict(OFFLINE_CRITERIA)
+    return out
 
 
 def _coverage(data: RunData, samples: Sequence[SampleTally], trials_per_sample: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from monitor.settings import Settings
 from replay.cli import main as replay_main
 from replay.errors import RunLogError
 from replay.fingerprint import NOT_MEASURED, PIPELINE_SECTIONS, fingerprint, settings_fingerprint
+from replay.judge import MEASURED
 from replay.report import discrimination_line, render_html, render_markdown
 from replay.runlog import FirstAlert, JudgementRecord, RunHeader, RunLogWriter, TrialRecord, records_data
 from replay.runner import _check_compatible
@@ -28,6 +29,7 @@ from replay.score import score_run
 from tests.support.openai_server import DANGER, SAFE, ScriptedOpenAIServer, reply
 from tests.support.paths import PASBENCH
 from tests.support.replay_cli import kill_replay_after, run_log_lines
+from tests.test_replay_score import fixture_records
 from tests.test_replay_trust import _complete_records
 
 
@@ -281,3 +283,57 @@ def _paper_trial(sample: str, trial: int, *, kind: str, warned: bool) -> TrialRe
     return TrialRecord(sample=sample, modality="text", kind=kind, trial=trial, protocol="paper",  # type: ignore[arg-type]
                        status="ok", entries=1, alerts=[{"type": "new"}] if warned else [],
                        first_alert=_FIRST if warned else None, judgement=judgement, usage={"windows_assessed": 1})
+
+
+# -- 4. the offline judge says it grades the risk only -------------------------------------------------------
+
+
+def test_reports_of_the_offline_judge_say_it_grades_the_risk_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = fixture_records(approximate=True)
+    header = records[0]
+    assert isinstance(header, RunHeader)
+    records[0] = header.model_copy(update={"judge": {**header.judge, "measured": dict(MEASURED)}})
+    runs = _write(tmp_path / "runs.jsonl", records)
+    replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "scored")])
+    assert "APPROXIMATE offline judge: risk only, reason not assessed" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "scored" / "scores.json").read_text())
+    assert scores["judge"]["criteria"]["reason"].startswith("not assessed")
+    markdown = (tmp_path / "scored" / "report.md").read_text()
+    assert "Reason criterion (the paper's second): **not assessed**" in markdown
+    judge_line = next(line for line in markdown.splitlines() if line.startswith("- Judge:"))
+    assert "It grades the risk only" in judge_line
+    # The 91% is said to be measured on paraphrases of the references, not on warnings a model writes.
+    assert "precision 90.6% and recall 90.6% on paraphrases of each record's own risky-behaviour text" in judge_line
+    assert "not measured on warnings a model writes" in judge_line
+    assert "the reason criterion is not assessed" in (tmp_path / "scored" / "report.html").read_text()
+
+
+# -- 5. the paper preset and the CLI say only what is true ----------------------------------------------------
+
+
+def test_the_paper_preset_refuses_a_strategy_that_is_not_single(
+        tmp_path: Path, judge_server: ScriptedOpenAIServer, capsys: pytest.CaptureFixture[str]) -> None:
+    with ScriptedOpenAIServer(default=reply(DANGER)) as model:
+        args = _args(tmp_path, model, judge_server, tmp_path / "out", "--preset", "paper", "--limit", "1",
+                     extra='[assessment]\nstrategy = "vote"\n')
+        assert replay_main(args) == 1
+        assert model.calls == 0
+    err = capsys.readouterr().err
+    assert '--preset paper follows the paper, which asks the model once per trial; [assessment] strategy = "vote" ' \
+           "(vote(2/3)) makes more calls per trial" in err
+    assert not (tmp_path / "out" / "runs.jsonl").exists()
+
+
+def test_without_a_judge_endpoint_the_cli_says_which_judge_grades_and_what_it_checks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The data folder does not exist: the run stops before loading any model, after saying what it would do.
+    assert replay_main(["pasbench", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"),
+                        "--preset", "paper", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "the judge uses the paper's two criteria" not in err
+    assert "no judge endpoint, so not the paper's judge" in err
+    assert ("judge: the offline approximate judge (no --judge-base-url): the offline judge grades the risk only "
+            "(embedding similarity of the warning with the reference's risky behaviour); the paper's second "
+            "criterion, a sound reason, is not assessed") in err
+    assert "--preset paper: the safe controls run too" in err
