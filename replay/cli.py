@@ -59,6 +59,8 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     history.add_argument("--feedback", type=Path, help="the feedback store (default: the one beside the history)")
     history.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
     history.add_argument("--concurrency", type=_positive, help="segments at once (default: model.concurrency)")
+    history.add_argument("--fresh", action="store_true",
+                         help="start over: set an existing OUT/runs.jsonl aside (renamed, kept) instead of resuming it")
     _common(history)
 
     score = commands.add_parser("score", help="re-score a run log (never calls a model)")
@@ -223,10 +225,15 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
     except ValueError as exc:
         raise ConfigError([f"replay history: {exc}"]) from None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    options = HistoryOptions(concurrency=args.concurrency or settings.model.concurrency, progress=progress)
+    options = HistoryOptions(concurrency=args.concurrency or settings.model.concurrency, progress=progress,
+                             fresh=args.fresh)
     summary, history = run_loop(run_history(settings=settings, source=args.source, out=args.out, options=options,
                                             since=since, until=until, zones=args.zone, feedback=args.feedback,
-                                            cache_path=args.cache))
+                                            cache_path=args.cache, since_text=args.since, until_text=args.until))
+    if options.set_aside is not None:
+        print(f"--fresh: the earlier run log was kept as {options.set_aside}", file=sys.stderr)
+    for note in options.notes:
+        print(note, file=sys.stderr)
     print(f"segments: {summary.ran} run now, {summary.already_done} already done; windows {summary.windows}; "
           f"model calls {summary.calls} ({summary.cached_calls} cached); tokens {summary.tokens}; "
           f"{summary.wall_s:.1f} s", file=sys.stderr)
@@ -363,6 +370,7 @@ def _compare(runs: Sequence[Path], out_file: Path | None, stdout: TextIO) -> int
 
 def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     """Run the replay once per value into OUT/NAME=V/ (shared caches), compare, recommend."""
+    from replay.appendfile import private_folder, write_private
     from replay.compare import load_scores, write_compare
     from replay.preset import check_strategy
     from replay.runner import CACHE_FILE, JUDGE_CACHE_FILE
@@ -382,7 +390,7 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     for setting in applied:
         check_strategy(args.preset or "none", setting.assessment)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    private_folder(out)
     candidates: list[Candidate] = []
     worst = 0
     for index, setting in enumerate(applied):
@@ -409,7 +417,7 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
         f"{args.max_false_alarm:g}): {param.name}={chosen.value}, strategy {chosen.label}.",
         "Merge this [assessment] section into your monitor config (replace the one there, if any).",
     ])
-    recommended.write_text(text, encoding="utf-8")
+    write_private(recommended, text)
     print(f"wrote {recommended}:", file=stdout)
     print(text, file=stdout, end="")
     return worst
@@ -457,7 +465,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     add_replay_parser(commands)
     args = parser.parse_args(["replay", *(argv if argv is not None else sys.argv[1:])])
-    return run_replay(args)
+    try:
+        code = run_replay(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then seen below
+        return code
+    except BrokenPipeError:  # `python -m replay.cli compare ... | head`: the reader is gone, end quietly
+        from monitor.core.pipes import reader_gone
+
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import write_private
 from replay.errors import ReplayError
-from replay.report import number, pct, pct_ci
+from replay.report import html_page, markdown_to_html, number, pct, pct_ci
 
 SCORES_FILE = "scores.json"
 
@@ -221,29 +221,13 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
 
 
 def render_compare_html(runs: Sequence[ScoredRun], *, title: str = "Strategies side by side") -> str:
-    header, rows = compare_rows(runs)
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-</style></head><body>
-<h1>{escape(title)}</h1>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Calls and tokens are per risk-sample trial, cached calls included. False alarms are trials with any
-alert on the safe control logs.</p>
-</body></html>
-"""
+    """The same comparison as `render_compare_markdown`, every line of it, as a page in the reports' style."""
+    return html_page(title, markdown_to_html(render_compare_markdown(runs, title=title).split("\n")))
 
 
 def write_compare(runs: Sequence[ScoredRun], out: Path, *, title: str = "Strategies side by side") -> list[Path]:
     """Write the comparison as Markdown at `out` and as HTML next to it; return both paths."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_compare_markdown(runs, title=title), encoding="utf-8")
+    write_private(out, render_compare_markdown(runs, title=title))
     html = out.with_suffix(".html")
-    html.write_text(render_compare_html(runs, title=title), encoding="utf-8")
+    write_private(html, render_compare_html(runs, title=title))
     return [out, html]

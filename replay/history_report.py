@@ -278,7 +278,11 @@ def latency_plot(scores: dict[str, Any]) -> str | None:
 
 
 def render_html(scores: dict[str, Any], plots: dict[str, str]) -> str:
-    """The report page, showing `plots` (from `plot_files`)."""
+    """The report page, showing `plots` (from `plot_files`) under the headline, before the details
+    (a long list of disagreeing windows would otherwise push them out of sight)."""
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots.values())
-    body = markdown_to_html(render_markdown(scores).split("\n"))
-    return html_page("Replay of the home's history", f"{body}\n<h2>Plots</h2>\n{figures}")
+    lines = render_markdown(scores).split("\n")
+    start = lines.index("## Headline")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    head, rest = markdown_to_html(lines[:end]), markdown_to_html(lines[end:])
+    return html_page("Replay of the home's history", f"{head}\n<h2>Plots</h2>\n{figures}\n{rest}")

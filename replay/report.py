@@ -8,6 +8,7 @@ distribution of correct trials per sample, and where in the stream the first war
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from html import escape
@@ -62,9 +63,12 @@ def pct(value: Any) -> str:
 
 
 def number(value: Any, digits: int = 2) -> str:
+    """`value` to `digits` decimals, without trailing zeros after the point (750.0 -> "750", 0.50 -> "0.5")."""
     if value is None:
         return "n/a"
-    return f"{float(value):.{digits}f}".rstrip("0").rstrip(".")
+    text = f"{float(value):.{digits}f}"
+    # Only decimals are trimmed: "750" must not lose its zero (it showed 75 for a mean of 750.35).
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def pct_ci(block: dict[str, Any] | None, name: str) -> str:
@@ -481,7 +485,9 @@ def markdown_to_html(lines: list[str]) -> str:
 
     for line in lines:
         if line.startswith("|"):
-            table.append([cell.strip() for cell in line.strip("|").split("|")])
+            # Cells are split on unescaped pipes; a `\|` inside a cell is a literal pipe.
+            cells = re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))
+            table.append([cell.strip().replace("\\|", "|") for cell in cells])
             continue
         flush_table()
         if line.startswith("### "):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +25,12 @@ from replay.cli import main as replay_main
 from replay.errors import RunLogError
 from replay.fingerprint import NOT_MEASURED, PIPELINE_SECTIONS, fingerprint, settings_fingerprint
 from replay.judge import MEASURED
-from replay.report import discrimination_line, render_html, render_markdown
+from replay.report import discrimination_line, number, render_html, render_markdown
 from replay.runlog import FirstAlert, JudgementRecord, RunHeader, RunLogWriter, TrialRecord, records_data
 from replay.runner import _check_compatible
 from replay.score import score_run
 from tests.support.openai_server import DANGER, SAFE, ScriptedOpenAIServer, reply
-from tests.support.paths import PASBENCH
+from tests.support.paths import PASBENCH, REPO
 from tests.support.replay_cli import kill_replay_after, run_log_lines
 from tests.test_replay_score import fixture_records
 from tests.test_replay_trust import _complete_records
@@ -337,3 +340,62 @@ def test_without_a_judge_endpoint_the_cli_says_which_judge_grades_and_what_it_ch
             "(embedding similarity of the warning with the reference's risky behaviour); the paper's second "
             "criterion, a sound reason, is not assessed") in err
     assert "--preset paper: the safe controls run too" in err
+
+
+# -- 6. numbers, pipes and modes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "digits", "shown"), [
+    (750.35, 0, "750"), (739.5, 0, "740"), (740, 0, "740"), (100, 2, "100"), (1000.0, 1, "1000"), (0, 0, "0"),
+    (0.0, 2, "0"), (-20.0, 0, "-20"), (10.5, 2, "10.5"), (0.25, 3, "0.25"), (762.0, 0, "762"), (None, 2, "n/a"),
+])
+def test_the_number_formatter_keeps_the_zeros_of_whole_numbers(value: float | None, digits: int, shown: str) -> None:
+    assert number(value, digits) == shown
+
+
+def _scored_folder(tmp_path: Path) -> Path:
+    runs = _write(tmp_path / "run" / "runs.jsonl", _complete_records())
+    assert replay_main(["score", "--runs", str(runs), "--out", str(tmp_path / "run")]) == 0
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "monitor", "replay", "compare", "{run}"],
+    ["-m", "replay.cli", "compare", "{run}", "{run}"],
+    ["-m", "monitor", "replay", "pasbench", "--data", str(PASBENCH), "--list"],
+    ["-m", "monitor", "replay", "score", "--runs", "{run}/runs.jsonl", "--out", "{run}"],
+])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, command: list[str]) -> None:
+    """`monitor replay compare ... | head`: the pipe is closed before the command writes; no traceback."""
+    run = _scored_folder(tmp_path)
+    args = [part.replace("{run}", str(run)) for part in command]
+    process = subprocess.Popen([sys.executable, *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
+def test_pasbench_replay_outputs_are_private(tmp_path: Path, judge_server: ScriptedOpenAIServer) -> None:
+    out = tmp_path / "out"
+    old = os.umask(0o022)  # what a shell gives
+    try:
+        with ScriptedOpenAIServer(default=reply(DANGER)) as model:
+            assert replay_main(_args(tmp_path, model, judge_server, out, "--limit", "1", "--trials", "1")) == 0
+            (out / "scores.json").chmod(0o644)  # an older version's scores: made private again when rewritten
+            assert replay_main(_args(tmp_path, model, judge_server, out, "--limit", "1", "--trials", "1",
+                                     "--fresh")) == 0
+        assert replay_main(["compare", str(out), "--out", str(tmp_path / "cmp" / "compare.md")]) == 0
+    finally:
+        os.umask(old)
+    files = [*out.rglob("*"), *(tmp_path / "cmp").rglob("*")]
+    assert {p.name for p in files} >= {"runs.jsonl", "cache.jsonl", "judge-cache.jsonl", "scores.json", "report.md",
+                                       "report.html", "compare.md", "compare.html"}
+    wrong = [f"{p} {oct(p.stat().st_mode & 0o777)}" for p in files
+             if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)]
+    wrong += [f"{d} {oct(d.stat().st_mode & 0o777)}" for d in (out, tmp_path / "cmp")
+              if d.stat().st_mode & 0o777 != 0o700]
+    assert wrong == []
