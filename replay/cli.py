@@ -391,6 +391,10 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
         check_strategy(args.preset or "none", setting.assessment)
     out: Path = args.out
     private_folder(out)
+    # The sweep's comparison and recommendation are written from its runs at the end: none from an
+    # earlier sweep may sit beside runs that are about to change (an interrupted sweep leaves none).
+    for stale in (out / COMPARE_FILE, (out / COMPARE_FILE).with_suffix(".html"), out / RECOMMENDED_FILE):
+        stale.unlink(missing_ok=True)
     candidates: list[Candidate] = []
     worst = 0
     for index, setting in enumerate(applied):

@@ -29,7 +29,7 @@ from replay.report import discrimination_line, number, render_html, render_markd
 from replay.runlog import FirstAlert, JudgementRecord, RunHeader, RunLogWriter, TrialRecord, records_data
 from replay.runner import _check_compatible
 from replay.score import score_run
-from tests.support.openai_server import DANGER, SAFE, ScriptedOpenAIServer, reply
+from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
 from tests.support.paths import PASBENCH, REPO
 from tests.support.replay_cli import kill_replay_after, run_log_lines
 from tests.test_replay_score import fixture_records
@@ -399,3 +399,15 @@ def test_pasbench_replay_outputs_are_private(tmp_path: Path, judge_server: Scrip
     wrong += [f"{d} {oct(d.stat().st_mode & 0o777)}" for d in (out, tmp_path / "cmp")
               if d.stat().st_mode & 0o777 != 0o700]
     assert wrong == []
+
+
+def test_a_sweep_that_stops_leaves_no_earlier_comparison_or_recommendation(
+        tmp_path: Path, judge_server: ScriptedOpenAIServer) -> None:
+    out = tmp_path / "tune"
+    out.mkdir()
+    for name in ("compare.md", "compare.html", "recommended.toml"):
+        (out / name).write_text("from an earlier sweep\n")
+    with ScriptedOpenAIServer(default=Action(status=401)) as model:  # a fatal model error stops the sweep
+        args = _args(tmp_path, model, judge_server, out, "--limit", "1", "--trials", "1", "--modality", "text")
+        assert replay_main(["tune", *args[1:], "--param", "vote.m=1,2"]) == 1
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == []
