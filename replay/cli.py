@@ -181,6 +181,7 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     """Score a run log into `out_dir`; exit 3 when the run is incomplete (the scores then say so first)."""
     from replay.history_log import is_history_log
 
+    _check_beside(runs, out_dir)
     if is_history_log(runs):
         return _score_history(runs, out_dir, stdout)
     from replay.errors import RunLogError
@@ -188,7 +189,6 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     from replay.runlog import read_run_log
     from replay.score import score_run
 
-    _check_beside(runs, out_dir)
     data = read_run_log(runs)
     try:
         scores = score_run(data, unjudged=unjudged)

@@ -30,6 +30,8 @@ FINGERPRINT_VERSION = 2
 # The sections of the monitor's settings that reach the replay's pipeline (model, windows, keyframe
 # selection, alert lifecycle, assessment strategy): all their keys are fingerprinted.
 PIPELINE_SECTIONS = ("model", "windows", "keyframes", "alerts", "assessment")
+# A history replay also assesses each zone with its [[zones]] overrides.
+HISTORY_SECTIONS = (*PIPELINE_SECTIONS, "zones")
 # Keys that cannot change a verdict, and why; everything else in PIPELINE_SECTIONS is fingerprinted.
 NOT_MEASURED: dict[str, str] = {
     "model.api_key": "a secret, never recorded",
@@ -69,9 +71,9 @@ def prompts_digest() -> str:
     return digest([SYSTEM_PROMPT, SCHEMA_SYSTEM_PROMPT, ASSESSMENT_SCHEMA, PROPOSE_PROMPT, VERIFY_PROMPT])
 
 
-def settings_fingerprint(settings: BaseModel) -> dict[str, Any]:
+def settings_fingerprint(settings: BaseModel, sections: tuple[str, ...] = PIPELINE_SECTIONS) -> dict[str, Any]:
     """Every key of the pipeline's settings sections (JSON values), less the keys that cannot change a verdict."""
-    marks = {name: getattr(settings, name).model_dump(mode="json") for name in PIPELINE_SECTIONS}
+    marks = {name: _dump(getattr(settings, name)) for name in sections}
     for key in NOT_MEASURED:
         *path, last = key.split(".")
         block = marks
@@ -79,6 +81,20 @@ def settings_fingerprint(settings: BaseModel) -> dict[str, Any]:
             block = block.get(part) or {}
         block.pop(last, None)
     return marks
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):  # [[zones]]
+        return [_dump(item) for item in value]
+    return value
+
+
+def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """One line per settings key that differs between two `settings_fingerprint`s, named in full."""
+    return differences({"version": FINGERPRINT_VERSION, "settings": dict(old)},
+                       {"version": FINGERPRINT_VERSION, "settings": dict(new)}, old_records={}, new_records={})
 
 
 def fingerprint(*, data: Mapping[str, str], safe: Mapping[str, str], modality: str, limit: int | None,

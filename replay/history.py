@@ -49,6 +49,7 @@ from monitor.windows import Window, WindowSettings
 from replay.appendfile import write_private
 from replay.cache import CachingBackend, ResponseCache
 from replay.errors import ReplayError, RunLogError
+from replay.fingerprint import HISTORY_SECTIONS, settings_differences, settings_fingerprint
 from replay.history_log import HistoryHeader, HistoryLogWriter, SegmentRecord, SegmentStatus, read_history_log
 from replay.history_source import (
     History,
@@ -377,13 +378,21 @@ def _usage(backend: CachingBackend) -> dict[str, Any]:
             "model_latency_s": round(sum(c.model_latency_s for c in fresh), 4)}
 
 
+_RESTART = "resume with the same options and config, start over with --fresh, or use another --out"
+
+
 def _check_compatible(previous: HistoryHeader, current: HistoryHeader, path: Path) -> None:
     for name in ("source", "since", "until", "zones", "model", "strategy", "alerts"):
         old, new = getattr(previous, name), getattr(current, name)
         if old != new:
             raise RunLogError(f"{path}: holds a replay with a different {name} ({_shown(name, old)} there, "
-                              f"{_shown(name, new)} now); resume with the same options, start over with --fresh, "
-                              "or use another --out")
+                              f"{_shown(name, new)} now); {_RESTART}")
+    if not previous.settings:
+        raise RunLogError(f"{path}: was written before run logs recorded every setting of the pipeline, so it "
+                          f"cannot be resumed safely; {_RESTART}")
+    changes = settings_differences(previous.settings, current.settings)
+    if changes:
+        raise RunLogError(f"{path}: holds a replay under other settings; " + "; ".join(changes) + f". {_RESTART}")
 
 
 def _shown(name: str, value: Any) -> str:
@@ -455,7 +464,8 @@ async def run_history(*, settings: Settings, source: Path, out: Path, options: H
         source=str(source), since=since, until=until, since_text=since_text, until_text=until_text,
         zones=list(zones), model=model_identity(settings.model),
         strategy=settings.assessment.recorded(), strategy_label=settings.assessment.label,
-        alerts=settings.alerts.model_dump(mode="json"), started_at=round(time.time(), 3))
+        alerts=settings.alerts.model_dump(mode="json"), settings=settings_fingerprint(settings, HISTORY_SECTIONS),
+        started_at=round(time.time(), 3))
     for previous in existing:  # before the labels snapshot beside the run log is replaced
         _check_compatible(previous, header, path)
     history, labels = await asyncio.to_thread(_prepare, source, out, since, until, zones, feedback)

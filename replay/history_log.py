@@ -54,6 +54,9 @@ class HistoryHeader(_Record):
     strategy: dict[str, Any] = {}
     strategy_label: str = ""
     alerts: dict[str, Any] = {}
+    # Every setting that reaches the pipeline (replay.fingerprint.settings_fingerprint with [[zones]]);
+    # empty in run logs written before it was recorded, which therefore cannot be resumed.
+    settings: dict[str, Any] = {}
     planned: list[str] = []
     labels: int = 0
     problems: list[str] = []

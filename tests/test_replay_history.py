@@ -492,3 +492,15 @@ def test_every_figure_of_both_history_reports_matches_a_recomputation_from_the_r
                             str(sum(1 for w in mine if "candidate" in w and w["candidate"]["warned"]))]
         assert _close(row[4].rstrip("%"), 100 * same / len(both), 1)
         assert row in html_rows
+
+
+def test_resuming_a_history_replay_under_another_setting_is_refused_naming_the_key(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+    capsys.readouterr()
+    other = candidate_config(tmp_path, CANDIDATE_CALM_HOB, extra="[keyframes]\nlongest_side = 512\n")
+    assert replay(state, other, out) == 1
+    err = capsys.readouterr().err
+    assert "holds a replay under other settings; setting keyframes.longest_side: 768 there, 512 now" in err
+    assert (out / "scores.json").is_file()  # refused before anything changed: the earlier scores still stand
