@@ -170,7 +170,8 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except MonitorError as exc:
         return report(exc)
     except KeyboardInterrupt:
-        print("interrupted: finished trials are in the run log; run the same command to resume", file=sys.stderr)
+        print("interrupted: finished trials are in the run log (no scores were written for it: `monitor replay "
+              "score` scores what it holds); run the same command to resume", file=sys.stderr)
         return 130
 
 
@@ -206,7 +207,8 @@ def _check_beside(runs: Path, out_dir: Path) -> None:
     """Refuse to write scores beside another run log: a folder's scores are always those of its own run log."""
     from replay.errors import RunLogError
 
-    beside = out_dir / runs.name
+    # The run log a folder's scores belong to (both replays name it so; a set-aside .old one is not it).
+    beside = out_dir / "runs.jsonl"
     if beside.is_file() and runs.is_file() and not beside.samefile(runs):
         raise RunLogError(f"{out_dir}: holds another run log ({beside}); scores of {runs} written there would sit "
                           "beside a run they do not describe: use another --out")

@@ -212,7 +212,8 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
                   "Runs over different histories or ranges are not comparable.", ""]
     approximate = [run.name for run in runs if (run.scores.get("judge") or {}).get("approximate")]
     if approximate:
-        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)}.", ""]
+        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)} (it grades the risk only; the reason "
+                  "criterion is not assessed).", ""]
     judges = {json.dumps(run.scores.get("judge", {}).get("model")) for run in runs}
     protocols = {json.dumps(run.scores.get("protocol")) for run in runs}
     if len(judges) > 1 or len(protocols) > 1:

@@ -121,6 +121,9 @@ def test_scores_are_never_written_beside_another_run_log(
     assert "holds another run log" in capsys.readouterr().err
     assert not (tmp_path / "b" / "scores.json").exists()
     assert replay_main(["score", "--runs", str(first), "--out", str(tmp_path / "a")]) == 0
+    # A log set aside by --fresh is not the folder's run log either.
+    kept = first.rename(tmp_path / "b" / "runs.jsonl.20260101T000000.old")
+    assert replay_main(["score", "--runs", str(kept), "--out", str(tmp_path / "b")]) == 1
 
 
 # -- 2. the fingerprint covers every setting that can change a verdict ------------------------------------
