@@ -127,12 +127,18 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], *, old_records: 
         if key in ("data", "safe_controls"):
             lines.append(f"{name}: {_records_change(old_records, new_records, safe=key == 'safe_controls')}")
             continue
-        before, after = _flatten(old.get(key)), _flatten(new.get(key))
-        for path in sorted(before.keys() | after.keys()):
-            if before.get(path, _ABSENT) != after.get(path, _ABSENT):
-                label = f"{name} {path}" if path else name
-                lines.append(f"{label}: {_value(before.get(path, _ABSENT))} there, "
-                             f"{_value(after.get(path, _ABSENT))} now")
+        lines += key_differences(name, old.get(key), new.get(key))
+    return lines
+
+
+def key_differences(name: str, old: Any, new: Any) -> list[str]:
+    """One line per key of two (nested) values that differs: `name key.path: old there, new now`."""
+    before, after = _flatten(old), _flatten(new)
+    lines = []
+    for path in sorted(before.keys() | after.keys()):
+        if before.get(path, _ABSENT) != after.get(path, _ABSENT):
+            label = f"{name} {path}" if path else name
+            lines.append(f"{label}: {_value(before.get(path, _ABSENT))} there, {_value(after.get(path, _ABSENT))} now")
     return lines
 
 

@@ -49,7 +49,7 @@ from monitor.windows import Window, WindowSettings
 from replay.appendfile import write_private
 from replay.cache import CachingBackend, ResponseCache
 from replay.errors import ReplayError, RunLogError
-from replay.fingerprint import HISTORY_SECTIONS, settings_differences, settings_fingerprint
+from replay.fingerprint import HISTORY_SECTIONS, key_differences, settings_differences, settings_fingerprint
 from replay.history_log import HistoryHeader, HistoryLogWriter, SegmentRecord, SegmentStatus, read_history_log
 from replay.history_source import (
     History,
@@ -384,6 +384,9 @@ _RESTART = "resume with the same options and config, start over with --fresh, or
 def _check_compatible(previous: HistoryHeader, current: HistoryHeader, path: Path) -> None:
     for name in ("source", "since", "until", "zones", "model", "strategy", "alerts"):
         old, new = getattr(previous, name), getattr(current, name)
+        if old != new and isinstance(old, dict) and isinstance(new, dict):
+            raise RunLogError(f"{path}: holds a replay with a different {name}; "
+                              + "; ".join(key_differences(name, old, new)) + f". {_RESTART}")
         if old != new:
             raise RunLogError(f"{path}: holds a replay with a different {name} ({_shown(name, old)} there, "
                               f"{_shown(name, new)} now); {_RESTART}")

@@ -504,3 +504,6 @@ def test_resuming_a_history_replay_under_another_setting_is_refused_naming_the_k
     err = capsys.readouterr().err
     assert "holds a replay under other settings; setting keyframes.longest_side: 768 there, 512 now" in err
     assert (out / "scores.json").is_file()  # refused before anything changed: the earlier scores still stand
+    critical = candidate_config(tmp_path, CANDIDATE_CALM_HOB, extra='[alerts]\nmin_severity = "critical"\n')
+    assert replay(state, critical, out) == 1
+    assert "a different alerts; alerts min_severity: info there, critical now" in capsys.readouterr().err
