@@ -507,3 +507,17 @@ def test_resuming_a_history_replay_under_another_setting_is_refused_naming_the_k
     critical = candidate_config(tmp_path, CANDIDATE_CALM_HOB, extra='[alerts]\nmin_severity = "critical"\n')
     assert replay(state, critical, out) == 1
     assert "a different alerts; alerts min_severity: info there, critical now" in capsys.readouterr().err
+
+
+def test_the_cost_table_shows_whole_token_counts_whole(state: Path, tmp_path: Path) -> None:
+    """The issue's instance: a mean of 750.35 and a median of 739.5 tokens showed as `75` and `74`."""
+    from replay.history_report import plot_files, render_html, render_markdown
+
+    out = tmp_path / "out"
+    assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+    result = scores(out)
+    result["cost"]["candidate"]["tokens"].update({"mean": 750.35, "median": 739.5, "p95": 783.0})
+    result["cost"]["recorded"]["tokens"].update({"mean": 740.0, "median": 762.0, "p95": 780.0})
+    markdown = render_markdown(result)
+    assert "| 750 / 740 / 783 |" in markdown and "| 740 / 762 / 780 |" in markdown
+    assert "<td>750 / 740 / 783</td>" in render_html(result, plot_files(result))
