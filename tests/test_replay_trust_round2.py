@@ -206,6 +206,14 @@ def test_every_pipeline_setting_is_in_the_fingerprint_and_named_in_full_when_it_
     _check_compatible(_header(base), _header(quiet), tmp_path / "runs.jsonl")
 
 
+def test_a_run_log_of_an_older_fingerprint_version_is_refused_saying_so(tmp_path: Path) -> None:
+    base = Settings()
+    old = _header(base)
+    old = old.model_copy(update={"fingerprint": {**old.fingerprint, "version": 1}})
+    with pytest.raises(RunLogError, match=r"fingerprint version 1 there, 2 now .*cannot be resumed safely"):
+        _check_compatible(old, _header(base), tmp_path / "runs.jsonl")
+
+
 def _shown(value: Any) -> str:
     value = str(value) if isinstance(value, Path) else value
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
