@@ -152,6 +152,8 @@ def completeness_lines(scores: dict[str, Any]) -> list[str]:
 
 
 BLIND_BANNER = "NO BETTER THAN CONTENT-BLIND on these controls: its alerts do not depend on danger"
+UNSHOWN_BANNER = "NOT SHOWN TO DISCRIMINATE on these controls"
+BANNERS = (BLIND_BANNER, UNSHOWN_BANNER)
 
 
 def discrimination_line(scores: dict[str, Any]) -> str | None:
@@ -169,8 +171,11 @@ def discrimination_line(scores: dict[str, Any]) -> str | None:
         return f"Discrimination: {rates}: it alerts on risk streams clearly more often than on safe ones"
     if verdict == "inverted":
         return f"{BLIND_BANNER}, it alerts on safe streams MORE often: {rates}"
+    if verdict == "content-blind":
+        return f"{BLIND_BANNER}: {rates}; each rate lies inside the other's interval"
     if verdict == "not clearly different":
-        return f"{BLIND_BANNER}: {rates}; the intervals overlap"
+        return (f"{UNSHOWN_BANNER}: {rates}; the intervals overlap, so this run does not show that its alerts "
+                "depend on danger (more samples would tell)")
     missing = "no safe controls in this run" if block.get("safe_stream_alert_rate") is None else "no risk stream scored"
     return f"Discrimination: not measured ({missing}): whether its alerts depend on danger is unknown"
 
@@ -178,7 +183,7 @@ def discrimination_line(scores: dict[str, Any]) -> str | None:
 def blind(scores: dict[str, Any]) -> bool:
     """True when the run's alerts were not shown to depend on danger (the verdict's banner is due)."""
     block = scores.get("discrimination_verdict") or {}
-    return block.get("verdict") in ("not clearly different", "inverted")
+    return block.get("verdict") in ("content-blind", "not clearly different", "inverted")
 
 
 def summary_lines(scores: dict[str, Any]) -> list[str]:
@@ -230,7 +235,7 @@ def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list
 
 def render_markdown(scores: dict[str, Any]) -> str:
     lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
-    lines += [f"**{line}**" if index == 0 or line.startswith(BLIND_BANNER) else f"- {line}"
+    lines += [f"**{line}**" if index == 0 or line.startswith(BANNERS) else f"- {line}"
               for index, line in enumerate(summary_lines(scores))]
     lines += ["", f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
               f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
