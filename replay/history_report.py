@@ -75,7 +75,9 @@ def render_markdown(scores: dict[str, Any]) -> str:
              f"`{scores.get('strategy_label') or '?'}`",
              "- Recorded: " + (", ".join(f"`{k}` ({v} windows)" for k, v in scores["recorded_models"].items())
                                or "nothing replayed"),
-             f"- Windows replayed: {scores['n_windows']}; feedback labels: {scores['n_labels']}", ""]
+             f"- Windows replayed: {scores['n_windows']}; feedback labels: {scores['n_labels']}"
+             + "".join(f" ({note})" for note in scores.get("notes", []) if note.startswith("no feedback store")),
+             ""]
     lines += ["## Headline", "", *md_table(["measure", "recorded", "candidate"], _headline_rows(scores)), ""]
     lines += _labels_md(scores) + _agreement_md(scores) + _cost_md(scores) + _zones_md(scores)
     lines += _disagreements_md(scores) + _coverage_md(scores)
