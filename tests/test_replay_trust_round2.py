@@ -21,8 +21,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from monitor.assess.settings import AssessmentSettings
 from monitor.settings import Settings
 from replay.cli import main as replay_main
+from replay.compare import ScoredRun
 from replay.errors import RunLogError
 from replay.fingerprint import NOT_MEASURED, PIPELINE_SECTIONS, fingerprint, settings_fingerprint
 from replay.judge import MEASURED
@@ -30,6 +32,7 @@ from replay.report import discrimination_line, number, render_html, render_markd
 from replay.runlog import FirstAlert, JudgementRecord, RunHeader, RunLogWriter, TrialRecord, records_data
 from replay.runner import _check_compatible
 from replay.score import score_run
+from replay.tune import Candidate, recommend
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
 from tests.support.paths import PASBENCH, REPO
 from tests.support.replay_cli import kill_replay_after, run_log_lines
@@ -482,3 +485,16 @@ def test_every_figure_of_the_pasbench_reports_matches_the_hand_computation(tmp_p
                  "- Trials failed (model error, retried on resume): 1; not judged (judge error): 0"):
         assert line in markdown
     assert "53.8% [19.7, 84.7]" in html and "69.2% [" in html
+
+
+def test_a_sweep_never_recommends_an_incomplete_or_content_blind_setting() -> None:
+    def scored(name: str, robustness: float, **extra: Any) -> Candidate:
+        scores = {"robustness": robustness, "false_alarms": {"rate": 0.0}, "calls_per_sample": 1.0, **extra}
+        return Candidate(name, AssessmentSettings(), ScoredRun(name, Path(name), scores))
+
+    blind = {"discrimination_verdict": {"verdict": "content-blind"}}
+    result = recommend([scored("a", 0.9, complete=False), scored("b", 0.8, **blind), scored("c", 0.1, complete=True)],
+                       max_false_alarm=0.05)
+    assert result.chosen is not None and result.chosen.value == "c"
+    assert result.lines[0] == "a: INCOMPLETE run (run the same command again to finish it); not eligible"
+    assert result.lines[1].startswith("b: its alerts do not depend on danger on these controls (content-blind)")
