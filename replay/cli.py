@@ -251,7 +251,7 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
     from monitor.history.feedback import FeedbackEntry
     from replay.history import LABELS_FILE
     from replay.history_log import read_history_log
-    from replay.history_report import headline, write_history_reports
+    from replay.history_report import completeness_line, headline, write_history_reports
     from replay.history_score import score_history
 
     labels_file = runs.parent / LABELS_FILE
@@ -263,9 +263,10 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
         raise ConfigError([f"{labels_file}: not a labels snapshot of a history replay ({exc})"]) from None
     scores = score_history(read_history_log(runs), labels)
     paths = write_history_reports(scores, out_dir)
+    print(completeness_line(scores), file=stdout)
     print(headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths[:3]), file=stdout)
-    return 0
+    return 0 if scores["complete"] else EXIT_INCOMPLETE
 
 
 def _headline(scores: dict[str, Any]) -> str:

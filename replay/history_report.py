@@ -42,6 +42,17 @@ def write_history_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
+def completeness_line(scores: dict[str, Any]) -> str:
+    """The first line of every summary: whether the replay covers every planned segment and history line."""
+    whole = scores.get("completeness")
+    if whole is None:
+        return "completeness not recorded (scores from an older version)"
+    if whole["complete"]:
+        return f"COMPLETE: all {scores['coverage']['segments']} planned segments replayed"
+    return ("INCOMPLETE: " + "; ".join(whole["reasons"]) + ". The measures cover only what was replayed: run the "
+            "same command again to finish")
+
+
 def headline(scores: dict[str, Any]) -> str:
     """One line for the terminal."""
     labels = scores["labels"]
@@ -69,7 +80,7 @@ def _cell(text: Any) -> str:
 
 def render_markdown(scores: dict[str, Any]) -> str:
     model = scores.get("model") or {}
-    lines = ["# Replay of the home's history", "",
+    lines = ["# Replay of the home's history", "", f"**{completeness_line(scores)}**", "",
              f"- History: `{scores.get('source')}`" + _range(scores),
              f"- Candidate: `{model.get('model', '?')}` via {model.get('backend', '?')}, strategy "
              f"`{scores.get('strategy_label') or '?'}`",

@@ -388,7 +388,7 @@ def test_a_missing_feedback_store_is_said(state: Path, tmp_path: Path, capsys: p
     assert replay(state, config, tmp_path / "out") == 0
     said = f"no feedback store found at {state / 'feedback.sqlite3'}; labels: 0"
     assert said in capsys.readouterr().err
-    assert said in (tmp_path / "out" / "report.md").read_text().splitlines()[5]  # beside the label count
+    assert said in (tmp_path / "out" / "report.md").read_text().splitlines()[7]  # beside the label count
     assert replay(state, config, tmp_path / "other", "--feedback", str(tmp_path / "nowhere.sqlite3")) == 1
     assert f"{tmp_path / 'nowhere.sqlite3'}: no feedback store there" in capsys.readouterr().err
 
@@ -521,3 +521,22 @@ def test_the_cost_table_shows_whole_token_counts_whole(state: Path, tmp_path: Pa
     markdown = render_markdown(result)
     assert "| 750 / 740 / 783 |" in markdown and "| 740 / 762 / 780 |" in markdown
     assert "<td>750 / 740 / 783</td>" in render_html(result, plot_files(result))
+
+
+def test_a_killed_history_replay_scores_incomplete_first_with_exit_3(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    with ScriptedOpenAIServer(model="calm-vlm", responder=_responder) as server:
+        config = tmp_path / "openai.toml"
+        config.write_text(f'[model]\nbackend = "openai"\nbase_url = "{server.base_url}"\nmodel = "calm-vlm"\n'
+                          "max_retries = 0\nconcurrency = 1\n")
+        args = ["history", "--from", str(state), "--config", str(config), "--out", str(out), "--no-progress"]
+        kill_replay_after(args, out / "runs.jsonl", kind="segment", count=2, timeout_s=120)
+    done = len(run_log_lines(out / "runs.jsonl", "segment"))
+    assert 2 <= done < 24, "the run must have been interrupted mid-way"
+    assert not (out / "scores.json").exists()
+    assert replay_main(["score", "--runs", str(out / "runs.jsonl"), "--out", str(out)]) == 3
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"INCOMPLETE: {24 - done} segments not run (")
+    assert scores(out)["complete"] is False
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**INCOMPLETE: ")
