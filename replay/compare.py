@@ -156,6 +156,7 @@ def _agreement(scores: dict[str, Any]) -> str:
 
 
 HISTORY_ROWS: tuple[tuple[str, Any], ...] = (
+    ("complete", _complete),
     ("strategy", _strategy),
     ("model", _model),
     ("history windows", lambda s: str(s.get("n_windows", "n/a"))),

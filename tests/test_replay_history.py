@@ -422,6 +422,7 @@ def test_history_replay_outputs_are_private_and_their_html_shows_the_plots_under
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "Runs: <code>out</code> = " in page and "History runs (<code>monitor replay history</code>)" in page
     assert "risk-sample trial" not in page and "safe control logs" not in page
+    assert "| complete | yes | yes |" in compared.read_text()
 
 
 def _cells(table_lines: list[str]) -> list[list[str]]:
