@@ -9,24 +9,22 @@ file is closed with its owner (or at exit), never left to a ResourceWarning.
 Everything the replay writes quotes observations, alerts or feedback notes about a
 person, so its files are 0600 and its folders 0700, like the monitor's state dir
 (`write_private`, `private_folder`), whatever the umask and whatever mode an older file had.
+A folder that already exists (a `--out` the user made) keeps its mode.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import weakref
 from pathlib import Path
 
-from monitor.core.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir
+from monitor.core.files import PRIVATE_FILE_MODE, private_dir
 
 
 def private_folder(path: Path) -> None:
-    """Create `path` (and missing parents) as 0700 folders; an existing folder the replay owns is made 0700."""
+    """Create `path` and any missing parents as 0700 folders; an existing folder is the user's and left as it is
+    (its replay files are 0600 all the same)."""
     private_dir(path)
-    if path.is_dir() and path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
-        with contextlib.suppress(PermissionError):  # not ours: the files the replay puts in it are still 0600
-            os.chmod(path, PRIVATE_DIR_MODE)
 
 
 def write_private(path: Path, text: str) -> None:
