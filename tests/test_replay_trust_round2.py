@@ -389,6 +389,7 @@ def _scored_folder(tmp_path: Path) -> Path:
     ["-m", "replay.cli", "compare", "{run}", "{run}"],
     ["-m", "monitor", "replay", "pasbench", "--data", str(PASBENCH), "--list"],
     ["-m", "monitor", "replay", "score", "--runs", "{run}/runs.jsonl", "--out", "{run}"],
+    ["-m", "monitor", "inspect-log", str(REPO / "replay" / "data" / "safe_controls" / "bathroom-01-toddler-bath.log")],
 ])
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, command: list[str]) -> None:
     """`monitor replay compare ... | head`: the pipe is closed before the command writes; no traceback."""
