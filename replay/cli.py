@@ -195,6 +195,8 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
         scores = score_run(data, unjudged=unjudged)
     except RunLogError as exc:
         raise RunLogError(f"{runs}: {exc}") from None
+    # Which run log these scores are of, and how much of it they read.
+    scores["run_log"] = {"path": str(runs.resolve()), "headers": len(data.headers), "trial_lines": len(data.lines)}
     paths = write_reports(scores, out_dir)
     for line in summary_lines(scores):
         print(line, file=stdout)

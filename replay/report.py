@@ -242,7 +242,9 @@ def render_markdown(scores: dict[str, Any]) -> str:
               f"- Trials per sample: {scores.get('trials_per_sample')}",
               f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}"
               + ("; the safe controls ran too (not in the paper; not in its three metrics)"
-                 if scores.get("preset") == "paper" and scores.get("false_alarms") else ""), ""]
+                 if scores.get("preset") == "paper" and scores.get("false_alarms") else ""),
+              *([f"- Scored from: `{scores['run_log']['path']}` ({scores['run_log']['trial_lines']} trial lines)"]
+                if scores.get("run_log") else []), ""]
     lines += ["## Headline", ""]
     lines += md_table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
