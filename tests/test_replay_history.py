@@ -484,6 +484,17 @@ def test_every_figure_of_both_history_reports_matches_a_recomputation_from_the_r
             for w in windows if side in w), 1)
     for name, cells in headline.items():
         assert [name, *cells] in html_rows
+    both_sides = [w for w in windows if "candidate" in w and not w["recorded"]["error"] and not w["candidate"]["error"]]
+    cells = {(r, c): sum(1 for w in both_sides if (w["recorded"]["warned"], w["candidate"]["warned"]) == (r, c))
+             for r in (True, False) for c in (True, False)}
+    agreement = _table(markdown, "|  | candidate warned | candidate silent |")
+    assert agreement == [["recorded warned", str(cells[True, True]), str(cells[True, False])],
+                         ["recorded silent", str(cells[False, True]), str(cells[False, False])]]
+    assert all(row in html_rows for row in agreement)
+    same_verdict = sum(1 for w in both_sides if bool(w["recorded"]["danger"]) == bool(w["candidate"]["danger"]))
+    assert (f"On {len(both_sides)} windows both assessed without error: same verdict in {same_verdict}/"
+            f"{len(both_sides)} (") in markdown
+    assert (f"same decision to warn in {cells[True, True] + cells[False, False]}/{len(both_sides)} (") in markdown
     zones = _table(markdown, "| zone | windows |")
     for row in zones:
         mine = [w for s in read_history_log(out / "runs.jsonl").segments for w in s.windows if s.zone == row[0]]
