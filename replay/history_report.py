@@ -8,6 +8,7 @@ written to ``OUT/plots/`` so a page can show them.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -298,4 +299,5 @@ def render_html(scores: dict[str, Any], plots: dict[str, str]) -> str:
     start = lines.index("## Headline")
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     head, rest = markdown_to_html(lines[:end]), markdown_to_html(lines[end:])
-    return html_page("Replay of the home's history", f"{head}\n<h2>Plots</h2>\n{figures}\n{rest}")
+    banner = "" if scores.get("complete", True) else f"<p class='banner'>{escape(completeness_line(scores))}</p>\n"
+    return html_page("Replay of the home's history", f"{banner}{head}\n<h2>Plots</h2>\n{figures}\n{rest}")

@@ -552,3 +552,4 @@ def test_a_killed_history_replay_scores_incomplete_first_with_exit_3(
     assert first.startswith(f"INCOMPLETE: {24 - done} segments not run (")
     assert scores(out)["complete"] is False
     assert (out / "report.md").read_text().splitlines()[2].startswith("**INCOMPLETE: ")
+    assert "<p class='banner'>INCOMPLETE: " in (out / "report.html").read_text()
