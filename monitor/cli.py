@@ -53,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        code = _command(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then seen below
+        return code
+    except BrokenPipeError:  # `monitor ... | head`: the reader is gone, end quietly
+        from monitor.core.pipes import reader_gone
+
+        return reader_gone()
+
+
+def _command(args: argparse.Namespace) -> int:
+    try:
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "inspect-log":

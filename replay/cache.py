@@ -26,7 +26,7 @@ import structlog
 
 from monitor.backends import Message, ModelBackend, ModelReply, ModelRequest, Usage
 from monitor.core.errors import BackendError
-from replay.appendfile import AppendFile
+from replay.appendfile import AppendFile, private_folder
 
 log = structlog.get_logger(__name__)
 _SEED_MIX = 1_000_003
@@ -90,7 +90,7 @@ class ResponseCache:
         self._inflight: dict[str, asyncio.Future[ModelReply]] = {}
         self._file: AppendFile | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(path.parent)
             self._load(path)
 
     def __len__(self) -> int:

@@ -59,6 +59,8 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     history.add_argument("--feedback", type=Path, help="the feedback store (default: the one beside the history)")
     history.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
     history.add_argument("--concurrency", type=_positive, help="segments at once (default: model.concurrency)")
+    history.add_argument("--fresh", action="store_true",
+                         help="start over: set an existing OUT/runs.jsonl aside (renamed, kept) instead of resuming it")
     _common(history)
 
     score = commands.add_parser("score", help="re-score a run log (never calls a model)")
@@ -168,7 +170,8 @@ def run_replay(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except MonitorError as exc:
         return report(exc)
     except KeyboardInterrupt:
-        print("interrupted: finished trials are in the run log; run the same command to resume", file=sys.stderr)
+        print("interrupted: finished trials are in the run log (no scores were written for it: `monitor replay "
+              "score` scores what it holds); run the same command to resume", file=sys.stderr)
         return 130
 
 
@@ -179,19 +182,38 @@ def _score(runs: Path, out_dir: Path, stdout: TextIO, *, unjudged: UnjudgedPolic
     """Score a run log into `out_dir`; exit 3 when the run is incomplete (the scores then say so first)."""
     from replay.history_log import is_history_log
 
+    _check_beside(runs, out_dir)
     if is_history_log(runs):
         return _score_history(runs, out_dir, stdout)
-    from replay.report import completeness_lines, write_reports
+    from replay.errors import RunLogError
+    from replay.report import summary_lines, write_reports
     from replay.runlog import read_run_log
     from replay.score import score_run
 
-    scores = score_run(read_run_log(runs), unjudged=unjudged)
+    data = read_run_log(runs)
+    try:
+        scores = score_run(data, unjudged=unjudged)
+    except RunLogError as exc:
+        raise RunLogError(f"{runs}: {exc}") from None
+    # Which run log these scores are of, and how much of it they read.
+    scores["run_log"] = {"path": str(runs.resolve()), "headers": len(data.headers), "trial_lines": len(data.lines)}
     paths = write_reports(scores, out_dir)
-    for line in completeness_lines(scores):
+    for line in summary_lines(scores):
         print(line, file=stdout)
     print(_headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths), file=stdout)
     return 0 if scores["complete"] else EXIT_INCOMPLETE
+
+
+def _check_beside(runs: Path, out_dir: Path) -> None:
+    """Refuse to write scores beside another run log: a folder's scores are always those of its own run log."""
+    from replay.errors import RunLogError
+
+    # The run log a folder's scores belong to (both replays name it so; a set-aside .old one is not it).
+    beside = out_dir / "runs.jsonl"
+    if beside.is_file() and runs.is_file() and not beside.samefile(runs):
+        raise RunLogError(f"{out_dir}: holds another run log ({beside}); scores of {runs} written there would sit "
+                          "beside a run they do not describe: use another --out")
 
 
 def _history(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -207,10 +229,15 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
     except ValueError as exc:
         raise ConfigError([f"replay history: {exc}"]) from None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    options = HistoryOptions(concurrency=args.concurrency or settings.model.concurrency, progress=progress)
+    options = HistoryOptions(concurrency=args.concurrency or settings.model.concurrency, progress=progress,
+                             fresh=args.fresh)
     summary, history = run_loop(run_history(settings=settings, source=args.source, out=args.out, options=options,
                                             since=since, until=until, zones=args.zone, feedback=args.feedback,
-                                            cache_path=args.cache))
+                                            cache_path=args.cache, since_text=args.since, until_text=args.until))
+    if options.set_aside is not None:
+        print(f"--fresh: the earlier run log was kept as {options.set_aside}", file=sys.stderr)
+    for note in options.notes:
+        print(note, file=sys.stderr)
     print(f"segments: {summary.ran} run now, {summary.already_done} already done; windows {summary.windows}; "
           f"model calls {summary.calls} ({summary.cached_calls} cached); tokens {summary.tokens}; "
           f"{summary.wall_s:.1f} s", file=sys.stderr)
@@ -226,7 +253,7 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
     from monitor.history.feedback import FeedbackEntry
     from replay.history import LABELS_FILE
     from replay.history_log import read_history_log
-    from replay.history_report import headline, write_history_reports
+    from replay.history_report import completeness_line, headline, write_history_reports
     from replay.history_score import score_history
 
     labels_file = runs.parent / LABELS_FILE
@@ -238,16 +265,19 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
         raise ConfigError([f"{labels_file}: not a labels snapshot of a history replay ({exc})"]) from None
     scores = score_history(read_history_log(runs), labels)
     paths = write_history_reports(scores, out_dir)
+    print(completeness_line(scores), file=stdout)
     print(headline(scores), file=stdout)
     print("wrote " + ", ".join(str(p) for p in paths[:3]), file=stdout)
-    return 0
+    return 0 if scores["complete"] else EXIT_INCOMPLETE
 
 
 def _headline(scores: dict[str, Any]) -> str:
     from replay.report import pct_ci
 
     judge = scores["judge"]
-    label = " (APPROXIMATE offline judge)" if judge.get("approximate") else f" (judge {judge.get('model')})"
+    label = f" (judge {judge.get('model')})"
+    if judge.get("approximate"):
+        label = " (APPROXIMATE offline judge" + (": risk only, reason not assessed)" if judge.get("criteria") else ")")
     text = (f"{scores['protocol']}: accuracy {pct_ci(scores, 'accuracy')}, potential {pct_ci(scores, 'potential')}, "
             f"robustness {pct_ci(scores, 'robustness')} over {scores['n_samples']} samples / "
             f"{scores['n_trials']} trials{label}")
@@ -292,14 +322,17 @@ def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout:
                  cache: Path | None = None, judge_cache: Path | None = None) -> int:
     """Run the replay the options describe with `settings` into `out_dir`, then score it."""
     from monitor.core.aio import run_loop
-    from replay.preset import resolve
+    from replay.preset import check_strategy, judge_note, resolve
     from replay.runner import RUNS_FILE, JudgeSpec, ReplayOptions, run_pasbench
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     resolved = resolve(preset=args.preset or "none", protocol=args.protocol, trials=args.trials,
-                       image_input=args.image_input)
+                       image_input=args.image_input, judge_endpoint=bool(args.judge_base_url),
+                       safe_controls=args.safe_controls)
+    check_strategy(args.preset or "none", settings.assessment)
     for note in resolved.notes:
         print(note, file=sys.stderr)
+    print(judge_note(resolved.judge_rule, endpoint=args.judge_base_url, model=args.judge_model), file=sys.stderr)
     if resolved.temperature is not None:
         settings = settings.model_copy(
             update={"model": settings.model.model_copy(update={"temperature": resolved.temperature})})
@@ -342,7 +375,9 @@ def _compare(runs: Sequence[Path], out_file: Path | None, stdout: TextIO) -> int
 
 def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     """Run the replay once per value into OUT/NAME=V/ (shared caches), compare, recommend."""
+    from replay.appendfile import private_folder, write_private
     from replay.compare import load_scores, write_compare
+    from replay.preset import check_strategy
     from replay.runner import CACHE_FILE, JUDGE_CACHE_FILE
     from replay.tune import (
         COMPARE_FILE,
@@ -357,8 +392,14 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
     param = parse_param(args.param)
     settings = _settings(args.config)
     applied = [apply_param(settings.assessment, param.name, value) for value in param.values]  # validate all first
+    for setting in applied:
+        check_strategy(args.preset or "none", setting.assessment)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    private_folder(out)
+    # The sweep's comparison and recommendation are written from its runs at the end: none from an
+    # earlier sweep may sit beside runs that are about to change (an interrupted sweep leaves none).
+    for stale in (out / COMPARE_FILE, (out / COMPARE_FILE).with_suffix(".html"), out / RECOMMENDED_FILE):
+        stale.unlink(missing_ok=True)
     candidates: list[Candidate] = []
     worst = 0
     for index, setting in enumerate(applied):
@@ -385,7 +426,7 @@ def _tune(args: argparse.Namespace, stdout: TextIO) -> int:
         f"{args.max_false_alarm:g}): {param.name}={chosen.value}, strategy {chosen.label}.",
         "Merge this [assessment] section into your monitor config (replace the one there, if any).",
     ])
-    recommended.write_text(text, encoding="utf-8")
+    write_private(recommended, text)
     print(f"wrote {recommended}:", file=stdout)
     print(text, file=stdout, end="")
     return worst
@@ -433,7 +474,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     add_replay_parser(commands)
     args = parser.parse_args(["replay", *(argv if argv is not None else sys.argv[1:])])
-    return run_replay(args)
+    try:
+        code = run_replay(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then seen below
+        return code
+    except BrokenPipeError:  # `python -m replay.cli compare ... | head`: the reader is gone, end quietly
+        from monitor.core.pipes import reader_gone
+
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import write_private
 from replay.errors import ReplayError
-from replay.report import number, pct, pct_ci
+from replay.report import html_page, markdown_to_html, number, pct, pct_ci
 
 SCORES_FILE = "scores.json"
 
@@ -97,6 +97,14 @@ def _false_alarms(scores: dict[str, Any]) -> str:
     return f"{pct_ci(alarms, 'rate')} ({alarms.get('n_false_alarms', 0)}/{alarms.get('n_trials', 0)})"
 
 
+def _verdict(scores: dict[str, Any]) -> str:
+    block = scores.get("discrimination_verdict")
+    if not block:
+        return "not recorded"
+    return (f"{block.get('verdict')}: {pct_ci(block, 'risk_stream_alert_rate')} vs "
+            f"{pct_ci(block, 'safe_stream_alert_rate')}")
+
+
 def _complete(scores: dict[str, Any]) -> str:
     whole = scores.get("completeness")
     if whole is None:
@@ -114,6 +122,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("Potential [95% CI]", lambda s: pct_ci(s, "potential")),
     ("Robustness [95% CI]", lambda s: pct_ci(s, "robustness")),
     ("false alarms, safe controls [95% CI]", _false_alarms),
+    ("alerts depend on danger (risk vs safe streams)", _verdict),
     ("calls per sample", lambda s: number(s.get("calls_per_sample"))),
     ("tokens per sample", lambda s: number(s.get("tokens_per_sample"), 1)),
     ("stream: warned before last entry", lambda s: _stream(s, "warned_before_last")),
@@ -147,6 +156,7 @@ def _agreement(scores: dict[str, Any]) -> str:
 
 
 HISTORY_ROWS: tuple[tuple[str, Any], ...] = (
+    ("complete", _complete),
     ("strategy", _strategy),
     ("model", _model),
     ("history windows", lambda s: str(s.get("n_windows", "n/a"))),
@@ -203,7 +213,8 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
                   "Runs over different histories or ranges are not comparable.", ""]
     approximate = [run.name for run in runs if (run.scores.get("judge") or {}).get("approximate")]
     if approximate:
-        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)}.", ""]
+        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)} (it grades the risk only; the reason "
+                  "criterion is not assessed).", ""]
     judges = {json.dumps(run.scores.get("judge", {}).get("model")) for run in runs}
     protocols = {json.dumps(run.scores.get("protocol")) for run in runs}
     if len(judges) > 1 or len(protocols) > 1:
@@ -212,29 +223,13 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
 
 
 def render_compare_html(runs: Sequence[ScoredRun], *, title: str = "Strategies side by side") -> str:
-    header, rows = compare_rows(runs)
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-</style></head><body>
-<h1>{escape(title)}</h1>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Calls and tokens are per risk-sample trial, cached calls included. False alarms are trials with any
-alert on the safe control logs.</p>
-</body></html>
-"""
+    """The same comparison as `render_compare_markdown`, every line of it, as a page in the reports' style."""
+    return html_page(title, markdown_to_html(render_compare_markdown(runs, title=title).split("\n")))
 
 
 def write_compare(runs: Sequence[ScoredRun], out: Path, *, title: str = "Strategies side by side") -> list[Path]:
     """Write the comparison as Markdown at `out` and as HTML next to it; return both paths."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_compare_markdown(runs, title=title), encoding="utf-8")
+    write_private(out, render_compare_markdown(runs, title=title))
     html = out.with_suffix(".html")
-    html.write_text(render_compare_html(runs, title=title), encoding="utf-8")
+    write_private(html, render_compare_html(runs, title=title))
     return [out, html]

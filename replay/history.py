@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +40,22 @@ from monitor.core.text import shorten
 from monitor.history.context import select_notes
 from monitor.history.feedback import FeedbackEntry
 from monitor.history.record import WindowRecord
+from monitor.history.times import utc_label
 from monitor.observer import Settled
 from monitor.pipeline import Pipeline
 from monitor.settings import Settings
 from monitor.stats import Stats
 from monitor.windows import Window, WindowSettings
+from replay.appendfile import write_private
 from replay.cache import CachingBackend, ResponseCache
-from replay.errors import RunLogError
+from replay.errors import ReplayError, RunLogError
+from replay.fingerprint import HISTORY_SECTIONS, key_differences, settings_differences, settings_fingerprint
 from replay.history_log import HistoryHeader, HistoryLogWriter, SegmentRecord, SegmentStatus, read_history_log
 from replay.history_source import (
     History,
     Replayed,
     Segment,
+    feedback_candidates,
     load_history,
     load_labels,
     observation_key,
@@ -59,7 +63,8 @@ from replay.history_source import (
     segments,
 )
 from replay.progress import progress_bar
-from replay.runner import model_identity
+from replay.report import remove_reports
+from replay.runner import model_identity, set_aside
 from replay.streams import TrialRecorder
 from sensors.types import Emit, InputHealth
 
@@ -147,12 +152,16 @@ class HistoryStream:
 # --------------------------------------------------------------------------- the runner
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HistoryOptions:
-    """How to replay a history: concurrency (segments at once) and the progress bar."""
+    """How to replay a history: concurrency (segments at once), the progress bar, --fresh; and what the
+    run had to say before it started (`set_aside`: where --fresh put the earlier run log; `notes`)."""
 
     concurrency: int = 2
     progress: bool = False
+    fresh: bool = False
+    set_aside: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +207,7 @@ class HistoryRunner:
         header.resumed = bool(existing.headers)
         for previous in existing.headers:
             _check_compatible(previous, header, path)
+        remove_reports(self.out)  # re-written from the run log at the end; none from before may sit beside it
         self._writer = HistoryLogWriter(path)
         self._writer.append(header)
         planned = segments(self.history.records)
@@ -369,12 +379,46 @@ def _usage(backend: CachingBackend) -> dict[str, Any]:
             "model_latency_s": round(sum(c.model_latency_s for c in fresh), 4)}
 
 
+_RESTART = "resume with the same options and config, start over with --fresh, or use another --out"
+
+
 def _check_compatible(previous: HistoryHeader, current: HistoryHeader, path: Path) -> None:
     for name in ("source", "since", "until", "zones", "model", "strategy", "alerts"):
         old, new = getattr(previous, name), getattr(current, name)
+        if old != new and isinstance(old, dict) and isinstance(new, dict):
+            raise RunLogError(f"{path}: holds a replay with a different {name}; "
+                              + "; ".join(key_differences(name, old, new)) + f". {_RESTART}")
         if old != new:
-            raise RunLogError(f"{path}: holds a replay with a different {name} ({shorten(old, 120)} vs now "
-                              f"{shorten(new, 120)}); resume with the same options, or use another --out")
+            raise RunLogError(f"{path}: holds a replay with a different {name} ({_shown(name, old)} there, "
+                              f"{_shown(name, new)} now); {_RESTART}")
+    if not previous.settings:
+        raise RunLogError(f"{path}: was written before run logs recorded every setting of the pipeline, so it "
+                          f"cannot be resumed safely; {_RESTART}")
+    changes = settings_differences(previous.settings, current.settings)
+    if changes:
+        raise RunLogError(f"{path}: holds a replay under other settings; " + "; ".join(changes) + f". {_RESTART}")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A header value as a message shows it: times as dates, never as seconds since the epoch."""
+    if name in ("since", "until"):
+        return "not set" if value is None else utc_label(float(value))
+    return shorten(value, 300)
+
+
+def resolved_window(existing: Sequence[HistoryHeader], *, since: float | None, until: float | None,
+                    since_text: str | None, until_text: str | None) -> tuple[float | None, float | None]:
+    """The --since / --until to use: those the run log resolved, when it was started with the same text.
+
+    `--since 7d` means seven days before the run started, not before each resume: the window is fixed
+    once, stored in the header, and a re-run of the same command resumes it.
+    """
+    first = existing[0] if existing else None
+    if first is not None and since_text is not None and first.since_text == since_text:
+        since = first.since
+    if first is not None and until_text is not None and first.until_text == until_text:
+        until = first.until
+    return since, until
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -383,29 +427,58 @@ def _check_compatible(previous: HistoryHeader, current: HistoryHeader, path: Pat
 def _prepare(source: Path, out: Path, since: float | None, until: float | None, zones: Sequence[str],
              feedback: Path | None) -> tuple[History, list[FeedbackEntry]]:
     """Read the history and the labels (blocking); snapshot the labels into OUT/labels.json."""
+    if feedback is not None and not feedback.is_file():
+        raise ReplayError(f"{feedback}: no feedback store there (--feedback names the feedback.sqlite3 of a "
+                          "state dir)")
     history = load_history(source, since=since, until=until, zones=zones)
     for problem in history.problems:
         log.error("history line not replayed", problem=problem)
     labels = load_labels(feedback or history.feedback)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LABELS_FILE).write_text(json.dumps([entry.to_json() for entry in labels], indent=1) + "\n",
-                                   encoding="utf-8")
+    write_private(out / LABELS_FILE, json.dumps([entry.to_json() for entry in labels], indent=1) + "\n")
     return history, labels
+
+
+def feedback_note(source: Path, history: History, feedback: Path | None, labels: int) -> str | None:
+    """What a run says when it has no feedback store: where it looked, and that there are no labels."""
+    if feedback is not None or history.feedback is not None:
+        return None
+    looked = " or ".join(str(p) for p in feedback_candidates(source))
+    return (f"no feedback store found at {looked}; labels: {labels} (agreement and cost only, no labelled "
+            "measures; --feedback FILE names another)")
 
 
 async def run_history(*, settings: Settings, source: Path, out: Path, options: HistoryOptions,
                       since: float | None = None, until: float | None = None, zones: Sequence[str] = (),
-                      feedback: Path | None = None, cache_path: Path | None = None) -> tuple[HistorySummary, History]:
-    """Read the history and its labels, start the candidate's backend, and replay every pending segment."""
+                      feedback: Path | None = None, cache_path: Path | None = None,
+                      since_text: str | None = None, until_text: str | None = None) -> tuple[HistorySummary, History]:
+    """Read the history and its labels, start the candidate's backend, and replay every pending segment.
+
+    `since_text` / `until_text` are the options as typed: with the same text as the run log's first
+    header, the window it resolved then is used (a relative `7d` does not move on resume).
+    """
     from monitor.backends import create_backend
 
-    history, labels = await asyncio.to_thread(_prepare, source, out, since, until, zones, feedback)
+    path = out / RUNS_FILE
+    if options.fresh:
+        options.set_aside = set_aside(path)
+        remove_reports(out)
+    existing = read_history_log(path, missing_ok=True).headers
+    since, until = resolved_window(existing, since=since, until=until, since_text=since_text, until_text=until_text)
     header = HistoryHeader(
-        source=str(source), since=since, until=until, zones=list(zones), model=model_identity(settings.model),
+        source=str(source), since=since, until=until, since_text=since_text, until_text=until_text,
+        zones=list(zones), model=model_identity(settings.model),
         strategy=settings.assessment.recorded(), strategy_label=settings.assessment.label,
-        alerts=settings.alerts.model_dump(mode="json"), planned=[s.id for s in segments(history.records)],
-        labels=len(labels), problems=history.problems, started_at=round(time.time(), 3),
-        notes=[] if labels else ["no feedback store found: agreement and cost only, no labelled measures"])
+        alerts=settings.alerts.model_dump(mode="json"), settings=settings_fingerprint(settings, HISTORY_SECTIONS),
+        started_at=round(time.time(), 3))
+    for previous in existing:  # before the labels snapshot beside the run log is replaced
+        _check_compatible(previous, header, path)
+    history, labels = await asyncio.to_thread(_prepare, source, out, since, until, zones, feedback)
+    missing_store = feedback_note(source, history, feedback, len(labels))
+    if missing_store is not None:
+        options.notes.append(missing_store)
+    header = header.model_copy(update={"planned": [s.id for s in segments(history.records)], "labels": len(labels),
+                                       "problems": history.problems,
+                                       "notes": [missing_store] if missing_store else []})
     backend = create_backend(settings.model.model_copy(update={"concurrency": options.concurrency}))
     await backend.start()
     try:

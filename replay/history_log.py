@@ -22,6 +22,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from replay.appendfile import AppendFile
 from replay.errors import RunLogError
 from replay.runlog import latest_per_key, read_log_lines
 
@@ -44,11 +45,18 @@ class HistoryHeader(_Record):
     source: str
     since: float | None = None
     until: float | None = None
+    # --since / --until as typed (`7d`): a re-run with the same text resumes the window resolved
+    # the first time, instead of a window that moved with the clock.
+    since_text: str | None = None
+    until_text: str | None = None
     zones: list[str] = []
     model: dict[str, Any]
     strategy: dict[str, Any] = {}
     strategy_label: str = ""
     alerts: dict[str, Any] = {}
+    # Every setting that reaches the pipeline (replay.fingerprint.settings_fingerprint with [[zones]]);
+    # empty in run logs written before it was recorded, which therefore cannot be resumed.
+    settings: dict[str, Any] = {}
     planned: list[str] = []
     labels: int = 0
     problems: list[str] = []
@@ -137,14 +145,13 @@ class HistoryLogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
                 log.warning("dropping a torn last line of the run log", path=str(path))
                 with path.open("r+b") as handle:
                     handle.truncate(data.rfind(b"\n") + 1)
+        self._file = AppendFile(path)  # 0600 in a 0700 folder: it quotes the home's observations
 
     def append(self, record: Record) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(record.model_dump_json() + "\n")
+        self._file.append(record.model_dump_json())

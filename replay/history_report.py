@@ -8,11 +8,23 @@ written to ``OUT/plots/`` so a page can show them.
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import write_private
 from replay.history_score import LATENCY_EDGES, SIDES
-from replay.report import bar_chart, histogram, html_page, markdown_to_html, md_table, number, pct, write_report_files
+from replay.report import (
+    PLOTS_DIR,
+    bar_chart,
+    histogram,
+    html_page,
+    markdown_to_html,
+    md_table,
+    number,
+    pct,
+    write_report_files,
+)
 
 DISAGREEMENTS_IN_REPORT = 50
 _MEASURES = (("helpful", "helpful alerts kept"), ("false_alarm", "false alarms avoided"),
@@ -23,13 +35,23 @@ def write_history_reports(scores: dict[str, Any], out: Path) -> list[Path]:
     """Write scores.json, report.md, report.html and plots/*.svg into `out`; return the paths."""
     plots = plot_files(scores)  # drawn once: on the page and as files
     paths = write_report_files(scores, out, markdown=render_markdown(scores), html=render_html(scores, plots))
-    folder = out / "plots"
-    folder.mkdir(exist_ok=True)
+    folder = out / PLOTS_DIR
     for name, svg in plots.items():
         path = folder / f"{name}.svg"
-        path.write_text(svg + "\n", encoding="utf-8")
+        write_private(path, svg + "\n")
         paths.append(path)
     return paths
+
+
+def completeness_line(scores: dict[str, Any]) -> str:
+    """The first line of every summary: whether the replay covers every planned segment and history line."""
+    whole = scores.get("completeness")
+    if whole is None:
+        return "completeness not recorded (scores from an older version)"
+    if whole["complete"]:
+        return f"COMPLETE: all {scores['coverage']['segments']} planned segments replayed"
+    return ("INCOMPLETE: " + "; ".join(whole["reasons"]) + ". The measures cover only what was replayed: run the "
+            "same command again to finish")
 
 
 def headline(scores: dict[str, Any]) -> str:
@@ -59,13 +81,15 @@ def _cell(text: Any) -> str:
 
 def render_markdown(scores: dict[str, Any]) -> str:
     model = scores.get("model") or {}
-    lines = ["# Replay of the home's history", "",
+    lines = ["# Replay of the home's history", "", f"**{completeness_line(scores)}**", "",
              f"- History: `{scores.get('source')}`" + _range(scores),
              f"- Candidate: `{model.get('model', '?')}` via {model.get('backend', '?')}, strategy "
              f"`{scores.get('strategy_label') or '?'}`",
              "- Recorded: " + (", ".join(f"`{k}` ({v} windows)" for k, v in scores["recorded_models"].items())
                                or "nothing replayed"),
-             f"- Windows replayed: {scores['n_windows']}; feedback labels: {scores['n_labels']}", ""]
+             f"- Windows replayed: {scores['n_windows']}; feedback labels: {scores['n_labels']}"
+             + "".join(f" ({note})" for note in scores.get("notes", []) if note.startswith("no feedback store")),
+             ""]
     lines += ["## Headline", "", *md_table(["measure", "recorded", "candidate"], _headline_rows(scores)), ""]
     lines += _labels_md(scores) + _agreement_md(scores) + _cost_md(scores) + _zones_md(scores)
     lines += _disagreements_md(scores) + _coverage_md(scores)
@@ -268,7 +292,12 @@ def latency_plot(scores: dict[str, Any]) -> str | None:
 
 
 def render_html(scores: dict[str, Any], plots: dict[str, str]) -> str:
-    """The report page, showing `plots` (from `plot_files`)."""
+    """The report page, showing `plots` (from `plot_files`) under the headline, before the details
+    (a long list of disagreeing windows would otherwise push them out of sight)."""
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots.values())
-    body = markdown_to_html(render_markdown(scores).split("\n"))
-    return html_page("Replay of the home's history", f"{body}\n<h2>Plots</h2>\n{figures}")
+    lines = render_markdown(scores).split("\n")
+    start = lines.index("## Headline")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    head, rest = markdown_to_html(lines[:end]), markdown_to_html(lines[end:])
+    banner = "" if scores.get("complete", True) else f"<p class='banner'>{escape(completeness_line(scores))}</p>\n"
+    return html_page("Replay of the home's history", f"{banner}{head}\n<h2>Plots</h2>\n{figures}\n{rest}")

@@ -284,10 +284,24 @@ def coverage(run: HistoryRun, results: Sequence[WindowResult]) -> dict[str, Any]
     }
 
 
+def completeness(covered: dict[str, Any]) -> dict[str, Any]:
+    """Whether every planned segment was replayed and every history line read; what is missing if not."""
+    reasons = []
+    for key, text in (("segments_not_run", "segments not run"), ("segments_failed", "segments failed")):
+        if covered[key]:
+            reasons.append(f"{len(covered[key])} {text} ({', '.join(covered[key][:5])}"
+                           + (f" and {len(covered[key]) - 5} more" if len(covered[key]) > 5 else "") + ")")
+    if covered["problems"]:
+        reasons.append(f"{len(covered['problems'])} lines of the history could not be read (see Coverage)")
+    return {"complete": not reasons, "reasons": reasons}
+
+
 def score_history(run: HistoryRun, labels: Sequence[FeedbackEntry]) -> dict[str, Any]:
-    """scores.json of a history replay."""
+    """scores.json of a history replay: completeness first."""
     header = run.headers[-1] if run.headers else None
     results = window_results(run.segments)
+    covered = coverage(run, results)
+    whole = completeness(covered)
     replayed = [r for r in results if "candidate" in r.data]
     found = disagreements(replayed, labels)
     recorded_models = Counter(f"{r.side('recorded').get('model')} ({r.side('recorded').get('strategy')})"
@@ -297,6 +311,8 @@ def score_history(run: HistoryRun, labels: Sequence[FeedbackEntry]) -> dict[str,
         for key in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "spent_tokens"):
             usage[key] += int(segment.usage.get(key, 0))
     return {
+        "complete": whole["complete"],
+        "completeness": whole,
         "benchmark": "history",
         "source": header.source if header else "",
         "since": header.since if header else None,
@@ -314,7 +330,7 @@ def score_history(run: HistoryRun, labels: Sequence[FeedbackEntry]) -> dict[str,
         "cost": cost(replayed),
         "usage": dict(sorted(usage.items())),
         "by_zone": by_zone(replayed),
-        "coverage": coverage(run, results),
+        "coverage": covered,
         "n_disagreements": len(found),
         "disagreements": found[:DISAGREEMENTS_IN_SCORES],
         "notes": list(dict.fromkeys(note for h in run.headers for note in h.notes)),

@@ -53,15 +53,22 @@ class History:
             return None
 
 
+def feedback_candidates(path: Path) -> list[Path]:
+    """Where the feedback store of the history at `path` is looked for, in order."""
+    if path.is_file():
+        return [path.parent.parent / FEEDBACK_FILE]
+    folder = path / HISTORY_DIR if (path / HISTORY_DIR).is_dir() else path
+    return list(dict.fromkeys((path / FEEDBACK_FILE, folder.parent / FEEDBACK_FILE)))
+
+
 def locate(path: Path) -> tuple[list[Path], Path | None, Path | None]:
     """The history files at `path` (a state dir, a history folder or one file), their folder, the feedback store."""
+    store = next((p for p in feedback_candidates(path) if p.is_file()), None) if path.exists() else None
     if path.is_file():
-        beside = path.parent.parent / FEEDBACK_FILE
-        return [path], path.parent, beside if beside.is_file() else None
+        return [path], path.parent, store
     if not path.is_dir():
         raise ReplayError(f"{path}: no such file or folder (give a state dir, a history folder or a history file)")
     folder = path / HISTORY_DIR if (path / HISTORY_DIR).is_dir() else path
-    store = next((p for p in (path / FEEDBACK_FILE, folder.parent / FEEDBACK_FILE) if p.is_file()), None)
     files = sorted(p for p in folder.iterdir() if DAY_FILE.match(p.name))
     if not files:
         raise ReplayError(f"{folder}: no history files (YYYY-MM-DD.jsonl); is history.enabled on in the "

@@ -8,12 +8,17 @@ distribution of correct trials per sample, and where in the stream the first war
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from replay.appendfile import private_folder, write_private
+
+REPORT_FILES = ("scores.json", "report.md", "report.html")
+PLOTS_DIR = "plots"
 COLORS = ("#3b6fb6", "#e08a2c", "#4c9a5b", "#b64a3b")
 METRICS = (("accuracy", "Accuracy"), ("potential", "Potential"), ("robustness", "Robustness"))
 
@@ -24,13 +29,30 @@ def write_reports(scores: dict[str, Any], out: Path) -> list[Path]:
 
 
 def write_report_files(scores: dict[str, Any], out: Path, *, markdown: str, html: str) -> list[Path]:
-    """Write `scores` as scores.json and the rendered reports as report.md and report.html into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "scores.json", out / "report.md", out / "report.html"]
-    paths[0].write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown, encoding="utf-8")
-    paths[2].write_text(html, encoding="utf-8")
+    """Write `scores` as scores.json and the rendered reports as report.md and report.html into `out` (0600)."""
+    private_folder(out)
+    paths = [out / name for name in REPORT_FILES]
+    write_private(paths[0], json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    write_private(paths[1], markdown)
+    write_private(paths[2], html)
     return paths
+
+
+def remove_reports(out: Path) -> list[Path]:
+    """Remove the scores, reports and plots in `out`: a run is about to change the run log they were made from.
+
+    They are only ever written from the run log beside them, at the end of a run; until then no
+    earlier COMPLETE may sit beside a run log that no longer holds what it counted.
+    """
+    stale = [out / name for name in REPORT_FILES] + sorted((out / PLOTS_DIR).glob("*.svg"))
+    removed = []
+    for path in stale:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -41,9 +63,12 @@ def pct(value: Any) -> str:
 
 
 def number(value: Any, digits: int = 2) -> str:
+    """`value` to `digits` decimals, without trailing zeros after the point (750.0 -> "750", 0.50 -> "0.5")."""
     if value is None:
         return "n/a"
-    return f"{float(value):.{digits}f}".rstrip("0").rstrip(".")
+    text = f"{float(value):.{digits}f}"
+    # Only decimals are trimmed: "750" must not lose its zero (it showed 75 for a mean of 750.35).
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def pct_ci(block: dict[str, Any] | None, name: str) -> str:
@@ -61,15 +86,24 @@ def _judge_line(scores: dict[str, Any]) -> str:
         text += f", prompt {judge['prompt_version']}"
     if judge.get("approximate"):
         text = "**APPROXIMATE** " + text + " (embedding similarity, not an LLM judge: not comparable with the paper)"
-    return text + "; " + judge_error_rate(judge)
+    return text + "; " + judge_error_rate(judge) + criteria_note(judge)
+
+
+def criteria_note(judge: dict[str, Any]) -> str:
+    """What the judge checks of the paper's two criteria, where it does not check both."""
+    criteria = judge.get("criteria")
+    if not criteria:
+        return ""
+    return (f". It grades the risk only: risk {criteria.get('risk', '?')}; reason criterion "
+            f"{criteria.get('reason', '?')}")
 
 
 def judge_error_rate(judge: dict[str, Any]) -> str:
     """What is known of the judge's own error rate, in one sentence."""
     measured = judge.get("measured")
     if measured:
-        return (f"its error rate, measured as a classifier ({measured.get('how', '')}): precision "
-                f"{pct(measured.get('precision'))}, recall {pct(measured.get('recall'))}")
+        return (f"as a classifier it had precision {pct(measured.get('precision'))} and recall "
+                f"{pct(measured.get('recall'))} {measured.get('how', '')}")
     if judge.get("kind") == "llm":
         return ("its error rate was not measured by this project (the paper reports 94.5% agreement with "
                 "humans for its GPT-4.1 judge)")
@@ -117,6 +151,48 @@ def completeness_lines(scores: dict[str, Any]) -> list[str]:
     return lines
 
 
+BLIND_BANNER = "NO BETTER THAN CONTENT-BLIND on these controls: its alerts do not depend on danger"
+UNSHOWN_BANNER = "NOT SHOWN TO DISCRIMINATE on these controls"
+BANNERS = (BLIND_BANNER, UNSHOWN_BANNER)
+
+
+def discrimination_line(scores: dict[str, Any]) -> str | None:
+    """The discrimination verdict in one line: risk-stream alert rate against the safe streams' false alarms.
+
+    None for scores written before the verdict existed.
+    """
+    block = scores.get("discrimination_verdict")
+    if not block:
+        return None
+    risk, safe = pct_ci(block, "risk_stream_alert_rate"), pct_ci(block, "safe_stream_alert_rate")
+    rates = f"risk streams with an alert {risk} against safe streams with a false alarm {safe} (95% CI)"
+    verdict = block.get("verdict")
+    if verdict == "discriminates":
+        return f"Discrimination: {rates}: it alerts on risk streams clearly more often than on safe ones"
+    if verdict == "inverted":
+        return f"{BLIND_BANNER}, it alerts on safe streams MORE often: {rates}"
+    if verdict == "content-blind":
+        return f"{BLIND_BANNER}: {rates}; each rate lies inside the other's interval"
+    if verdict == "not clearly different":
+        return (f"{UNSHOWN_BANNER}: {rates}; the intervals overlap, so this run does not show that its alerts "
+                "depend on danger (more samples would tell)")
+    missing = "no safe controls in this run" if block.get("safe_stream_alert_rate") is None else "no risk stream scored"
+    return f"Discrimination: not measured ({missing}): whether its alerts depend on danger is unknown"
+
+
+def blind(scores: dict[str, Any]) -> bool:
+    """True when the run's alerts were not shown to depend on danger (the verdict's banner is due)."""
+    block = scores.get("discrimination_verdict") or {}
+    return block.get("verdict") in ("content-blind", "not clearly different", "inverted")
+
+
+def summary_lines(scores: dict[str, Any]) -> list[str]:
+    """The first lines of every summary and report: completeness, then the discrimination verdict."""
+    lines = completeness_lines(scores)
+    verdict = discrimination_line(scores)
+    return [lines[0], verdict, *lines[1:]] if verdict else lines
+
+
 def _model_line(scores: dict[str, Any]) -> str:
     model = scores.get("model") or {}
     return f"`{model.get('model', '?')}` via {model.get('backend', '?')}" + (
@@ -159,14 +235,23 @@ def position_histogram(positions: Sequence[float], bins: int = 10) -> tuple[list
 
 def render_markdown(scores: dict[str, Any]) -> str:
     lines = [f"# PaSBench replay: {scores.get('protocol')} protocol", ""]
-    lines += [f"**{line}**" if index == 0 else f"- {line}" for index, line in enumerate(completeness_lines(scores))]
+    lines += [f"**{line}**" if index == 0 or line.startswith(BANNERS) else f"- {line}"
+              for index, line in enumerate(summary_lines(scores))]
     lines += ["", f"- Model: {_model_line(scores)}", f"- Judge: {_judge_line(scores)}",
               f"- Strategy: `{scores.get('strategy_label') or 'not recorded'}`",
               f"- Trials per sample: {scores.get('trials_per_sample')}",
-              f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}", ""]
+              f"- Preset: {scores.get('preset', 'none')}; images sent as: {scores.get('image_input', 'frames')}"
+              + ("; the safe controls ran too (not in the paper; not in its three metrics)"
+                 if scores.get("preset") == "paper" and scores.get("false_alarms") else ""),
+              *([f"- Scored from: `{scores['run_log']['path']}` ({scores['run_log']['trial_lines']} trial lines)"]
+                if scores.get("run_log") else []), ""]
     lines += ["## Headline", ""]
     lines += md_table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
+    if (scores.get("judge") or {}).get("criteria"):
+        lines += ["Reason criterion (the paper's second): **not assessed**. The offline judge graded whether each "
+                  "warning names the reference's risk; whether its reason is sound was not checked, so these "
+                  "numbers count right acts, with any reason or none.", ""]
     lines += _coverage_md(scores)
     lines += ["## By modality", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
     lines += ["## By severity", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
@@ -271,6 +356,9 @@ def _discrimination_md(scores: dict[str, Any]) -> list[str]:
     lines += ["", f"How the baseline is computed: {block.get('method', '')} A monitor that reads discriminates "
               "when its risk streams are alerted more often, and its safe streams less often, than the blind "
               "model's.", ""]
+    verdict = scores.get("discrimination_verdict") or {}
+    if verdict:
+        lines += [f"Verdict: **{verdict.get('verdict')}**. {verdict.get('rule', '')}", ""]
     return lines
 
 
@@ -404,7 +492,9 @@ def markdown_to_html(lines: list[str]) -> str:
 
     for line in lines:
         if line.startswith("|"):
-            table.append([cell.strip() for cell in line.strip("|").split("|")])
+            # Cells are split on unescaped pipes; a `\|` inside a cell is a literal pipe.
+            cells = re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))
+            table.append([cell.strip().replace("\\|", "|") for cell in cells])
             continue
         flush_table()
         if line.startswith("### "):
@@ -455,7 +545,12 @@ def render_html(scores: dict[str, Any]) -> str:
         plots.append(timing)
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in plots)
     banner = "" if scores.get("complete", True) else f"<p class='banner'>{escape(completeness_lines(scores)[0])}</p>"
+    verdict = discrimination_line(scores)
+    if verdict and blind(scores):
+        banner += f"<p class='banner'>{escape(verdict)}</p>"
     if (scores.get("judge") or {}).get("approximate"):
         banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
-                   "Use an LLM judge for numbers comparable with the paper.</p>")
+                   + ("It grades the risk only; the reason criterion is not assessed. "
+                      if (scores.get("judge") or {}).get("criteria") else "")
+                   + "Use an LLM judge for numbers comparable with the paper.</p>")
     return html_page("PaSBench replay report", f"{banner}\n{markdown_to_html(markdown)}\n<h2>Plots</h2>\n{figures}")

@@ -26,7 +26,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from monitor.assess.settings import AssessmentSettings
-from replay.appendfile import AppendFile
+from replay.appendfile import AppendFile, private_folder
 from replay.errors import RunLogError
 
 Parsed = TypeVar("Parsed")
@@ -299,7 +299,7 @@ class RunLogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         self._repair_torn_end()
         self._file = AppendFile(path)
 

@@ -38,10 +38,11 @@ from monitor.stats import Stats
 from monitor.windows import WindowSettings
 from replay.cache import CachingBackend, ResponseCache
 from replay.errors import JudgeError, RunLogError
-from replay.fingerprint import differences, fingerprint
+from replay.fingerprint import differences, fingerprint, settings_fingerprint
 from replay.judge import NO_WARNING, Judge, Judgement, WarningText, judge_failure, no_warning_judgement
 from replay.pasbench import ModalityChoice, Release, Scenario, Skipped
 from replay.progress import progress_bar
+from replay.report import remove_reports
 from replay.runlog import (
     FirstAlert,
     JudgementRecord,
@@ -273,6 +274,9 @@ class ReplayRunner:
         header = self._header(scenarios, skipped, resumed=bool(existing.headers))
         for previous in existing.headers:
             _check_compatible(previous, header, self.runs_path)
+        # The scores and reports are re-written from the run log at the end: until then, none from
+        # before may sit beside it (a killed --fresh run left a COMPLETE beside 80 of 160 trials).
+        remove_reports(self.out)
         self._writer = writer = RunLogWriter(self.runs_path)
         writer.append(header)
         for sample in skipped:
@@ -318,7 +322,7 @@ class ReplayRunner:
             safe={k: v for k, v in records.items() if k.startswith("safe-")},
             modality=options.modality, limit=options.limit, protocol=options.protocol, trials=options.trials,
             pacing=pacing, preset=options.preset, image_input=options.image_input, model=self.identity,
-            judge=judge, strategy=self.strategy,
+            judge=judge, settings=settings_fingerprint(self.settings),
         )
         return RunHeader(
             protocol=options.protocol, modality=options.modality, trials=options.trials,
@@ -512,6 +516,10 @@ def set_aside(runs_path: Path) -> Path | None:
         return None
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target = runs_path.with_name(f"{runs_path.name}.{stamp}.old")
+    serial = 1
+    while target.exists():  # two --fresh runs within a second: a rename would replace the kept log
+        serial += 1
+        target = runs_path.with_name(f"{runs_path.name}.{stamp}-{serial}.old")
     runs_path.rename(target)
     return target
 

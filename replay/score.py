@@ -41,10 +41,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from replay.errors import RunLogError
 from replay.pasbench import SEVERITIES, UNKNOWN_SEVERITY
 from replay.runlog import RunData, RunHeader, TrialRecord
 
 UnjudgedPolicy = Literal["exclude", "incorrect"]
+NO_HEADER = ("no `run` header line: the header says which samples and how many trials the run was meant to "
+             "hold, so without it a sample cut out of the log cannot be told from one never planned; refusing to "
+             "score it (run the replay again, with --fresh or into another --out, for a log that says what it "
+             "holds)")
 BLIND_METHOD = (
     "A content-blind model warns on each assessed window with probability r, the pooled per-window alert "
     "rate of this run (risk and safe windows together), whatever the window holds. A trial of n windows "
@@ -284,6 +289,44 @@ def discrimination(samples: Sequence[SampleTally]) -> dict[str, Any] | None:
     return out
 
 
+VERDICT_RULE = (
+    "The monitor discriminates when the 95% interval of the share of risk streams with an alert lies wholly "
+    "above that of the share of safe streams with an alert (the false-alarm rate): the intervals do not "
+    "overlap. When each rate lies inside the other's interval, it alerts on safe streams about as often as on "
+    "risk streams: content-blind on these controls. Other overlapping intervals are 'not clearly different' "
+    "(the run does not show that its alerts depend on danger); a safe interval wholly above the risk one is "
+    "'inverted'. Non-overlap of two 95% intervals is stricter than a 5% test, so a small real difference on "
+    "few samples is reported as not clearly different."
+)
+
+
+def discrimination_verdict(samples: Sequence[SampleTally]) -> dict[str, Any]:
+    """Risk-stream alert rate against safe-stream false-alarm rate, with intervals, and what they show."""
+    rates: dict[str, Interval] = {}
+    for kind in ("risk", "safe"):
+        group = [s for s in samples if s.kind == kind and s.judged > 0]
+        rates[kind] = clustered([(s.warned, s.judged) for s in group])
+    risk, safe = rates["risk"], rates["safe"]
+    out: dict[str, Any] = {"rule": VERDICT_RULE}
+    _put(out, "risk_stream_alert_rate", risk)
+    _put(out, "safe_stream_alert_rate", safe)
+    if risk.value is None or safe.value is None or risk.low is None or safe.high is None:
+        out["verdict"] = "not measured"
+    elif risk.low > safe.high:
+        out["verdict"] = "discriminates"
+    elif safe.low is not None and risk.high is not None and safe.low > risk.high:
+        out["verdict"] = "inverted"
+    elif _inside(risk.value, safe) and _inside(safe.value, risk):
+        out["verdict"] = "content-blind"
+    else:
+        out["verdict"] = "not clearly different"
+    return out
+
+
+def _inside(value: float, interval: Interval) -> bool:
+    return interval.low is not None and interval.high is not None and interval.low <= value <= interval.high
+
+
 def false_alarm_metrics(samples: Sequence[SampleTally]) -> dict[str, Any] | None:
     """False alarms on the safe controls: any alert in a safe stream is one."""
     safe = [s for s in samples if s.kind == "safe" and s.judged > 0]
@@ -349,8 +392,13 @@ def _judges(data: RunData, trials: Sequence[TrialRecord]) -> dict[str, Any]:
     approximate = bool(declared.get("approximate")) or any(
         r.judgement.approximate for r in trials if r.judgement is not None
     )
-    return {**declared, "approximate": approximate, "judgements": dict(sorted(seen.items())),
-            "label": "APPROXIMATE (offline embedding judge)" if approximate else "LLM judge"}
+    out = {**declared, "approximate": approximate, "judgements": dict(sorted(seen.items())),
+           "label": "APPROXIMATE (offline embedding judge)" if approximate else "LLM judge"}
+    if declared.get("kind") == "offline" or any(key.startswith("offline:") for key in seen):
+        from replay.judge import OFFLINE_CRITERIA
+
+        out["criteria"] = dict(OFFLINE_CRITERIA)
+    return out
 
 
 def _coverage(data: RunData, samples: Sequence[SampleTally], trials_per_sample: int) -> dict[str, Any]:
@@ -420,24 +468,31 @@ def completeness(data: RunData, samples: Sequence[SampleTally], trials_per_sampl
 
 def score_run(data: RunData, *, unjudged: UnjudgedPolicy = "exclude") -> dict[str, Any]:
     """scores.json for a run log: completeness first, then the paper's metrics with intervals, breakdowns,
-    stream, discrimination and false-alarm measures."""
-    header = data.headers[-1] if data.headers else None
+    stream, discrimination and false-alarm measures.
+
+    A run log without a ``run`` header is refused (RunLogError): only the header says which samples
+    and how many trials the run was meant to hold, so without it a log with whole samples cut out
+    would score as complete.
+    """
+    if not data.headers:
+        raise RunLogError(NO_HEADER)
+    header = data.headers[-1]
     trials = sorted(data.trials, key=lambda r: (r.sample, r.trial))
     samples = tally(trials, unjudged=unjudged)
-    protocols = sorted({r.protocol for r in trials} | ({header.protocol} if header else set()))
-    trials_per_sample = header.trials if header else max((s.judged for s in samples), default=0)
+    protocols = sorted({r.protocol for r in trials} | {header.protocol})
+    trials_per_sample = header.trials
     risk = [s for s in samples if s.kind == "risk"]
     whole = completeness(data, samples, trials_per_sample, unjudged)
     scores: dict[str, Any] = {
         "complete": whole["complete"],
         "completeness": whole,
-        "benchmark": header.benchmark if header else "pasbench",
+        "benchmark": header.benchmark,
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
-        "preset": header.fingerprint.get("preset", "none") if header else "none",
-        "image_input": header.fingerprint.get("image_input", "frames") if header else "frames",
+        "preset": header.fingerprint.get("preset", "none"),
+        "image_input": header.fingerprint.get("image_input", "frames"),
         "judge": _judges(data, trials),
-        "model": header.model if header else {},
-        "strategy": header.strategy if header else {},
+        "model": header.model,
+        "strategy": header.strategy,
         "strategy_label": _strategy_label(header, trials),
         "trials_per_sample": trials_per_sample,
         "unjudged_policy": unjudged,
@@ -450,6 +505,7 @@ def score_run(data: RunData, *, unjudged: UnjudgedPolicy = "exclude") -> dict[st
         "stream": stream_metrics(risk) if "stream" in protocols else None,
         "false_alarms": false_alarm_metrics(samples),
         "discrimination": discrimination(samples),
+        "discrimination_verdict": discrimination_verdict(samples),
         "coverage": _coverage(data, samples, trials_per_sample),
         "usage": _usage(data),
         "ci_method": CI_METHOD,
@@ -460,8 +516,8 @@ def score_run(data: RunData, *, unjudged: UnjudgedPolicy = "exclude") -> dict[st
     return scores
 
 
-def _strategy_label(header: RunHeader | None, trials: Sequence[TrialRecord]) -> str:
-    if header is not None and header.strategy_label:
+def _strategy_label(header: RunHeader, trials: Sequence[TrialRecord]) -> str:
+    if header.strategy_label:
         return header.strategy_label
     labels = sorted({r.strategy for r in trials if r.strategy})
     return ", ".join(labels)

@@ -140,13 +140,21 @@ def recommend(candidates: Sequence[Candidate], *, max_false_alarm: float) -> Rec
     """Highest Robustness among settings whose false-alarm rate is within the budget.
 
     Ties go to fewer calls per sample, then to the earlier value. A run without safe
-    controls has no false-alarm rate and cannot be shown to fit the budget.
+    controls has no false-alarm rate and cannot be shown to fit the budget; an incomplete
+    run's numbers are not the setting's, and a setting whose alerts are shown not to depend
+    on danger (content-blind, or inverted) is no recommendation: none of them is eligible.
     """
     fitting: list[tuple[int, Candidate]] = []
     lines: list[str] = []
     for index, candidate in enumerate(candidates):
         rate = candidate.run.false_alarm_rate
-        if rate is None:
+        verdict = (candidate.run.scores.get("discrimination_verdict") or {}).get("verdict")
+        if candidate.run.scores.get("complete") is False:
+            lines.append(f"{candidate.value}: INCOMPLETE run (run the same command again to finish it); not eligible")
+        elif verdict in ("content-blind", "inverted"):
+            lines.append(f"{candidate.value}: its alerts do not depend on danger on these controls ({verdict}); "
+                         "not eligible")
+        elif rate is None:
             lines.append(f"{candidate.value}: no false-alarm rate (no safe controls scored); not eligible")
         elif rate > max_false_alarm + 1e-12:
             lines.append(f"{candidate.value}: false alarms {100 * rate:.1f}% exceed the budget "

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -352,3 +354,202 @@ def test_score_again_from_the_run_log_alone(state: Path, tmp_path: Path) -> None
                    str(START + 5 * DAY), "--zone", "kitchen")
     assert since == 0 and {z for z in scores(tmp_path / "since")["by_zone"]} == {"kitchen"}
     assert scores(tmp_path / "since")["labels"]["false_alarm"]["n"] == 2  # Saturday's and Sunday's hob
+
+
+# --------------------------------------------------------------------------- issue 24: round two
+
+
+def test_a_relative_since_resumes_the_window_it_resolved_first_and_fresh_starts_over(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--since 3650d` run again later is the same window (stored once), not one that moved with the clock;
+    another window is refused with dates, never epoch seconds; --fresh sets the old run log aside."""
+    config, out = candidate_config(tmp_path, CANDIDATE_CALM_HOB), tmp_path / "out"
+    assert replay(state, config, out, "--since", "3650d") == 0
+    time.sleep(0.05)  # the clock has moved: a re-resolved `3650d` would be another window
+    assert replay(state, config, out, "--since", "3650d") == 0
+    headers = read_history_log(out / "runs.jsonl").headers
+    assert [h.resumed for h in headers] == [False, True]
+    assert headers[1].since == headers[0].since and headers[0].since_text == "3650d"
+    capsys.readouterr()
+    assert replay(state, config, out, "--since", "3000d") == 1
+    err = capsys.readouterr().err
+    assert "holds a replay with a different since (" in err and " UTC there, " in err and "--fresh" in err
+    assert not re.search(r"\d{9,}\.\d", err), err  # dates, not seconds since the epoch
+    assert replay(state, config, out, "--since", "3000d", "--fresh") == 0
+    assert "--fresh: the earlier run log was kept as" in capsys.readouterr().err
+    assert len(list(out.glob("runs.jsonl.*.old"))) == 1
+    assert [h.since_text for h in read_history_log(out / "runs.jsonl").headers] == ["3000d"]
+
+
+def test_a_missing_feedback_store_is_said(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path in state.glob("feedback.sqlite3*"):
+        path.unlink()
+    config = candidate_config(tmp_path, CANDIDATE_CALM_HOB)
+    assert replay(state, config, tmp_path / "out") == 0
+    said = f"no feedback store found at {state / 'feedback.sqlite3'}; labels: 0"
+    assert said in capsys.readouterr().err
+    assert said in (tmp_path / "out" / "report.md").read_text().splitlines()[7]  # beside the label count
+    assert replay(state, config, tmp_path / "other", "--feedback", str(tmp_path / "nowhere.sqlite3")) == 1
+    assert f"{tmp_path / 'nowhere.sqlite3'}: no feedback store there" in capsys.readouterr().err
+
+
+def _private(out: Path) -> list[str]:
+    """Every file under `out` that is not 0600 and every folder that is not 0700."""
+    wrong = [] if out.stat().st_mode & 0o777 == 0o700 else [f"{out} {oct(out.stat().st_mode & 0o777)}"]
+    for path in out.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        if mode != (0o700 if path.is_dir() else 0o600):
+            wrong.append(f"{path} {oct(mode)}")
+    return wrong
+
+
+def test_history_replay_outputs_are_private_and_their_html_shows_the_plots_under_the_headline(
+        state: Path, tmp_path: Path) -> None:
+    label_all(state)
+    old = os.umask(0o022)  # what a shell gives: the replay must not rely on the daemon's umask
+    try:
+        out = tmp_path / "out"
+        assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+        assert replay(state, candidate_config(tmp_path, CANDIDATE_WET_FLOOR, name="wet"), tmp_path / "wet") == 0
+        compared = tmp_path / "cmp" / "compare.md"
+        assert replay_main(["compare", str(out), str(tmp_path / "wet"), "--out", str(compared)]) == 0
+    finally:
+        os.umask(old)
+    assert _private(out) == [] and _private(tmp_path / "cmp") == []
+    html = (out / "report.html").read_text()
+    assert html.index("<h2>Headline</h2>") < html.index("<h2>Plots</h2>") < html.index("Windows where they disagree")
+    # compare.html says what compare.md says: the Runs line, and no PaSBench footnote for history runs.
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Runs: <code>out</code> = " in page and "History runs (<code>monitor replay history</code>)" in page
+    assert "risk-sample trial" not in page and "safe control logs" not in page
+    assert "| complete | yes | yes |" in compared.read_text()
+
+
+def _cells(table_lines: list[str]) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table_lines[2:]]
+
+
+def _table(markdown: str, header_start: str) -> list[list[str]]:
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return _cells(lines[start:end])
+
+
+def _html_rows(html: str) -> list[list[str]]:
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html) if "<td>" in row]
+
+
+def _close(shown: str, value: float, digits: int) -> bool:
+    return abs(float(shown) - value) <= 0.5 * 10 ** -digits + 1e-9
+
+
+def test_every_figure_of_both_history_reports_matches_a_recomputation_from_the_run_log(
+        state: Path, tmp_path: Path) -> None:
+    """Cost per window, windows warned on, alerts and the zone table, recomputed from runs.jsonl alone, in
+    report.md and report.html; numbers are read back and compared, so a formatter dropping a digit fails."""
+    label_all(state)
+    out = tmp_path / "out"
+    assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+    windows = [w for s in read_history_log(out / "runs.jsonl").segments if s.status == "ok" for w in s.windows]
+    markdown, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    html_rows = _html_rows(html)
+    expected_cost = []
+    for side in ("recorded", "candidate"):
+        usages = [w[side]["usage"] for w in windows if side in w]
+        calls = [float(u["calls"]) for u in usages]
+        tokens = [float(u["prompt_tokens"] + u["completion_tokens"]) for u in usages]
+        latency = [float(u["latency_s"]) for u in usages]
+        expected_cost.append((side, len(usages), [(calls, 2), (tokens, 0), (latency, 3)]))
+    rows = _table(markdown, "| side | windows |")
+    for (side, count, columns), row in zip(expected_cost, rows, strict=True):
+        assert row[:2] == [side, str(count)]
+        assert row in html_rows
+        for (values, digits), cell in zip(columns, row[2:], strict=True):
+            ordered = sorted(values)
+            recomputed = (statistics.fmean(values), statistics.median(values),
+                          ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))])
+            shown = [part.strip() for part in cell.split("/")]
+            assert all(_close(s, v, digits) for s, v in zip(shown, recomputed, strict=True)), (side, cell, recomputed)
+    headline = {row[0]: row[1:] for row in _table(markdown, "| measure | recorded | candidate |")}
+    for side_index, side in enumerate(("recorded", "candidate")):
+        warned = sum(1 for w in windows if side in w and w[side]["warned"])
+        new = sum(1 for w in windows if side in w and w[side]["event"] == "new")
+        assert headline["windows warned on"][side_index] == str(warned)
+        assert headline["new alerts"][side_index] == str(new)
+        assert _close(headline["model calls per window"][side_index],
+                      statistics.fmean(float(w[side]["usage"]["calls"]) for w in windows if side in w), 2)
+        assert _close(headline["tokens per window"][side_index], statistics.fmean(
+            float(w[side]["usage"]["prompt_tokens"] + w[side]["usage"]["completion_tokens"])
+            for w in windows if side in w), 1)
+    for name, cells in headline.items():
+        assert [name, *cells] in html_rows
+    both_sides = [w for w in windows if "candidate" in w and not w["recorded"]["error"] and not w["candidate"]["error"]]
+    cells = {(r, c): sum(1 for w in both_sides if (w["recorded"]["warned"], w["candidate"]["warned"]) == (r, c))
+             for r in (True, False) for c in (True, False)}
+    agreement = _table(markdown, "|  | candidate warned | candidate silent |")
+    assert agreement == [["recorded warned", str(cells[True, True]), str(cells[True, False])],
+                         ["recorded silent", str(cells[False, True]), str(cells[False, False])]]
+    assert all(row in html_rows for row in agreement)
+    same_verdict = sum(1 for w in both_sides if bool(w["recorded"]["danger"]) == bool(w["candidate"]["danger"]))
+    assert (f"On {len(both_sides)} windows both assessed without error: same verdict in {same_verdict}/"
+            f"{len(both_sides)} (") in markdown
+    assert (f"same decision to warn in {cells[True, True] + cells[False, False]}/{len(both_sides)} (") in markdown
+    zones = _table(markdown, "| zone | windows |")
+    for row in zones:
+        mine = [w for s in read_history_log(out / "runs.jsonl").segments for w in s.windows if s.zone == row[0]]
+        both = [w for w in mine if "candidate" in w and not w["recorded"]["error"] and not w["candidate"]["error"]]
+        same = sum(1 for w in both if w["recorded"]["warned"] == w["candidate"]["warned"])
+        assert row[1:4] == [str(len(mine)), str(sum(1 for w in mine if w["recorded"]["warned"])),
+                            str(sum(1 for w in mine if "candidate" in w and w["candidate"]["warned"]))]
+        assert _close(row[4].rstrip("%"), 100 * same / len(both), 1)
+        assert row in html_rows
+
+
+def test_resuming_a_history_replay_under_another_setting_is_refused_naming_the_key(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+    capsys.readouterr()
+    other = candidate_config(tmp_path, CANDIDATE_CALM_HOB, extra="[keyframes]\nlongest_side = 512\n")
+    assert replay(state, other, out) == 1
+    err = capsys.readouterr().err
+    assert "holds a replay under other settings; setting keyframes.longest_side: 768 there, 512 now" in err
+    assert (out / "scores.json").is_file()  # refused before anything changed: the earlier scores still stand
+    critical = candidate_config(tmp_path, CANDIDATE_CALM_HOB, extra='[alerts]\nmin_severity = "critical"\n')
+    assert replay(state, critical, out) == 1
+    assert "a different alerts; alerts min_severity: info there, critical now" in capsys.readouterr().err
+
+
+def test_the_cost_table_shows_whole_token_counts_whole(state: Path, tmp_path: Path) -> None:
+    """The issue's instance: a mean of 750.35 and a median of 739.5 tokens showed as `75` and `74`."""
+    from replay.history_report import plot_files, render_html, render_markdown
+
+    out = tmp_path / "out"
+    assert replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), out) == 0
+    result = scores(out)
+    result["cost"]["candidate"]["tokens"].update({"mean": 750.35, "median": 739.5, "p95": 783.0})
+    result["cost"]["recorded"]["tokens"].update({"mean": 740.0, "median": 762.0, "p95": 780.0})
+    markdown = render_markdown(result)
+    assert "| 750 / 740 / 783 |" in markdown and "| 740 / 762 / 780 |" in markdown
+    assert "<td>750 / 740 / 783</td>" in render_html(result, plot_files(result))
+
+
+def test_a_killed_history_replay_scores_incomplete_first_with_exit_3(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    with ScriptedOpenAIServer(model="calm-vlm", responder=_responder) as server:
+        config = tmp_path / "openai.toml"
+        config.write_text(f'[model]\nbackend = "openai"\nbase_url = "{server.base_url}"\nmodel = "calm-vlm"\n'
+                          "max_retries = 0\nconcurrency = 1\n")
+        args = ["history", "--from", str(state), "--config", str(config), "--out", str(out), "--no-progress"]
+        kill_replay_after(args, out / "runs.jsonl", kind="segment", count=2, timeout_s=120)
+    done = len(run_log_lines(out / "runs.jsonl", "segment"))
+    assert 2 <= done < 24, "the run must have been interrupted mid-way"
+    assert not (out / "scores.json").exists()
+    assert replay_main(["score", "--runs", str(out / "runs.jsonl"), "--out", str(out)]) == 3
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"INCOMPLETE: {24 - done} segments not run (")
+    assert scores(out)["complete"] is False
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**INCOMPLETE: ")
+    assert "<p class='banner'>INCOMPLETE: " in (out / "report.html").read_text()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,17 @@ def run_log_lines(runs: Path, kind: str) -> list[dict[str, Any]]:
     return found
 
 
-def kill_replay_after(args: list[str], runs: Path, *, kind: str, count: int, timeout_s: float) -> None:
-    """Run `python -m replay.cli ARGS` and SIGKILL it once `runs` holds `count` records of type `kind`."""
+def kill_replay_after(args: list[str], runs: Path, *, kind: str, count: int, timeout_s: float,
+                      ready: Callable[[], bool] | None = None) -> None:
+    """Run `python -m replay.cli ARGS` and SIGKILL it once `runs` holds `count` records of type `kind`
+    (and `ready()` is true, when given: e.g. once a --fresh run has set the earlier log aside)."""
     process = subprocess.Popen([sys.executable, "-m", "replay.cli", *args], cwd=REPO,
                                env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout_s
-        while len(run_log_lines(runs, kind)) < count:
+        # `ready` first: once it holds, the count is read from the file as it is from then on.
+        while (ready is not None and not ready()) or len(run_log_lines(runs, kind)) < count:
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             assert time.monotonic() < deadline, f"no {count} {kind} records within {timeout_s:g} s"
             time.sleep(0.02)
