@@ -28,6 +28,7 @@ from monitor.assess.single import Assessor
 from monitor.assess.verdict import Verdict
 from monitor.core.aio import Backoff, wait_event
 from monitor.core.errors import BackendError, InternalAssessmentError, MalformedReplyError, SensorError
+from monitor.core.supervise import Crashes, supervise
 from monitor.core.text import redact_credentials, shorten
 from monitor.observer import Observers, PipelineObserver, Settled
 from monitor.sinks import AlertSink
@@ -122,6 +123,8 @@ class Pipeline:
         self._sink_lock = asyncio.Lock()
         self._pending_since: dict[str, float] = {}
         self._ahead: Counter[str] = Counter()
+        # The expiry task also runs escalation and acknowledgements: it is restarted if it ever dies, and shown.
+        self.expiry_crashes = Crashes("alert-expiry")
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -143,7 +146,7 @@ class Pipeline:
                     self._start_source(source)
                 self.set_workers(self.workers)
                 scheduler = group.create_task(self._schedule(), name="scheduler")
-                expiry = group.create_task(self._expire_alerts(), name="alert-expiry")
+                expiry = group.create_task(supervise(self._expire_alerts, self.expiry_crashes), name="alert-expiry")
                 self.started.set()
                 await self._stopping.wait()
                 await self._shutdown(scheduler, expiry)

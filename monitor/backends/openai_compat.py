@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +34,7 @@ from monitor.core.errors import (
     ImageInputUnsupportedError,
     TransientBackendError,
 )
+from monitor.core.jsonio import loads_bounded
 from monitor.core.text import redact_credentials, shorten
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,8 @@ _MAX_BACKOFF_S = 30.0
 # A server may ask for a pause of any length; longer than this is treated as this long.
 MAX_RETRY_AFTER_S = 300.0
 MAX_RAW_BODY_CHARS = 2000
+# A chat completion is a few KB; a body past this, or nested past the reader's bound, is a bad response.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class OpenAICompatBackend:
@@ -145,7 +147,7 @@ class OpenAICompatBackend:
             raise self._classify(exc, request) from exc
         latency = time.perf_counter() - started
         try:
-            reply = self._reply(json.loads(body), latency, attempt)
+            reply = self._reply(loads_bounded(body, what="chat completion", max_bytes=MAX_BODY_BYTES), latency, attempt)
         except Exception as exc:  # not JSON, or JSON that is no chat completion: never let it escape unnamed
             raise BadResponseError(
                 f"{self.where}: a successful HTTP reply with a body that is not a chat completion "

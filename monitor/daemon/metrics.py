@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
+from monitor.core import jsonio
 from monitor.core.errors import BackendError
 from monitor.core.text import shorten
 from monitor.observer import STAGES, Observer
@@ -75,6 +76,7 @@ class Metrics(Observer):
         self.open_alerts: Callable[[], int] = lambda: 0
         self.zone_states: Callable[[], Mapping[str, str]] = dict
         self.ready: Callable[[], bool | None] = lambda: None
+        self.problems: Callable[[], list[str]] = list
         self.registry.register(_ServiceCollector(self, stats))
         self.registry.register(_ProcessCollector())
 
@@ -115,6 +117,7 @@ class _ServiceCollector:
                        stats.budget_dropped_entries)
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))
+        yield _json_rejected()
         # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
         yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
                         stats.feedback)
@@ -143,6 +146,8 @@ class _ServiceCollector:
                         "1 when the sink is connected (sinks that report it)", "sink",
                         {k: int(v) for k, v in m.sink_health().items() if v is not None})
         yield self._zone_states(m.zone_states())
+        yield _gauge("monitor_problems", "Current problems with delivery or a task the daemon depends on "
+                     "(the hub's problem entity, /readyz)", len(m.problems()))
         ready = m.ready()
         if ready is not None:
             yield _gauge("monitor_ready", "1 when /readyz last answered ready", int(ready))
@@ -157,6 +162,15 @@ class _ServiceCollector:
             for state in ZONE_STATES:
                 family.add_metric([zone, state], int(state == current))
         return family
+
+
+def _json_rejected() -> Metric:
+    family = CounterMetricFamily("monitor_json_rejected", "JSON inputs refused unread by the bounded reader "
+                                 "(too large, nested too deep, not JSON), by input and reason",
+                                 labels=["input", "reason"])
+    for (what, reason), count in sorted(jsonio.rejections.items()):
+        family.add_metric([what, reason], count)
+    return family
 
 
 class _ProcessCollector:

@@ -41,8 +41,9 @@ from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
 from monitor.core.aio import leaf_errors, settle_startup_heap, wait_event
 from monitor.core.errors import MonitorError
+from monitor.core.jsonio import rejection_counts
 from monitor.core.text import iso_time
-from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapshot
+from monitor.daemon.health import BackendStatus, DeliveryWatch, HealthServer, Readiness, Snapshot
 from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
@@ -99,7 +100,8 @@ class Service:
             state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
-        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones]
+        self.delivery = DeliveryWatch()  # which sinks failed the last alert they were given (readiness)
+        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery]
         self.readiness = Readiness(self.health_settings)
         self.state = "starting"
         self.started_at = time.monotonic()
@@ -356,7 +358,28 @@ class Service:
                                    hung_after_s=self.settings.model.attempt_timeout_s)
         zones = {zone: (state.state, state.reason) for zone, state in self.zones.states().items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
-                        backend=status, zones=zones)
+                        backend=status, zones=zones, delivery=self.delivery_problems(), tasks=self.task_problems())
+
+    def delivery_problems(self) -> dict[str, str | None]:
+        """Each sink: why it cannot deliver or queue alerts now (its task died, it failed the last alert), or None."""
+        problems: dict[str, str | None] = {}
+        for name, (_spec, sink) in self.sinks.items():
+            own = getattr(sink, "problem", None)
+            problems[name] = own if isinstance(own, str) else self.delivery.problem(name)
+        return problems
+
+    def task_problems(self) -> dict[str, str | None]:
+        """Each supervised task of the pipeline: its recent death (it was restarted), or None."""
+        if self.pipeline is None:
+            return {}
+        crashes = self.pipeline.expiry_crashes
+        return {crashes.name: crashes.problem()}
+
+    def problems(self) -> list[str]:
+        """Every current problem with delivery or a task, one line each (the stats topic, the hub's problem entity)."""
+        parts = [(f"sink {name}", p) for name, p in self.delivery_problems().items()]
+        parts += [(f"task {name}", p) for name, p in self.task_problems().items()]
+        return [f"{name}: {problem}" for name, problem in parts if problem is not None]
 
     async def _heartbeat(self) -> None:
         """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
@@ -396,6 +419,7 @@ class Service:
         metrics.zone_states = lambda: {zone: state.state for zone, state in self.zones.states().items()}
         metrics.outbox_depth = self._outbox_depth
         metrics.ready = lambda: self.readiness.last_ready
+        metrics.problems = self.problems
 
     def _sources_online(self) -> dict[str, bool]:
         if self.pipeline is None:
@@ -438,5 +462,7 @@ class Service:
             "sources_offline": [source for source, state in sources.items() if state != "online"],
             "zones": self.zones.to_json(),
             "last_assessment_at": iso_time(last) if last is not None else None,
+            "problems": self.problems(),
+            "json_rejected": rejection_counts(),
         }
 

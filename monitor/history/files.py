@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import structlog
 
 from monitor.core.errors import MonitorError
 from monitor.core.files import append_whole, open_append, repair_torn_tail
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from monitor.history.times import utc_day
 
 log = structlog.get_logger("monitor.history")
@@ -277,9 +277,9 @@ class HistoryFiles:
         with path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
-                    record = json.loads(line)
+                    record = loads_bounded(line, what="history line", max_bytes=MAX_LINE_BYTES)
                     gone = isinstance(record, dict) and drop(record)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError):  # JsonInputError too: the line is kept, unread
                     purged.unreadable_kept += int(bool(line.strip()))
                     gone = False
                 if gone:

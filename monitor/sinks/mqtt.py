@@ -42,6 +42,8 @@ from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.files import PRIVATE_FILE_MODE, private_dir
+from monitor.core.jsonio import loads_bounded
+from monitor.core.supervise import Crashes
 from monitor.core.text import iso_time, shorten
 from monitor.escalation import contract as reach
 from monitor.escalation.engine import AckRequest
@@ -59,6 +61,9 @@ log = structlog.get_logger("monitor.sinks.mqtt")
 _BATCH = 32  # outbox messages in flight at once; the acknowledged prefix is removed
 _GOODBYE_TIMEOUT_S = 2.0
 _PUBLISHED_RECORD = "mqtt-published.json"
+_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_MAX_RECORD_DEPTH = 4  # {"topics": [...]}
+_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state")
 
 StatsProvider = Callable[[], Mapping[str, Any]]
 
@@ -119,6 +124,7 @@ class MqttSink:
         self._outbox_empty = asyncio.Event()
         self._state_wake = asyncio.Event()
         self._stats_wake = asyncio.Event()
+        self.crashes = Crashes("mqtt-sink")  # the delivery task restarted after an unexpected error
         # Feedback on alerts (issue 13): set by the daemon; then <prefix>/feedback is subscribed,
         # its messages go to the handler, and each zone's device gets the feedback buttons.
         self.feedback: FeedbackHandler | None = None
@@ -129,6 +135,14 @@ class MqttSink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the sink cannot be trusted to deliver right now (its task died and was restarted), else None."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            return f"delivery task stopped: {task.exception()}"
+        return self.crashes.problem()
 
     @property
     def backlog(self) -> int:
@@ -265,6 +279,14 @@ class MqttSink:
                 self.counters["connect_failures"] += 1
                 log_connect_failure(self.settings, exc, delay, role="alert sink")
                 await wait_event(self._stop, delay)
+            except Exception as exc:  # a bug or an input nobody foresaw: reconnect and go on, visibly
+                self._connected.clear()
+                self.crashes.failed(exc)
+                self.counters["task_restarts"] += 1
+                delay = backoff.next()
+                log.error("mqtt sink session died of an unexpected error; reconnecting", broker=self.settings.broker,
+                          restarts=self.crashes.count, retry_in_s=round(delay, 2), exc_info=exc)
+                await wait_event(self._stop, delay)
 
     async def _session(self, backoff: Backoff) -> None:
         will = aiomqtt.Will(self.topics.available, b"offline", qos=1, retain=True)
@@ -386,6 +408,8 @@ class MqttSink:
             "sources_offline": [], "zones": self.status.to_json(),
             "last_assessment_at": iso_time(last) if last is not None else None,
             **service,
+            # The service lists every sink's problems; a sink on its own names its own.
+            "problems": service.get("problems", []) if self._stats is not None else self._own_problems(),
             "mqtt": {
                 "connected": self.connected,
                 "outbox_pending": len(self.outbox),
@@ -395,10 +419,37 @@ class MqttSink:
             },
         }
 
+    def _own_problems(self) -> list[str]:
+        return [f"sink {self.name}: {problem}"] if (problem := self.problem) is not None else []
+
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            self.handle_command(str(message.topic), bytes(payload))
+            topic = str(message.topic)
+            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+            if message.retain and self.is_command(topic):
+                await self._clear_retained_command(client, topic, payload)
+                continue
+            try:
+                self.handle_command(topic, payload)
+            except Exception:  # one message that cannot be handled is one bad message, never a dead session
+                self.counters["command_errors"] += 1
+                log.exception("mqtt control message could not be handled; ignored", topic=shorten(topic, 200),
+                              payload=payload[:64].decode("utf-8", "replace"), payload_bytes=len(payload))
+
+    def is_command(self, topic: str) -> bool:
+        """True for the topics that carry commands: controls, acknowledgements, feedback."""
+        return (topic == self.topics.feedback or reach.ack_zone(self.topics.prefix, topic) is not None
+                or self.topics.control_zone(topic, "monitoring") is not None
+                or self.topics.control_zone(topic, "sensitivity") is not None)
+
+    async def _clear_retained_command(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """A command is an act, not a state: a retained one (replayed by the broker at every connect) is
+        ignored and deleted. The controls' state lives in the monitor's own retained `.../state` topics."""
+        self.counters["retained_commands_ignored"] += 1
+        log.warning("retained mqtt command ignored and cleared; commands must not be retained",
+                    topic=shorten(topic, 200), payload=payload[:64].decode("utf-8", "replace"),
+                    payload_bytes=len(payload))
+        await client.publish(topic, b"", qos=1, retain=True)
 
     # -- control topics and discovery ---------------------------------------------------
     def handle_command(self, topic: str, payload: bytes) -> None:
@@ -410,6 +461,12 @@ class MqttSink:
                 self._dirty.update(self._retained)
                 self._state_wake.set()
                 self._stats_wake.set()
+            return
+        if not payload and self.is_command(topic):
+            # An empty message is how MQTT deletes a retained one (the monitor does so itself): never a command.
+            self.counters["empty_commands_ignored"] += 1
+            log.info("empty mqtt message on a command topic ignored (a retained message being cleared)",
+                     topic=shorten(topic, 200))
             return
         if topic == self.topics.feedback and self.feedback is not None:
             self._take_feedback(topic, payload)
@@ -474,6 +531,11 @@ class MqttSink:
         owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)} | {self.topics.stats}
         previous = await asyncio.to_thread(self._load_published)
         for topic in sorted(previous - owned):
+            if not self._own_shape(topic):
+                self.counters["foreign_topics_not_cleared"] += 1
+                log.warning("record of published mqtt topics names a topic the monitor never publishes; "
+                            "left alone", topic=shorten(topic, 200), path=str(self.state_dir / _PUBLISHED_RECORD))
+                continue
             await client.publish(topic, b"", qos=1, retain=True)
             log.info("cleared retained topic of a removed zone or entity", topic=topic)
         if previous != owned:
@@ -486,14 +548,33 @@ class MqttSink:
     def _load_published(self) -> set[str]:
         path = self.state_dir / _PUBLISHED_RECORD
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_bounded(path.read_bytes(), what="published topics record", max_bytes=_MAX_RECORD_BYTES,
+                                 max_depth=_MAX_RECORD_DEPTH)
         except FileNotFoundError:
             return set()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: JsonInputError, named and counted by the reader
             log.warning("record of published mqtt topics unreadable; starting afresh", path=str(path), error=str(exc))
             return set()
         topics = data.get("topics") if isinstance(data, dict) else None
         return {t for t in topics if isinstance(t, str) and t} if isinstance(topics, list) else set()
+
+    def _own_shape(self, topic: str) -> bool:
+        """A topic the monitor itself publishes retained: a zone's state topics or the stats under the topic
+        prefix, or a discovery config of this monitor's node. The record is a file anyone with access to the
+        state dir can edit: nothing else named in it is ever deleted."""
+        if any(c in topic for c in "+#\0"):
+            return False
+        prefix = f"{self.topics.prefix}/"
+        if topic == self.topics.stats:
+            return True
+        if topic.startswith(prefix):
+            zone, _, tail = topic[len(prefix):].partition("/")
+            return bool(zone) and tail in _ZONE_TOPIC_TAILS
+        parts = topic.split("/")
+        discovery = self.discovery.prefix.split("/")
+        return (len(parts) == len(discovery) + 4 and parts[:len(discovery)] == discovery
+                and parts[len(discovery) + 1] == self.discovery.node_id and parts[-1] == "config"
+                and all(parts[len(discovery):]))
 
     def _save_published(self, topics: set[str]) -> None:
         path = self.state_dir / _PUBLISHED_RECORD
