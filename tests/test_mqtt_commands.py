@@ -85,7 +85,7 @@ async def test_a_foreign_topic_in_the_record_of_published_topics_is_never_delete
     p, node = settings.topic_prefix, settings.node_id
     state = tmp_path / "state"
     state.mkdir()
-    foreign = ["alarm/panel/state", f"{p}/garage/unlock", f"homeassistant/lock/front_door/config",
+    foreign = ["alarm/panel/state", f"{p}/garage/unlock", "homeassistant/lock/front_door/config",
                f"homeassistant/switch/{node}/x/y/config"]
     for topic in foreign:
         await publish(broker, topic, b"keep me", retain=True)
