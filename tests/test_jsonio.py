@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -84,3 +85,34 @@ def test_check_bounds_returns_the_text_for_another_parser() -> None:
     assert check_bounds(b'{"a": 1}', what="t", max_bytes=100) == '{"a": 1}'
     with pytest.raises(JsonInputError):
         check_bounds(NESTED, what="t", max_bytes=1 << 20)
+
+
+def _random_value(rng: random.Random, level: int) -> object:
+    roll = rng.random()
+    if level > 80 or roll < 0.3:
+        return rng.choice(["x[{", 'a\\"[', "\\\\", "]]}", '\\\\"{', 1, None])
+    if roll < 0.65:
+        return [_random_value(rng, level + 1) for _ in range(rng.randint(0, 3))]
+    keys = [rng.choice(["k[", 'q"{', "z\\\\"]) + str(i) for i in range(rng.randint(0, 3))]
+    return {key: _random_value(rng, level + 1) for key in keys}
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    return 0
+
+
+def test_the_depth_found_is_the_real_depth_whatever_the_strings_hold() -> None:
+    """Random documents whose keys and strings hold brackets, quotes and backslashes: each is refused exactly
+    when it nests deeper than the limit."""
+    rng = random.Random(20)
+    for _ in range(300):
+        value = _random_value(rng, 0)
+        text, real = json.dumps(value), _depth(value)
+        assert loads_bounded(text, what="t", max_bytes=1 << 20, max_depth=max(real, 1)) == value
+        if real > 1:
+            with pytest.raises(JsonInputError):
+                check_bounds(text, what="t", max_bytes=1 << 20, max_depth=real - 1)
