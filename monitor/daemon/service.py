@@ -199,6 +199,7 @@ class Service:
                 except Exception as exc:  # the others must still hear of it
                     log.error("could not publish the end of an alert left open by the previous run",
                               sink=sink.name, alert=event.alert.id, error=str(exc))
+                    observers.sink_failed(sink.name, event, exc)  # counted, and readiness names the sink
             observers.alert_published(event)
         if ends:
             self.alerts.persist()  # only now: a crash before this point ends them at the next start instead
@@ -375,6 +376,9 @@ class Service:
         crashes = self.pipeline.expiry_crashes
         return {crashes.name: crashes.problem()}
 
+    def _task_restarts(self) -> dict[str, int]:
+        return {self.pipeline.expiry_crashes.name: self.pipeline.expiry_crashes.count} if self.pipeline else {}
+
     def problems(self) -> list[str]:
         """Every current problem with delivery or a task, one line each (the stats topic, the hub's problem entity)."""
         parts = [(f"sink {name}", p) for name, p in self.delivery_problems().items()]
@@ -463,6 +467,7 @@ class Service:
             "zones": self.zones.to_json(),
             "last_assessment_at": iso_time(last) if last is not None else None,
             "problems": self.problems(),
+            "task_restarts": self._task_restarts(),
             "json_rejected": rejection_counts(),
         }
 
