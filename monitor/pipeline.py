@@ -123,7 +123,9 @@ class Pipeline:
         self._sink_lock = asyncio.Lock()
         self._pending_since: dict[str, float] = {}
         self._ahead: Counter[str] = Counter()
-        # The expiry task also runs escalation and acknowledgements: it is restarted if it ever dies, and shown.
+        # The scheduler and the expiry task (which also runs escalation and acknowledgements) are restarted
+        # if they ever die of an unexpected error, and shown (`/readyz`, the stats' `problems`).
+        self.scheduler_crashes = Crashes("scheduler")
         self.expiry_crashes = Crashes("alert-expiry")
 
     # -- public -----------------------------------------------------------------
@@ -145,13 +147,18 @@ class Pipeline:
                 for source, _ in self.sources:
                     self._start_source(source)
                 self.set_workers(self.workers)
-                scheduler = group.create_task(self._schedule(), name="scheduler")
+                scheduler = group.create_task(supervise(self._schedule, self.scheduler_crashes), name="scheduler")
                 expiry = group.create_task(supervise(self._expire_alerts, self.expiry_crashes), name="alert-expiry")
                 self.started.set()
                 await self._stopping.wait()
                 await self._shutdown(scheduler, expiry)
         finally:
             self._group = None
+
+    @property
+    def crashes(self) -> tuple[Crashes, ...]:
+        """The supervised tasks' books: how often each died, and when last."""
+        return (self.scheduler_crashes, self.expiry_crashes)
 
     def heartbeat_age(self) -> float:
         """Seconds since the scheduler last ran (it runs at least every TICK_S while alive)."""

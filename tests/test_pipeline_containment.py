@@ -316,3 +316,29 @@ async def test_the_alert_expiry_and_escalation_task_that_dies_is_restarted_and_s
     assert "s ago and was restarted (1 time(s) so far): RecursionError: maximum recursion depth" in problem
     died = [r for r in logs if r["event"] == "task died of an unexpected error; restarting it"]
     assert len(died) == 1 and died[0]["task"] == "alert-expiry"
+
+
+async def test_a_scheduler_that_dies_is_restarted_and_the_window_still_assessed() -> None:
+    """The scheduler dying of an unexpected error (here, once, while offering windows) is restarted with
+    backoff and shown, and the zone's window is still assessed; before, it tore down the task group."""
+    stats, recorder = Stats(), TrialRecorder()
+    source = ListSource("kitchen", [entry("Sam climbs the ladder")])
+    run = pipeline([(source, "kitchen")], FlakyAssessor(fail=set()), [Collecting()], stats, recorder)
+    offer, failed = run._offer_due_windows, []
+
+    async def dies_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise KeyError("a bug in the scheduler")
+        await offer()
+
+    run._offer_due_windows = dies_once  # type: ignore[method-assign]
+    task = asyncio.create_task(run.run())
+    async with asyncio.timeout(10):
+        while not recorder.settled:
+            await asyncio.sleep(0.05)
+    problem = run.scheduler_crashes.problem()
+    run.stop()
+    await task
+    assert problem is not None and "task scheduler died" in problem and "KeyError" in problem
+    assert stats.windows_assessed == 1

@@ -42,6 +42,7 @@ from monitor.control import ZoneControls
 from monitor.core.aio import leaf_errors, settle_startup_heap, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.jsonio import rejection_counts
+from monitor.core.supervise import Crashes, supervise
 from monitor.core.text import iso_time
 from monitor.daemon.health import BackendStatus, DeliveryWatch, HealthServer, Readiness, Snapshot
 from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
@@ -103,6 +104,7 @@ class Service:
         self.delivery = DeliveryWatch()  # which sinks failed the last alert they were given (readiness)
         self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery]
         self.readiness = Readiness(self.health_settings)
+        self.heartbeat_crashes = Crashes("heartbeat")  # zone refresh, readiness tracking, the watchdog
         self.state = "starting"
         self.started_at = time.monotonic()
         self.backend: MeteredBackend | None = None
@@ -120,7 +122,7 @@ class Service:
         self._install_signal_handlers()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(supervise(self._heartbeat, self.heartbeat_crashes), name="heartbeat")
                 try:
                     await self._lifecycle(group)
                 finally:
@@ -370,14 +372,14 @@ class Service:
         return problems
 
     def task_problems(self) -> dict[str, str | None]:
-        """Each supervised task of the pipeline: its recent death (it was restarted), or None."""
-        if self.pipeline is None:
-            return {}
-        crashes = self.pipeline.expiry_crashes
-        return {crashes.name: crashes.problem()}
+        """Each supervised task (the pipeline's, the heartbeat): its recent death (it was restarted), or None."""
+        return {crashes.name: crashes.problem() for crashes in self._crashes()}
+
+    def _crashes(self) -> list[Crashes]:
+        return [*(self.pipeline.crashes if self.pipeline is not None else ()), self.heartbeat_crashes]
 
     def _task_restarts(self) -> dict[str, int]:
-        return {self.pipeline.expiry_crashes.name: self.pipeline.expiry_crashes.count} if self.pipeline else {}
+        return {crashes.name: crashes.count for crashes in self._crashes()}
 
     def problems(self) -> list[str]:
         """Every current problem with delivery or a task, one line each (the stats topic, the hub's problem entity)."""
