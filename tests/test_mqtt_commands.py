@@ -122,13 +122,15 @@ async def test_a_session_that_dies_of_an_unexpected_error_is_restarted_and_shown
         return {}
 
     sink = MqttSink(settings, zones=["kitchen"], state_dir=tmp_path / "state", stats=stats)
-    async with Recorder(broker, f"{p}/alerts") as rec:
+    async with Recorder(broker, f"{p}/alerts", f"{p}/available") as rec:
         await sink.start()
         await _until(lambda: sink.counters["task_restarts"] == 1 and sink.connected)
         problem = sink.problem
         assert problem is not None and "task mqtt-sink died" in problem and "RecursionError" in problem, problem
         await sink.publish(alert_event("kitchen", 1))
         await rec.wait_topic(f"{p}/alerts")
+        # While the session was down, subscribers were told: `offline`, then `online` again.
+        assert [m.payload for m in rec.on(f"{p}/available")] == [b"online", b"offline", b"online"]
     await sink.close()
 
 

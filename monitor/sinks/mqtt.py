@@ -43,7 +43,7 @@ from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.files import PRIVATE_FILE_MODE, private_dir
 from monitor.core.jsonio import loads_bounded
-from monitor.core.supervise import Crashes
+from monitor.core.supervise import RESTART_MAX_S, RESTART_MIN_S, Crashes
 from monitor.core.text import iso_time, shorten
 from monitor.escalation import contract as reach
 from monitor.escalation.engine import AckRequest
@@ -270,7 +270,9 @@ class MqttSink:
     # -- connection loop -------------------------------------------------------------
     async def _run(self) -> None:
         backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        restarts = Backoff(RESTART_MIN_S, RESTART_MAX_S)  # not reset by a connect: a crash loop slows down
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 await self._session(backoff)
             except aiomqtt.MqttError as exc:
@@ -283,7 +285,9 @@ class MqttSink:
                 self._connected.clear()
                 self.crashes.failed(exc)
                 self.counters["task_restarts"] += 1
-                delay = backoff.next()
+                if time.monotonic() - started > RESTART_MAX_S:
+                    restarts.reset()  # it had been running well
+                delay = restarts.next()
                 log.error("mqtt sink session died of an unexpected error; reconnecting", broker=self.settings.broker,
                           restarts=self.crashes.count, retry_in_s=round(delay, 2), exc_info=exc)
                 await wait_event(self._stop, delay)
@@ -301,12 +305,20 @@ class MqttSink:
             self._connected.set()
             try:
                 await self._serve(client)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: the broker sends the Last Will
+            except Exception:
+                # A clean disconnect sends no Last Will: say `offline` while the session restarts.
+                await self._say_offline(client)
+                raise
             finally:
                 self._connected.clear()
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.topics.available, b"offline", qos=1, retain=True,
-                                     timeout=_GOODBYE_TIMEOUT_S)
+            await self._say_offline(client)
         log.info("mqtt disconnected", broker=self.settings.broker)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(self.topics.available, b"offline", qos=1, retain=True, timeout=_GOODBYE_TIMEOUT_S)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1),
