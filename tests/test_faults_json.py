@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, responder, wait_until
-from tests.support.faults import Rig, Subscriber, append_lines, entry, still_watching, stops_cleanly, tail
+from tests.support.faults import (
+    Rig,
+    Subscriber,
+    append_lines,
+    entry,
+    metric,
+    still_watching,
+    stops_cleanly,
+    tail,
+)
 from tests.support.mosquitto import Mosquitto, publish
 from tests.support.openai_server import ScriptedOpenAIServer
 
@@ -64,6 +73,9 @@ def test_nested_json_on_the_ack_and_feedback_topics_is_one_rejected_message_and_
         status, ready = daemon.json("/readyz")
         assert status == 200, ready
         assert ready["checks"]["delivery"] == {"ok": True, "detail": {"mqtt": "delivering"}}, ready
+        assert metric(daemon, "monitor_json_rejected_total", input="mqtt ack message", reason="too_deep") == 1
+        assert metric(daemon, "monitor_json_rejected_total", input="mqtt feedback message", reason="too_deep") == 1
+        assert metric(daemon, "monitor_problems") == 0
         stops_cleanly(daemon)
         final = daemon.logs()[-1]
         assert final["json_rejected"] == {"mqtt ack message:too_deep": 1, "mqtt feedback message:too_deep": 1}
