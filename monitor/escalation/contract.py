@@ -18,6 +18,7 @@ from collections.abc import Collection
 from typing import Any
 
 from monitor.alerts import Alert, AlertEvent
+from monitor.core.errors import JsonInputError
 from monitor.core.jsonio import loads_bounded
 from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
@@ -78,8 +79,8 @@ def parse_ack(prefix: str, topic: str, payload: bytes, zones: Collection[str]) -
 def _parse_json_ack(zone: str, text: str) -> AckRequest | str:
     try:
         data = loads_bounded(text, what="mqtt ack message", max_bytes=_MAX_ACK_BYTES, max_depth=_MAX_ACK_DEPTH)
-    except ValueError as exc:  # JsonInputError: too large, too deep, not JSON (named and counted)
-        return str(getattr(exc, "detail", exc))
+    except JsonInputError as exc:  # too large, too deep, not JSON: named and counted by the reader
+        return exc.detail
     if not isinstance(data, dict) or set(data) - {"alert_id", "by"}:
         return "expected a JSON object with only alert_id and by"
     alert_id, by = data.get("alert_id"), data.get("by", "mqtt")
