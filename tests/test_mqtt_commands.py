@@ -91,7 +91,9 @@ async def test_a_foreign_topic_in_the_record_of_published_topics_is_never_delete
         await publish(broker, topic, b"keep me", retain=True)
     await publish(broker, f"{p}/garage/state", b'{"state": "clear"}', retain=True)
     await publish(broker, f"homeassistant/switch/{node}/garage_monitoring/config", b"{}", retain=True)
-    record = [*foreign, "#", f"{p}/#", f"{p}/garage/state", f"homeassistant/switch/{node}/garage_monitoring/config"]
+    unpublishable = [f"{p}/\ud800/state", f"{p}/a\u0000b/state"]  # a lone surrogate, a NUL: no topic at all
+    record = [*foreign, "#", f"{p}/#", *unpublishable, f"{p}/garage/state",
+              f"homeassistant/switch/{node}/garage_monitoring/config"]
     (state / "mqtt-published.json").write_text(json.dumps({"topics": record}))
     sink = MqttSink(settings, zones=["kitchen"], state_dir=state)
     await sink.start()
@@ -102,7 +104,8 @@ async def test_a_foreign_topic_in_the_record_of_published_topics_is_never_delete
     assert {t for t, m in kept.items() if m.payload == b"keep me"} == set(foreign)
     assert f"{p}/garage/state" not in kept
     assert f"homeassistant/switch/{node}/garage_monitoring/config" not in kept
-    assert sink.counters["foreign_topics_not_cleared"] == len(foreign) + 2
+    assert sink.counters["foreign_topics_not_cleared"] == len(foreign) + 4
+    assert sink.counters["task_restarts"] == 0
 
 
 async def test_a_session_that_dies_of_an_unexpected_error_is_restarted_and_shown(

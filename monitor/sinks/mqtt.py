@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,9 @@ _PUBLISHED_RECORD = "mqtt-published.json"
 _MAX_RECORD_BYTES = 16 * 1024 * 1024
 _MAX_RECORD_DEPTH = 4  # {"topics": [...]}
 _ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state")
+# Zone ids and discovery object ids (`<zone>_<entity>`) as the configuration allows them; no wildcard, no NUL.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
+_COMPONENT = re.compile(r"^[a-z_]{1,40}\Z")
 
 StatsProvider = Callable[[], Mapping[str, Any]]
 
@@ -545,8 +549,10 @@ class MqttSink:
         for topic in sorted(previous - owned):
             if not self._own_shape(topic):
                 self.counters["foreign_topics_not_cleared"] += 1
+                # From a file: it may hold what no terminal can print (a lone surrogate); shown escaped.
+                printable = topic.encode("utf-8", "backslashreplace").decode("utf-8")
                 log.warning("record of published mqtt topics names a topic the monitor never publishes; "
-                            "left alone", topic=shorten(topic, 200), path=str(self.state_dir / _PUBLISHED_RECORD))
+                            "left alone", topic=shorten(printable, 200), path=str(self.state_dir / _PUBLISHED_RECORD))
                 continue
             await client.publish(topic, b"", qos=1, retain=True)
             log.info("cleared retained topic of a removed zone or entity", topic=topic)
@@ -574,19 +580,19 @@ class MqttSink:
         """A topic the monitor itself publishes retained: a zone's state topics or the stats under the topic
         prefix, or a discovery config of this monitor's node. The record is a file anyone with access to the
         state dir can edit: nothing else named in it is ever deleted."""
-        if any(c in topic for c in "+#\0"):
-            return False
-        prefix = f"{self.topics.prefix}/"
         if topic == self.topics.stats:
             return True
+        prefix = f"{self.topics.prefix}/"
         if topic.startswith(prefix):
             zone, _, tail = topic[len(prefix):].partition("/")
-            return bool(zone) and tail in _ZONE_TOPIC_TAILS
+            return _NAME.match(zone) is not None and tail in _ZONE_TOPIC_TAILS
         parts = topic.split("/")
         discovery = self.discovery.prefix.split("/")
-        return (len(parts) == len(discovery) + 4 and parts[:len(discovery)] == discovery
-                and parts[len(discovery) + 1] == self.discovery.node_id and parts[-1] == "config"
-                and all(parts[len(discovery):]))
+        if len(parts) != len(discovery) + 4 or parts[:len(discovery)] != discovery:
+            return False
+        component, node, entity, last = parts[len(discovery):]
+        return (_COMPONENT.match(component) is not None and node == self.discovery.node_id
+                and _NAME.match(entity) is not None and last == "config")
 
     def _save_published(self, topics: set[str]) -> None:
         path = self.state_dir / _PUBLISHED_RECORD
