@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from monitor.core.errors import LogParseError
+from monitor.core.jsonio import MAX_FILE_BYTES, loads_bounded
 from sensors.logs.parsers import FORMATS, FormatChoice, LogParser, is_format_choice, parse_pasbench_log
 from sensors.types import LogEntry
 
@@ -51,8 +52,8 @@ def _pasbench_records(text: str) -> list[Any] | None:
     if not head.startswith("[") or head[1:].lstrip().upper().startswith("LOG"):
         return None
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = loads_bounded(text, what="eval file", max_bytes=MAX_FILE_BYTES)
+    except ValueError:  # JsonInputError: too large, nested too deep, not JSON
         return None
     if not isinstance(data, list) or not all(isinstance(item, dict) and "input" in item for item in data):
         return None

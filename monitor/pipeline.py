@@ -28,6 +28,7 @@ from monitor.assess.single import Assessor
 from monitor.assess.verdict import Verdict
 from monitor.core.aio import Backoff, wait_event
 from monitor.core.errors import BackendError, InternalAssessmentError, MalformedReplyError, SensorError
+from monitor.core.supervise import Crashes, supervise
 from monitor.core.text import redact_credentials, shorten
 from monitor.observer import Observers, PipelineObserver, Settled
 from monitor.sinks import AlertSink
@@ -145,6 +146,10 @@ class Pipeline:
         self.clock_skew = ClockSkew()
         self._skew_warned: set[str] = set()
         self._unassessed: Counter[tuple[str, str]] = Counter()
+        # The scheduler and the expiry task (which also runs escalation and acknowledgements) are restarted
+        # if they ever die of an unexpected error, and shown (`/readyz`, the stats' `problems`).
+        self.scheduler_crashes = Crashes("scheduler")
+        self.expiry_crashes = Crashes("alert-expiry")
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -165,13 +170,18 @@ class Pipeline:
                 for source, _ in self.sources:
                     self._start_source(source)
                 self.set_workers(self.workers)
-                scheduler = group.create_task(self._schedule(), name="scheduler")
-                expiry = group.create_task(self._expire_alerts(), name="alert-expiry")
+                scheduler = group.create_task(supervise(self._schedule, self.scheduler_crashes), name="scheduler")
+                expiry = group.create_task(supervise(self._expire_alerts, self.expiry_crashes), name="alert-expiry")
                 self.started.set()
                 await self._stopping.wait()
                 await self._shutdown(scheduler, expiry)
         finally:
             self._group = None
+
+    @property
+    def crashes(self) -> tuple[Crashes, ...]:
+        """The supervised tasks' books: how often each died, and when last."""
+        return (self.scheduler_crashes, self.expiry_crashes)
 
     def heartbeat_age(self) -> float:
         """Seconds since the scheduler last ran (it runs at least every TICK_S while alive)."""

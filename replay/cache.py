@@ -26,6 +26,7 @@ import structlog
 
 from monitor.backends import Message, ModelBackend, ModelReply, ModelRequest, Usage
 from monitor.core.errors import BackendError
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from replay.appendfile import AppendFile, private_folder
 
 log = structlog.get_logger(__name__)
@@ -107,7 +108,7 @@ class ResponseCache:
                 if not line.strip():
                     continue
                 try:
-                    entry = json.loads(line)
+                    entry = loads_bounded(line, what="replay cache line", max_bytes=MAX_LINE_BYTES)
                     self._entries[str(entry["key"])] = _reply_of(entry)
                 except (ValueError, KeyError, TypeError):
                     # A run killed mid-write leaves a torn last line: that answer is simply asked again.

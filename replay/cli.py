@@ -250,6 +250,7 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
+    from monitor.core.jsonio import MAX_FILE_BYTES, loads_bounded
     from monitor.history.feedback import FeedbackEntry
     from replay.history import LABELS_FILE
     from replay.history_log import read_history_log
@@ -258,7 +259,8 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
 
     labels_file = runs.parent / LABELS_FILE
     try:
-        labels = [FeedbackEntry.from_json(item) for item in json.loads(labels_file.read_text(encoding="utf-8"))]
+        labels = [FeedbackEntry.from_json(item)
+                  for item in loads_bounded(labels_file.read_bytes(), what="labels snapshot", max_bytes=MAX_FILE_BYTES)]
     except FileNotFoundError:
         labels = []
     except (OSError, ValueError, KeyError, TypeError) as exc:

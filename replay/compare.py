@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitor.core.errors import JsonInputError
+from monitor.core.jsonio import MAX_FILE_BYTES, loads_bounded
 from replay.appendfile import write_private
 from replay.errors import ReplayError
 from replay.report import html_page, markdown_to_html, number, pct, pct_ci
@@ -52,13 +54,13 @@ def load_scores(path: Path, *, name: str | None = None) -> ScoredRun:
     """A run folder (or its scores.json) as a ScoredRun; ReplayError naming the file otherwise."""
     file = path / SCORES_FILE if path.is_dir() else path
     try:
-        scores = json.loads(file.read_text(encoding="utf-8"))
+        scores = loads_bounded(file.read_bytes(), what="scores file", max_bytes=MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ReplayError(f"{file}: no scores (run `monitor replay score` on its runs.jsonl first)") from None
     except OSError as exc:
         raise ReplayError(f"{file}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ReplayError(f"{file}: not valid JSON ({exc})") from None
+    except JsonInputError as exc:
+        raise ReplayError(f"{file}: {exc.detail}") from None
     if not isinstance(scores, dict) or ("accuracy" not in scores and scores.get("benchmark") != "history"):
         raise ReplayError(f"{file}: not a replay scores.json")
     label = name or (path.name if path.is_dir() else path.parent.name) or str(path)

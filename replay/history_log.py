@@ -14,7 +14,6 @@ file and the labels snapshot beside it: re-scoring never calls a model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +21,8 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from monitor.core.errors import JsonInputError
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from replay.appendfile import AppendFile
 from replay.errors import RunLogError
 from replay.runlog import latest_per_key, read_log_lines
@@ -106,7 +107,8 @@ def is_history_log(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             first = handle.readline()
-        return bool(json.loads(first).get("benchmark") == BENCHMARK)
+        return bool(loads_bounded(first, what="history run log line", max_bytes=MAX_LINE_BYTES).get("benchmark")
+                    == BENCHMARK)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -125,9 +127,9 @@ def read_history_log(path: Path, *, missing_ok: bool = False) -> HistoryRun:
 
 def _parse(line: str, *, where: str) -> Record:
     try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise RunLogError(f"{where}: not valid JSON ({exc})") from None
+        data = loads_bounded(line, what="history run log line", max_bytes=MAX_LINE_BYTES)
+    except JsonInputError as exc:  # too large, nested too deep, not JSON: named and counted by the reader
+        raise RunLogError(f"{where}: {exc.detail}") from None
     if not isinstance(data, dict) or data.get("type") not in _KINDS:
         raise RunLogError(f"{where}: not a history run-log record (type must be one of {', '.join(_KINDS)})")
     try:

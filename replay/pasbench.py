@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from monitor.core.errors import JsonInputError
+from monitor.core.jsonio import check_depth
 from replay.errors import ReleaseError
 
 Modality = Literal["text", "image"]
@@ -164,9 +166,12 @@ def _read_array(path: Path) -> list[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ReleaseError(f"{path}: cannot read: {exc}") from None
     try:
+        check_depth(text, what="PaSBench release file")
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReleaseError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except JsonInputError as exc:
+        raise ReleaseError(f"{path}: {exc.detail}") from None
     if not isinstance(data, list):
         raise ReleaseError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     return data

@@ -26,6 +26,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from monitor.assess.settings import AssessmentSettings
+from monitor.core.errors import JsonInputError
+from monitor.core.jsonio import MAX_LINE_BYTES, check_bounds
 from replay.appendfile import AppendFile, private_folder
 from replay.errors import RunLogError
 
@@ -199,7 +201,10 @@ def parse_line(line: str, *, where: str) -> Record:
     a fifth of the time json.loads and then validation take).
     """
     try:
+        check_bounds(line, what="run log line", max_bytes=MAX_LINE_BYTES)  # before pydantic's parser recurses
         record = _RECORD.validate_json(line)
+    except JsonInputError as exc:
+        raise RunLogError(f"{where}: {exc.detail}") from None
     except ValidationError as exc:
         raise RunLogError(f"{where}: {_problem(exc)}") from None
     assert isinstance(record, RunHeader | SkippedRecord | TrialRecord)

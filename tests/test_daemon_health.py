@@ -41,7 +41,7 @@ def test_readyz_follows_the_model_server_and_metrics_count_the_work(tmp_path: Pa
             assert status == 200 and health["alive"] is True and health["state"] == "running"
             status, ready = daemon.json("/readyz")
             assert status == 200 and ready["failed"] == []
-            assert set(ready["checks"]) == {"service", "sources", "zones", "backend", "sinks"}
+            assert set(ready["checks"]) == {"service", "sources", "zones", "backend", "sinks", "delivery", "tasks"}
             assert ready["checks"]["sources"]["detail"] == {"garage": "online"}
             assert ready["checks"]["zones"]["detail"] == {"garage": "unknown: no observations since start"}
 

@@ -140,3 +140,34 @@ async def test_not_ready_while_starting_or_stopping_and_without_a_backend() -> N
     answered = backend(last_success_at=1000.0)
     ok, body = await check.check(Snapshot(state="stopping", sources={}, sinks={}, backend=answered))
     assert not ok and body["failed"] == ["service"]
+
+
+async def test_a_sink_that_failed_its_last_alert_or_a_task_that_died_is_not_ready_and_named() -> None:
+    """Readiness covers delivery: a sink that failed the last alert it was given (a full disk, a broken
+    outbox) makes `/readyz` 503 naming the sink and the error until it takes an alert again; a supervised task
+    that died recently does too. Before, a sink that lost 80 of 90 alerts was `ready`."""
+    from monitor.daemon.health import DeliveryWatch
+    from tests.support.mosquitto import alert_event
+
+    clock, probe = Clock(), Probe()
+    check, watch = readiness(clock, probe), DeliveryWatch(clock=clock)
+    fresh = backend(last_success_at=clock.now)
+
+    def snap(tasks: dict[str, str | None] | None = None) -> Snapshot:
+        return Snapshot(state="running", sources={}, sinks={"mqtt": True, "jsonl": None}, backend=fresh,
+                        delivery={name: watch.problem(name) for name in ("mqtt", "jsonl")}, tasks=tasks or {})
+
+    first, second = alert_event("kitchen", 1), alert_event("kitchen", 2)
+    watch.sink_failed("jsonl", first, OSError(28, "No space left on device"))
+    watch.alert_published(first)
+    clock.now += 5
+    ok, body = await check.check(snap())
+    assert not ok and body["failed"] == ["delivery"]
+    assert body["checks"]["delivery"]["detail"] == {
+        "mqtt": "delivering", "jsonl": "failing to take alerts for 5 s: OSError: [Errno 28] No space left on device"}
+    watch.alert_published(second)  # taken by every sink
+    ok, body = await check.check(snap())
+    assert ok and body["checks"]["delivery"]["detail"] == {"mqtt": "delivering", "jsonl": "delivering"}
+    ok, body = await check.check(snap({"alert-expiry": "task alert-expiry died 1 s ago and was restarted"}))
+    assert not ok and body["failed"] == ["tasks"]
+    assert body["checks"]["tasks"]["detail"] == {"alert-expiry": "task alert-expiry died 1 s ago and was restarted"}

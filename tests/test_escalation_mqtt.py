@@ -29,7 +29,6 @@ ZONES = ("kitchen", "garage")
 
 
 @pytest.mark.parametrize(("topic", "payload", "expected"), [
-    (f"{P}/kitchen/ack", b"", AckRequest(None, "kitchen", "mqtt", "mqtt")),
     (f"{P}/kitchen/ack", b" press\n", AckRequest(None, "kitchen", "mqtt", "mqtt")),
     (f"{P}/kitchen/ack", b"3f9c0e6b2a1d4c55", AckRequest("3f9c0e6b2a1d4c55", "kitchen", "mqtt", "mqtt")),
     (f"{P}/kitchen/ack", HA_BUTTON_PAYLOAD.encode(), AckRequest(None, "kitchen", "home_assistant", "mqtt")),
@@ -43,7 +42,9 @@ def test_ack_messages_become_requests(topic: str, payload: bytes, expected: AckR
 @pytest.mark.parametrize(("topic", "payload", "reason"), [
     (f"{P}/attic/ack", b"PRESS", "unknown zone"),
     (f"{P}/kitchen/ack", b"yes please!", "expected PRESS, an alert id"),
-    (f"{P}/kitchen/ack", b"{not json", "not JSON"),
+    (f"{P}/kitchen/ack", b"", "expected PRESS, an alert id"),  # an empty message deletes a retained one
+    (f"{P}/kitchen/ack", b'{"by": ' + b"[" * 1500 + b"]" * 1500 + b"}", "nested more than 4 levels deep"),
+    (f"{P}/kitchen/ack", b"{not json", "not valid JSON"),
     (f"{P}/kitchen/ack", b'{"alert_id": "a1", "zone": "garage"}', "only alert_id and by"),
     (f"{P}/kitchen/ack", b'{"alert_id": "../../etc"}', "alert_id: expected an alert id"),
     (f"{P}/kitchen/ack", b'{"by": 7}', "by: expected a short name"),

@@ -58,7 +58,8 @@ def _stored(store: FeedbackStore, count: int, timeout: float = 10.0) -> list[Any
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
-    (b"not json", "not JSON"),
+    (b"not json", "not valid JSON"),
+    (b'{"note": ' + b"[" * 3000, "nested more than 4 levels deep"),
     (b"[1, 2]", "not a JSON object"),
     (b'{"label": "great", "alert_id": "a1"}', "label"),
     (b'{"label": "false_alarm"}', "needs alert_id"),
@@ -237,7 +238,7 @@ async def test_feedback_over_mqtt_and_home_assistant_buttons(broker: Mosquitto, 
             await publish(broker, f"{p}/feedback", '{"zone": "garage", "label": "missed", "minutes": 5}')
             entries = await asyncio.to_thread(_stored, recorder.desk.store, 3)
         rejected = [e for e in logs if e["event"] == "invalid mqtt control message ignored"]
-        assert [e["reason"] for e in rejected] == ["unknown alert 'zz'", "not JSON (Expecting value: line 1 "
+        assert [e["reason"] for e in rejected] == ["unknown alert 'zz'", "not valid JSON (Expecting value: line 1 "
                                                    "column 1 (char 0))", "unknown zone 'attic'"]
         assert sink.counters["invalid_commands"] == 3
     finally:

@@ -358,7 +358,7 @@ def test_jsonl_timestamps(ts: object, expected: float) -> None:
         ('{"text": "x", "ts": 1e999}', "'ts' must be finite"),
         ('{"text": "x", "ts": "yesterday"}', "not an ISO-8601 time"),
         ('{"text": "x", "location": 3}', "'location' must be a string"),
-        ("[" * 100_000, "not valid JSON"),
+        ("[" * 100_000, "nested more than 64 levels deep"),
     ],
 )
 def test_jsonl_bad_lines_name_source_and_line(line: str, problem: str) -> None:

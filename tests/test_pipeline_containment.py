@@ -276,3 +276,69 @@ async def test_a_window_whose_alert_is_stuck_in_a_sink_at_shutdown_is_still_reco
         await task
     assert sink.events == []
     assert len(recorder.settled) == 1 and stats.windows_assessed == 1
+
+
+class DiesOnce:
+    """A follow-up (the escalation loop's place) whose first step raises an error nobody foresaw."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.steps = 0
+
+    def annotate(self, event: AlertEvent) -> AlertEvent:
+        return event
+
+    async def step(self) -> list[AlertEvent]:
+        self.steps += 1
+        if self.steps == 1:
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+        return []
+
+
+async def test_the_alert_expiry_and_escalation_task_that_dies_is_restarted_and_shown() -> None:
+    """The expiry task also runs escalation and acknowledgements: if it dies of an unexpected error it is
+    logged, restarted with backoff and reported (`expiry_crashes.problem()` names it, for /readyz and the
+    hub's problem entity) while the pipeline runs on. Before, the error tore down the pipeline's task group
+    and with it the daemon."""
+    stats, recorder, follow_up = Stats(), TrialRecorder(), DiesOnce()
+    source = ListSource("kitchen", [entry("Sam climbs the ladder")])
+    run = pipeline([(source, "kitchen")], FlakyAssessor(fail=set()), [Collecting()], stats, recorder,
+                   follow_up=follow_up)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(run.run())
+        async with asyncio.timeout(10):
+            while follow_up.steps < 2 or not recorder.settled:
+                await asyncio.sleep(0.05)
+        problem = run.expiry_crashes.problem()
+        run.stop()
+        await task
+    assert problem is not None and problem.startswith("task alert-expiry died ")
+    assert "s ago and was restarted (1 time(s) so far): RecursionError: maximum recursion depth" in problem
+    died = [r for r in logs if r["event"] == "task died of an unexpected error; restarting it"]
+    assert len(died) == 1 and died[0]["task"] == "alert-expiry"
+
+
+async def test_a_scheduler_that_dies_is_restarted_and_the_window_still_assessed() -> None:
+    """The scheduler dying of an unexpected error (here, once, while offering windows) is restarted with
+    backoff and shown, and the zone's window is still assessed; before, it tore down the task group."""
+    stats, recorder = Stats(), TrialRecorder()
+    source = ListSource("kitchen", [entry("Sam climbs the ladder")])
+    run = pipeline([(source, "kitchen")], FlakyAssessor(fail=set()), [Collecting()], stats, recorder)
+    offer, failed = run._offer_due_windows, []
+
+    async def dies_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise KeyError("a bug in the scheduler")
+        await offer()
+
+    run._offer_due_windows = dies_once  # type: ignore[method-assign]
+    task = asyncio.create_task(run.run())
+    async with asyncio.timeout(10):
+        while not recorder.settled:
+            await asyncio.sleep(0.05)
+    problem = run.scheduler_crashes.problem()
+    run.stop()
+    await task
+    assert problem is not None and "task scheduler died" in problem and "KeyError" in problem
+    assert stats.windows_assessed == 1

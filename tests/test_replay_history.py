@@ -284,6 +284,29 @@ def test_a_corrupt_line_and_a_truncated_file_are_named_and_the_rest_is_replayed(
     assert f"{tuesday}:3" in (out / "report.md").read_text()
 
 
+def test_a_nested_line_is_a_named_rejection_for_replay_and_purge(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A history line of 3,000 nested levels is reported with file, line and reason by `monitor replay history`
+    (the rest is replayed), and `monitor history purge` keeps it unread and purges the rest. Before the fix
+    both died of `RecursionError`."""
+    tuesday = state / "history" / "2026-01-06.jsonl"
+    lines = tuesday.read_text().splitlines(keepends=True)
+    nested = '{"type": "window", "zone": ' + "[" * 3000 + "]" * 3000 + "}\n"
+    lines[2] = nested
+    tuesday.write_text("".join(lines))
+    code = replay(state, candidate_config(tmp_path, CANDIDATE_CALM_HOB), tmp_path / "out")
+    assert code == 3
+    assert f"error: {tuesday}:3: nested more than 64 levels deep" in capsys.readouterr().err
+    assert scores(tmp_path / "out")["n_windows"] == WINDOWS - 1
+    purge = subprocess.run([sys.executable, "-m", "monitor", "history", "purge", "--zone", "kitchen",
+                            "--state-dir", str(state)], capture_output=True, text=True, timeout=60, check=False,
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert purge.returncode == 0, purge.stderr
+    assert "Traceback" not in purge.stderr
+    assert nested in tuesday.read_text()  # kept as it was, unread
+    assert '"zone": "kitchen"' not in tuesday.read_text()
+
+
 def test_a_missing_history_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Pointing at a folder without history files says so and what to check."""
     (tmp_path / "empty").mkdir()

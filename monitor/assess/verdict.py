@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
@@ -10,11 +9,14 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from monitor.backends import Usage
-from monitor.core.errors import MalformedReplyError
+from monitor.core.errors import JsonInputError, MalformedReplyError
+from monitor.core.jsonio import loads_bounded
 from monitor.core.text import cut
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+# A reply larger than this is no assessment (a runaway generation); its text is kept, bounded, as malformed.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP_WORDS = frozenset({"a", "an", "the", "of", "to", "and", "or", "in", "on", "with", "risk", "from", "for", "is"})
 
@@ -101,10 +103,9 @@ def parse_reply(model: type[Reply], raw: str, *, what: str) -> Reply:
     """
     text = _strip_code_fence(raw)
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        where = f": {exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ": nested too deeply"
-        raise MalformedReplyError(f"{what} reply is not JSON{where}", raw) from exc
+        data = loads_bounded(text, what=f"{what} reply", max_bytes=MAX_REPLY_BYTES)
+    except JsonInputError as exc:  # too large, nested too deep, not JSON: named and counted by the reader
+        raise MalformedReplyError(f"{what} reply is not JSON: {exc.detail}", raw) from None
     if not isinstance(data, dict):
         raise MalformedReplyError(f"{what} reply is JSON {type(data).__name__}, not an object", raw)
     try:

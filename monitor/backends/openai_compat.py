@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -45,6 +44,7 @@ from monitor.core.errors import (
     ImageInputUnsupportedError,
     TransientBackendError,
 )
+from monitor.core.jsonio import loads_bounded
 from monitor.core.text import redact_credentials, shorten
 
 log = structlog.get_logger(__name__)
@@ -163,7 +163,7 @@ class OpenAICompatBackend:
             raise TransientBackendError(f"{self.where}: connection failed ({type(exc).__name__})") from None
         latency = time.perf_counter() - started
         try:
-            reply = self._reply(json.loads(body), latency, attempt)
+            reply = self._reply(loads_bounded(body, what="chat completion", max_bytes=MAX_BODY_BYTES), latency, attempt)
         except Exception as exc:  # not JSON, or JSON that is no chat completion: never let it escape unnamed
             raise BadResponseError(
                 f"{self.where}: a successful HTTP reply with a body that is not a chat completion "

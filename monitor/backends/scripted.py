@@ -15,6 +15,7 @@ from typing import Any
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
+from monitor.core.jsonio import MAX_FILE_BYTES, loads_bounded
 
 
 class ScriptedBackend:
@@ -57,8 +58,8 @@ class ScriptedBackend:
 
 def _load_script(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = loads_bounded(path.read_bytes(), what="scripted backend script", max_bytes=MAX_FILE_BYTES)
+    except (OSError, ValueError) as exc:
         raise ConfigError([f"{path}: scripted backend script unreadable: {exc}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: scripted backend script must be a JSON object"])

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from monitor.backends import ModelReply, ModelRequest, Usage, register_backend
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
+from monitor.core.jsonio import MAX_FILE_BYTES, check_bounds
 
 
 class StochasticParameters(BaseModel):
@@ -146,7 +147,8 @@ def _safe() -> dict[str, Any]:
 
 def _load(path: Path) -> StochasticParameters:
     try:
-        return StochasticParameters.model_validate_json(path.read_text())
+        text = check_bounds(path.read_bytes(), what="stochastic backend parameters", max_bytes=MAX_FILE_BYTES)
+        return StochasticParameters.model_validate_json(text)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"{path}: stochastic backend parameters: {exc}"]) from None
 

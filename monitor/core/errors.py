@@ -28,6 +28,20 @@ class LogParseError(SensorError):
     """A log line or block cannot be parsed; names the source and line."""
 
 
+class JsonInputError(MonitorError, ValueError):
+    """A JSON document from outside or from disk was refused: too large, nested too deep, or not JSON.
+
+    `what` names the input ("mqtt ack message", "controls file"), `reason` is one of `too_large`,
+    `too_deep`, `invalid`. A ValueError too, so a caller's "not valid" branch takes it as it is.
+    """
+
+    def __init__(self, what: str, reason: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+        self.reason = reason
+        self.detail = detail
+
+
 class SinkError(MonitorError):
     """A sink cannot deliver an alert; names the sink and its destination."""
 

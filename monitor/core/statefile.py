@@ -26,9 +26,12 @@ from typing import Any
 import structlog
 
 from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
+from monitor.core.jsonio import loads_bounded
 
 log = structlog.get_logger("monitor.statefile")
 
+# Controls and open alerts are a few KB; a larger document is not one the monitor wrote.
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -56,12 +59,14 @@ def move_aside(path: Path, problem: str, *, what: str) -> Path | None:
 class JsonStateFile:
     """One JSON document in the state dir: `load()` at start, `save()` on every change, `flush()` at stop.
 
-    `what` names the file in log lines ("controls file", "open alerts file").
+    `what` names the file in log lines ("controls file", "open alerts file"). It is read with the
+    bounded reader: a document too large or nested too deep is unusable like garbage.
     """
 
-    def __init__(self, path: Path, *, what: str) -> None:
+    def __init__(self, path: Path, *, what: str, max_bytes: int = MAX_STATE_BYTES) -> None:
         self.path = path
         self.what = what
+        self.max_bytes = max_bytes
         self._pending: Any = None  # the newest document not yet written
         self._writer: asyncio.Task[None] | None = None
         self.write_failures = 0
@@ -82,9 +87,9 @@ class JsonStateFile:
                 log.error(f"{self.what} unreadable; starting fresh", path=str(self.path), error=str(exc))
             return None
         try:
-            return json.loads(raw)
-        except ValueError as exc:
-            move_aside(self.path, f"not JSON: {exc}", what=self.what)
+            return loads_bounded(raw, what=self.what, max_bytes=self.max_bytes)
+        except ValueError as exc:  # JsonInputError: too large, too deep, not JSON
+            move_aside(self.path, str(exc), what=self.what)
             return None
 
     def corrupt(self, problem: str) -> None:

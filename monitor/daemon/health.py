@@ -5,8 +5,10 @@
 - `/readyz`: every source online or within its grace period, no zone blind,
   the model backend's last real call succeeded and none has hung (a monitor
   that has never assessed anything probes `GET <base_url>/models` instead),
-  every sink that reports a connection is connected. 200 or 503; the JSON body
-  names each check and lists the failed ones.
+  every sink that reports a connection is connected, every sink took the last
+  alert it was given (`delivery`: a full disk, a broken outbox), and no task the
+  daemon depends on died recently (`tasks`). 200 or 503; the JSON body names
+  each check and lists the failed ones.
 - `/metrics`: the Prometheus text format.
 
 A tiny HTTP/1.1 server on asyncio streams: three GET routes need no framework.
@@ -32,7 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
+from monitor.alerts import AlertEvent
+from monitor.core.text import shorten
 from monitor.daemon.settings import HealthSettings
+from monitor.observer import Observer
 
 log = structlog.get_logger("monitor.health")
 
@@ -80,6 +85,8 @@ class Snapshot:
     zones: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # Per source: its clock skew and observations not assessed, when there is something to say.
     source_notes: Mapping[str, str] = field(default_factory=dict)
+    delivery: Mapping[str, str | None] = field(default_factory=dict)  # each sink: why it cannot deliver, or None
+    tasks: Mapping[str, str | None] = field(default_factory=dict)  # each supervised task: its recent death, or None
 
 
 @dataclass
@@ -148,6 +155,8 @@ class Readiness:
             "zones": _zones(snapshot.zones),
             "backend": await self._backend(snapshot.backend),
             "sinks": self._within_grace("sink", snapshot.sinks),
+            "delivery": _problems(snapshot.delivery, ok="delivering"),
+            "tasks": _problems(snapshot.tasks, ok="running"),
         }
         failed = [name for name, check in checks.items() if not check.ok]
         self.last_ready = not failed
@@ -210,6 +219,42 @@ class Readiness:
                 return Check(True, f"idle; probe GET {url}/models ok")
             self._probe_failed = (self._wall(), detail)
             return Check(False, f"probe GET {url}/models failed: {detail}")
+
+
+def _problems(parts: Mapping[str, str | None], *, ok: str) -> Check:
+    """Not ready while any part has a problem; each part named with its problem (or `ok`)."""
+    return Check(all(problem is None for problem in parts.values()),
+                 {name: problem or ok for name, problem in parts.items()})
+
+
+class DeliveryWatch(Observer):
+    """Which sinks failed to take the last alert event they were given (a pipeline observer).
+
+    The pipeline reports each sink that failed an event, then the event as published: a sink that
+    failed is a problem until it takes a later event. So a full disk under the JSONL sink or the
+    MQTT outbox shows on `/readyz` and the hub's problem entity with the first alert it costs.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._failed_now: dict[str, set[str]] = {}  # message id -> sinks that failed it
+        self.failing: dict[str, tuple[float, str]] = {}  # sink -> (since, last error)
+
+    def sink_failed(self, sink: str, event: AlertEvent, error: Exception) -> None:
+        self._failed_now.setdefault(event.message_id, set()).add(sink)
+        since = self.failing.get(sink, (self._clock(), ""))[0]
+        self.failing[sink] = (since, f"{type(error).__name__}: {shorten(str(error), 300)}")
+
+    def alert_published(self, event: AlertEvent) -> None:
+        failed = self._failed_now.pop(event.message_id, set())
+        for sink in [s for s in self.failing if s not in failed]:
+            del self.failing[sink]
+
+    def problem(self, sink: str) -> str | None:
+        if sink not in self.failing:
+            return None
+        since, error = self.failing[sink]
+        return f"failing to take alerts for {self._clock() - since:.0f} s: {error}"
 
 
 def _zones(zones: Mapping[str, tuple[str, str]]) -> Check:

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
+from monitor.core import jsonio
 from monitor.core.errors import BackendError
 from monitor.core.text import shorten
 from monitor.observer import STAGES, Observer
@@ -76,6 +77,7 @@ class Metrics(Observer):
         self.open_alerts: Callable[[], int] = lambda: 0
         self.zone_states: Callable[[], Mapping[str, str]] = dict
         self.ready: Callable[[], bool | None] = lambda: None
+        self.problems: Callable[[], list[str]] = list
         self.registry.register(_ServiceCollector(self, stats))
         self.registry.register(_ProcessCollector())
 
@@ -120,6 +122,7 @@ class _ServiceCollector:
         yield _labelled(CounterMetricFamily, "monitor_optional_failures",
                         "Failures of an optional part (feedback notes, feedback store, history, audit log, speaker); "
                         "monitoring went on without it", "part", _with_zeros(stats.optional_failures, OPTIONAL_PARTS))
+        yield _json_rejected()
         # Every label from the first scrape while feedback is on (the store counts zeros too); none when off.
         yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
                         stats.feedback)
@@ -151,6 +154,8 @@ class _ServiceCollector:
                         "1 when the sink is connected (sinks that report it)", "sink",
                         {k: int(v) for k, v in m.sink_health().items() if v is not None})
         yield self._zone_states(m.zone_states())
+        yield _gauge("monitor_problems", "Current problems with delivery or a task the daemon depends on "
+                     "(the hub's problem entity, /readyz)", len(m.problems()))
         ready = m.ready()
         if ready is not None:
             yield _gauge("monitor_ready", "1 when /readyz last answered ready", int(ready))
@@ -165,6 +170,15 @@ class _ServiceCollector:
             for state in ZONE_STATES:
                 family.add_metric([zone, state], int(state == current))
         return family
+
+
+def _json_rejected() -> Metric:
+    family = CounterMetricFamily("monitor_json_rejected", "JSON inputs refused unread by the bounded reader "
+                                 "(too large, nested too deep, not JSON), by input and reason",
+                                 labels=["input", "reason"])
+    for (what, reason), count in sorted(jsonio.rejections.items()):
+        family.add_metric([what, reason], count)
+    return family
 
 
 class _ProcessCollector:

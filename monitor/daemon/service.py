@@ -44,8 +44,10 @@ from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
 from monitor.core.aio import leaf_errors, settle_startup_heap, wait_event
 from monitor.core.errors import MonitorError
+from monitor.core.jsonio import rejection_counts
+from monitor.core.supervise import Crashes, supervise
 from monitor.core.text import iso_time
-from monitor.daemon.health import BackendStatus, HealthServer, Readiness, Snapshot
+from monitor.daemon.health import BackendStatus, DeliveryWatch, HealthServer, Readiness, Snapshot
 from monitor.daemon.metrics import CONTENT_TYPE, MeteredBackend, Metrics
 from monitor.daemon.notify import Notifier
 from monitor.daemon.reload import reload
@@ -133,8 +135,10 @@ class Service:
             state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
-        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones]
+        self.delivery = DeliveryWatch()  # which sinks failed the last alert they were given (readiness)
+        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery]
         self.readiness = Readiness(self.health_settings)
+        self.heartbeat_crashes = Crashes("heartbeat")  # zone refresh, readiness tracking, the watchdog
         self.state = "starting"
         self.started_at = time.monotonic()
         self.started_at_wall: float | None = None  # when the monitor became ready
@@ -153,7 +157,7 @@ class Service:
         self._install_signal_handlers()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(supervise(self._heartbeat, self.heartbeat_crashes), name="heartbeat")
                 try:
                     await self._lifecycle(group)
                 finally:
@@ -238,6 +242,7 @@ class Service:
                 except Exception as exc:  # the others must still hear of it
                     log.error("could not publish the end of an alert left open by the previous run",
                               sink=sink.name, alert=event.alert.id, error=str(exc))
+                    observers.sink_failed(sink.name, event, exc)  # counted, and readiness names the sink
             observers.alert_published(event)
         if ends:
             self.alerts.persist()  # only now: a crash before this point ends them at the next start instead
@@ -398,7 +403,32 @@ class Service:
                                    hung_after_s=self.settings.model.attempt_timeout_s)
         zones = {zone: (state.state, state.reason) for zone, state in self.zones.states().items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
-                        backend=status, zones=zones, source_notes=self._stats().source_notes())
+                        backend=status, zones=zones, delivery=self.delivery_problems(), tasks=self.task_problems(),
+                        source_notes=self._stats().source_notes())
+
+    def delivery_problems(self) -> dict[str, str | None]:
+        """Each sink: why it cannot deliver or queue alerts now (its task died, it failed the last alert), or None."""
+        problems: dict[str, str | None] = {}
+        for name, (_spec, sink) in self.sinks.items():
+            own = getattr(sink, "problem", None)
+            problems[name] = own if isinstance(own, str) else self.delivery.problem(name)
+        return problems
+
+    def task_problems(self) -> dict[str, str | None]:
+        """Each supervised task (the pipeline's, the heartbeat): its recent death (it was restarted), or None."""
+        return {crashes.name: crashes.problem() for crashes in self._crashes()}
+
+    def _crashes(self) -> list[Crashes]:
+        return [*(self.pipeline.crashes if self.pipeline is not None else ()), self.heartbeat_crashes]
+
+    def _task_restarts(self) -> dict[str, int]:
+        return {crashes.name: crashes.count for crashes in self._crashes()}
+
+    def problems(self) -> list[str]:
+        """Every current problem with delivery or a task, one line each (the stats topic, the hub's problem entity)."""
+        parts = [(f"sink {name}", p) for name, p in self.delivery_problems().items()]
+        parts += [(f"task {name}", p) for name, p in self.task_problems().items()]
+        return [f"{name}: {problem}" for name, problem in parts if problem is not None]
 
     async def _heartbeat(self) -> None:
         """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
@@ -439,6 +469,7 @@ class Service:
         metrics.zone_states = lambda: {zone: state.state for zone, state in self.zones.states().items()}
         metrics.outbox_depth = self._outbox_depth
         metrics.ready = lambda: self.readiness.last_ready
+        metrics.problems = self.problems
 
     def _sources_online(self) -> dict[str, bool]:
         if self.pipeline is None:
@@ -495,5 +526,8 @@ class Service:
             "sources_offline": [source for source, state in sources.items() if state != "online"],
             "zones": self.zones.to_json(),
             "last_assessment_at": iso_time(last) if last is not None else None,
+            "problems": self.problems(),
+            "task_restarts": self._task_restarts(),
+            "json_rejected": rejection_counts(),
         }
 

@@ -1,8 +1,8 @@
 """The MQTT side of escalation and acknowledgement, as plain functions (no client, no I/O).
 
-- `<prefix>/<zone>/ack` (in): acknowledge the zone's open alerts, or one alert. Payload: empty,
+- `<prefix>/<zone>/ack` (in): acknowledge the zone's open alerts, or one alert. Payload:
   `PRESS` or `ACK` (every open alert of the zone); an alert id; or JSON
-  `{"alert_id": "...", "by": "..."}` (both optional).
+  `{"alert_id": "...", "by": "..."}` (both optional). Retained or empty messages are no commands.
 - `<prefix>/escalations` (out, QoS 1, through the outbox): one JSON message per escalation that
   notifies caregivers, for Home Assistant's `event` entity and automations.
 - Discovery: an `Acknowledge` button per zone and one `Escalation` event entity for caregivers.
@@ -18,12 +18,18 @@ from collections.abc import Collection
 from typing import Any
 
 from monitor.alerts import Alert, AlertEvent, summary_json
+from monitor.core.errors import JsonInputError
+from monitor.core.jsonio import loads_bounded
 from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ZONE_WIDE = ("", "PRESS", "ACK", "ON")
+# Not the empty payload: that is how MQTT deletes a retained message, never a command.
+_ZONE_WIDE = ("PRESS", "ACK", "ON")
 _MAX_BY = 64
+# An ack object is two short strings; an object can hold no deeper structure worth reading.
+_MAX_ACK_BYTES = 4096
+_MAX_ACK_DEPTH = 4
 ESCALATION_EVENT_TYPES = ("info", "warning", "critical")
 # What Home Assistant's button sends: it does not say who pressed it, so it names itself.
 HA_BUTTON_PAYLOAD = '{"by": "home_assistant"}'
@@ -72,9 +78,9 @@ def parse_ack(prefix: str, topic: str, payload: bytes, zones: Collection[str]) -
 
 def _parse_json_ack(zone: str, text: str) -> AckRequest | str:
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        return f"not JSON: {exc}"
+        data = loads_bounded(text, what="mqtt ack message", max_bytes=_MAX_ACK_BYTES, max_depth=_MAX_ACK_DEPTH)
+    except JsonInputError as exc:  # too large, too deep, not JSON: named and counted by the reader
+        return exc.detail
     if not isinstance(data, dict) or set(data) - {"alert_id", "by"}:
         return "expected a JSON object with only alert_id and by"
     alert_id, by = data.get("alert_id"), data.get("by", "mqtt")

@@ -26,8 +26,9 @@ from typing import Any
 
 import structlog
 
-from monitor.core.errors import MonitorError
+from monitor.core.errors import JsonInputError, MonitorError
 from monitor.core.files import UnsafePathError, read_nofollow, refuse_link, replace_file, trusted_dir
+from monitor.core.jsonio import loads_bounded
 from monitor.escalation.contract import clean_by
 from monitor.escalation.engine import AckRequest, AckResult
 
@@ -35,6 +36,8 @@ log = structlog.get_logger("monitor.escalation.spool")
 
 SPOOL_DIR = "ack-requests"
 _MAX_REQUEST_BYTES = 4096
+_MAX_REPLY_BYTES = 64 * 1024
+_MAX_DEPTH = 4  # a request and a reply are flat objects
 _REPLY_TTL_S = 3600.0  # replies nobody collected (the CLI gave up) are removed after this long
 
 
@@ -74,7 +77,8 @@ class AckSpool:
         info = path.lstat()
         if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_REQUEST_BYTES:
             raise ValueError(f"not a regular file of at most {_MAX_REQUEST_BYTES} bytes")
-        data = json.loads(read_nofollow(path).decode("utf-8"))
+        data = loads_bounded(read_nofollow(path), what="ack request file", max_bytes=_MAX_REQUEST_BYTES,
+                             max_depth=_MAX_DEPTH)
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
         alert_id, zone, by = data.get("alert_id"), data.get("zone"), data.get("by")
@@ -130,14 +134,23 @@ def request_ack(state_dir: Path, *, alert_id: str | None, zone: str | None, by: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if os.path.lexists(reply):
-            try:
-                answer: dict[str, Any] = json.loads(read_nofollow(reply).decode("utf-8"))
-            except UnsafePathError as exc:
-                raise AckSpoolError(f"the monitor's answer: {exc}") from None
-            finally:
-                reply.unlink(missing_ok=True)
-            return answer
+            return _read_reply(reply)
         time.sleep(poll_s)
     request.unlink(missing_ok=True)  # not applied later, when nobody waits for it any more
     raise AckSpoolError(f"{folder}: the monitor did not answer within {timeout_s:g} s: is it running "
                         "(systemctl status proactive-monitor)?")
+
+
+def _read_reply(reply: Path) -> dict[str, Any]:
+    try:
+        answer = loads_bounded(read_nofollow(reply), what="ack reply file", max_bytes=_MAX_REPLY_BYTES,
+                               max_depth=_MAX_DEPTH)
+    except UnsafePathError as exc:
+        raise AckSpoolError(f"the monitor's answer: {exc}") from None
+    except JsonInputError as exc:
+        raise AckSpoolError(f"{reply}: {exc.detail}") from None
+    finally:
+        reply.unlink(missing_ok=True)
+    if not isinstance(answer, dict):
+        raise AckSpoolError(f"{reply}: the answer is not a JSON object")
+    return answer

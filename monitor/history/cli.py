@@ -9,7 +9,6 @@ takes the history folder's exclusive lock.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor.core.errors import ConfigError
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from monitor.history.feedback import Feedback, FeedbackError, FeedbackStore, missed
 from monitor.history.files import HistoryFiles, Purged, PurgePreview
 from monitor.history.settings import HistorySettings, feedback_path
@@ -69,8 +69,8 @@ def _recorded_zones(state: Path) -> list[str]:
 def _zone_of(line: str) -> str:
     """The zone of a history line ('' when it cannot be read: a torn or foreign line names none)."""
     try:
-        record = json.loads(line)
-    except ValueError:
+        record = loads_bounded(line, what="history line", max_bytes=MAX_LINE_BYTES)
+    except ValueError:  # JsonInputError: counted by the reader
         return ""
     zone = record.get("zone") if isinstance(record, dict) else None
     return zone if isinstance(zone, str) else ""

@@ -22,20 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from monitor.alerts import AlertEvent
 from monitor.core.config import Identifier
-from monitor.core.errors import MonitorError
+from monitor.core.errors import JsonInputError, MonitorError
 from monitor.core.files import SQLITE_SIDE_FILES, UnsafePathError, prepare_sqlite, private_dir, refuse_link
+from monitor.core.jsonio import loads_bounded
 from monitor.core.statefile import move_aside
 from monitor.history.labels import LABELS, Label
 from monitor.history.times import parse_time
+
+log = structlog.get_logger("monitor.history.feedback")
 
 Via = Literal["mqtt", "home_assistant", "cli"]
 LATEST = "latest"
 MAX_NOTE = 500
 MAX_PAYLOAD = 4096
+_MAX_DEPTH = 4  # a flat object of labels, notes and times
 MAX_MISSED_S = 7 * 86400.0
 # A reported range may end a little in the future: clocks of phones and servers differ.
 _CLOCK_SLACK_S = 120.0
@@ -174,9 +179,9 @@ def parse_feedback_message(payload: bytes, *, now: float | None = None) -> Feedb
     if len(payload) > MAX_PAYLOAD:
         raise FeedbackError(f"message of {len(payload)} bytes, more than {MAX_PAYLOAD}")
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FeedbackError(f"not JSON ({exc})") from None
+        data = loads_bounded(payload, what="mqtt feedback message", max_bytes=MAX_PAYLOAD, max_depth=_MAX_DEPTH)
+    except JsonInputError as exc:  # too deep, not UTF-8, not JSON: named and counted by the reader
+        raise FeedbackError(exc.detail) from None
     if not isinstance(data, dict):
         raise FeedbackError("not a JSON object")
     try:
@@ -348,7 +353,7 @@ class FeedbackStore:
             "WHERE (? IS NULL OR f.zone = ?) AND f.end >= ? ORDER BY f.id",
             (zone, zone, since if since is not None else float("-inf")))
         return [FeedbackEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6]), float(r[7]), float(r[8]), r[9],
-                              tuple(json.loads(r[10]))) for r in rows]
+                              _windows(r[10])) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Stored feedback by label (every label, zeros included)."""
@@ -394,4 +399,18 @@ _SELECT_LATEST_ALERTS = (
 def _alert_row(row: tuple[Any, ...], label: str | None = None) -> AlertRow:
     return AlertRow(id=row[0], zone=row[1], hazard=row[2], severity=row[3], created_at=float(row[4]),
                     updated_at=float(row[5]), ended_at=None if row[6] is None else float(row[6]),
-                    windows=tuple(json.loads(row[7])), label=label)
+                    windows=_windows(row[7]), label=label)
+
+
+_MAX_WINDOWS_BYTES = 1024 * 1024
+
+
+def _windows(text: object) -> tuple[str, ...]:
+    """A stored list of window ids; an unreadable one (a tampered file) is no windows, counted by the reader."""
+    try:
+        value = loads_bounded(text if isinstance(text, str | bytes) else "", what="feedback store windows",
+                              max_bytes=_MAX_WINDOWS_BYTES, max_depth=2)
+    except JsonInputError as exc:
+        log.warning("feedback store: a list of windows unreadable; taken as none", error=str(exc))
+        return ()
+    return tuple(w for w in value if isinstance(w, str)) if isinstance(value, list) else ()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -51,6 +50,7 @@ from monitor.core.files import (
     trusted_dir,
 )
 from monitor.core.files import private_dir as _private_dir
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from monitor.core.statefile import move_aside
 from monitor.history.times import utc_day
 
@@ -351,9 +351,9 @@ class HistoryFiles:
         with os.fdopen(open_nofollow(path, os.O_RDONLY), encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
-                    record = json.loads(line)
+                    record = loads_bounded(line, what="history line", max_bytes=MAX_LINE_BYTES)
                     gone = isinstance(record, dict) and drop(record)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError):  # JsonInputError too: the line is kept, unread
                     purged.unreadable_kept += int(bool(line.strip()))
                     gone = False
                 if gone:
@@ -443,7 +443,7 @@ class PurgePreview(HistoryFiles):
         with self.day_file(day).open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
-                    record = json.loads(line)
+                    record = loads_bounded(line, what="history line", max_bytes=MAX_LINE_BYTES)
                     purged.records += int(isinstance(record, dict) and bool(drop(record)))
                 except (ValueError, TypeError):
                     purged.unreadable_kept += int(bool(line.strip()))

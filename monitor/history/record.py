@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.assess.prompt import time_label
 from monitor.backends import Message, ModelReply, ModelRequest
-from monitor.core.errors import MalformedReplyError
+from monitor.core.errors import JsonInputError, MalformedReplyError
+from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from monitor.core.text import cut
 from monitor.observer import Settled
 from monitor.windows import Window
@@ -36,6 +37,7 @@ RECORD_VERSION = 1
 # A model's raw answer is kept up to this many characters (a marker says how much was cut): a record
 # stays one readable line whatever a misbehaving server sends.
 MAX_REPLY_CHARS = 16 * 1024
+_MAX_LABEL_BYTES = 4096
 # Stores one image sent to the model: (sha256, JPEG bytes).
 ImageKeeper = Callable[[str, bytes], None]
 
@@ -178,8 +180,8 @@ def _frame_label(part: Any) -> dict[str, Any] | None:
     if not isinstance(part, dict) or part.get("type") != "text":
         return None
     try:
-        label = json.loads(str(part.get("text", "")))
-    except ValueError:
+        label = loads_bounded(str(part.get("text", "")), what="frame label", max_bytes=_MAX_LABEL_BYTES)
+    except JsonInputError:
         return None
     return label if isinstance(label, dict) and "frame" in label else None
 
@@ -299,9 +301,9 @@ class RecordError(ValueError):
 def parse_record(line: str) -> WindowRecord:
     """One line of a history file as a record; RecordError saying what is wrong otherwise."""
     try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise RecordError(f"not valid JSON ({exc})") from None
+        data = loads_bounded(line, what="history line", max_bytes=MAX_LINE_BYTES)
+    except JsonInputError as exc:  # too large, too deep, not JSON: named and counted by the reader
+        raise RecordError(exc.detail) from None
     if not isinstance(data, dict):
         raise RecordError(f"not a record (a JSON {type(data).__name__}, not an object)")
     if data.get("type", "window") != "window":

@@ -166,11 +166,13 @@ class Discovery:
     def _hub_entities(self) -> list[tuple[str, str, dict[str, Any]]]:
         # A binary_sensor and sensors come first: zone entities of those platforms name the hub as via_device.
         return [
+            # The hub's problem entity: a source offline, a sink that cannot deliver or queue, a task that died.
             ("binary_sensor", "source_problem", {
-                "name": "Source problem", "device_class": "problem",
-                "value_template": "{{ 'ON' if value_json.sources_offline else 'OFF' }}",
+                "name": "Monitor problem", "device_class": "problem",
+                "value_template": "{{ 'ON' if value_json.sources_offline or value_json.problems else 'OFF' }}",
                 "json_attributes_topic": self.topics.stats,
-                "json_attributes_template": "{{ {'sources': value_json.sources} | tojson }}",
+                "json_attributes_template": "{{ {'sources': value_json.sources, 'problems': value_json.problems}"
+                                            " | tojson }}",
             }),
             ("sensor", "last_assessment", {
                 "name": "Last successful assessment", "device_class": "timestamp",

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,9 @@ from monitor.control import ZoneControls
 from monitor.core.aio import Backoff, cancel_all, wait_event
 from monitor.core.errors import MonitorError
 from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
+from monitor.core.jsonio import loads_bounded
 from monitor.core.statefile import move_aside
+from monitor.core.supervise import RESTART_MAX_S, RESTART_MIN_S, Crashes
 from monitor.core.text import iso_time, shorten
 from monitor.escalation import contract as reach
 from monitor.escalation.engine import AckRequest
@@ -59,6 +62,12 @@ log = structlog.get_logger("monitor.sinks.mqtt")
 _BATCH = 32  # outbox messages in flight at once; the acknowledged prefix is removed
 _GOODBYE_TIMEOUT_S = 2.0
 _PUBLISHED_RECORD = "mqtt-published.json"
+_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_MAX_RECORD_DEPTH = 4  # {"topics": [...]}
+_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state")
+# Zone ids and discovery object ids (`<zone>_<entity>`) as the configuration allows them; no wildcard, no NUL.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
+_COMPONENT = re.compile(r"^[a-z_]{1,40}\Z")
 
 StatsProvider = Callable[[], Mapping[str, Any]]
 
@@ -119,6 +128,7 @@ class MqttSink:
         self._outbox_empty = asyncio.Event()
         self._state_wake = asyncio.Event()
         self._stats_wake = asyncio.Event()
+        self.crashes = Crashes("mqtt-sink")  # the delivery task restarted after an unexpected error
         # Feedback on alerts (issue 13): set by the daemon; then <prefix>/feedback is subscribed,
         # its messages go to the handler, and each zone's device gets the feedback buttons.
         self.feedback: FeedbackHandler | None = None
@@ -129,6 +139,14 @@ class MqttSink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the sink cannot be trusted to deliver right now (its task died and was restarted), else None."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            return f"delivery task stopped: {task.exception()}"
+        return self.crashes.problem()
 
     @property
     def backlog(self) -> int:
@@ -256,7 +274,9 @@ class MqttSink:
     # -- connection loop -------------------------------------------------------------
     async def _run(self) -> None:
         backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        restarts = Backoff(RESTART_MIN_S, RESTART_MAX_S)  # not reset by a connect: a crash loop slows down
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 await self._session(backoff)
             except aiomqtt.MqttError as exc:
@@ -264,6 +284,16 @@ class MqttSink:
                 delay = backoff.next()
                 self.counters["connect_failures"] += 1
                 log_connect_failure(self.settings, exc, delay, role="alert sink")
+                await wait_event(self._stop, delay)
+            except Exception as exc:  # a bug or an input nobody foresaw: reconnect and go on, visibly
+                self._connected.clear()
+                self.crashes.failed(exc)
+                self.counters["task_restarts"] += 1
+                if time.monotonic() - started > RESTART_MAX_S:
+                    restarts.reset()  # it had been running well
+                delay = restarts.next()
+                log.error("mqtt sink session died of an unexpected error; reconnecting", broker=self.settings.broker,
+                          restarts=self.crashes.count, retry_in_s=round(delay, 2), exc_info=exc)
                 await wait_event(self._stop, delay)
 
     async def _session(self, backoff: Backoff) -> None:
@@ -279,12 +309,20 @@ class MqttSink:
             self._connected.set()
             try:
                 await self._serve(client)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: the broker sends the Last Will
+            except Exception:
+                # A clean disconnect sends no Last Will: say `offline` while the session restarts.
+                await self._say_offline(client)
+                raise
             finally:
                 self._connected.clear()
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.topics.available, b"offline", qos=1, retain=True,
-                                     timeout=_GOODBYE_TIMEOUT_S)
+            await self._say_offline(client)
         log.info("mqtt disconnected", broker=self.settings.broker)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(self.topics.available, b"offline", qos=1, retain=True, timeout=_GOODBYE_TIMEOUT_S)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         filters = [(self.topics.monitoring_set_filter, 1), (self.topics.sensitivity_set_filter, 1),
@@ -386,6 +424,8 @@ class MqttSink:
             "sources_offline": [], "zones": self.status.to_json(),
             "last_assessment_at": iso_time(last) if last is not None else None,
             **service,
+            # The service lists every sink's problems; a sink on its own names its own.
+            "problems": service.get("problems", []) if self._stats is not None else self._own_problems(),
             "mqtt": {
                 "connected": self.connected,
                 "outbox_pending": len(self.outbox),
@@ -395,10 +435,37 @@ class MqttSink:
             },
         }
 
+    def _own_problems(self) -> list[str]:
+        return [f"sink {self.name}: {problem}"] if (problem := self.problem) is not None else []
+
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            self.handle_command(str(message.topic), bytes(payload))
+            topic = str(message.topic)
+            payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
+            if message.retain and self.is_command(topic):
+                await self._clear_retained_command(client, topic, payload)
+                continue
+            try:
+                self.handle_command(topic, payload)
+            except Exception:  # one message that cannot be handled is one bad message, never a dead session
+                self.counters["command_errors"] += 1
+                log.exception("mqtt control message could not be handled; ignored", topic=shorten(topic, 200),
+                              payload=payload[:64].decode("utf-8", "replace"), payload_bytes=len(payload))
+
+    def is_command(self, topic: str) -> bool:
+        """True for the topics that carry commands: controls, acknowledgements, feedback."""
+        return (topic == self.topics.feedback or reach.ack_zone(self.topics.prefix, topic) is not None
+                or self.topics.control_zone(topic, "monitoring") is not None
+                or self.topics.control_zone(topic, "sensitivity") is not None)
+
+    async def _clear_retained_command(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        """A command is an act, not a state: a retained one (replayed by the broker at every connect) is
+        ignored and deleted. The controls' state lives in the monitor's own retained `.../state` topics."""
+        self.counters["retained_commands_ignored"] += 1
+        log.warning("retained mqtt command ignored and cleared; commands must not be retained",
+                    topic=shorten(topic, 200), payload=payload[:64].decode("utf-8", "replace"),
+                    payload_bytes=len(payload))
+        await client.publish(topic, b"", qos=1, retain=True)
 
     # -- control topics and discovery ---------------------------------------------------
     def handle_command(self, topic: str, payload: bytes) -> None:
@@ -410,6 +477,12 @@ class MqttSink:
                 self._dirty.update(self._retained)
                 self._state_wake.set()
                 self._stats_wake.set()
+            return
+        if not payload and self.is_command(topic):
+            # An empty message is how MQTT deletes a retained one (the monitor does so itself): never a command.
+            self.counters["empty_commands_ignored"] += 1
+            log.info("empty mqtt message on a command topic ignored (a retained message being cleared)",
+                     topic=shorten(topic, 200))
             return
         if topic == self.topics.feedback and self.feedback is not None:
             self._take_feedback(topic, payload)
@@ -474,6 +547,13 @@ class MqttSink:
         owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)} | {self.topics.stats}
         previous = await asyncio.to_thread(self._load_published)
         for topic in sorted(previous - owned):
+            if not self._own_shape(topic):
+                self.counters["foreign_topics_not_cleared"] += 1
+                # From a file: it may hold what no terminal can print (a lone surrogate); shown escaped.
+                printable = topic.encode("utf-8", "backslashreplace").decode("utf-8")
+                log.warning("record of published mqtt topics names a topic the monitor never publishes; "
+                            "left alone", topic=shorten(printable, 200), path=str(self.state_dir / _PUBLISHED_RECORD))
+                continue
             await client.publish(topic, b"", qos=1, retain=True)
             log.info("cleared retained topic of a removed zone or entity", topic=topic)
         if previous != owned:
@@ -486,17 +566,36 @@ class MqttSink:
     def _load_published(self) -> set[str]:
         path = self.state_dir / _PUBLISHED_RECORD
         try:
-            data = json.loads(read_nofollow(path).decode("utf-8"))
+            data = loads_bounded(read_nofollow(path), what="published topics record", max_bytes=_MAX_RECORD_BYTES,
+                                 max_depth=_MAX_RECORD_DEPTH)
         except FileNotFoundError:
             return set()
         except UnsafePathError as exc:  # a planted link: not ours, never read or written through
             move_aside(path, exc.problem, what="record of published mqtt topics")
             return set()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: JsonInputError, named and counted by the reader
             log.warning("record of published mqtt topics unreadable; starting afresh", path=str(path), error=str(exc))
             return set()
         topics = data.get("topics") if isinstance(data, dict) else None
         return {t for t in topics if isinstance(t, str) and t} if isinstance(topics, list) else set()
+
+    def _own_shape(self, topic: str) -> bool:
+        """A topic the monitor itself publishes retained: a zone's state topics or the stats under the topic
+        prefix, or a discovery config of this monitor's node. The record is a file anyone with access to the
+        state dir can edit: nothing else named in it is ever deleted."""
+        if topic == self.topics.stats:
+            return True
+        prefix = f"{self.topics.prefix}/"
+        if topic.startswith(prefix):
+            zone, _, tail = topic[len(prefix):].partition("/")
+            return _NAME.match(zone) is not None and tail in _ZONE_TOPIC_TAILS
+        parts = topic.split("/")
+        discovery = self.discovery.prefix.split("/")
+        if len(parts) != len(discovery) + 4 or parts[:len(discovery)] != discovery:
+            return False
+        component, node, entity, last = parts[len(discovery):]
+        return (_COMPONENT.match(component) is not None and node == self.discovery.node_id
+                and _NAME.match(entity) is not None and last == "config")
 
     def _save_published(self, topics: set[str]) -> None:
         path = self.state_dir / _PUBLISHED_RECORD

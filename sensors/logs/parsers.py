@@ -10,7 +10,6 @@ serves a live tail and a whole file. The only exception any of them raises is
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeGuard, get_args
 
-from monitor.core.errors import LogParseError
+from monitor.core.errors import JsonInputError, LogParseError
+from monitor.core.jsonio import loads_bounded
 from monitor.core.text import shorten, truncate
 from sensors.types import LogEntry
 
@@ -30,6 +30,8 @@ Clock = Callable[[], float]
 
 # The longest text field of one entry, by default ("a few KiB"): one runaway line must not become the prompt.
 DEFAULT_MAX_ENTRY_CHARS = 4096
+# The sources hold at most 1 MiB of a line; a JSONL line is never longer than what they pass.
+MAX_JSONL_LINE_BYTES = 4 * 1024 * 1024
 # Timestamps: seconds since 1970 up to the last second of year 9999 (what a datetime can show).
 MAX_EPOCH_S = 253_402_300_799.0
 # Larger epoch numbers are milliseconds, microseconds or nanoseconds (JavaScript, Go, OpenTelemetry loggers):
@@ -53,10 +55,9 @@ def parse_jsonl_line(line: str, *, source: str, lineno: int, now: float) -> LogE
     """
     where = f"{source}:{lineno}"
     try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: deeply nested arrays are valid JSON that json cannot load.
-        raise LogParseError(f"{where}: not valid JSON ({shorten(exc, 80) or type(exc).__name__})") from exc
+        obj = loads_bounded(line, what="jsonl log line", max_bytes=MAX_JSONL_LINE_BYTES)
+    except JsonInputError as exc:  # too large, nested too deep, not JSON: named and counted by the reader
+        raise LogParseError(f"{where}: {shorten(exc.detail, 80)}") from None
     if not isinstance(obj, dict):
         raise LogParseError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     text = obj.get("text")

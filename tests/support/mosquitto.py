@@ -1,7 +1,7 @@
 """A real mosquitto broker on 127.0.0.1 for tests, and a real subscribing client.
 
 `Mosquitto` writes a config into a temp dir (anonymous, or a password file made
-with `mosquitto_passwd`; optionally a TLS listener with certificates made by
+with `mosquitto_passwd` and optionally an ACL file; optionally a TLS listener with certificates made by
 `make_tls_files` using the `openssl` CLI) and starts/stops/restarts the broker
 on the same free port. `Recorder` is an aiomqtt subscriber that reconnects on
 its own and keeps every message it received.
@@ -89,9 +89,10 @@ class Mosquitto:
     host = "127.0.0.1"
 
     def __init__(self, workdir: Path, *, users: Mapping[str, str] | None = None, tls: TlsFiles | None = None,
-                 persistence: bool = False) -> None:
+                 persistence: bool = False, acl: str | None = None) -> None:
         self.workdir = workdir
         self.users = dict(users or {})
+        self.acl = acl  # the text of a mosquitto ACL file (with `users`)
         self.tls = tls
         self.persistence = persistence
         self.port = free_port()
@@ -113,6 +114,11 @@ class Mosquitto:
         ]
         if self.users:
             lines.append(f"password_file {self._password_file()}")
+        if self.acl is not None:
+            acl = self.workdir / "acl"
+            acl.write_text(self.acl)
+            acl.chmod(0o600)
+            lines.append(f"acl_file {acl}")
         if self.tls is not None:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}", f"keyfile {self.tls.server_key}",
                       "require_certificate true", "tls_version tlsv1.2"]
