@@ -298,7 +298,7 @@ def test_a_nested_line_is_a_named_rejection_for_replay_and_purge(
     assert code == 3
     assert f"error: {tuesday}:3: nested more than 64 levels deep" in capsys.readouterr().err
     assert scores(tmp_path / "out")["n_windows"] == WINDOWS - 1
-    purge = subprocess.run([sys.executable, "-m", "monitor", "history", "purge", "--zone", "kitchen",
+    purge = subprocess.run([sys.executable, "-m", "monitor", "history", "purge", "--zone", "kitchen", "--yes",
                             "--state-dir", str(state)], capture_output=True, text=True, timeout=60, check=False,
                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert purge.returncode == 0, purge.stderr
