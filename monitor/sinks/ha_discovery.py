@@ -291,7 +291,7 @@ class Discovery:
             ("switch", "monitoring", {
                 "name": "Monitoring", "command_topic": t.monitoring(zone, "set"),
                 "state_topic": t.monitoring(zone, "state"), "payload_on": "ON", "payload_off": "OFF",
-                "state_on": "ON", "state_off": "OFF", "optimistic": False, "icon": "mdi:shield-eye",
+                "state_on": "ON", "state_off": "OFF", "optimistic": False, "icon": "mdi:shield-home",
             }),
             ("number", "sensitivity", {
                 "name": "Sensitivity", "command_topic": t.sensitivity(zone, "set"),
