@@ -82,7 +82,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HomeAssista
         (config / "automations.yaml").write_text(automations_yaml())
         (config / "scripts.yaml").write_text(TEST_SCRIPTS)
         counters = "".join(f"  {name}:\n    initial: 0\n    restore: true\n" for name in COUNTERS)
-        extra = ("automation: !include automations.yaml\nscript: !include scripts.yaml\n"
+        # The recorder and the logbook too: what the logbook records of the monitor is checked at the end.
+        extra = ("recorder:\n  commit_interval: 0\nlogbook:\n"
+                 "automation: !include automations.yaml\nscript: !include scripts.yaml\n"
                  f"counter:\n{counters}" + (EXAMPLES / "helpers.yaml").read_text())
         ha = HomeAssistant(config, mqtt_host=broker.host, mqtt_port=broker.port, extra_yaml=extra)
         try:
@@ -254,4 +256,13 @@ async def test_the_shipped_automations_run_once_per_real_event_through_every_res
 
         daemon.signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 20) == 0
+
+    # The logbook: the zones' changes are there, the hub's diagnostics are not, and no row is empty.
+    since = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 3 * 3600))
+    book = await asyncio.to_thread(ha.api, "GET", f"/api/logbook/{since}")
+    rows = [r for r in book if str(r.get("entity_id", "")).startswith(("sensor.proactive_monitor", "sensor.kitchen",
+                                                                       "binary_sensor.kitchen"))]
+    assert any(r["entity_id"] == KITCHEN_PROBLEM for r in rows), rows[-20:]
+    assert [r for r in rows if r["entity_id"].startswith("sensor.proactive_monitor")] == []
+    assert [r for r in rows if r.get("state") == ""] == []
     assert {name: await asyncio.to_thread(count, ha, name) for name in COUNTERS} == expected
