@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
@@ -60,7 +61,10 @@ async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_
             event["entity_id"], lambda s: s["attributes"].get("event_type") == "critical")
         attributes = fired["attributes"]
         assert (attributes["zone"], attributes["escalation_level"]) == ("kitchen", 2)
-        assert attributes["advice"] == new.alert.advice and attributes["first_warning_at_epoch"] == new.alert.created_at
+        assert attributes["advice"] == new.alert.advice
+        assert attributes["first_warning_at"] == iso_time(new.alert.created_at)
+        assert not [key for key in attributes if key.endswith("_epoch")]  # HA would show them as raw numbers
+        assert isinstance(attributes["seq"], int) and attributes["event_id"] == attributes["message_id"]
     finally:
         await sink.close()
     assert ha.problems(since=mark, levels=NOTICE_LEVELS) == []

@@ -174,4 +174,5 @@ async def test_an_ack_shows_in_the_zone_state_but_is_not_a_new_last_warning(brok
             what="acknowledged zone state and the last warning")
         await asyncio.sleep(0.5)  # retained topics go out together: a rewritten last_warning would be here by now
         await sink.close()
-    assert {m.json()["at_epoch"] for m in rec.on(f"{p}/kitchen/last_warning")} == {new.at}
+    # The start's cleared last warning may go out first (connect timing); every warning shown has the warning's time.
+    assert {m.json()["at_epoch"] for m in rec.on(f"{p}/kitchen/last_warning") if m.json()["active"]} == {new.at}

@@ -191,6 +191,10 @@ _STATE_ATTRIBUTES = attributes_template(
     "caregiver_needed", "level", "alert_id", "zone", "zone_name", "hazard", "severity", "since", "first_warning_at",
     "caregivers_notified", "acknowledged", "acknowledged_by", "seq", "count")
 CAREGIVER_NEEDED = "{{ 'ON' if value_json.caregiver_needed else 'OFF' }}"
+# An event entity's attributes are its payload: the escalation without the `_epoch` twins.
+ESCALATION_EVENT = attributes_template(
+    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "advice", "reason", "severity",
+    "escalation_level", "first_warning_at", "at", "text")
 
 
 def caregiver_needed_entity(state_topic: str) -> dict[str, Any]:
@@ -224,7 +228,7 @@ def caregiver_entity(*, prefix: str, node_id: str, device_name: str, sw_version:
     """The one `event` entity caregivers' automations trigger on: (config topic, config)."""
     config = {
         "name": "Escalation", "unique_id": f"{node_id}_escalations", "state_topic": escalations_topic(prefix),
-        "event_types": list(ESCALATION_EVENT_TYPES), "icon": "mdi:phone-alert",
+        "event_types": list(ESCALATION_EVENT_TYPES), "icon": "mdi:phone-alert", "value_template": ESCALATION_EVENT,
         "device": {"identifiers": [node_id], "name": device_name, "manufacturer": "proactive-monitor",
                    "model": "Proactive safety monitor", "sw_version": sw_version},
         "origin": {"name": "proactive-monitor", "sw_version": sw_version},

@@ -56,6 +56,9 @@ NO_WARNING = "No open warning"
 LAST_WARNING = "{{ value_json.text[:255] if value_json.text else '" + NO_WARNING + "' }}"
 LAST_WARNING_ATTRIBUTES = escalation_contract.attributes_template(
     "active", "hazard", "severity", "advice", "reason", "alert_id", "at")
+# An event entity's attributes are its payload: without the `_epoch` twin.
+WARNING_EVENT = escalation_contract.attributes_template(
+    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "reason", "advice", "confidence", "at")
 ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard'] else 'offline' }}"
 MANUFACTURER = "proactive-monitor"
 HUB = "hub"
@@ -282,6 +285,7 @@ class Discovery:
             }),
             ("event", "warning", {
                 "name": "Warning", "state_topic": t.event(zone), "event_types": list(EVENT_TYPES),
+                "value_template": WARNING_EVENT,
             }),
             ("sensor", "last_warning", {
                 "name": "Last warning", "state_topic": t.last_warning(zone),
