@@ -55,7 +55,7 @@ COUNTERS = ("caregiver_calls", "monitor_down", "zone_blind")
 HUB_CAREGIVER = "binary_sensor.proactive_monitor_caregiver_needed"
 HUB_OFFLINE = "binary_sensor.proactive_monitor_monitor_offline"
 KITCHEN_PROBLEM = "binary_sensor.kitchen_monitoring_problem"
-KITCHEN_STATUS = "sensor.kitchen_status"
+KITCHEN_STATUS = "sensor.kitchen_hazard_status"
 
 
 def automations_yaml() -> str:

@@ -197,10 +197,10 @@ ESCALATION_EVENT = attributes_template(
     "escalation_level", "first_warning_at", "at", "text")
 
 
-def caregiver_needed_entity(state_topic: str) -> dict[str, Any]:
+def caregiver_needed_entity(state_topic: str, name: str = "Caregiver needed") -> dict[str, Any]:
     """A `binary_sensor` on a retained escalation state: on while an escalation waits for a caregiver."""
     return {
-        "name": "Caregiver needed", "state_topic": state_topic, "value_template": CAREGIVER_NEEDED,
+        "name": name, "state_topic": state_topic, "value_template": CAREGIVER_NEEDED,
         "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": state_topic,
         "json_attributes_template": _STATE_ATTRIBUTES, "icon": "mdi:account-alert",
     }
@@ -208,17 +208,20 @@ def caregiver_needed_entity(state_topic: str) -> dict[str, Any]:
 
 def zone_entities(prefix: str, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
     """The per-zone entities: (component, entity, config without the common part)."""
+    # Home Assistant's generated dashboards list a device's controls first, then its sensors by name, and leave
+    # out entities with a category: the names and categories here keep Hazard and Hazard status at the top of
+    # a zone's card ("Needs a caregiver" sorts after them; the level and the button are on the device page).
     state = escalation_state_topic(prefix, zone)
     return [
-        ("binary_sensor", "caregiver_needed", caregiver_needed_entity(state)),
+        ("binary_sensor", "caregiver_needed", caregiver_needed_entity(state, "Needs a caregiver")),
         ("sensor", "escalation_level", {
             "name": "Escalation level", "state_topic": state, "value_template": "{{ value_json.level }}",
             "json_attributes_topic": state, "json_attributes_template": _STATE_ATTRIBUTES,
-            "icon": "mdi:stairs-up",
+            "icon": "mdi:stairs-up", "entity_category": "diagnostic",
         }),
         ("button", "acknowledge", {
             "name": "Acknowledge", "command_topic": ack_topic(prefix, zone), "payload_press": HA_BUTTON_PAYLOAD,
-            "icon": "mdi:hand-back-right",
+            "icon": "mdi:hand-back-right", "entity_category": "config",
         }),
     ]
 

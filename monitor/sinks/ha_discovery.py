@@ -6,8 +6,8 @@ and diagnostic entities read from the retained `<prefix>/stats` topic (model
 errors, windows assessed with the last successful assessment as an attribute,
 outbox backlog, source problem). One device per zone, hung off the hub
 (`via_device`), named after the zone's display name, suggested for its area:
-`binary_sensor` Hazard (safety), `sensor` Status (the zone's state and its
-reason), `binary_sensor` Monitoring problem (on while the zone is off or blind;
+`binary_sensor` Hazard (safety), `sensor` Hazard status (the zone's state and
+its reason), `binary_sensor` Monitoring problem (on while the zone is off or blind;
 a zone merely not assessed since start is not a problem), `event` Warning,
 `sensor` Last warning, `switch` Monitoring and `number` Sensitivity.
 
@@ -275,7 +275,8 @@ class Discovery:
                 **self._zone_availability(zone),
             }),
             ("sensor", "status", {
-                "name": "Status", "state_topic": t.state(zone), "value_template": STATUS, "icon": "mdi:list-status",
+                "name": "Hazard status", "state_topic": t.state(zone), "value_template": STATUS,
+                "icon": "mdi:list-status",
             }),
             ("binary_sensor", "problem", {
                 "name": "Monitoring problem", "device_class": "problem", "state_topic": t.state(zone),
