@@ -21,7 +21,7 @@ from monitor.escalation.contract import escalation_state
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
 from monitor.sinks.sequence import BLOCK, FILE_NAME, EventSequence
-from tests.support.mosquitto import Mosquitto, Recorder, alert_event, retained
+from tests.support.mosquitto import Mosquitto, Recorder, alert_event, publish, retained
 
 ZONES = ("kitchen", "garage")
 
@@ -133,3 +133,27 @@ async def _wait_retained(broker: Mosquitto, topic: str, predicate: Callable[[dic
             return
         assert time.monotonic() < deadline, f"{topic}: never matched; last {kept.get(topic)}"
         await asyncio.sleep(0.05)
+
+
+async def test_an_escalation_still_open_after_a_rebuild_keeps_its_number(broker: Mosquitto, tmp_path: Path) -> None:
+    """A sink rebuilt with the alerts still open (a config reload, or alerts carried over a restart) publishes the
+    same `seq` for the escalation it already announced: a consumer that handled it does not act again."""
+    settings = MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
+                            reconnect_min_s=0.05, close_timeout_s=3.0)
+    p, state_dir = settings.topic_prefix, tmp_path / "state"
+    new = alert_event("garage", 7, severity="warning")
+    caregivers = escalated(new, 2, caregivers=True, at=new.at + 60)
+    first = MqttSink(settings, zones=list(ZONES), state_dir=state_dir)
+    await first.start()
+    await first.publish(new)
+    await first.publish(caregivers)
+    await _wait_retained(broker, f"{p}/escalation_state", lambda s: s["caregiver_needed"])
+    announced = (await retained(broker, f"{p}/escalation_state"))[f"{p}/escalation_state"].json()["seq"]
+    await first.close()
+    await publish(broker, f"{p}/garage/escalation_state", b"", retain=True)  # only the rebuilt sink can set it
+
+    second = MqttSink(settings, zones=list(ZONES), state_dir=state_dir)
+    second.restore_open_alerts([caregivers.alert])
+    await second.start()
+    await _wait_retained(broker, f"{p}/garage/escalation_state", lambda s: s["seq"] == announced and s["level"] == 2)
+    await second.close()
