@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
@@ -62,7 +63,10 @@ async def test_the_button_acknowledges_and_the_escalation_event_carries_what_an_
         assert (attributes["zone"], attributes["escalation_level"]) == ("kitchen", 2)
         # What a caregiver reads names the zone as the household calls it; the id stays for the ack topic.
         assert attributes["zone_name"] == "Cooking corner" and attributes["text"].startswith("Cooking corner: ")
-        assert attributes["advice"] == new.alert.advice and attributes["first_warning_at_epoch"] == new.alert.created_at
+        assert attributes["advice"] == new.alert.advice
+        assert attributes["first_warning_at"] == iso_time(new.alert.created_at)
+        assert not [key for key in attributes if key.endswith("_epoch")]  # HA would show them as raw numbers
+        assert isinstance(attributes["seq"], int) and attributes["event_id"] == attributes["message_id"]
     finally:
         await sink.close()
     assert ha.problems(since=mark, levels=NOTICE_LEVELS) == []

@@ -114,6 +114,7 @@ stats_interval_s = 1.0
 
 [mqtt.discovery]
 device_name = "Monitor {tag}"
+configuration_url = "https://monitor-{tag}.example.lan/"
 
 [[zones]]
 id = "kitchen"
@@ -137,7 +138,7 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         ha: HomeAssistant, broker: Mosquitto, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     node = f"pm_ha_{tag}"  # the node id derived from the topic prefix pm_ha/<tag>
-    health_port = free_port()  # the same at both starts: the hub's configuration_url does not change
+    health_port = free_port()
     model = Model()
     mark = ha.mark()
     watcher = StateWatcher(ha)
@@ -150,11 +151,13 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         daemon.start()
 
         for suffix in ("kitchen_hazard", "kitchen_problem", "kitchen_last_warning", "kitchen_monitoring",
-                       "kitchen_sensitivity", "kitchen_warning", "hub_source_problem", "hub_last_assessment",
-                       "hub_model_errors", "hub_windows_assessed", "hub_outbox_backlog", "hub_optional_failures"):
+                       "kitchen_sensitivity", "kitchen_warning", "kitchen_status", "hub_source_problem",
+                       "hub_last_assessment", "hub_model_errors", "hub_windows_assessed", "hub_outbox_backlog",
+                       "hub_offline", "hub_optional_failures"):
             await _wait_entity(ha, f"{node}_{suffix}")
         ids = entity_ids(ha, node)
         hazard, problem, warning = ids["kitchen_hazard"], ids["kitchen_problem"], ids["kitchen_last_warning"]
+        status, offline = ids["kitchen_status"], ids["hub_offline"]
 
         # -- devices: a hub with diagnostics, the zone hung off it, named after the zone, in its area
         devices = {tuple(i) for d in ha.device_registry() for i in d["identifiers"]}
@@ -164,7 +167,7 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         assert hub["name"] == f"Monitor {tag}" and zone["name"] == f"Kitchen {tag}"
         assert zone["via_device_id"] == hub["id"]
         assert zone["area_id"] == "kitchen"
-        assert hub["configuration_url"] == f"http://127.0.0.1:{health_port}/readyz"
+        assert hub["configuration_url"] == f"https://monitor-{tag}.example.lan/"  # configured, not the loopback
         registry = {e["entity_id"]: e for e in ha.entity_registry()}
         for key in ("hub_source_problem", "hub_last_assessment", "hub_model_errors", "hub_windows_assessed",
                     "hub_outbox_backlog", "hub_optional_failures"):
@@ -172,21 +175,24 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
             assert registry[ids[key]]["device_id"] == hub["id"], key
         assert registry[ids["kitchen_monitoring"]]["entity_category"] is None  # not hidden from dashboards
         assert registry[ids["kitchen_sensitivity"]]["entity_category"] == "config"
+        assert registry[ids["hub_last_assessment"]]["disabled_by"] == "integration"  # not in the logbook
+        assert registry[offline]["entity_category"] is None
         switch, number = ha.state(ids["kitchen_monitoring"]), ha.state(ids["kitchen_sensitivity"])
-        assert switch is not None and switch["attributes"]["icon"] == "mdi:shield-eye"
+        assert switch is not None and switch["attributes"]["icon"] == "mdi:shield-home"
         assert number is not None and number["attributes"]["icon"] == "mdi:tune-variant"
 
-        # -- unknown at start: a monitoring problem, and no "Safe"
-        await ha.async_wait_state(problem, "on")
+        # -- unknown at start: no "Safe", and not a monitoring problem (quiet is not a problem); the reason shown
+        await ha.async_wait_state(status, "Unknown: no observations since start")
+        assert (await ha.async_wait_state(problem))["state"] == "off"
         assert (await ha.async_wait_state(hazard))["state"] == "unavailable"
+        await ha.async_wait_state(offline, "off")
 
         # -- assessed and safe, then a hazard, then its end
         append(log, "Sam waters the plants")
         await ha.async_wait_state(hazard, "off")
         await ha.async_wait_state(problem, "off")
-        last = await ha.async_wait_state(ids["hub_last_assessment"], lambda s: s["state"] not in ("unknown", ""))
-        assert last["attributes"]["device_class"] == "timestamp"
-        await ha.async_wait_state(ids["hub_windows_assessed"], lambda s: s["state"] not in ("unknown", "0"))
+        assessed = await ha.async_wait_state(ids["hub_windows_assessed"], lambda s: s["state"] not in ("unknown", "0"))
+        assert assessed["attributes"]["last_assessment_at"].startswith("20")
         optional = await ha.async_wait_state(ids["hub_optional_failures"], "0")  # the extras, all well
         assert optional["attributes"]["feedback_context"] == 0 and optional["attributes"]["speaker"] == 0
         append(log, "Sam climbs the ladder and leans far out")
@@ -194,7 +200,7 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         assert on["attributes"]["hazard"] == "fall from ladder"
         await ha.async_wait_state(warning, "fall from ladder: Climb down and move the ladder.")
         await ha.async_wait_state(hazard, "off", timeout=20)  # not confirmed for dedup_ttl_s: the alert ends
-        await ha.async_wait_state(warning, "")  # and the last warning clears
+        await ha.async_wait_state(warning, "No open warning")  # and the last warning clears, never to ""
 
         # -- the model fails: blind, the problem sensor on, the hazard sensor unavailable (not "off")
         model.failing = True
@@ -202,6 +208,8 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         append(log, "Sam puts a pan of oil on the stove")
         blind = await ha.async_wait_state(problem, "on", timeout=20)
         assert blind["attributes"]["zone_state"] == "blind" and "last error: transient" in blind["attributes"]["reason"]
+        shown = await ha.async_wait_state(status, lambda s: s["state"].startswith("Blind: "))
+        assert "last error: transient" in shown["state"]  # the reason on the card, without opening attributes
         await ha.async_wait_state(hazard, "unavailable")
         await ha.async_wait_state(ids["hub_model_errors"], lambda s: s["state"] not in ("unknown", "0"))
         model.failing = False
@@ -215,10 +223,13 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         daemon.signal(signal.SIGKILL)
         daemon.wait(timeout=10)
         await ha.async_wait_state(hazard, "unavailable")
+        await ha.async_wait_state(offline, "on")  # a dead monitor is a problem, not "unavailable"
         restarted = Daemon(config, tmp_path, env=env)
         stack.callback(restarted.kill)
         restarted.start()
-        await ha.async_wait_state(problem, "on")  # unknown: not assessed since the restart
+        await ha.async_wait_state(offline, "off")
+        await ha.async_wait_state(status, "Unknown: no observations since start")  # and not a problem
+        assert (await ha.async_wait_state(problem))["state"] == "off"
         append(log, "Sam sweeps the floor")
         await ha.async_wait_state(hazard, "off")
         after_kill = watcher.states(hazard, since=killed)
@@ -226,6 +237,13 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         assert after_kill[0] == "unavailable" and after_kill[-1] == "off", after_kill
         restarted.signal(signal.SIGTERM)
         assert restarted.wait(timeout=15) == 0
+
+        # -- what HA shows: no raw epoch attribute anywhere, and the last warning never an empty state
+        mine = set(ids.values())
+        for state in ha.states():
+            if state["entity_id"] in mine:
+                assert not [k for k in state["attributes"] if k.endswith("_epoch")], state
+        assert "" not in watcher.states(warning)
 
     # HA's own start-up notice may land just after the fixture saw MQTT connected; it is not about the monitor.
     problems = [r for r in ha.problems(since=mark, levels=NOTICE_LEVELS) if "birth message sent" not in r.message]

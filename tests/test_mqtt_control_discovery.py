@@ -94,18 +94,21 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
         await rec.wait_topic(f"{p}/available", b"online")
 
     configs = await retained(broker, f"homeassistant/+/{node}/+/config")
-    assert len(configs) == 17  # six entities for each of two zones, five of the hub
+    assert len(configs) == 20  # seven entities for each of two zones, six of the hub
     unique_ids = set()
     for topic, message in configs.items():
         component = topic.split("/")[1]
         config = message.json()
         missing = (COMMON | REQUIRED[component]) - set(config)
         assert not missing, f"{topic}: missing {missing}"
-        availability = config.get("availability") or [{"topic": config["availability_topic"]}]
-        assert availability[0]["topic"] == f"{p}/available"
+        if topic.endswith("/hub_offline/config"):  # reads the availability topic itself, and is never unavailable
+            assert config["state_topic"] == f"{p}/available" and "availability_topic" not in config
+        else:
+            availability = config.get("availability") or [{"topic": config["availability_topic"]}]
+            assert availability[0]["topic"] == f"{p}/available"
         assert {"identifiers", "name", "manufacturer", "model", "sw_version"} <= set(config["device"])
         unique_ids.add(config["unique_id"])
-    assert len(unique_ids) == 17
+    assert len(unique_ids) == 20
 
     kitchen = {topic.split("/")[-2].removeprefix("kitchen_"): m.json() for topic, m in configs.items()
                if "/kitchen_" in topic}
@@ -132,12 +135,12 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
         assert "text" in (await rec.wait_topic(f"{p}/kitchen/last_warning")).json()
 
     async with Recorder(broker, f"homeassistant/+/{node}/+/config") as rec:
-        await rec.wait_for(lambda: len(rec.messages) == 17, what="retained configs")
+        await rec.wait_for(lambda: len(rec.messages) == 20, what="retained configs")
         assert all(m.retain for m in rec.messages)
         await publish(broker, "homeassistant/status", "offline")
         await publish(broker, "homeassistant/status", "online")
-        await rec.wait_for(lambda: len(rec.messages) == 34, what="configs re-sent after HA came online")
-        assert {m.topic for m in rec.messages[17:]} == set(configs)
+        await rec.wait_for(lambda: len(rec.messages) == 40, what="configs re-sent after HA came online")
+        assert {m.topic for m in rec.messages[20:]} == set(configs)
     await sink.close()
 
 
@@ -150,16 +153,16 @@ async def test_removed_zone_loses_its_entities(broker: Mosquitto, tmp_path: Path
     async with Recorder(broker, f"{p}/garage/state") as rec:
         await rec.wait_topic(f"{p}/garage/state")
     await first.close()
-    assert len(await retained(broker, f"homeassistant/+/{node}/+/config")) == 17
+    assert len(await retained(broker, f"homeassistant/+/{node}/+/config")) == 20
     recorded = json.loads((state / "mqtt-published.json").read_text())["topics"]
     assert f"homeassistant/switch/{node}/garage_monitoring/config" in recorded
 
     async with Recorder(broker, f"homeassistant/+/{node}/+/config", f"{p}/garage/#") as rec:
         second = MqttSink(settings, zones=["kitchen"], state_dir=state)
         await second.start()
-        await rec.wait_for(lambda: sum(1 for m in rec.messages if m.payload == b"" and not m.retain) == 10,
-                           what="empty payloads for the garage's six configs and four state topics")
+        await rec.wait_for(lambda: sum(1 for m in rec.messages if m.payload == b"" and not m.retain) == 12,
+                           what="empty payloads for the garage's seven configs and five state topics")
         await second.close()
     configs = await retained(broker, f"homeassistant/+/{node}/+/config")
-    assert len(configs) == 11 and all("/kitchen_" in topic or "/hub_" in topic for topic in configs)
+    assert len(configs) == 13 and all("/kitchen_" in topic or "/hub_" in topic for topic in configs)
     assert not any("/garage/" in topic for topic in await retained(broker, f"{p}/#"))

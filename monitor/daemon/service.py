@@ -30,7 +30,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -299,19 +298,8 @@ class Service:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
                           open_alerts=self.alerts.confirmed(), status=self.zones,
-                          configuration_url=self._health_url(), feedback=self.audit.desk,
+                          feedback=self.audit.desk,
                           reach_counters=self.stats.reach, acknowledge=self.escalation.request)
-
-    def _health_url(self) -> str | None:
-        """Where a person finds the health server (Home Assistant's "Visit device"), when it runs."""
-        if self.health is None or self.health.port is None:
-            return None
-        host = self.health_settings.host
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 (describing the bind address, not binding)
-            host = socket.gethostname()
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.health.port}/readyz"
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:

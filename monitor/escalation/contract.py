@@ -5,7 +5,10 @@
   `{"alert_id": "...", "by": "..."}` (both optional). Retained or empty messages are no commands.
 - `<prefix>/escalations` (out, QoS 1, through the outbox): one JSON message per escalation that
   notifies caregivers, for Home Assistant's `event` entity and automations.
-- Discovery: an `Acknowledge` button per zone and one `Escalation` event entity for caregivers.
+- `<prefix>/<zone>/escalation_state` and `<prefix>/escalation_state` (out, retained): the open escalations of
+  the zone, of every zone; what a subscriber that was away (Home Assistant restarting) reads when it returns.
+- Discovery: an `Acknowledge` button per zone and one `Escalation` event entity for caregivers; "Caregiver
+  needed" binary sensors and "Escalation level" sensors on the retained state.
 
 The MQTT sink calls these; docs/mqtt.md and docs/escalation.md describe the contract.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from monitor.alerts import Alert, AlertEvent, summary_json
@@ -37,6 +40,11 @@ HA_BUTTON_PAYLOAD = '{"by": "home_assistant"}'
 
 def escalations_topic(prefix: str) -> str:
     return f"{prefix}/escalations"
+
+
+def escalation_state_topic(prefix: str, zone: str | None = None) -> str:
+    """The retained open escalations of `zone`, or of every zone (the hub) when None."""
+    return f"{prefix}/escalation_state" if zone is None else f"{prefix}/{zone}/escalation_state"
 
 
 def ack_topic(prefix: str, zone: str) -> str:
@@ -99,21 +107,25 @@ def clean_by(name: str) -> str:
 # --------------------------------------------------------------------------- out: escalations
 
 
-def escalation_messages(prefix: str, event: AlertEvent) -> list[tuple[str, bytes, str]]:
+def escalation_messages(prefix: str, event: AlertEvent, seq: int | None = None) -> list[tuple[str, bytes, str]]:
     """(topic, payload, message id) for the caregivers' topic: escalations that notify caregivers."""
     if event.type != "escalate" or not event.alert.caregivers_notified:
         return []
-    payload = json.dumps(escalation_payload(event), ensure_ascii=False, separators=(",", ":")).encode()
+    payload = json.dumps(escalation_payload(event, seq), ensure_ascii=False, separators=(",", ":")).encode()
     return [(escalations_topic(prefix), payload, f"{event.message_id}:caregivers")]
 
 
-def escalation_payload(event: AlertEvent) -> dict[str, Any]:
-    """One caregivers' notification; `event_type` (the severity) is what Home Assistant's event entity keys on."""
+def escalation_payload(event: AlertEvent, seq: int | None = None) -> dict[str, Any]:
+    """One caregivers' notification; `event_type` (the severity) is what Home Assistant's event entity keys on.
+
+    `event_id` (the alert event's `message_id`) and `seq` (monitor/sinks/sequence.py) are the same on every
+    topic the event reaches, so a consumer can drop what it has seen.
+    """
     alert = event.alert
     return {
-        "event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id, "zone": alert.zone,
-        "zone_name": alert.zone_label, "hazard": alert.hazard, "advice": alert.advice, "reason": alert.reason,
-        "severity": alert.severity,
+        "event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id,
+        "event_id": event.message_id, "seq": seq, "zone": alert.zone, "zone_name": alert.zone_label,
+        "hazard": alert.hazard, "advice": alert.advice, "reason": alert.reason, "severity": alert.severity,
         "escalation_level": alert.escalation_level,
         # Times as everywhere on MQTT: ISO 8601 in UTC, and seconds since the epoch under `<key>_epoch`.
         "first_warning_at": iso_time(alert.created_at), "first_warning_at_epoch": alert.created_at,
@@ -133,6 +145,48 @@ def caregiver_text(event: AlertEvent) -> str:
     return f"{text}; and {len(event.summary)} more alert(s) not acknowledged: {others}"
 
 
+# --------------------------------------------------------------------------- out: the retained escalation state
+
+
+def escalation_state(alerts: Iterable[Alert], *, seq: Callable[[str], int | None],
+                     names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The open escalations among `alerts` as one retained payload (docs/mqtt.md, "Escalation state").
+
+    The top-level fields describe the escalation a caregiver should act on first (waiting for a caregiver,
+    then the highest level, then the newest); `seq` is the highest event number among the escalations still
+    waiting for a caregiver (null when none waits), which is what a deduplicating consumer compares.
+    With no open escalation every field is at its empty value, never missing.
+    """
+    entries = sorted((_entry(a, seq(a.id), names) for a in alerts if a.escalation_level > 0),
+                     key=lambda e: (e["caregiver_needed"], e["level"], e["since_epoch"], e["alert_id"]), reverse=True)
+    waiting = [e["seq"] for e in entries if e["caregiver_needed"] and e["seq"] is not None]
+    top = entries[0] if entries else _EMPTY_ENTRY
+    return {"active": bool(entries), **{k: v for k, v in top.items() if k != "seq"},
+            "seq": max(waiting, default=None), "count": len(entries), "escalations": entries}
+
+
+def _entry(alert: Alert, seq: int | None, names: Mapping[str, str] | None) -> dict[str, Any]:
+    since = alert.escalated_at if alert.escalated_at is not None else alert.created_at
+    acknowledged = alert.acknowledged_at is not None
+    return {
+        "alert_id": alert.id, "zone": alert.zone, "zone_name": (names or {}).get(alert.zone, alert.zone_label),
+        "hazard": alert.hazard, "severity": alert.severity, "level": alert.escalation_level,
+        "since": iso_time(since), "since_epoch": since,
+        "first_warning_at": iso_time(alert.created_at), "first_warning_at_epoch": alert.created_at,
+        "caregivers_notified": alert.caregivers_notified, "acknowledged": acknowledged,
+        "acknowledged_by": alert.acknowledged_by,
+        "caregiver_needed": alert.caregivers_notified and not acknowledged, "seq": seq,
+    }
+
+
+_EMPTY_ENTRY: dict[str, Any] = {
+    "alert_id": None, "zone": None, "zone_name": None, "hazard": "", "severity": None, "level": 0,
+    "since": None, "since_epoch": None, "first_warning_at": None, "first_warning_at_epoch": None,
+    "caregivers_notified": False, "acknowledged": False, "acknowledged_by": None, "caregiver_needed": False,
+    "seq": None,
+}
+
+
 def zone_reach_state(alert: Alert) -> dict[str, Any]:
     """What the zone state adds about the alert it shows, once it was escalated or acknowledged."""
     return alert.reach_state()
@@ -141,12 +195,52 @@ def zone_reach_state(alert: Alert) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Home Assistant discovery
 
 
+# Home Assistant attributes of the escalation state: the top escalation without the `_epoch` twins (HA would
+# show "Since epoch 1,796,631,474.96") and without the list (the payload has it).
+def attributes_template(*keys: str, **renamed: str) -> str:
+    """A Home Assistant `json_attributes_template` picking `keys` (missing ones as null) from the payload;
+    `renamed` maps an attribute name to the payload key it reads."""
+    pairs = [f"'{name}': value_json.get('{key}')" for name, key in (*((k, k) for k in keys), *renamed.items())]
+    return "{{ {" + ", ".join(pairs) + "} | tojson }}"
+
+
+_STATE_ATTRIBUTES = attributes_template(
+    "caregiver_needed", "level", "alert_id", "zone", "zone_name", "hazard", "severity", "since", "first_warning_at",
+    "caregivers_notified", "acknowledged", "acknowledged_by", "seq", "count")
+CAREGIVER_NEEDED = "{{ 'ON' if value_json.caregiver_needed else 'OFF' }}"
+# An event entity's attributes are its payload: the escalation without the `_epoch` twins.
+ESCALATION_EVENT = attributes_template(
+    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "advice", "reason", "severity",
+    "escalation_level", "first_warning_at", "at", "text")
+
+
+def caregiver_needed_entity(state_topic: str, name: str = "Caregiver needed") -> dict[str, Any]:
+    """A `binary_sensor` on a retained escalation state: on while an escalation waits for a caregiver."""
+    return {
+        "name": name, "state_topic": state_topic, "value_template": CAREGIVER_NEEDED,
+        "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": state_topic,
+        "json_attributes_template": _STATE_ATTRIBUTES, "icon": "mdi:account-alert",
+    }
+
+
 def zone_entities(prefix: str, zone: str) -> list[tuple[str, str, dict[str, Any]]]:
     """The per-zone entities: (component, entity, config without the common part)."""
-    return [("button", "acknowledge", {
-        "name": "Acknowledge", "command_topic": ack_topic(prefix, zone), "payload_press": HA_BUTTON_PAYLOAD,
-        "icon": "mdi:hand-back-right",
-    })]
+    # Home Assistant's generated dashboards list a device's controls first, then its sensors by name, and leave
+    # out entities with a category: the names and categories here keep Hazard and Hazard status at the top of
+    # a zone's card ("Needs a caregiver" sorts after them; the level and the button are on the device page).
+    state = escalation_state_topic(prefix, zone)
+    return [
+        ("binary_sensor", "caregiver_needed", caregiver_needed_entity(state, "Needs a caregiver")),
+        ("sensor", "escalation_level", {
+            "name": "Escalation level", "state_topic": state, "value_template": "{{ value_json.level }}",
+            "json_attributes_topic": state, "json_attributes_template": _STATE_ATTRIBUTES,
+            "icon": "mdi:stairs-up", "entity_category": "diagnostic",
+        }),
+        ("button", "acknowledge", {
+            "name": "Acknowledge", "command_topic": ack_topic(prefix, zone), "payload_press": HA_BUTTON_PAYLOAD,
+            "icon": "mdi:hand-back-right", "entity_category": "config",
+        }),
+    ]
 
 
 def caregiver_entity(*, prefix: str, node_id: str, device_name: str, sw_version: str,
@@ -154,7 +248,7 @@ def caregiver_entity(*, prefix: str, node_id: str, device_name: str, sw_version:
     """The one `event` entity caregivers' automations trigger on: (config topic, config)."""
     config = {
         "name": "Escalation", "unique_id": f"{node_id}_escalations", "state_topic": escalations_topic(prefix),
-        "event_types": list(ESCALATION_EVENT_TYPES), "icon": "mdi:phone-alert",
+        "event_types": list(ESCALATION_EVENT_TYPES), "icon": "mdi:phone-alert", "value_template": ESCALATION_EVENT,
         "device": {"identifiers": [node_id], "name": device_name, "manufacturer": "proactive-monitor",
                    "model": "Proactive safety monitor", "sw_version": sw_version},
         "origin": {"name": "proactive-monitor", "sw_version": sw_version},

@@ -37,4 +37,6 @@ def feedback_entities(feedback_topic: str, zone: str) -> list[tuple[str, str, di
     return [("button", f"feedback_{label}", {
         "name": name, "command_topic": feedback_topic, "payload_press": button_payload(zone, label),
         "icon": icon, "qos": 1, "retain": False,
+        # Feedback is given now and then, not watched: off the zone's main card, so the hazard leads it.
+        "entity_category": "config",
     }) for label, name, icon in _BUTTONS]

@@ -46,6 +46,10 @@ class MqttDiscoverySettings(Section):
         default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="default: the topic prefix, made safe"
     )
     device_name: DisplayName = Field(default="Proactive monitor")
+    configuration_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s]{1,2000}$",
+        description="the hub device's \"Visit\" link in Home Assistant (a URL other machines can open); "
+                    "none: no link")
 
 
 class MqttOutboxSettings(Section):

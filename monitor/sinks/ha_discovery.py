@@ -1,16 +1,21 @@
 """Home Assistant MQTT discovery: the retained config messages that create the monitor's devices and entities.
 
-One hub device for the monitor itself, with diagnostic entities read from the
-retained `<prefix>/stats` topic (model errors, last successful assessment,
-windows assessed, outbox backlog, source problem). One device per zone, hung off
-the hub (`via_device`), named after the zone's display name, suggested for its
-area, with six entities: `binary_sensor` Hazard (safety), `binary_sensor`
-Monitoring problem (on while the zone is unknown, off or blind), `event`
-Warning, `sensor` Last warning, `switch` Monitoring and `number` Sensitivity.
+One hub device for the monitor itself: `binary_sensor` Monitor offline (on the
+`available` topic itself, so it is on, not unavailable, when the monitor died),
+and diagnostic entities read from the retained `<prefix>/stats` topic (model
+errors, windows assessed with the last successful assessment as an attribute,
+outbox backlog, source problem). One device per zone, hung off the hub
+(`via_device`), named after the zone's display name, suggested for its area:
+`binary_sensor` Hazard (safety), `sensor` Hazard status (the zone's state and
+its reason), `binary_sensor` Monitoring problem (on while the zone is off or blind;
+a zone merely not assessed since start is not a problem), `event` Warning,
+`sensor` Last warning, `switch` Monitoring and `number` Sensitivity.
 
-Every entity is available while `<prefix>/available` is `online`; the Hazard
-sensor in addition only while its zone can see (state `clear` or `hazard`), so
-it reads "unavailable", never "Safe", while the zone is unknown, off or blind.
+Every entity but Monitor offline is available while `<prefix>/available` is
+`online`; the Hazard sensor in addition only while its zone can see (state
+`clear` or `hazard`), so it reads "unavailable", never "Safe", while the zone
+is unknown, off or blind. No attribute carries an `_epoch` twin (Home Assistant
+would show it as a raw number); times are ISO 8601.
 Config topics are `<discovery prefix>/<component>/<node_id>/<object>/config`
 with `<object>` = `<zone>_<entity>` for zones and `hub_<entity>` for the hub.
 
@@ -37,9 +42,25 @@ EVENT_TYPES = ("info", "warning", "critical")
 # Anything but `clear` reads as a hazard: if the availability ever let a blind zone through, it would
 # say "Unsafe", never "Safe".
 HAZARD_ON = "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"
-PROBLEM_ON = "{{ 'OFF' if value_json.state in ['clear', 'hazard'] else 'ON' }}"
+# A problem is what needs a person: the zone switched off or blind (its sources offline, the model failing).
+# `unknown` (not assessed since start: a quiet zone after a restart) is not one; it turns blind if it lasts
+# while observations wait. A dead monitor is the hub's Monitor offline.
+PROBLEM_ON = "{{ 'ON' if value_json.state in ['off', 'blind'] else 'OFF' }}"
 # Home Assistant drops an attribute named `state`: the zone's state is `zone_state` there.
-PROBLEM_ATTRIBUTES = "{{ {'zone_state': value_json.state, 'reason': value_json.reason} | tojson }}"
+PROBLEM_ATTRIBUTES = escalation_contract.attributes_template("reason", "since", zone_state="state")
+# The zone state as Home Assistant attributes: without the `_epoch` twins.
+ZONE_ATTRIBUTES = escalation_contract.attributes_template(
+    "reason", "since", "hazard", "severity", "alert_id", "active_alerts", "escalation_level", "acknowledged_at",
+    "acknowledged_by", zone_state="state")
+# The reason a person reads on the card, e.g. "Blind: every source of the zone is offline: cam (...)".
+STATUS = "{{ ((value_json.state | capitalize) ~ ': ' ~ value_json.reason)[:255] }}"
+NO_WARNING = "No open warning"
+LAST_WARNING = "{{ value_json.text[:255] if value_json.text else '" + NO_WARNING + "' }}"
+LAST_WARNING_ATTRIBUTES = escalation_contract.attributes_template(
+    "active", "hazard", "severity", "advice", "reason", "alert_id", "at")
+# An event entity's attributes are its payload: without the `_epoch` twin.
+WARNING_EVENT = escalation_contract.attributes_template(
+    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "reason", "advice", "confidence", "at")
 ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard'] else 'offline' }}"
 MANUFACTURER = "proactive-monitor"
 HUB = "hub"
@@ -117,7 +138,8 @@ class Discovery:
         self.prefix = settings.discovery.prefix
         self.status_topic = f"{self.prefix}/status"
         self.sw_version = _version()
-        self.configuration_url = configuration_url
+        # The hub's "Visit" link: only a URL the user configured (a loopback health URL is dead elsewhere).
+        self.configuration_url = configuration_url or settings.discovery.configuration_url
 
     def config_topic(self, component: str, zone: str, entity: str) -> str:
         return f"{self.prefix}/{component}/{self.node_id}/{zone}_{entity}/config"
@@ -126,8 +148,15 @@ class Discovery:
         """Config topic -> config payload, the hub's entities first (zone devices refer to the hub device);
         with `feedback`, each zone's device also gets the feedback buttons."""
         out: dict[str, dict[str, Any]] = {}
+        out[self.config_topic("binary_sensor", HUB, "offline")] = self._monitor_offline()
         for component, entity, config in self._hub_entities():
             out[self.config_topic(component, HUB, entity)] = self._hub_common(entity) | config
+        if self.reach:
+            state = escalation_contract.escalation_state_topic(self.topics.prefix)
+            # Not diagnostic: it is what a caregiver's automation and the hub's card are for.
+            out[self.config_topic("binary_sensor", HUB, "caregiver_needed")] = {
+                "unique_id": f"{self.node_id}_{HUB}_caregiver_needed", "device": self.hub_device(), **self._origin(),
+                **self._monitor_availability(), **escalation_contract.caregiver_needed_entity(state)}
         for zone in labels(zones):
             entities = [*self._zone_entities(zone.id), *self._reach_entities(zone.id)]
             if feedback:
@@ -163,6 +192,18 @@ class Discovery:
             **self._monitor_availability(), "entity_category": "diagnostic", "state_topic": self.topics.stats,
         }
 
+    def _monitor_offline(self) -> dict[str, Any]:
+        """On while `<prefix>/available` says `offline` (a clean stop, or the Last Will of a dead monitor).
+
+        It reads the availability topic itself and has no availability of its own: every other entity goes
+        unavailable when the monitor dies, this one turns on. Unknown until the monitor first connected.
+        """
+        return {
+            "name": "Monitor offline", "unique_id": f"{self.node_id}_{HUB}_offline", "device": self.hub_device(),
+            **self._origin(), "device_class": "problem", "state_topic": self.topics.available,
+            "payload_on": "offline", "payload_off": "online", "icon": "mdi:lan-disconnect",
+        }
+
     def _hub_entities(self) -> list[tuple[str, str, dict[str, Any]]]:
         # A binary_sensor and sensors come first: zone entities of those platforms name the hub as via_device.
         return [
@@ -174,8 +215,10 @@ class Discovery:
                 "json_attributes_template": "{{ {'sources': value_json.sources, 'problems': value_json.problems}"
                                             " | tojson }}",
             }),
+            # Changes at every stats publish: disabled by default (like zigbee2mqtt's last_seen), so it does not
+            # fill the logbook; the time is also an attribute of Windows assessed.
             ("sensor", "last_assessment", {
-                "name": "Last successful assessment", "device_class": "timestamp",
+                "name": "Last successful assessment", "device_class": "timestamp", "enabled_by_default": False,
                 "value_template": "{{ value_json.last_assessment_at or 'None' }}",
             }),
             ("sensor", "model_errors", {
@@ -187,6 +230,8 @@ class Discovery:
             ("sensor", "windows_assessed", {
                 "name": "Windows assessed", "state_class": "total_increasing", "icon": "mdi:eye-check-outline",
                 "value_template": "{{ value_json.windows_assessed }}",
+                "json_attributes_topic": self.topics.stats,
+                "json_attributes_template": "{{ {'last_assessment_at': value_json.last_assessment_at} | tojson }}",
             }),
             ("sensor", "outbox_backlog", {
                 "name": "Outbox backlog", "state_class": "measurement", "icon": "mdi:tray-full",
@@ -238,7 +283,12 @@ class Discovery:
             ("binary_sensor", "hazard", {
                 "name": "Hazard", "device_class": "safety", "state_topic": t.state(zone),
                 "value_template": HAZARD_ON, "payload_on": "ON", "payload_off": "OFF",
-                "json_attributes_topic": t.state(zone), **self._zone_availability(zone),
+                "json_attributes_topic": t.state(zone), "json_attributes_template": ZONE_ATTRIBUTES,
+                **self._zone_availability(zone),
+            }),
+            ("sensor", "status", {
+                "name": "Hazard status", "state_topic": t.state(zone), "value_template": STATUS,
+                "icon": "mdi:list-status",
             }),
             ("binary_sensor", "problem", {
                 "name": "Monitoring problem", "device_class": "problem", "state_topic": t.state(zone),
@@ -248,16 +298,17 @@ class Discovery:
             }),
             ("event", "warning", {
                 "name": "Warning", "state_topic": t.event(zone), "event_types": list(EVENT_TYPES),
+                "value_template": WARNING_EVENT,
             }),
             ("sensor", "last_warning", {
                 "name": "Last warning", "state_topic": t.last_warning(zone),
-                "value_template": "{{ value_json.text[:255] }}", "json_attributes_topic": t.last_warning(zone),
-                "icon": "mdi:alert",
+                "value_template": LAST_WARNING, "json_attributes_topic": t.last_warning(zone),
+                "json_attributes_template": LAST_WARNING_ATTRIBUTES, "icon": "mdi:alert",
             }),
             ("switch", "monitoring", {
                 "name": "Monitoring", "command_topic": t.monitoring(zone, "set"),
                 "state_topic": t.monitoring(zone, "state"), "payload_on": "ON", "payload_off": "OFF",
-                "state_on": "ON", "state_off": "OFF", "optimistic": False, "icon": "mdi:shield-eye",
+                "state_on": "ON", "state_off": "OFF", "optimistic": False, "icon": "mdi:shield-home",
             }),
             ("number", "sensitivity", {
                 "name": "Sensitivity", "command_topic": t.sensitivity(zone, "set"),

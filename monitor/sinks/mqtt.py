@@ -13,6 +13,11 @@ Topics under `<prefix>` (docs/mqtt.md has the full contract):
 Timestamps in payloads are ISO 8601 in UTC; the same instant in seconds since the
 epoch is kept under `<key>_epoch`.
 - `escalations` (out) and `<zone>/ack` (in): reaching the person, see `monitor/escalation/contract.py`.
+- `<zone>/escalation_state`, `escalation_state`: the open escalations of a zone, of every zone (retained).
+
+Every alert event carries an `event_id` and a `seq` (monitor/sinks/sequence.py), the same on each topic it
+reaches, so consumers can drop duplicates; the retained escalation state carries the `seq` of the
+escalations still waiting for a caregiver.
 
 Alert messages (`alerts`, `<zone>/event`) go through the durable `Outbox`: `publish`
 returns once the message is committed to SQLite, and a background task sends
@@ -52,6 +57,7 @@ from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
 from monitor.sinks.outbox import Outbox, OutboxError, OutboxMessage
+from monitor.sinks.sequence import EventSequence
 from monitor.zones import ZoneState, ZoneStatus
 
 if TYPE_CHECKING:
@@ -115,6 +121,8 @@ class MqttSink:
         self.topics = Topics(settings.topic_prefix)
         self.discovery = Discovery(settings, configuration_url=configuration_url, reach=acknowledge is not None)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
+        self.sequence = EventSequence(state_dir)
+        self._names = {label.id: label.name or label.id for label in self.labels}
         self.counters: Counter[str] = Counter()
         self._stats = stats
         self._acknowledge = acknowledge  # where `<zone>/ack` requests go (the escalation engine)
@@ -171,6 +179,7 @@ class MqttSink:
         # A full disk or an unwritable state dir must not keep the monitor from starting: the sink runs
         # without durability (put failures are counted) and the outbox opens as soon as it can.
         await asyncio.to_thread(self.outbox.try_open)
+        await asyncio.to_thread(self.sequence.load)
         if len(self.outbox):
             log.info("mqtt outbox has messages from a previous run", pending=len(self.outbox),
                      outbox=str(self.outbox.path))
@@ -180,6 +189,7 @@ class MqttSink:
             self._set_zone_state(self.status.state(zone))
             self._set_last_warning(zone, time.time())
             self._echo_controls(zone)
+        self._set_escalation_state()
         self.controls.listeners.append(self._echo_controls)
         self.status.listeners.append(self._set_zone_state)
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
@@ -189,12 +199,13 @@ class MqttSink:
         """Returns once the event's messages are committed to the outbox; delivery happens in the background."""
         self._raise_if_failed()
         alert = event.alert
+        seq = await self._number(event)
         try:
-            await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event)), event.message_id)
+            await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event, seq)), event.message_id)
             if event.type == "new" and not alert.quiet:  # quiet hours: recorded, but no HA event to act on
-                await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event)),
+                await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event, seq)),
                                     f"{event.message_id}:event")
-            for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event):
+            for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event, seq):
                 await self._enqueue(topic, payload, message_id)
         except OutboxError as exc:
             # Counted and raised after the zone's retained state is updated: that needs no disk.
@@ -207,8 +218,20 @@ class MqttSink:
         self.status.alert_event(event)
         if event.type != "ack":  # an ack is not a warning: last_warning keeps its time
             self._set_last_warning(alert.zone, event.at)
+        self._set_escalation_state(alert.zone)
         if failure is not None:
             raise failure
+
+    async def _number(self, event: AlertEvent) -> int:
+        """The event's sequence number; a newly reserved block is on disk before its first number is used."""
+        seq, reserved = self.sequence.take()
+        if reserved:
+            await self.sequence.flush()
+        if event.type == "escalate":
+            self.sequence.escalated(event.alert.id, seq)
+        elif event.type == "end":
+            self.sequence.ended(event.alert.id)
+        return seq
 
     async def close(self, *, flush: bool = True) -> None:
         """Flush the outbox (at most `close_timeout_s`), publish retained `offline`, disconnect.
@@ -233,6 +256,7 @@ class MqttSink:
         with contextlib.suppress(ValueError):
             self.status.listeners.remove(self._set_zone_state)
         self._task = None
+        await self.sequence.flush()
         await asyncio.to_thread(self.outbox.close)
 
     # -- enqueueing and state ----------------------------------------------------------
@@ -250,6 +274,22 @@ class MqttSink:
     def _set_zone_state(self, state: ZoneState) -> None:
         if state.zone in self.zones:
             self._set_retained(self.topics.state(state.zone), _dumps(state.to_json()))
+            self._set_escalation_state(state.zone)
+
+    def _set_escalation_state(self, zone: str | None = None) -> None:
+        """The retained open escalations of `zone` (every zone when None) and of the hub, when they changed."""
+        for one in self.zones if zone is None else [zone] if zone in self.zones else []:
+            self._set_retained_if_changed(reach.escalation_state_topic(self.topics.prefix, one),
+                                          self._escalation_payload(self.status.open_alerts(one)))
+        every = [alert for one in self.zones for alert in self.status.open_alerts(one)]
+        self._set_retained_if_changed(reach.escalation_state_topic(self.topics.prefix), self._escalation_payload(every))
+
+    def _escalation_payload(self, alerts: Sequence[Alert]) -> bytes:
+        return _dumps(reach.escalation_state(alerts, seq=self.sequence.escalation, names=self._names))
+
+    def _set_retained_if_changed(self, topic: str, payload: bytes) -> None:
+        if self._retained.get(topic) != payload:  # every zone state change asks: most change nothing here
+            self._set_retained(topic, payload)
 
     def _set_last_warning(self, zone: str, at: float) -> None:
         """The zone's newest open warning, or cleared (`text` empty) once none is open."""
@@ -544,7 +584,8 @@ class MqttSink:
         configs = self.discovery.messages(self.labels, feedback=feedback) if self.settings.discovery.enabled else {}
         for topic, config in configs.items():
             await client.publish(topic, _dumps(config), qos=1, retain=True)
-        owned = set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)} | {self.topics.stats}
+        owned = (set(configs) | {t for zone in self.zones for t in self._zone_topics(zone)}
+                 | {self.topics.stats, reach.escalation_state_topic(self.topics.prefix)})
         previous = await asyncio.to_thread(self._load_published)
         for topic in sorted(previous - owned):
             if not self._own_shape(topic):
@@ -561,7 +602,8 @@ class MqttSink:
 
     def _zone_topics(self, zone: str) -> list[str]:
         t = self.topics
-        return [t.state(zone), t.last_warning(zone), t.monitoring(zone, "state"), t.sensitivity(zone, "state")]
+        return [t.state(zone), t.last_warning(zone), t.monitoring(zone, "state"), t.sensitivity(zone, "state"),
+                reach.escalation_state_topic(t.prefix, zone)]
 
     def _load_published(self) -> set[str]:
         path = self.state_dir / _PUBLISHED_RECORD
@@ -609,19 +651,21 @@ class MqttSink:
 # --------------------------------------------------------------------------- payloads
 
 
-def _alert_payload(event: AlertEvent) -> dict[str, Any]:
+def _alert_payload(event: AlertEvent, seq: int) -> dict[str, Any]:
     """`AlertEvent.to_json()` with its times as ISO 8601 (`at`, `created_at`, `updated_at`, and the escalation's
-    `escalated_at`, `acknowledged_at` once set) plus `<key>_epoch`."""
-    body = event.to_json()
+    `escalated_at`, `acknowledged_at`, `unconfirmed_since` once set) plus `<key>_epoch`, and the event's `event_id`
+    and `seq`."""
+    body = {**event.to_json(), "event_id": event.message_id, "seq": seq}
     for key in ("at", "created_at", "updated_at", "escalated_at", "acknowledged_at", "unconfirmed_since"):
         if isinstance(body.get(key), int | float):
             body.update(_stamp(key, body[key]))
     return body
 
 
-def _event_payload(event: AlertEvent) -> dict[str, Any]:
+def _event_payload(event: AlertEvent, seq: int) -> dict[str, Any]:
     alert = event.alert
     return {"event_type": alert.severity, "alert_id": alert.id, "message_id": event.message_id,
+            "event_id": event.message_id, "seq": seq,
             "zone": alert.zone, "zone_name": alert.zone_label, "hazard": alert.hazard, "reason": alert.reason,
             "advice": alert.advice, "confidence": alert.confidence, **_stamp("at", event.at)}
 
