@@ -21,6 +21,13 @@ assessed + errored + dropped by reason + pending (from `/metrics` just before a 
 
     .venv/bin/python benchmarks/soak.py --minutes 3 --warmup 0.5 --zones 40 --rate 5 --kill-at 1.5
 
+`--mqtt` also starts a real mosquitto on 127.0.0.1, points the daemon's MQTT sink at it and keeps a
+persistent QoS 1 subscriber (`mosquitto_sub`) on `<prefix>/alerts` for the whole run; the report then
+compares the alert events decided (the daemon's own counts, per life), those in the JSONL file and those
+received over MQTT, by message id, with the duplicates counted (issue 20's check):
+
+    .venv/bin/python benchmarks/soak.py --minutes 3 --warmup 0.5 --zones 40 --rate 5 --kill-at 1.5 --mqtt
+
 `--video` adds two looping video files as cameras in the log's zone: it needs the
 `[[cameras]]` section in `Settings` (sensors/camera_config.py), and stops with a
 message while `Settings` has none.
@@ -107,7 +114,8 @@ def responder(latency_s: float) -> Callable[[dict[str, Any]], Action]:
     return answer
 
 
-def write_config(folder: Path, *, base_url: str, logs: dict[str, Path], video: list[Path]) -> Path:
+def write_config(folder: Path, *, base_url: str, logs: dict[str, Path], video: list[Path],
+                 mqtt_port: int | None = None) -> Path:
     cameras = "".join(camera_toml(f"cam{i}", path) for i, path in enumerate(video, start=1))
     sources = "".join(f'\n[[sources]]\nid = "{zone}"\npath = "{log}"\nformat = "jsonl"\npoll_interval_s = 0.25\n'
                       for zone, log in logs.items())
@@ -138,8 +146,58 @@ enabled = false
 [sinks.jsonl]
 enabled = true
 path = "{folder / 'alerts.jsonl'}"
-""")
+{_mqtt_toml(mqtt_port)}""")
     return config
+
+
+MQTT_PREFIX = "soak_monitor"
+
+
+def _mqtt_toml(port: int | None) -> str:
+    if port is None:
+        return ""
+    return f'''
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+topic_prefix = "{MQTT_PREFIX}"
+
+[mqtt.discovery]
+enabled = false
+'''
+
+
+class AlertSubscriber:
+    """`mosquitto_sub` with a fixed client id and a persistent session at QoS 1 on `<prefix>/alerts`: what a
+    subscriber that never goes away receives, one message per line (`-N`: no extra newline in payloads)."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.path = folder / "mqtt-alerts.jsonl"
+        self.handle = self.path.open("wb")
+        self.process = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-c", "-i", "soak-subscriber",
+             "-t", f"{MQTT_PREFIX}/alerts"], stdout=self.handle, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> list[dict[str, Any]]:
+        time.sleep(2.0)  # the last QoS 1 messages in flight
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.handle.close()
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.startswith("{")]
+
+
+def delivery(folder: Path, received: list[dict[str, Any]], lives: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alert events decided (per life), written to JSONL and received over MQTT, by message id."""
+    jsonl = [json.loads(line) for line in (folder / "alerts.jsonl").read_text().splitlines() if line.strip()]
+    jsonl_ids = [e["message_id"] for e in jsonl]
+    mqtt_ids = [e["message_id"] for e in received]
+    return {"decided": sum(life.get("alerts_decided", 0) for life in lives),
+            "decided_per_life": [life.get("alerts_decided") for life in lives],
+            "jsonl": len(jsonl_ids), "jsonl_unique": len(set(jsonl_ids)),
+            "mqtt": len(mqtt_ids), "mqtt_unique": len(set(mqtt_ids)),
+            "mqtt_duplicates": len(mqtt_ids) - len(set(mqtt_ids)),
+            "in_jsonl_not_mqtt": sorted(set(jsonl_ids) - set(mqtt_ids))[:20],
+            "in_mqtt_not_jsonl": sorted(set(mqtt_ids) - set(jsonl_ids))[:20]}
 
 
 def camera_toml(camera_id: str, path: Path) -> str:
@@ -223,7 +281,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log.write_text("")
     server = ScriptedOpenAIServer(responder=responder(args.latency)).start()
     writer = LogWriter(list(logs.values()), rate=args.rate, rotate_s=args.rotate_minutes * 60)
-    config = write_config(folder, base_url=server.base_url, logs=logs, video=video)
+    broker = subscriber = None
+    if args.mqtt:
+        from tests.support.mosquitto import Mosquitto
+
+        broker = Mosquitto(folder / "broker").start()
+        subscriber = AlertSubscriber(folder, broker.port)
+    config = write_config(folder, base_url=server.base_url, logs=logs, video=video,
+                          mqtt_port=None if broker is None else broker.port)
     if video:
         check = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(config)],
                                capture_output=True, text=True, check=False)
@@ -262,9 +327,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         writer.stop.set()
         writer.join()
         lives.append(daemon.stop())
+        received = subscriber.stop() if subscriber is not None else None
     finally:
         daemon.abandon()
         server.stop()
+        if broker is not None:
+            broker.stop()
     steady = delta(histograms, warm_histograms)
     latencies: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
@@ -277,6 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "video": bool(video), "samples": samples, "trace": trace, "latencies": latencies, "counters": counters,
         "lines_written": writer.lines, "rotations": writer.rotations, "exit_code": lives[-1]["exit_code"],
         "lives": lives,
+        "delivery": None if received is None else delivery(folder, received, lives),
         "growth_pct": {k: 100 * (samples["end"][k] - samples["warm"][k]) / samples["warm"][k]
                        for k in ("rss_mib", "fds")},
     }
@@ -303,13 +372,15 @@ class Life:
         _histograms, counters = scrape(self.port)
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=60)
-        return {"end": "SIGKILL", "exit_code": self.process.returncode, "accounting": metrics_accounting(counters)}
+        return {"end": "SIGKILL", "exit_code": self.process.returncode, "accounting": metrics_accounting(counters),
+                "alerts_decided": int(sum(v for k, v in counters.items() if k.startswith("monitor_alerts_total{")))}
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM; the accounting from the final `monitor stopped` line (pending is 0 after a stop)."""
         self.process.send_signal(signal.SIGTERM)
         exit_code = self.process.wait(timeout=60)
-        return {"end": "SIGTERM", "exit_code": exit_code, "accounting": stats_accounting(self.stderr_path)}
+        return {"end": "SIGTERM", "exit_code": exit_code, "accounting": stats_accounting(self.stderr_path),
+                "alerts_decided": stats_alerts(self.stderr_path)}
 
     def abandon(self) -> None:
         if self.process.poll() is None:
@@ -334,6 +405,13 @@ def stats_accounting(stderr_path: Path) -> dict[str, Any]:
         return {"error": "no `monitor stopped` line"}
     totals = stopped[-1]["observations"]
     return _balance(totals["accepted"], totals["assessed"], totals["errored"], totals["dropped"], totals["pending"])
+
+
+def stats_alerts(stderr_path: Path) -> int:
+    """Alert events the daemon published in its life, from the final `monitor stopped` stats."""
+    stopped = [json.loads(line) for line in stderr_path.read_text().splitlines()
+               if line.startswith("{") and '"monitor stopped"' in line]
+    return int(sum(stopped[-1].get("alerts", {}).values())) if stopped else 0
 
 
 def _balance(accepted: int, assessed: int, errored: int, dropped: dict[str, int], pending: int) -> dict[str, Any]:
@@ -409,7 +487,7 @@ Observations (accepted = assessed + errored + dropped + pending; a life ended by
 it just before, its pending ones lost with the process; lines written while no daemon ran are never read,
 the tail starting at the end of the file): {_lives(result)}.
 
-Stage latencies after warm-up, from `/metrics` in ms (interpolated inside histogram buckets like
+{_delivery(result)}Stage latencies after warm-up, from `/metrics` in ms (interpolated inside histogram buckets like
 `histogram_quantile`, so a percentile is only as fine as its bucket). `capture` is mostly the tail's
 0.25 s poll, `gating` the 1 s minimum interval between windows of a zone:
 
@@ -419,12 +497,24 @@ Stage latencies after warm-up, from `/metrics` in ms (interpolated inside histog
 """
 
 
+def _delivery(result: dict[str, Any]) -> str:
+    d = result.get("delivery")
+    if not d:
+        return ""
+    return (f"Alert events (`--mqtt`: a real mosquitto, one persistent QoS 1 subscriber for the whole run): "
+            f"decided {d['decided']} (per life {d['decided_per_life']}), JSONL {d['jsonl']} ({d['jsonl_unique']} "
+            f"distinct message ids), received over MQTT {d['mqtt']} ({d['mqtt_unique']} distinct, "
+            f"**{d['mqtt_duplicates']} duplicates**); in JSONL but not received: {len(d['in_jsonl_not_mqtt'])}; "
+            f"received but not in JSONL: {len(d['in_mqtt_not_jsonl'])}.\n\n")
+
+
 def _options(result: dict[str, Any]) -> str:
     options = f" --rate {result['rate_per_s']:g}" if result["rate_per_s"] != 2.0 else ""
     if result["zones"] != 1:
         options += f" --zones {result['zones']}"
     if result["kill_at_minutes"] is not None:
         options += f" --kill-at {result['kill_at_minutes']:g}"
+    options += " --mqtt" if result.get("delivery") else ""
     return options + (" --video" if result["video"] else "")
 
 
@@ -469,6 +559,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="scripted model latency in seconds")
     parser.add_argument("--rotate-minutes", type=float, default=5.0, help="rotate the activity log this often")
     parser.add_argument("--video", action="store_true", help="also two looping video files as cameras")
+    parser.add_argument("--mqtt", action="store_true", help="also a real mosquitto and a subscriber: compare alert "
+                                                            "events decided, in JSONL and received over MQTT")
     parser.add_argument("--zones", type=int, default=1, help="zones, one activity log each (default 1)")
     parser.add_argument("--kill-at", type=float, default=None, help="SIGKILL the daemon after this many minutes, "
                         "then start it again")
