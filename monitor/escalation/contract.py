@@ -210,8 +210,8 @@ _STATE_ATTRIBUTES = attributes_template(
 CAREGIVER_NEEDED = "{{ 'ON' if value_json.caregiver_needed else 'OFF' }}"
 # An event entity's attributes are its payload: the escalation without the `_epoch` twins.
 ESCALATION_EVENT = attributes_template(
-    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "advice", "reason", "severity",
-    "escalation_level", "first_warning_at", "at", "text")
+    "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "zone_name", "hazard", "advice", "reason",
+    "severity", "escalation_level", "summary", "first_warning_at", "at", "text")
 
 
 def caregiver_needed_entity(state_topic: str, name: str = "Caregiver needed") -> dict[str, Any]:

@@ -242,7 +242,7 @@ class Discovery:
                 "icon": "mdi:puzzle-remove-outline",
                 "value_template": "{{ value_json.optional_failures_total }}",
                 "json_attributes_topic": self.topics.stats,
-                "json_attributes_template": "{{ value_json.optional_failures | tojson }}",
+                "json_attributes_template": "{{ value_json.get('optional_failures', {}) | tojson }}",
             }),
         ]
 

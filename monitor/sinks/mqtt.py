@@ -70,7 +70,7 @@ _GOODBYE_TIMEOUT_S = 2.0
 _PUBLISHED_RECORD = "mqtt-published.json"
 _MAX_RECORD_BYTES = 16 * 1024 * 1024
 _MAX_RECORD_DEPTH = 4  # {"topics": [...]}
-_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state")
+_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state", "escalation_state")
 # Zone ids and discovery object ids (`<zone>_<entity>`) as the configuration allows them; no wildcard, no NUL.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
 _COMPONENT = re.compile(r"^[a-z_]{1,40}\Z")
