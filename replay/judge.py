@@ -126,7 +126,7 @@ class JudgeInfo:
     base_url: str | None = None
     thresholds: dict[str, float] | None = None
     fields: dict[str, list[str]] | None = None
-    # The judge's own error rate, where measured (benchmarks/judge_accuracy.py): precision, recall, how.
+    # The judge's own error rate, where measured (benchmarks/judge_eval.py): precision, recall, intervals, how.
     measured: dict[str, Any] | None = None
     # For an approximate judge, what it checks of the paper's two criteria (an LLM judge is asked both).
     criteria: dict[str, str] | None = None
@@ -288,7 +288,8 @@ EVAL_SET = "benchmarks/data/judge_eval/warnings.jsonl"
 # tuned on (20 records, 100 warnings, 40 right), with 95% Wilson intervals. `paraphrase` is the earlier,
 # secondary measure of the risk criterion alone (the settings before, on paraphrases of the references).
 PARAPHRASE_NOTE = ("secondary: the earlier, risk-only settings scored precision and recall 91% on paraphrases of "
-                   "the references (benchmarks/judge_accuracy.py), an upper bound that no real warning reaches")
+                   "the references (benchmarks/judge_accuracy.py), an upper bound: those warnings are derived from the "
+                   "references")
 MEASURED: dict[str, Any] = {
     "precision": 0.85, "precision_ci95": [0.709, 0.929], "recall": 0.85, "recall_ci95": [0.709, 0.929],
     "n": 100, "positives": 40,
