@@ -193,3 +193,6 @@ def test_reports_of_the_offline_judge_quote_its_error_rate_on_written_warnings(
     assert "not assessed" not in markdown
     html = (tmp_path / "scored" / "report.html").read_text()
     assert "It checks the risk and the reason approximately" in html and "not assessed" not in html
+    assert replay_main(["compare", str(tmp_path / "scored"), "--out", str(tmp_path / "compare.md")]) == 0
+    assert "APPROXIMATE offline judge in: scored (risk and reason checked by embedding similarity)." in (
+        tmp_path / "compare.md").read_text()
