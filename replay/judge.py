@@ -305,11 +305,12 @@ RISK_ONLY_SETTINGS: dict[str, Any] = {"thresholds": {"warn": 0.55, "reason": 0.2
 MEASURED_RISK_ONLY: dict[str, Any] = {
     "precision": 0.731, "precision_ci95": [0.615, 0.823], "recall": 0.598, "recall_ci95": [0.489, 0.697],
     "n": 205, "positives": 82,
-    "how": f"on 205 warnings written for this project (82 right; 123 wrong, of which it accepted half of those "
-           f"with the right act and no reason) on 41 records of the development subset ({EVAL_SET}, "
+    "how": f"on 205 warnings written for this project (82 right, 123 wrong; it accepted 10 of the 20 with the "
+           f"right act and no reason) on 41 records of the development subset ({EVAL_SET}, "
            f"benchmarks/judge_eval.py)",
     "paraphrase": PARAPHRASE_NOTE,
 }
+
 
 def offline_criteria(*, warn_threshold: float = WARN_THRESHOLD, reason_threshold: float = REASON_THRESHOLD,
                      warn_fields: tuple[str, ...] = WARN_FIELDS, reason_fields: tuple[str, ...] = REASON_FIELDS,
