@@ -274,12 +274,15 @@ def _score_history(runs: Path, out_dir: Path, stdout: TextIO) -> int:
 
 
 def _headline(scores: dict[str, Any]) -> str:
-    from replay.report import pct_ci
+    from replay.report import pct_ci, reason_assessed
 
     judge = scores["judge"]
     label = f" (judge {judge.get('model')})"
     if judge.get("approximate"):
-        label = " (APPROXIMATE offline judge" + (": risk only, reason not assessed)" if judge.get("criteria") else ")")
+        checks = "" if not judge.get("criteria") else (
+            ": risk and reason by embedding similarity)" if reason_assessed(judge) else
+            ": risk only, reason not assessed)")
+        label = " (APPROXIMATE offline judge" + (checks or ")")
     text = (f"{scores['protocol']}: accuracy {pct_ci(scores, 'accuracy')}, potential {pct_ci(scores, 'potential')}, "
             f"robustness {pct_ci(scores, 'robustness')} over {scores['n_samples']} samples / "
             f"{scores['n_trials']} trials{label}")

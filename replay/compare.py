@@ -21,7 +21,7 @@ from monitor.core.errors import JsonInputError
 from monitor.core.jsonio import MAX_FILE_BYTES, loads_bounded
 from replay.appendfile import write_private
 from replay.errors import ReplayError
-from replay.report import html_page, markdown_to_html, number, pct, pct_ci
+from replay.report import html_page, markdown_to_html, number, pct, pct_ci, reason_assessed
 
 SCORES_FILE = "scores.json"
 
@@ -213,10 +213,17 @@ def render_compare_markdown(runs: Sequence[ScoredRun], *, title: str = "Strategi
         lines += ["History runs (`monitor replay history`): counts are over the home's labelled alerts and "
                   "reports; calls, tokens and latency are per window; agreement is with the recorded warnings. "
                   "Runs over different histories or ranges are not comparable.", ""]
-    approximate = [run.name for run in runs if (run.scores.get("judge") or {}).get("approximate")]
-    if approximate:
-        lines += [f"APPROXIMATE offline judge in: {', '.join(approximate)} (it grades the risk only; the reason "
+    approximate = [run for run in runs if (run.scores.get("judge") or {}).get("approximate")]
+    # An approximate judge that declares no criteria predates the reason check: it graded the risk only.
+    risk_only = [run.name for run in approximate
+                 if not (judge := run.scores.get("judge") or {}).get("criteria") or not reason_assessed(judge)]
+    both = [run.name for run in approximate if run.name not in risk_only]
+    if risk_only:
+        lines += [f"APPROXIMATE offline judge in: {', '.join(risk_only)} (it grades the risk only; the reason "
                   "criterion is not assessed).", ""]
+    if both:
+        lines += [f"APPROXIMATE offline judge in: {', '.join(both)} (risk and reason checked by embedding "
+                  "similarity).", ""]
     judges = {json.dumps(run.scores.get("judge", {}).get("model")) for run in runs}
     protocols = {json.dumps(run.scores.get("protocol")) for run in runs}
     if len(judges) > 1 or len(protocols) > 1:

@@ -79,6 +79,14 @@ def pct_ci(block: dict[str, Any] | None, name: str) -> str:
     return f"{pct(block[name])}{interval}"
 
 
+def _criteria_banner(judge: dict[str, Any]) -> str:
+    if not judge.get("criteria"):
+        return ""
+    if reason_assessed(judge):
+        return "It checks the risk and the reason approximately (a warning without a reason is incorrect). "
+    return "It grades the risk only; the reason criterion is not assessed. "
+
+
 def _judge_line(scores: dict[str, Any]) -> str:
     judge = scores.get("judge") or {}
     text = f"{judge.get('kind', '?')} judge `{judge.get('model', '?')}`"
@@ -89,11 +97,20 @@ def _judge_line(scores: dict[str, Any]) -> str:
     return text + "; " + judge_error_rate(judge) + criteria_note(judge)
 
 
+def reason_assessed(judge: dict[str, Any]) -> bool:
+    """Whether the judge checked the paper's second criterion (an LLM judge declares no criteria: it is asked both)."""
+    criteria = judge.get("criteria") or {}
+    return not str(criteria.get("reason", "")).startswith("not assessed")
+
+
 def criteria_note(judge: dict[str, Any]) -> str:
-    """What the judge checks of the paper's two criteria, where it does not check both."""
+    """What an approximate judge checks of the paper's two criteria, and how."""
     criteria = judge.get("criteria")
     if not criteria:
         return ""
+    if reason_assessed(judge):
+        return (f". It checks both criteria approximately: risk {criteria.get('risk', '?')}; reason "
+                f"{criteria.get('reason', '?')}")
     return (f". It grades the risk only: risk {criteria.get('risk', '?')}; reason criterion "
             f"{criteria.get('reason', '?')}")
 
@@ -102,12 +119,19 @@ def judge_error_rate(judge: dict[str, Any]) -> str:
     """What is known of the judge's own error rate, in one sentence."""
     measured = judge.get("measured")
     if measured:
-        return (f"as a classifier it had precision {pct(measured.get('precision'))} and recall "
-                f"{pct(measured.get('recall'))} {measured.get('how', '')}")
+        return (f"as a classifier it had precision {_measured(measured, 'precision')} and recall "
+                f"{_measured(measured, 'recall')} {measured.get('how', '')}"
+                + (f" ({measured['paraphrase']})" if measured.get("paraphrase") else ""))
     if judge.get("kind") == "llm":
         return ("its error rate was not measured by this project (the paper reports 94.5% agreement with "
                 "humans for its GPT-4.1 judge)")
     return "its error rate is unknown"
+
+
+def _measured(measured: dict[str, Any], name: str) -> str:
+    ci = measured.get(f"{name}_ci95")
+    interval = f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%)" if ci else ""
+    return pct(measured.get(name)) + interval
 
 
 def sample_label(scores: dict[str, Any], sample: str) -> str:
@@ -248,10 +272,16 @@ def render_markdown(scores: dict[str, Any]) -> str:
     lines += ["## Headline", ""]
     lines += md_table(METRIC_HEADER, _metric_rows({"all risk samples": scores}))
     lines += ["", f"The monitor warned at all in {pct_ci(scores, 'warned')} of judged risk trials.", ""]
-    if (scores.get("judge") or {}).get("criteria"):
+    judge = scores.get("judge") or {}
+    if judge.get("criteria") and not reason_assessed(judge):
         lines += ["Reason criterion (the paper's second): **not assessed**. The offline judge graded whether each "
                   "warning names the reference's risk; whether its reason is sound was not checked, so these "
                   "numbers count right acts, with any reason or none.", ""]
+    elif judge.get("criteria"):
+        lines += ["Reason criterion (the paper's second): **checked approximately**. The offline judge compared "
+                  "each warning's own reason with the reference's by embedding similarity: a warning without a "
+                  "reason is incorrect, but a plausible-sounding reason about the same harm passes whether or not "
+                  "it is sound.", ""]
     lines += _coverage_md(scores)
     lines += ["## By modality", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_modality", {}))), ""]
     lines += ["## By severity", "", *md_table(METRIC_HEADER, _metric_rows(scores.get("by_severity", {}))), ""]
@@ -550,7 +580,6 @@ def render_html(scores: dict[str, Any]) -> str:
         banner += f"<p class='banner'>{escape(verdict)}</p>"
     if (scores.get("judge") or {}).get("approximate"):
         banner += ("<p class='banner'>Scores by the APPROXIMATE offline judge (embedding similarity). "
-                   + ("It grades the risk only; the reason criterion is not assessed. "
-                      if (scores.get("judge") or {}).get("criteria") else "")
+                   + _criteria_banner(scores.get("judge") or {})
                    + "Use an LLM judge for numbers comparable with the paper.</p>")
     return html_page("PaSBench replay report", f"{banner}\n{markdown_to_html(markdown)}\n<h2>Plots</h2>\n{figures}")

@@ -394,10 +394,19 @@ def _judges(data: RunData, trials: Sequence[TrialRecord]) -> dict[str, Any]:
     )
     out = {**declared, "approximate": approximate, "judgements": dict(sorted(seen.items())),
            "label": "APPROXIMATE (offline embedding judge)" if approximate else "LLM judge"}
-    if declared.get("kind") == "offline" or any(key.startswith("offline:") for key in seen):
-        from replay.judge import OFFLINE_CRITERIA
+    if (declared.get("kind") == "offline" or any(key.startswith("offline:") for key in seen)) and \
+            not declared.get("criteria"):
+        out.update(_risk_only_judge(declared))
+    return out
 
-        out["criteria"] = dict(OFFLINE_CRITERIA)
+
+def _risk_only_judge(declared: dict[str, Any]) -> dict[str, Any]:
+    """A run log of the offline judge from before its reason check: what it checked, and its measured rate."""
+    from replay.judge import MEASURED_RISK_ONLY, OFFLINE_CRITERIA_RISK_ONLY, RISK_ONLY_SETTINGS
+
+    out: dict[str, Any] = {"criteria": dict(OFFLINE_CRITERIA_RISK_ONLY)}
+    if all(declared.get(key) == value for key, value in RISK_ONLY_SETTINGS.items()):
+        out["measured"] = dict(MEASURED_RISK_ONLY)
     return out
 
 
