@@ -49,9 +49,16 @@ def total_usage(verdicts: Sequence[Verdict]) -> Usage:
 
 
 def no_danger(reason: str, *, model: str, usage: Usage, strategy: str,
-              samples: tuple[Assessment, ...] = ()) -> Verdict:
+              samples: tuple[Assessment, ...] = (), backend: str = "", degraded: str | None = None) -> Verdict:
     assessment = Assessment(danger=False, severity="info", reason=reason, confidence=0.5)
-    return Verdict(assessment=assessment, model=model, usage=usage, strategy=strategy, samples=samples)
+    return Verdict(assessment=assessment, model=model, usage=usage, strategy=strategy, samples=samples,
+                   backend=backend, degraded=degraded)
+
+
+def answered_by(verdicts: Sequence[Verdict]) -> tuple[str, str | None]:
+    """The backends that answered these samples, and what was lost if a fallback answered any of them."""
+    names = list(dict.fromkeys(v.backend for v in verdicts if v.backend))
+    return "+".join(names), next((v.degraded for v in verdicts if v.degraded), None)
 
 
 # -- vote ---------------------------------------------------------------------------------------
@@ -62,12 +69,14 @@ def vote_decision(samples: Sequence[Verdict], *, k: int, m: int) -> Verdict:
     """
     usage = total_usage(samples)
     model = samples[0].model if samples else ""
+    backend, degraded = answered_by(samples)
     assessments = tuple(s.assessment for s in samples)
     positives = [a for a in assessments if a.danger]
     strategy = f"vote({m}/{k})"
     if len(positives) < m:
         return no_danger(f"{len(positives)} of {k} samples saw danger; {m} needed", model=model,
-                         usage=usage, strategy=strategy, samples=assessments)
+                         usage=usage, strategy=strategy, samples=assessments, backend=backend,
+                         degraded=degraded)
     cluster = _largest_hazard_cluster(positives)
     best = max(cluster, key=lambda a: (SEVERITY_RANK[a.severity], a.confidence))
     hazards = list(dict.fromkeys(a.hazard for a in positives if a.hazard))
@@ -83,6 +92,7 @@ def vote_decision(samples: Sequence[Verdict], *, k: int, m: int) -> Verdict:
     if len(hazards) > 1:
         merged = merged.model_copy(update={"hazard": best.hazard or hazards[0]})
     return Verdict(assessment=merged, model=model, usage=usage, strategy=strategy, samples=assessments,
+                   backend=backend, degraded=degraded,
                    raw=json.dumps([a.model_dump() for a in assessments]))
 
 
@@ -266,7 +276,8 @@ class ProposeVerify:
             _decided_without(window, self.name, failed, decided="danger")
         raw = json.dumps({"candidates": [c.model_dump() for c in candidates],
                           "verified": [a.model_dump() if a else None for a in answers]})
-        return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name)
+        return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name,
+                       backend=reply.backend, degraded=reply.degraded)
 
     async def _verify(self, window: Window, user: dict[str, object],
                       candidate: Candidate) -> tuple[VerifyAnswer | BackendError, Usage]:
