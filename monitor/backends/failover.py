@@ -296,3 +296,26 @@ def _all_failed(tried: list[str], last: BackendError | None) -> BackendError:
     error = type(last)(message, last.raw) if isinstance(last, MalformedReplyError) else type(last)(message)
     return error
 
+
+
+def chain_of(backend: object) -> FailoverBackend | None:
+    """The failover chain inside `backend` (under its wrappers: metering, call capture), or None."""
+    for _depth in range(8):  # wrappers are few; a cycle of `inner`s must not loop forever
+        if isinstance(backend, FailoverBackend):
+            return backend
+        backend = getattr(backend, "inner", None)
+        if backend is None:
+            return None
+    return None
+
+
+def model_status(backend: object, settings: ModelSettings) -> dict[str, object]:
+    """The model chain for people (the stats topic, /readyz): the active backend and each breaker.
+
+    Without fallbacks there is no breaker: the one backend is always the one in use.
+    """
+    chain = chain_of(backend)
+    if chain is not None:
+        return chain.status()
+    name = settings.display_name
+    return {"active": name, "primary": name, "backends": {name: "no fallbacks configured"}}
