@@ -12,12 +12,12 @@ state, the one answer read wherever a person looks (the retained MQTT
    `blind_after_s`: meanwhile its zone is `unknown`.
 3. `hazard`: an alert of the zone is open (while a fallback backend assesses the zone, the reason
    says so: a hazard is still a hazard when degraded).
-4. `degraded`: watched, but the newest successful assessment came from a fallback backend, not the
-   first one configured; the reason names the backend and what is lost ("clear (degraded): assessed
-   by ollama-qwen (fallback): frames not seen; ..."). Never shown as plain clear (docs/failover.md).
-5. `unknown`: not assessed since start, since monitoring was switched back on,
+4. `unknown`: not assessed since start, since monitoring was switched back on,
    or since the zone's sources came back online after all were offline: only a
    window snapshotted after that moment counts as a fresh assessment.
+5. `degraded`: watched, but the newest successful assessment came from a fallback backend, not the
+   first one configured; the reason names the backend and what is lost ("clear (degraded): assessed
+   by ollama-qwen (fallback): frames not seen; ..."). Never shown as plain clear (docs/failover.md).
 6. `clear`: no alert is open; the reason says why (the last assessment found no
    hazard, or the alert ended and how).
 
