@@ -366,7 +366,8 @@ class Service:
             return True, {"alive": True, **body}
         tick_age, oldest = pipeline.heartbeat_age(), pipeline.oldest_assessment_s()
         stall_after = self.health_settings.stall_after_s
-        assessment_limit = 3 * self.settings.model.total_timeout_s + stall_after
+        # A failover may spend every backend's budget on one call (docs/failover.md).
+        assessment_limit = 3 * sum(m.total_timeout_s for m in self.settings.model.chain) + stall_after
         problems = []
         if tick_age > stall_after:
             problems.append(f"scheduler has not run for {tick_age:.1f} s (stall_after_s={stall_after:g})")
