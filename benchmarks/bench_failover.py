@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -145,15 +146,16 @@ def outcome(kind: str, recs: list[dict[str, Any]], failed_at: float, back_at: fl
 
 
 def table(outcomes: list[Outcome], args: argparse.Namespace) -> str:
+    run = (f"`benchmarks/bench_failover.py --outage {args.outage:g} --rate {args.rate:g}`, {date.today()}, on "
+           f"{os.cpu_count()} CPUs, {platform.system()} (Python {platform.python_version()}).")
+    setup = (f"The real daemon tails one activity log at {args.rate:g} lines/s (one window per line); the primary "
+             f"and the fallback are scripted OpenAI-compatible servers on 127.0.0.1 answering in "
+             f"{PRIMARY_LATENCY_S * 1000:.0f} and {FALLBACK_LATENCY_S * 1000:.0f} ms through the real `openai` "
+             f"client; the primary's `attempt_timeout_s` is {ATTEMPT_S:g} s, `[model.breaker]` the defaults "
+             "(3 failures in a row, 10 s first pause, doubled per failed probe up to 300 s). Figures from the "
+             "daemon's history records (each settled window names its backend or its error).")
     lines = [
-        HEADING, "",
-        f"`benchmarks/bench_failover.py --outage {args.outage:g} --rate {args.rate:g}`, {date.today()}, on "
-        f"{platform.system()} (Python {platform.python_version()}). The real daemon tails one activity log at "
-        f"{args.rate:g} lines/s (one window per line); the primary and the fallback are scripted OpenAI-compatible "
-        f"servers on 127.0.0.1 answering in {PRIMARY_LATENCY_S * 1000:.0f} and {FALLBACK_LATENCY_S * 1000:.0f} ms "
-        f"through the real `openai` client; the primary's `attempt_timeout_s` is {ATTEMPT_S:g} s, `[model.breaker]` "
-        "the defaults (3 failures in a row, 10 s first pause, doubled per failed probe up to 300 s). Figures from "
-        "the daemon's history records (each settled window names its backend or its error).",
+        HEADING, "", f"{run} {setup}",
         "",
         "| outage | to the first window by the fallback | primary back to the first window by it | "
         "windows during the outage | by the fallback | lost (unassessed) |",
