@@ -51,10 +51,10 @@ EXPLAINED = [
     '"Windows during the outage" counts every window settled from the primary\'s first failure to its',
     "first answer after it came back (that one included). Going over costs the fallback's latency when the",
     "connection is refused, and the primary's `attempt_timeout_s` plus the fallback's latency when it hangs",
-    "(for the first 3 windows, until the breaker opens; after that, nothing). Coming back is bounded by the",
-    "breaker's pause: 10 s, doubled for each probe that failed during the outage (here the pause was 20 s",
-    "or 40 s when the primary returned), so a home that wants its primary back sooner lowers",
-    "`breaker.max_open_s`; meanwhile the fallback watches.",
+    "(for the 3 windows that open the breaker and for each probe; the others go straight to the fallback).",
+    "Coming back is bounded by the breaker's pause: 10 s, doubled for each probe that failed during the",
+    "outage (here the pause was 20 s or 40 s when the primary returned), so a home that wants its primary",
+    "back sooner lowers `breaker.max_open_s`; meanwhile the fallback watches.",
 ]
 
 
