@@ -13,13 +13,18 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from monitor.assess.settings import KeyframeSettings
+from monitor.assess.single import SingleCall
 from monitor.backends import ModelRequest, create_backend
 from monitor.backends.failover import CircuitBreaker, FailoverBackend
 from monitor.backends.settings import BreakerSettings, ModelSettings
 from monitor.core.errors import BackendError, TransientBackendError
+from monitor.windows import Window
+from sensors.types import Frame
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
 
 REQUEST = ModelRequest(messages=({"role": "user", "content": "hello"},), json_schema={"type": "object"})
@@ -251,3 +256,18 @@ async def _until(condition: Any, timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_a_camera_window_reaches_a_text_only_fallback_as_its_pose_facts(
+        chain: FailoverBackend, openai_server: ScriptedOpenAIServer, fallback_server: ScriptedOpenAIServer) -> None:
+    """Through the real assessment: the primary is sent the keyframe, the text-only fallback the frame's pose facts."""
+    frame = Frame(source="cam", ts=1_800_000_000.0, image=np.full((240, 320, 3), 128, dtype=np.uint8), width=320,
+                  height=240, facts=("a person lies on the floor, not moving",))
+    window = Window(id="hall-1", zone="hall", observations=(frame,), new_count=1, created_at=1_800_000_000.0)
+    openai_server.default = Action(status=500)
+    verdict = await SingleCall(chain, keyframes=KeyframeSettings()).assess(window)
+    assert (verdict.backend, verdict.degraded) == ("local", "assessed by local (fallback): frames not seen")
+    assert verdict.assessment.danger
+    assert "image_url" in json.dumps(openai_server.requests[0]["messages"])
+    sent = json.dumps(fallback_server.requests[0]["messages"])
+    assert "image_url" not in sent and "a person lies on the floor, not moving" in sent
