@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from monitor.backends import ModelRequest, create_backend
 from monitor.backends.failover import CircuitBreaker, FailoverBackend
 from monitor.backends.settings import BreakerSettings, ModelSettings
 from monitor.core.errors import BackendError, TransientBackendError
+from monitor.settings import input_path_warnings, load_settings
 from monitor.windows import Window
 from sensors.types import Frame
 from tests.support.openai_server import DANGER, SAFE, Action, ScriptedOpenAIServer, reply
@@ -271,3 +273,13 @@ async def test_a_camera_window_reaches_a_text_only_fallback_as_its_pose_facts(
     assert "image_url" in json.dumps(openai_server.requests[0]["messages"])
     sent = json.dumps(fallback_server.requests[0]["messages"])
     assert "image_url" not in sent and "a person lies on the floor, not moving" in sent
+
+
+def test_a_fallbacks_relative_paths_are_read_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "cloud.json").write_text("[]")
+    config = tmp_path / "monitor.toml"
+    config.write_text('[model]\nbackend = "scripted"\nscript = "cloud.json"\nname = "cloud"\n\n'
+                      '[[model.fallbacks]]\nname = "local"\nbackend = "scripted"\nscript = "local.json"\n')
+    settings = load_settings(config)
+    assert settings.model.fallbacks[0].script == tmp_path / "local.json"
+    assert any(p.startswith("model.fallbacks[0].script: ") for p in input_path_warnings(settings))
