@@ -283,3 +283,25 @@ def test_a_fallbacks_relative_paths_are_read_beside_the_config(tmp_path: Path) -
     settings = load_settings(config)
     assert settings.model.fallbacks[0].script == tmp_path / "local.json"
     assert any(p.startswith("model.fallbacks[0].script: ") for p in input_path_warnings(settings))
+
+
+async def test_an_allowed_embedded_fallback_says_it_is_no_judge(openai_server: ScriptedOpenAIServer,
+                                                                tmp_path: Path) -> None:
+    """With the documented override, the degraded reason says the toy is answering (a scripted stand-in here)."""
+    settings = ModelSettings.model_validate({
+        "backend": "openai", "base_url": openai_server.base_url, "model": "cloud", "attempt_timeout_s": 1,
+        "total_timeout_s": 2, "max_retries": 0, "allow_embedded_fallback": True,
+        "fallbacks": [{"backend": "embedded", "name": "toy"}]})
+    script = tmp_path / "toy.json"
+    script.write_text(json.dumps({"default": SAFE}))
+    stand_in = settings.fallbacks[0].model_copy(update={"backend": "scripted", "script": script})
+    backend = FailoverBackend.from_settings(settings, lambda part: create_backend(
+        stand_in if part.display_name == "toy" else part))
+    backend.links[1].settings = settings.chain[1]  # what it was configured as: embedded
+    await backend.start()
+    try:
+        openai_server.default = Action(status=500)
+        answer = await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert answer.degraded == "assessed by toy (fallback): the embedded plumbing model, not a judge of danger"

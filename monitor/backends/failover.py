@@ -253,8 +253,11 @@ class FailoverBackend:
     def _degraded(self, index: int, link: Link, request: ModelRequest) -> str | None:
         if index == 0:
             return None
-        lost = ": frames not seen" if request.has_images and not link.backend.accepts_images else ""
-        return f"assessed by {link.name} (fallback){lost}"
+        lost = [*(["frames not seen"] if request.has_images and not link.backend.accepts_images else []),
+                # Only with model.allow_embedded_fallback: said wherever the zone is shown.
+                *(["the embedded plumbing model, not a judge of danger"] if link.settings.backend == "embedded"
+                  else [])]
+        return f"assessed by {link.name} (fallback)" + (f": {'; '.join(lost)}" if lost else "")
 
     def status(self) -> dict[str, object]:
         """The chain for people: the active backend and each backend's breaker (the hub's diagnostics, /readyz)."""
