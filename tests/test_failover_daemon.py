@@ -85,7 +85,7 @@ async def test_the_cable_pulled_degraded_everywhere_then_back_and_both_down_is_b
     with primary, fallback:
         config, log, alerts = failover_config(tmp_path, primary, fallback, broker, prefix)
         async with Recorder(broker, f"{prefix}/#") as rec:
-            daemon = Daemon(config, tmp_path)
+            daemon = Daemon(config, tmp_path, env={"MONITOR_SERVICE__STATE_DIR": str(tmp_path / "state")})
             try:
                 await asyncio.to_thread(daemon.start)
                 clear = await assess_until(rec, log, topic, lambda s: s["state"] == "clear",
@@ -149,6 +149,12 @@ async def test_the_cable_pulled_degraded_everywhere_then_back_and_both_down_is_b
                 assert status == 503 and "zones" in ready["failed"]
             finally:
                 daemon.kill()
+        # Every history record names the backend that answered, and what a fallback lost.
+        records = [json.loads(line) for file in sorted((tmp_path / "state").rglob("history/*.jsonl"))
+                   for line in file.read_text().splitlines()]
+        answered = {(r["backend"], r["degraded"]) for r in records if r.get("type") == "window" and not r["error"]}
+        assert answered == {(PRIMARY, None), ("local", "assessed by local (fallback)")}, answered
+        assert all(r["backend"] is None for r in records if r.get("type") == "window" and r["error"])
         states = [json.loads(m.payload)["state"] for m in rec.on(topic) if m.payload]
         # While the primary was down, clear never showed: clear came back only with the primary.
         first_degraded = states.index("degraded")
