@@ -305,3 +305,18 @@ async def test_an_allowed_embedded_fallback_says_it_is_no_judge(openai_server: S
     finally:
         await backend.close()
     assert answer.degraded == "assessed by toy (fallback): the embedded plumbing model, not a judge of danger"
+
+
+def test_a_closed_breaker_starts_its_failure_rate_afresh() -> None:
+    """The failures that opened it do not count again: one failure right after recovery does not reopen it."""
+    now = [0.0]
+    breaker = CircuitBreaker(BreakerSettings(failures=3, failure_rate=0.5, rate_window=4, open_s=1),
+                             clock=lambda: now[0])
+    for _ in range(3):
+        breaker.failure("boom")
+    assert breaker.state == "open"
+    now[0] = 2.0
+    assert breaker.acquire()
+    breaker.success()
+    breaker.failure("one blip")
+    assert breaker.state == "closed"

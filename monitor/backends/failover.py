@@ -81,6 +81,9 @@ class CircuitBreaker:
         if self.state != "closed":
             self._pause = self.settings.open_s
             self.reason = None
+            # The failures that opened it are paid for: the rate starts afresh from this answer.
+            self._recent.clear()
+            self._recent.append(False)
             self._enter("closed")
 
     def failure(self, why: str) -> None:
