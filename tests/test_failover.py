@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from monitor.assess.settings import KeyframeSettings
+from monitor.assess.settings import KeyframeSettings, VerifySettings
 from monitor.assess.single import SingleCall
+from monitor.assess.strategies import PROPOSE_PROMPT, ProposeVerify
 from monitor.backends import ModelRequest, create_backend
-from monitor.backends.failover import CircuitBreaker, FailoverBackend
+from monitor.backends.failover import FRAME_NOT_SEEN, CircuitBreaker, FailoverBackend, text_only
 from monitor.backends.settings import BreakerSettings, ModelSettings
 from monitor.core.errors import BackendError, TransientBackendError
 from monitor.settings import input_path_warnings, load_settings
@@ -253,6 +254,13 @@ def test_the_breaker_counts_time_in_each_state() -> None:
     assert breaker.seconds_in() == {"closed": 10.0, "open": 5.0, "half_open": 1.0}
 
 
+def camera_window() -> Window:
+    """A hall camera's window of one frame whose pose pre-filter found a person on the floor."""
+    frame = Frame(source="cam", ts=1_800_000_000.0, image=np.full((240, 320, 3), 128, dtype=np.uint8), width=320,
+                  height=240, facts=("a person lies on the floor, not moving",))
+    return Window(id="hall-1", zone="hall", observations=(frame,), new_count=1, created_at=1_800_000_000.0)
+
+
 async def _until(condition: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -263,11 +271,8 @@ async def _until(condition: Any, timeout_s: float = 10.0) -> None:
 async def test_a_camera_window_reaches_a_text_only_fallback_as_its_pose_facts(
         chain: FailoverBackend, openai_server: ScriptedOpenAIServer, fallback_server: ScriptedOpenAIServer) -> None:
     """Through the real assessment: the primary is sent the keyframe, the text-only fallback the frame's pose facts."""
-    frame = Frame(source="cam", ts=1_800_000_000.0, image=np.full((240, 320, 3), 128, dtype=np.uint8), width=320,
-                  height=240, facts=("a person lies on the floor, not moving",))
-    window = Window(id="hall-1", zone="hall", observations=(frame,), new_count=1, created_at=1_800_000_000.0)
     openai_server.default = Action(status=500)
-    verdict = await SingleCall(chain, keyframes=KeyframeSettings()).assess(window)
+    verdict = await SingleCall(chain, keyframes=KeyframeSettings()).assess(camera_window())
     assert (verdict.backend, verdict.degraded) == ("local", "assessed by local (fallback): frames not seen")
     assert verdict.assessment.danger
     assert "image_url" in json.dumps(openai_server.requests[0]["messages"])
@@ -320,3 +325,29 @@ def test_a_closed_breaker_starts_its_failure_rate_afresh() -> None:
     breaker.success()
     breaker.failure("one blip")
     assert breaker.state == "closed"
+
+
+async def test_a_propose_verify_window_reaches_a_text_only_fallback_as_its_pose_facts(
+        chain: FailoverBackend, openai_server: ScriptedOpenAIServer, fallback_server: ScriptedOpenAIServer) -> None:
+    """The verify strategy builds its own requests: both steps reach the text-only fallback as text and facts."""
+    def answer(body: dict[str, Any]) -> Action:
+        system = str(body["messages"][0]["content"])
+        if system.startswith(PROPOSE_PROMPT[:40]):
+            return reply({"candidates": [{"hazard": "fall", "behaviour": "lies on the floor"}]})
+        return reply({"supported": True, "severity": "critical", "reason": "not moving", "confidence": 0.9})
+
+    fallback_server.responder, fallback_server.default = answer, None  # type: ignore[assignment]
+    openai_server.default = Action(status=500)
+    verdict = await ProposeVerify(chain, VerifySettings(), keyframes=KeyframeSettings()).assess(camera_window())
+    assert verdict.assessment.danger and verdict.degraded == "assessed by local (fallback): frames not seen"
+    for request in fallback_server.requests:  # the propose call and the verify call
+        sent = json.dumps(request["messages"])
+        assert "image_url" not in sent and "a person lies on the floor, not moving" in sent
+
+
+def test_messages_without_a_text_version_lose_their_images_and_say_the_frame_was_not_seen() -> None:
+    label = json.dumps({"time": "+1.0s", "source": "cam", "frame": "image follows"})
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AA"}}
+    messages = ({"role": "user", "content": [{"type": "text", "text": label}, image]},)
+    (user,) = text_only(messages)
+    assert user["content"] == json.dumps({"time": "+1.0s", "source": "cam", "frame": FRAME_NOT_SEEN})

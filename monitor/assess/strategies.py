@@ -251,11 +251,16 @@ class ProposeVerify:
         return ({"role": "system", "content": system}, user)
 
     async def assess(self, window: Window) -> Verdict:
-        _, user = build_messages(window, images=await self.frames.images(window))
+        images = await self.frames.images(window)
+        _, user = build_messages(window, images=images)
+        # For a text-only fallback (docs/failover.md): the window as text, the frames' pose facts included.
+        text_user = build_messages(window)[1] if images else None
+        propose_prompt = PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))
         propose = ModelRequest(
-            messages=self._messages(user, PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))),
+            messages=self._messages(user, propose_prompt),
             temperature=self.settings.propose_temperature, tag="propose",
             meta={"window": window.id, "zone": window.zone},
+            text_messages=self._messages(text_user, propose_prompt) if text_user else None,
         )
         reply = await self.backend.complete(propose)
         parsed = parse_reply(Candidates, reply.text, what="propose")
@@ -264,7 +269,7 @@ class ProposeVerify:
         if echo is not None:
             raise MalformedReplyError(f"propose reply copies the prompt's field descriptions in '{echo}'", reply.text)
         candidates = _distinct(parsed.candidates)[: self.settings.max_candidates]
-        results = await asyncio.gather(*(self._verify(window, user, c) for c in candidates))
+        results = await asyncio.gather(*(self._verify(window, user, c, text_user) for c in candidates))
         answers = [answer if isinstance(answer, VerifyAnswer) else None for answer, _ in results]
         usage = reduce(lambda a, b: a + b, (u for _, u in results), reply.usage)
         assessment = verify_decision(candidates, answers, min_confidence=self.settings.min_verify_confidence)
@@ -279,13 +284,15 @@ class ProposeVerify:
         return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name,
                        backend=reply.backend, degraded=reply.degraded)
 
-    async def _verify(self, window: Window, user: dict[str, object],
-                      candidate: Candidate) -> tuple[VerifyAnswer | BackendError, Usage]:
+    async def _verify(self, window: Window, user: dict[str, object], candidate: Candidate,
+                      text_user: dict[str, object] | None = None) -> tuple[VerifyAnswer | BackendError, Usage]:
         label = candidate.hazard + (f" (from: {candidate.behaviour})" if candidate.behaviour else "")
+        prompt = VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))
         request = ModelRequest(
-            messages=self._messages(user, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
+            messages=self._messages(user, prompt),
             temperature=self.settings.verify_temperature, tag="verify",
             meta={"window": window.id, "zone": window.zone, "candidate": candidate.hazard},
+            text_messages=self._messages(text_user, prompt) if text_user else None,
         )
         try:
             reply = await self.backend.complete(request)

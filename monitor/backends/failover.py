@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 BreakerState = Literal["closed", "open", "half_open"]
 BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
 _ERROR_CHARS = 200
+# What an image's label says in a request sent without its images (the prompt's label said "image follows").
+FRAME_NOT_SEEN = "not seen: this model takes no images"
 
 
 class CircuitBreaker:
@@ -269,15 +271,29 @@ class FailoverBackend:
 
 
 def text_only(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    """The messages with their image parts left out (for a request that came without a text version)."""
+    """The messages with their image parts left out (for a request that came without a text version); each
+    image's label says the frame was not seen."""
     out: list[Message] = []
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
-            texts = [str(part.get("text", "")) for part in content if part.get("type") == "text"]
+            texts = [_unseen(str(part.get("text", ""))) for part in content if part.get("type") == "text"]
             message = {**message, "content": "\n".join(texts)}
         out.append(message)
     return tuple(out)
+
+
+def _unseen(text: str) -> str:
+    """An image's label (`{"time": ..., "source": ..., "frame": "image follows"}`) saying it was not seen."""
+    if '"image follows"' not in text:
+        return text
+    try:
+        label = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(label, dict) or label.get("frame") != "image follows":
+        return text
+    return json.dumps({**label, "frame": FRAME_NOT_SEEN}, ensure_ascii=False)
 
 
 def _check_json(reply: ModelReply, request: ModelRequest, name: str) -> None:
