@@ -211,6 +211,9 @@ class FailoverBackend:
             except BackendError as exc:
                 tried.append(f"{link.name}: {exc.kind}: {shorten(exc, _ERROR_CHARS)}")
                 last_error = exc
+                if index + 1 < len(self.links):
+                    log.warning("model backend failed; trying the next one", backend=link.name, kind=exc.kind,
+                                error=shorten(exc, _ERROR_CHARS))
                 continue
             self.active = link.name
             return replace(reply, backend=link.name, degraded=self._degraded(index, link, request))
@@ -225,8 +228,8 @@ class FailoverBackend:
                 reply = await link.backend.complete(self._for(link, request))
             _check_json(reply, request, link.name)
         except TimeoutError:
-            error: BackendError = BackendTimeoutError(
-                f"backend '{link.name}': no answer within attempt_timeout_s={limit:g} s; the next backend is tried")
+            waited = f"attempt_timeout_s={limit:g} s; the next backend is tried" if limit is not None else "its budget"
+            error: BackendError = BackendTimeoutError(f"backend '{link.name}': no answer within {waited}")
             self._failed(link, error)
             raise error from None
         except BackendError as exc:
@@ -238,7 +241,10 @@ class FailoverBackend:
         finally:
             link.book.latency_sum_s += time.perf_counter() - started
         link.book.answered += 1
+        was = link.breaker.state
         link.breaker.success()
+        if was != "closed":
+            log.info("model backend circuit closed", backend=link.name)
         return reply
 
     def _failed(self, link: Link, error: BackendError) -> None:
