@@ -88,6 +88,7 @@ async def test_the_cable_pulled_degraded_everywhere_then_back_and_both_down_is_b
             daemon = Daemon(config, tmp_path, env={"MONITOR_SERVICE__STATE_DIR": str(tmp_path / "state")})
             try:
                 await asyncio.to_thread(daemon.start)
+                assert daemon.find("monitor running")[0]["backends"] == [PRIMARY, "local"]
                 clear = await assess_until(rec, log, topic, lambda s: s["state"] == "clear",
                                            text="Sam waters the plants", what="clear by the primary")
                 assert clear["backend"] == PRIMARY and "degraded" not in clear

@@ -177,7 +177,7 @@ class Service:
             assert self.pipeline is not None and self.backend is not None
             control = group.create_task(self._control(self.pipeline), name="control")
             log.info("monitor running", model=self.backend.model, backend=self.backend.name,
-                     sources=list(source_specs(self.settings)))
+                     backends=self.settings.model.backend_names, sources=list(source_specs(self.settings)))
             await self.pipeline.run()
             self._stop.set()
             self._wake.set()
