@@ -96,6 +96,10 @@ class Alert:
     # Held open without confirmation: since the last confirmation, because its zone could not be assessed.
     unconfirmed_since: float | None = None
     unconfirmed_reason: str | None = None
+    # The configured backend whose verdict made or last confirmed it, and what was lost when that was a
+    # fallback (docs/failover.md).
+    backend: str = ""
+    degraded: str | None = None
 
     @property
     def zone_label(self) -> str:
@@ -128,6 +132,8 @@ class Alert:
             "evidence": list(self.evidence),
             "confidence": self.confidence,
             "model": self.model,
+            "backend": self.backend,
+            "degraded": self.degraded,
             "strategy": self.strategy,
             "window_id": self.window_id,
             "updates": self.updates,
@@ -164,7 +170,8 @@ class Alert:
             model=str(data["model"]), strategy=str(data["strategy"]), window_id=str(data["window_id"]),
             latency_s=float(timings.get("model_latency_s", 0.0)), prompt_tokens=int(tokens.get("prompt", 0)),
             completion_tokens=int(tokens.get("completion", 0)), updates=int(data.get("updates", 0)),
-            zone_name=_optional(data.get("zone_name"), str), **_reach_from_json(data),
+            zone_name=_optional(data.get("zone_name"), str), backend=str(data.get("backend") or ""),
+            degraded=_optional(data.get("degraded"), str), **_reach_from_json(data),
         )
 
 
@@ -357,6 +364,8 @@ class AlertManager:
             zone_name=self.zone_names.get(window.zone),
             unconfirmed_since=None,
             unconfirmed_reason=None,
+            backend=verdict.backend,
+            degraded=verdict.degraded,
         )
         self.open[updated.id] = updated
         self.restored.discard(updated.id)
@@ -391,6 +400,8 @@ class AlertManager:
             prompt_tokens=verdict.usage.prompt_tokens,
             completion_tokens=verdict.usage.completion_tokens,
             zone_name=self.zone_names.get(window.zone),
+            backend=verdict.backend,
+            degraded=verdict.degraded,
         )
 
     # -- the end of an alert --------------------------------------------------------------

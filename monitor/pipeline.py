@@ -460,7 +460,7 @@ class Pipeline:
             completion_tokens=verdict.usage.completion_tokens,
             verdict="danger" if assessment.danger else "safe", severity=assessment.severity,
             hazard=assessment.hazard, alert=event.type if event else None, strategy=verdict.strategy,
-            dropped=False,
+            backend=verdict.backend or None, degraded=verdict.degraded, dropped=False,
         )
 
     def _dropped(self, window: Window, reason: str, **detail: Any) -> None:

@@ -168,8 +168,9 @@ def input_path_warnings(settings: Settings) -> list[str]:
     for index, camera in enumerate(settings.cameras):
         if camera.path is not None:
             checks.append((f"cameras[{index}].path", camera.path, "folder" if camera.kind == "folder" else "file"))
-    if settings.model.backend == "scripted" and settings.model.script is not None:
-        checks.append(("model.script", settings.model.script, "file"))
+    for key, model in _models(settings):
+        if model.backend == "scripted" and model.script is not None:
+            checks.append((f"{key}.script", model.script, "file"))
     return [f"{key}: {path}: {problem}" for key, path, want in checks if (problem := _path_problem(path, want))]
 
 
@@ -235,6 +236,12 @@ def check_camera_ids(settings: Settings) -> list[str]:
     return problems
 
 
+def _models(settings: Settings) -> list[tuple[str, ModelSettings]]:
+    """`[model]` and each of its fallbacks, with the key that names it in messages."""
+    fallbacks = [(f"model.fallbacks[{i}]", fallback) for i, fallback in enumerate(settings.model.fallbacks)]
+    return [("model", settings.model), *fallbacks]
+
+
 def _resolve_inputs(settings: Settings, base: Path) -> None:
     """Relative input paths (logs, scripts, weights) are relative to the config file's folder.
 
@@ -246,11 +253,12 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
     for camera in settings.cameras:
         if camera.path is not None and not camera.path.is_absolute():
             camera.path = base / camera.path
-    if settings.model.script is not None and not settings.model.script.is_absolute():
-        settings.model.script = base / settings.model.script
-    gguf = settings.model.embedded.gguf
-    if gguf is not None and not gguf.is_absolute():
-        settings.model.embedded.gguf = base / gguf
+    for _key, model in _models(settings):  # the fallbacks' files too (docs/failover.md)
+        if model.script is not None and not model.script.is_absolute():
+            model.script = base / model.script
+        gguf = model.embedded.gguf
+        if gguf is not None and not gguf.is_absolute():
+            model.embedded.gguf = base / gguf
     if settings.mqtt is not None and settings.mqtt.tls is not None:
         tls = settings.mqtt.tls
         for name in ("ca_file", "cert_file", "key_file"):

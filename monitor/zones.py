@@ -10,11 +10,15 @@ state, the one answer read wherever a person looks (the retained MQTT
    `blind_after_s` with no successful assessment. A source that has not been
    online yet (a camera connecting at start-up) is waited for, up to
    `blind_after_s`: meanwhile its zone is `unknown`.
-3. `hazard`: an alert of the zone is open.
+3. `hazard`: an alert of the zone is open (while a fallback backend assesses the zone, the reason
+   says so: a hazard is still a hazard when degraded).
 4. `unknown`: not assessed since start, since monitoring was switched back on,
    or since the zone's sources came back online after all were offline: only a
    window snapshotted after that moment counts as a fresh assessment.
-5. `clear`: no alert is open; the reason says why (the last assessment found no
+5. `degraded`: watched, but the newest successful assessment came from a fallback backend, not the
+   first one configured; the reason names the backend and what is lost ("clear (degraded): assessed
+   by ollama-qwen (fallback): frames not seen; ..."). Never shown as plain clear (docs/failover.md).
+6. `clear`: no alert is open; the reason says why (the last assessment found no
    hazard, or the alert ended and how).
 
 A zone that has an open alert keeps its hazard fields in every state: a blind
@@ -65,10 +69,11 @@ class ZoneSettings(Section):
         default_factory=list, description='local times when info alerts are silenced, e.g. ["22:00-07:00"]')
 
 
-ZoneStateName = Literal["clear", "hazard", "unknown", "off", "blind"]
-ZONE_STATES: tuple[ZoneStateName, ...] = ("clear", "hazard", "unknown", "off", "blind")
-# States in which the zone is watched and its verdict can be trusted; the others are a monitoring problem.
-SEEING: frozenset[str] = frozenset({"clear", "hazard"})
+ZoneStateName = Literal["clear", "hazard", "degraded", "unknown", "off", "blind"]
+ZONE_STATES: tuple[ZoneStateName, ...] = ("clear", "hazard", "degraded", "unknown", "off", "blind")
+# States in which the zone is watched and its verdict current; the others are a monitoring problem.
+# Degraded is watched (a fallback backend assesses it), and says so wherever it is shown.
+SEEING: frozenset[str] = frozenset({"clear", "hazard", "degraded"})
 DEFAULT_BLIND_AFTER_S = 120.0
 _ERROR_CHARS = 160
 
@@ -85,16 +90,22 @@ class ZoneState:
     since: float  # wall clock: when the zone entered this state (hazard: when its alert opened)
     alert: Alert | None = None
     active_alerts: int = 0
+    backend: str | None = None  # the backend of the newest successful assessment (model.name)
+    degraded: str | None = None  # a fallback assessed the zone: which, and what is lost
 
     @property
     def sees(self) -> bool:
-        """Whether the zone is watched and its verdict current (clear or hazard)."""
+        """Whether the zone is watched and its verdict current (clear, hazard or degraded)."""
         return self.state in SEEING
 
     def to_json(self) -> dict[str, Any]:
         since = round(self.since, 3)  # one value for both forms, so they always agree
         body: dict[str, Any] = {"state": self.state, "reason": self.reason, "since": iso_time(since),
                                 "since_epoch": since}
+        if self.backend is not None:
+            body["backend"] = self.backend
+        if self.degraded is not None:
+            body["degraded"] = self.degraded
         if self.alert is not None:
             body.update(hazard=self.alert.hazard, severity=self.alert.severity, alert_id=self.alert.id,
                         active_alerts=self.active_alerts, **self.alert.reach_state())
@@ -115,6 +126,8 @@ class _Book:
     last_danger: str | None = None  # the hazard the last successful assessment found, if any
     last_end: tuple[str, str, float] | None = None  # the newest ended alert: hazard, end reason, wall time
     last_success_wall: float | None = None
+    backend: str | None = None  # the backend of the newest successful assessment
+    degraded: str | None = None  # what the newest successful assessment lost, when a fallback made it
     last_error: str | None = None  # of the newest failed assessment since the last success
     monitoring: bool = True
     open: dict[str, Alert] = field(default_factory=dict)
@@ -239,6 +252,8 @@ class ZoneStatus(Observer):
             book.last_error = f"{settled.error.kind}: {shorten(settled.error, _ERROR_CHARS)}"
         else:
             self._covered(book, window)
+            if settled.verdict is not None:
+                book.backend, book.degraded = settled.verdict.backend or None, settled.verdict.degraded
             assessment = settled.verdict.assessment if settled.verdict is not None else None
             book.last_danger = assessment.hazard.strip() or "unspecified hazard" if assessment and assessment.danger \
                 else None
@@ -307,7 +322,9 @@ class ZoneStatus(Observer):
             since = previous.since
         else:
             since = self._wall()
-        return ZoneState(zone, state, reason, since, top, len(book.open))
+        watched = state in SEEING
+        return ZoneState(zone, state, reason, since, top, len(book.open), backend=book.backend if watched else None,
+                         degraded=book.degraded if watched else None)
 
     def _judge_afresh(self, book: _Book, what_came_back: str) -> None:
         book.assessed, book.resumed, book.fresh_after = False, what_came_back, self._clock()
@@ -334,9 +351,12 @@ class ZoneStatus(Observer):
             return "blind", self._blind_reason(book)
         top = _top_alert(book.open.values())
         if top is not None:
-            return "hazard", f"{top.severity} hazard: {top.hazard}"
+            degraded = f" (degraded: {book.degraded})" if book.degraded else ""
+            return "hazard", f"{top.severity} hazard: {top.hazard}{degraded}"
         if not book.assessed:
             return "unknown", self._unknown_reason(book)
+        if book.degraded:
+            return "degraded", f"clear (degraded): {book.degraded}; {self._clear_reason(book)}"
         return "clear", self._clear_reason(book)
 
     @staticmethod

@@ -41,6 +41,7 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="print one JSON line per scenario and exit")
     run.add_argument("--cache", type=Path, help="response cache file (default OUT/cache.jsonl)")
     _run_options(run)
+    _backend_option(run)
     _common(run)
 
     history = commands.add_parser(
@@ -61,6 +62,7 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     history.add_argument("--concurrency", type=_positive, help="segments at once (default: model.concurrency)")
     history.add_argument("--fresh", action="store_true",
                          help="start over: set an existing OUT/runs.jsonl aside (renamed, kept) instead of resuming it")
+    _backend_option(history)
     _common(history)
 
     score = commands.add_parser("score", help="re-score a run log (never calls a model)")
@@ -134,6 +136,25 @@ def _share(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {value}")
     return value
+
+
+def _backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", metavar="NAME",
+                        help="replay with this backend of the config's [model] chain alone (model.name or a "
+                             "model.fallbacks[].name), e.g. to measure a fallback before it is needed "
+                             "(docs/failover.md); default: the first backend, [model] itself")
+
+
+def _one_backend(settings: Any, name: str | None) -> Any:
+    """`settings` with the named backend of its model chain alone: a replay measures one model, never a failover."""
+    model = settings.model
+    if name is None and not model.fallbacks:
+        return settings
+    try:
+        chosen = model.only(name or model.display_name)
+    except ValueError as exc:
+        raise ConfigError([f"--backend: {exc}"]) from None
+    return settings.model_copy(update={"model": chosen})
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -222,7 +243,7 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
     from monitor.history.times import parse_time
     from replay.history import RUNS_FILE, HistoryOptions, run_history
 
-    settings = _settings(args.config)
+    settings = _one_backend(_settings(args.config), args.backend)
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
@@ -320,7 +341,7 @@ def _judge_key(args: argparse.Namespace) -> str | None:
 def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.out is None:
         raise ConfigError(["replay pasbench: --out is required (unless --list)"])
-    return _replay_into(args, _settings(args.config), args.out, stdout, cache=args.cache)
+    return _replay_into(args, _one_backend(_settings(args.config), args.backend), args.out, stdout, cache=args.cache)
 
 
 def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout: TextIO, *,

@@ -43,12 +43,15 @@ class SingleCall:
 
     def request(self, window: Window, *, seed: int | None = None, temperature: float | None = None,
                 images: list[tuple[Frame, str]] | None = None) -> ModelRequest:
+        example = not self.backend.enforces_schema
         return ModelRequest(
-            messages=build_messages(window, images=images, example=not self.backend.enforces_schema),
+            messages=build_messages(window, images=images, example=example),
             temperature=self.temperature if temperature is None else temperature,
             seed=seed,
             json_schema=ASSESSMENT_SCHEMA,
             meta={"window": window.id, "zone": window.zone},
+            # For a text-only fallback: the window as a text-only model is given it (pose facts included).
+            text_messages=build_messages(window, example=example) if images else None,
         )
 
     async def assess(self, window: Window) -> Verdict:
@@ -59,4 +62,5 @@ class SingleCall:
         # Raises MalformedReplyError (with the raw text) rather than guessing "safe"; a reply that
         # copies the prompt's template is malformed too, not a warning.
         assessment = reject_echo(Assessment.parse_reply(reply.text), reply.text)
-        return Verdict(assessment=assessment, model=reply.model, usage=reply.usage, raw=reply.text, strategy=self.name)
+        return Verdict(assessment=assessment, model=reply.model, usage=reply.usage, raw=reply.text, strategy=self.name,
+                       backend=reply.backend, degraded=reply.degraded)

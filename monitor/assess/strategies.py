@@ -49,9 +49,16 @@ def total_usage(verdicts: Sequence[Verdict]) -> Usage:
 
 
 def no_danger(reason: str, *, model: str, usage: Usage, strategy: str,
-              samples: tuple[Assessment, ...] = ()) -> Verdict:
+              samples: tuple[Assessment, ...] = (), backend: str = "", degraded: str | None = None) -> Verdict:
     assessment = Assessment(danger=False, severity="info", reason=reason, confidence=0.5)
-    return Verdict(assessment=assessment, model=model, usage=usage, strategy=strategy, samples=samples)
+    return Verdict(assessment=assessment, model=model, usage=usage, strategy=strategy, samples=samples,
+                   backend=backend, degraded=degraded)
+
+
+def answered_by(verdicts: Sequence[Verdict]) -> tuple[str, str | None]:
+    """The backends that answered these samples, and what was lost if a fallback answered any of them."""
+    names = list(dict.fromkeys(v.backend for v in verdicts if v.backend))
+    return "+".join(names), next((v.degraded for v in verdicts if v.degraded), None)
 
 
 # -- vote ---------------------------------------------------------------------------------------
@@ -62,12 +69,14 @@ def vote_decision(samples: Sequence[Verdict], *, k: int, m: int) -> Verdict:
     """
     usage = total_usage(samples)
     model = samples[0].model if samples else ""
+    backend, degraded = answered_by(samples)
     assessments = tuple(s.assessment for s in samples)
     positives = [a for a in assessments if a.danger]
     strategy = f"vote({m}/{k})"
     if len(positives) < m:
         return no_danger(f"{len(positives)} of {k} samples saw danger; {m} needed", model=model,
-                         usage=usage, strategy=strategy, samples=assessments)
+                         usage=usage, strategy=strategy, samples=assessments, backend=backend,
+                         degraded=degraded)
     cluster = _largest_hazard_cluster(positives)
     best = max(cluster, key=lambda a: (SEVERITY_RANK[a.severity], a.confidence))
     hazards = list(dict.fromkeys(a.hazard for a in positives if a.hazard))
@@ -83,6 +92,7 @@ def vote_decision(samples: Sequence[Verdict], *, k: int, m: int) -> Verdict:
     if len(hazards) > 1:
         merged = merged.model_copy(update={"hazard": best.hazard or hazards[0]})
     return Verdict(assessment=merged, model=model, usage=usage, strategy=strategy, samples=assessments,
+                   backend=backend, degraded=degraded,
                    raw=json.dumps([a.model_dump() for a in assessments]))
 
 
@@ -241,11 +251,16 @@ class ProposeVerify:
         return ({"role": "system", "content": system}, user)
 
     async def assess(self, window: Window) -> Verdict:
-        _, user = build_messages(window, images=await self.frames.images(window))
+        images = await self.frames.images(window)
+        _, user = build_messages(window, images=images)
+        # For a text-only fallback (docs/failover.md): the window as text, the frames' pose facts included.
+        text_user = build_messages(window)[1] if images else None
+        propose_prompt = PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))
         propose = ModelRequest(
-            messages=self._messages(user, PROPOSE_PROMPT.replace("MAX", str(self.settings.max_candidates))),
+            messages=self._messages(user, propose_prompt),
             temperature=self.settings.propose_temperature, tag="propose",
             meta={"window": window.id, "zone": window.zone},
+            text_messages=self._messages(text_user, propose_prompt) if text_user else None,
         )
         reply = await self.backend.complete(propose)
         parsed = parse_reply(Candidates, reply.text, what="propose")
@@ -254,7 +269,7 @@ class ProposeVerify:
         if echo is not None:
             raise MalformedReplyError(f"propose reply copies the prompt's field descriptions in '{echo}'", reply.text)
         candidates = _distinct(parsed.candidates)[: self.settings.max_candidates]
-        results = await asyncio.gather(*(self._verify(window, user, c) for c in candidates))
+        results = await asyncio.gather(*(self._verify(window, user, c, text_user) for c in candidates))
         answers = [answer if isinstance(answer, VerifyAnswer) else None for answer, _ in results]
         usage = reduce(lambda a, b: a + b, (u for _, u in results), reply.usage)
         assessment = verify_decision(candidates, answers, min_confidence=self.settings.min_verify_confidence)
@@ -266,15 +281,18 @@ class ProposeVerify:
             _decided_without(window, self.name, failed, decided="danger")
         raw = json.dumps({"candidates": [c.model_dump() for c in candidates],
                           "verified": [a.model_dump() if a else None for a in answers]})
-        return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name)
+        return Verdict(assessment=assessment, model=reply.model, usage=usage, raw=raw, strategy=self.name,
+                       backend=reply.backend, degraded=reply.degraded)
 
-    async def _verify(self, window: Window, user: dict[str, object],
-                      candidate: Candidate) -> tuple[VerifyAnswer | BackendError, Usage]:
+    async def _verify(self, window: Window, user: dict[str, object], candidate: Candidate,
+                      text_user: dict[str, object] | None = None) -> tuple[VerifyAnswer | BackendError, Usage]:
         label = candidate.hazard + (f" (from: {candidate.behaviour})" if candidate.behaviour else "")
+        prompt = VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))
         request = ModelRequest(
-            messages=self._messages(user, VERIFY_PROMPT.replace("CANDIDATE", json.dumps(label))),
+            messages=self._messages(user, prompt),
             temperature=self.settings.verify_temperature, tag="verify",
             meta={"window": window.id, "zone": window.zone, "candidate": candidate.hazard},
+            text_messages=self._messages(text_user, prompt) if text_user else None,
         )
         try:
             reply = await self.backend.complete(request)

@@ -158,6 +158,8 @@ class Verdict:
     raw: str = ""
     strategy: str = "single"
     samples: tuple[Assessment, ...] = field(default_factory=tuple)
+    backend: str = ""  # the configured backend that answered (model.name)
+    degraded: str | None = None  # a fallback answered: what it means (docs/failover.md)
 
 
 def _stem(word: str) -> str:

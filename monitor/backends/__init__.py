@@ -56,6 +56,9 @@ class ModelRequest:
     json_schema: dict[str, Any] | None = None
     tag: str = "assess"
     meta: dict[str, Any] = field(default_factory=dict)
+    # The same request for a model that takes no images (a text-only fallback): the window's text and the
+    # frames' pose facts. None: the messages with their images left out (`text_only`).
+    text_messages: tuple[Message, ...] | None = None
 
     @property
     def has_images(self) -> bool:
@@ -68,11 +71,16 @@ class ModelRequest:
 
 @dataclass(frozen=True, slots=True)
 class ModelReply:
-    """The raw text a model answered, the model that answered, and the cost."""
+    """The raw text a model answered, the model and the configured backend that answered, and the cost.
+
+    `degraded` says what was lost when a fallback answered instead of the first backend (docs/failover.md).
+    """
 
     text: str
     model: str
     usage: Usage
+    backend: str = ""
+    degraded: str | None = None
 
 
 class ModelBackend(Protocol):
@@ -141,6 +149,10 @@ def create_backend(settings: ModelSettings) -> ModelBackend:
     # boundary does not import openai for a process that never calls a model.
     from monitor.backends import embedded, openai_compat, scripted, stochastic  # noqa: F401
 
+    if settings.fallbacks:
+        from monitor.backends.failover import FailoverBackend
+
+        return FailoverBackend.from_settings(settings, create_backend)
     try:
         factory = _REGISTRY[settings.backend]
     except KeyError:

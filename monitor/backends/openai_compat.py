@@ -236,6 +236,7 @@ class OpenAICompatBackend:
         return ModelReply(
             text=text,
             model=str(_field(response, "model") or self.model),
+            backend=self.settings.display_name,
             usage=Usage(
                 prompt_tokens=int(_field(usage, "prompt_tokens") or 0),
                 completion_tokens=int(_field(usage, "completion_tokens") or 0),

@@ -25,6 +25,7 @@ class ScriptedBackend:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.model = settings.model
+        self.label = settings.display_name
         self.accepts_images = settings.accepts_images is not False
         self.enforces_schema = False
         self.base_url: str | None = None  # in-process: no endpoint to probe
@@ -53,7 +54,7 @@ class ScriptedBackend:
         prompt = json.dumps(request.messages).lower()
         text = next((reply for match, reply in self.rules if match in prompt), self.default)
         usage = Usage(prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4, latency_s=self.latency_s)
-        return ModelReply(text=text, model=self.model, usage=usage)
+        return ModelReply(text=text, model=self.model, usage=usage, backend=self.label)
 
 
 def _load_script(path: Path) -> dict[str, Any]:

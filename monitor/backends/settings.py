@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from monitor.core.config import PositiveFloat, Section
+from monitor.core.config import Identifier, PositiveFloat, Section
 
 
 class EmbeddedModelSettings(Section):
@@ -19,9 +19,33 @@ class EmbeddedModelSettings(Section):
     startup_timeout_s: PositiveFloat = 60.0
 
 
-class ModelSettings(Section):
-    """The model backend every assessment goes through."""
+class BreakerSettings(Section):
+    """When a backend with fallbacks is given up on for a while, and when it is tried again (docs/failover.md)."""
 
+    failures: int = Field(default=3, ge=1, le=100, description="consecutive failed calls that open the breaker")
+    failure_rate: float = Field(default=0.5, gt=0.0, le=1.0,
+                                description="share of failed calls among the last rate_window that opens it")
+    rate_window: int = Field(default=10, ge=2, le=1000, description="calls the failure rate is measured over")
+    open_s: PositiveFloat = Field(default=10.0, description="first pause before a half-open probe")
+    max_open_s: PositiveFloat = Field(default=300.0, description="longest pause, after repeated failed probes")
+
+    @model_validator(mode="after")
+    def _pauses(self) -> BreakerSettings:
+        if self.open_s > self.max_open_s:
+            raise ValueError("breaker.open_s must not exceed breaker.max_open_s")
+        return self
+
+
+def _default_name(model: str) -> str:
+    """A model id as a backend name: characters outside [A-Za-z0-9_-] become '-'."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "-" for c in model)[:64]
+    return cleaned or "model"
+
+
+class ModelSettings(Section):
+    """The model backend every assessment goes through, and the fallbacks tried when it fails."""
+
+    name: Identifier | None = Field(default=None, description="shown wherever its verdicts are; default: the model")
     backend: Literal["embedded", "openai", "scripted", "stochastic"] = "embedded"
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     model: str = "smollm2-135m-instruct"
@@ -39,6 +63,13 @@ class ModelSettings(Section):
     )
     embedded: EmbeddedModelSettings = Field(default_factory=EmbeddedModelSettings)
     script: Path | None = Field(default=None, description="scripted backend: JSON file of replies")
+    fallbacks: list[ModelSettings] = Field(
+        default_factory=list, max_length=8,
+        description="backends tried in order when this one fails or its breaker is open (docs/failover.md)")
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    allow_embedded_fallback: bool = Field(
+        default=False, description="accept the embedded plumbing model as a fallback (its verdicts are not "
+                                   "judgements of danger; docs/failover.md)")
 
     @model_validator(mode="after")
     def _endpoint_needed(self) -> ModelSettings:
@@ -48,7 +79,44 @@ class ModelSettings(Section):
             raise ValueError("backend 'scripted' needs script (a JSON file of replies)")
         if self.attempt_timeout_s > self.total_timeout_s:
             raise ValueError("attempt_timeout_s must not exceed total_timeout_s")
+        self._check_fallbacks()
         return self
+
+    def _check_fallbacks(self) -> None:
+        for index, fallback in enumerate(self.fallbacks):
+            if fallback.backend == "embedded" and not self.allow_embedded_fallback:
+                # Random verdicts shown as "degraded but watching" are worse than a zone shown blind.
+                raise ValueError(
+                    f"model.fallbacks[{index}] is the embedded plumbing model (SmolLM2-135M), which cannot judge "
+                    "danger: use a real model as a fallback, or set model.allow_embedded_fallback = true "
+                    "if you accept random verdicts (docs/failover.md)")
+            if fallback.fallbacks:
+                raise ValueError(f"model.fallbacks[{index}] has fallbacks of its own: list them all in model.fallbacks")
+        names = self.backend_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"model backends need distinct names (model.name, model.fallbacks[].name): {names}")
+
+    @property
+    def display_name(self) -> str:
+        """The name verdicts, alerts and metrics show for this backend."""
+        return self.name or _default_name(self.model)
+
+    @property
+    def chain(self) -> list[ModelSettings]:
+        """This backend, then its fallbacks, each as a complete, named `[model]` without fallbacks."""
+        first = self.model_copy(update={"fallbacks": [], "name": self.display_name})
+        return [first, *(f.model_copy(update={"name": f.display_name}) for f in self.fallbacks)]
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [self.display_name, *(f.display_name for f in self.fallbacks)]
+
+    def only(self, name: str) -> ModelSettings:
+        """The backend of the chain called `name`, alone (replay's `--backend`); ValueError naming the known ones."""
+        for settings in self.chain:
+            if settings.display_name == name:
+                return settings
+        raise ValueError(f"no model backend named '{name}' in [model]; known: {', '.join(self.backend_names)}")
 
     @property
     def images_supported(self) -> bool:

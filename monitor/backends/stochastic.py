@@ -71,6 +71,7 @@ class StochasticBackend:
 
     def __init__(self, settings: ModelSettings, params: StochasticParameters | None = None) -> None:
         self.model = settings.model
+        self.label = settings.display_name
         self.accepts_images = True
         self.enforces_schema = False
         self.base_url: str | None = None  # in-process: no endpoint to probe
@@ -107,7 +108,7 @@ class StochasticBackend:
         scenario = str(request.meta.get("zone", "unknown"))
         answer = {"propose": self._propose, "verify": self._verify}.get(request.tag, self._assess)(scenario, request)
         text = json.dumps(answer)
-        return ModelReply(text=text, model=self.model,
+        return ModelReply(text=text, model=self.model, backend=self.label,
                           usage=Usage(prompt_tokens=600, completion_tokens=len(text) // 4))
 
     def _hit(self, probability: float) -> bool:

@@ -87,6 +87,9 @@ class Snapshot:
     source_notes: Mapping[str, str] = field(default_factory=dict)
     delivery: Mapping[str, str | None] = field(default_factory=dict)  # each sink: why it cannot deliver, or None
     tasks: Mapping[str, str | None] = field(default_factory=dict)  # each supervised task: its recent death, or None
+    # The model chain (active backend, each breaker) and the zones a fallback assesses: shown, never a failure.
+    model: Mapping[str, Any] = field(default_factory=dict)
+    degraded: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +164,9 @@ class Readiness:
         failed = [name for name, check in checks.items() if not check.ok]
         self.last_ready = not failed
         body = {"ready": not failed, "failed": failed, "checks": {k: c.to_json() for k, c in checks.items()}}
+        if snapshot.model:
+            # Degraded zones are watched (ready), but named: a fallback assesses them (docs/failover.md).
+            body.update(model=dict(snapshot.model), degraded=dict(snapshot.degraded))
         return not failed, body
 
     def _within_grace(self, kind: str, parts: Mapping[str, bool | None],
@@ -258,7 +264,8 @@ class DeliveryWatch(Observer):
 
 
 def _zones(zones: Mapping[str, tuple[str, str]]) -> Check:
-    """Not ready while any zone is blind; unknown and off are not failures (nothing to see, or by choice)."""
+    """Not ready while any zone is blind; unknown and off are not failures (nothing to see, or by choice), nor
+    is degraded (a fallback backend watches the zone; the body names it)."""
     detail = {zone: f"{state}: {reason}" for zone, (state, reason) in zones.items()}
     return Check(all(state != "blind" for state, _ in zones.values()), detail)
 

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
+from monitor.backends.failover import BREAKER_STATES, FailoverBackend
 from monitor.core import jsonio
 from monitor.core.errors import BackendError
 from monitor.core.text import shorten
@@ -78,6 +79,7 @@ class Metrics(Observer):
         self.zone_states: Callable[[], Mapping[str, str]] = dict
         self.ready: Callable[[], bool | None] = lambda: None
         self.problems: Callable[[], list[str]] = list
+        self.failover: Callable[[], FailoverBackend | None] = lambda: None
         self.registry.register(_ServiceCollector(self, stats))
         self.registry.register(_ProcessCollector())
 
@@ -127,6 +129,9 @@ class _ServiceCollector:
         yield _labelled(CounterMetricFamily, "monitor_feedback", "Feedback on alerts stored, by label", "label",
                         stats.feedback)
         yield from self._gauges()
+        chain = self.metrics.failover()
+        if chain is not None:
+            yield from _backends(chain)
 
     def _alerts(self, stats: Stats) -> Metric:
         family = CounterMetricFamily("monitor_alerts", "Alert events published, by type and severity",
@@ -165,7 +170,7 @@ class _ServiceCollector:
     def _zone_states(states: Mapping[str, str]) -> Metric:
         # One-hot: every state of every zone is a series, so a query never misses a zone's switch to "blind".
         family = GaugeMetricFamily("monitor_zone_state", "1 for the state each zone is in (clear, hazard, "
-                                   "unknown, off, blind), 0 for the others", labels=["zone", "state"])
+                                   "degraded, unknown, off, blind), 0 for the others", labels=["zone", "state"])
         for zone, current in sorted(states.items()):
             for state in ZONE_STATES:
                 family.add_metric([zone, state], int(state == current))
@@ -253,6 +258,32 @@ class MeteredBackend(BackendWrapper):
                 self._observe("model_call", elapsed)
         self.last_success_at = time.time()
         return reply
+
+
+def _backends(chain: FailoverBackend) -> Iterable[Metric]:
+    """Each backend of the failover chain (docs/failover.md): its calls, errors, latency and breaker."""
+    links = chain.links
+    yield _labelled(CounterMetricFamily, "monitor_backend_calls", "Calls to each model backend of the chain",
+                    "backend", {link.name: link.book.calls for link in links})
+    errors = CounterMetricFamily("monitor_backend_errors", "Failed calls of each model backend, by error class",
+                                 labels=["backend", "kind"])
+    latency = SummaryMetricFamily("monitor_backend_call_seconds", "Time of each model backend's calls, failed "
+                                  "ones included", labels=["backend"])
+    state = GaugeMetricFamily("monitor_backend_breaker_state", "1 for each backend's circuit breaker state "
+                              "(closed, open, half_open), 0 for the others", labels=["backend", "state"])
+    spent = CounterMetricFamily("monitor_backend_breaker_seconds", "Time each backend's breaker spent in each "
+                                "state", labels=["backend", "state"])
+    for link in links:
+        for kind, count in sorted(_with_zeros(link.book.errors, ERROR_KINDS).items()):
+            errors.add_metric([link.name, kind], count)
+        latency.add_metric([link.name], count_value=link.book.calls, sum_value=link.book.latency_sum_s)
+        seconds = link.breaker.seconds_in()
+        for name in BREAKER_STATES:
+            state.add_metric([link.name, name], int(link.breaker.state == name))
+            spent.add_metric([link.name, name], seconds[name])
+    yield from (errors, latency, state, spent)
+    yield _labelled(GaugeMetricFamily, "monitor_backend_active", "1 for the backend that answered last",
+                    "backend", {link.name: int(link.name == chain.active) for link in links})
 
 
 def _reach(stats: Stats) -> Iterable[Metric]:

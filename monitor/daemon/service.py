@@ -39,6 +39,7 @@ import structlog
 
 from monitor.alerts import AlertManager, OpenAlertJournal
 from monitor.backends import create_backend
+from monitor.backends.failover import chain_of, model_status
 from monitor.backends.settings import ModelSettings
 from monitor.control import ZoneControls
 from monitor.core.aio import leaf_errors, settle_startup_heap, wait_event
@@ -176,7 +177,7 @@ class Service:
             assert self.pipeline is not None and self.backend is not None
             control = group.create_task(self._control(self.pipeline), name="control")
             log.info("monitor running", model=self.backend.model, backend=self.backend.name,
-                     sources=list(source_specs(self.settings)))
+                     backends=self.settings.model.backend_names, sources=list(source_specs(self.settings)))
             await self.pipeline.run()
             self._stop.set()
             self._wake.set()
@@ -365,7 +366,8 @@ class Service:
             return True, {"alive": True, **body}
         tick_age, oldest = pipeline.heartbeat_age(), pipeline.oldest_assessment_s()
         stall_after = self.health_settings.stall_after_s
-        assessment_limit = 3 * self.settings.model.total_timeout_s + stall_after
+        # A failover may spend every backend's budget on one call (docs/failover.md).
+        assessment_limit = 3 * sum(m.total_timeout_s for m in self.settings.model.chain) + stall_after
         problems = []
         if tick_age > stall_after:
             problems.append(f"scheduler has not run for {tick_age:.1f} s (stall_after_s={stall_after:g})")
@@ -388,11 +390,18 @@ class Service:
                                    last_error_at=backend.last_error_at, base_url=backend.base_url,
                                    api_key=key.get_secret_value() if key is not None else None,
                                    last_error=backend.last_error, oldest_call_s=backend.oldest_call_s(),
-                                   hung_after_s=self.settings.model.attempt_timeout_s)
-        zones = {zone: (state.state, state.reason) for zone, state in self.zones.states().items()}
+                                   # A failover may wait out each backend's attempt before the next answers.
+                                   hung_after_s=sum(m.attempt_timeout_s for m in self.settings.model.chain))
+        states = self.zones.states()
+        zones = {zone: (state.state, state.reason) for zone, state in states.items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
                         backend=status, zones=zones, delivery=self.delivery_problems(), tasks=self.task_problems(),
-                        source_notes=self._stats().source_notes())
+                        source_notes=self._stats().source_notes(), model=self.model_status(),
+                        degraded={zone: s.degraded for zone, s in states.items() if s.degraded is not None})
+
+    def model_status(self) -> dict[str, Any]:
+        """Which backend assesses now and each backend's breaker (docs/failover.md)."""
+        return model_status(self.backend, self.settings.model)
 
     def delivery_problems(self) -> dict[str, str | None]:
         """Each sink: why it cannot deliver or queue alerts now (its task died, it failed the last alert), or None."""
@@ -458,6 +467,7 @@ class Service:
         metrics.outbox_depth = self._outbox_depth
         metrics.ready = lambda: self.readiness.last_ready
         metrics.problems = self.problems
+        metrics.failover = lambda: chain_of(self.backend)
 
     def _sources_online(self) -> dict[str, bool]:
         if self.pipeline is None:
@@ -517,5 +527,6 @@ class Service:
             "problems": self.problems(),
             "task_restarts": self._task_restarts(),
             "json_rejected": rejection_counts(),
+            "model": self.model_status(),
         }
 

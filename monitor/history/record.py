@@ -83,6 +83,9 @@ def build_record(settled: Settled, calls: Sequence[CapturedCall], description: Z
         "prompts": prompts, "calls": call_records,
         "verdict": verdict.assessment.model_dump() if verdict else None,
         "answered_by": verdict.model if verdict else None,
+        # The configured backend (model.name) that answered, and what was lost when a fallback did.
+        "backend": verdict.backend or None if verdict else None,
+        "degraded": verdict.degraded if verdict else None,
         "decided_by": verdict.strategy if verdict else None,
         "raw": cut(raw, MAX_REPLY_CHARS) if raw is not None else None,
         "usage": verdict.usage.to_json() if verdict else None,
@@ -144,7 +147,8 @@ def _calls(calls: Sequence[CapturedCall], images: _Images,
             "tag": call.request.tag, "temperature": call.request.temperature, "seed": call.request.seed,
             "system_sha256": hashlib.sha256(str(system.get("content", "")).encode("utf-8")).hexdigest(),
             "prompt": seen[key], "reply": cut(reply.text, MAX_REPLY_CHARS) if reply and not is_raw else None,
-            "model": reply.model if reply else None, "usage": reply.usage.to_json() if reply else None,
+            "model": reply.model if reply else None, "backend": reply.backend or None if reply else None,
+            "usage": reply.usage.to_json() if reply else None,
             "error": call.error,
         }
         if is_raw:

@@ -8,13 +8,15 @@ outbox backlog, source problem). One device per zone, hung off the hub
 (`via_device`), named after the zone's display name, suggested for its area:
 `binary_sensor` Hazard (safety), `sensor` Hazard status (the zone's state and
 its reason), `binary_sensor` Monitoring problem (on while the zone is off or blind;
-a zone merely not assessed since start is not a problem), `event` Warning,
+a zone merely not assessed since start is not a problem, nor one a fallback backend
+assesses: `degraded` is watched, and its attributes and Hazard status say so), `event` Warning,
 `sensor` Last warning, `switch` Monitoring and `number` Sensitivity.
 
 Every entity but Monitor offline is available while `<prefix>/available` is
 `online`; the Hazard sensor in addition only while its zone can see (state
-`clear` or `hazard`), so it reads "unavailable", never "Safe", while the zone
-is unknown, off or blind. No attribute carries an `_epoch` twin (Home Assistant
+`clear`, `hazard` or `degraded`), so it reads "unavailable", never "Safe", while the zone
+is unknown, off or blind. The hub's Active model names the backend that answered last
+(docs/failover.md). No attribute carries an `_epoch` twin (Home Assistant
 would show it as a raw number); times are ISO 8601.
 Config topics are `<discovery prefix>/<component>/<node_id>/<object>/config`
 with `<object>` = `<zone>_<entity>` for zones and `hub_<entity>` for the hub.
@@ -39,19 +41,21 @@ from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
 
 EVENT_TYPES = ("info", "warning", "critical")
-# Anything but `clear` reads as a hazard: if the availability ever let a blind zone through, it would
-# say "Unsafe", never "Safe".
-HAZARD_ON = "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"
+# Anything but `clear` (or `degraded`: clear, said by a fallback backend) reads as a hazard: if the availability
+# ever let a blind zone through, it would say "Unsafe", never "Safe". A hazard while degraded is `hazard`.
+HAZARD_ON = "{{ 'OFF' if value_json.state in ['clear', 'degraded'] else 'ON' }}"
 # A problem is what needs a person: the zone switched off or blind (its sources offline, the model failing).
 # `unknown` (not assessed since start: a quiet zone after a restart) is not one; it turns blind if it lasts
-# while observations wait. A dead monitor is the hub's Monitor offline.
+# while observations wait. Nor is `degraded`: a fallback backend watches the zone (its attributes and the
+# Hazard status say which, and what is lost). A dead monitor is the hub's Monitor offline.
 PROBLEM_ON = "{{ 'ON' if value_json.state in ['off', 'blind'] else 'OFF' }}"
 # Home Assistant drops an attribute named `state`: the zone's state is `zone_state` there.
-PROBLEM_ATTRIBUTES = escalation_contract.attributes_template("reason", "since", zone_state="state")
+PROBLEM_ATTRIBUTES = escalation_contract.attributes_template("reason", "since", "backend", "degraded",
+                                                             zone_state="state")
 # The zone state as Home Assistant attributes: without the `_epoch` twins.
 ZONE_ATTRIBUTES = escalation_contract.attributes_template(
     "reason", "since", "hazard", "severity", "alert_id", "active_alerts", "escalation_level", "acknowledged_at",
-    "acknowledged_by", zone_state="state")
+    "acknowledged_by", "backend", "degraded", zone_state="state")
 # The reason a person reads on the card, e.g. "Blind: every source of the zone is offline: cam (...)".
 STATUS = "{{ ((value_json.state | capitalize) ~ ': ' ~ value_json.reason)[:255] }}"
 NO_WARNING = "No open warning"
@@ -61,7 +65,11 @@ LAST_WARNING_ATTRIBUTES = escalation_contract.attributes_template(
 # An event entity's attributes are its payload: without the `_epoch` twin.
 WARNING_EVENT = escalation_contract.attributes_template(
     "event_type", "alert_id", "message_id", "event_id", "seq", "zone", "hazard", "reason", "advice", "confidence", "at")
-ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard'] else 'offline' }}"
+ZONE_SEES = "{{ 'online' if value_json.state in ['clear', 'hazard', 'degraded'] else 'offline' }}"
+# The backend that answered last (docs/failover.md); each backend's breaker as attributes.
+ACTIVE_MODEL = "{{ (value_json.get('model') or {}).get('active') or 'unknown' }}"
+MODEL_ATTRIBUTES = ("{{ {'primary': (value_json.get('model') or {}).get('primary'), "
+                    "'backends': (value_json.get('model') or {}).get('backends')} | tojson }}")
 MANUFACTURER = "proactive-monitor"
 HUB = "hub"
 
@@ -236,6 +244,10 @@ class Discovery:
             ("sensor", "outbox_backlog", {
                 "name": "Outbox backlog", "state_class": "measurement", "icon": "mdi:tray-full",
                 "unit_of_measurement": "messages", "value_template": "{{ value_json.mqtt.outbox_pending }}",
+            }),
+            ("sensor", "active_model", {
+                "name": "Active model", "icon": "mdi:robot-outline", "value_template": ACTIVE_MODEL,
+                "json_attributes_topic": self.topics.stats, "json_attributes_template": MODEL_ATTRIBUTES,
             }),
             ("sensor", "optional_failures", {
                 "name": "Optional part failures", "state_class": "total_increasing",

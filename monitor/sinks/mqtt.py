@@ -5,7 +5,7 @@ Topics under `<prefix>` (docs/mqtt.md has the full contract):
 - `available`: retained `online` once connected (after every retained state topic is current, so a
   subscriber never sees `online` next to a stale state), `offline` at clean shutdown and as the Last Will.
 - `alerts`: every alert event as JSON, QoS 1, not retained.
-- `<zone>/state`: the zone's state from `ZoneStatus` (clear, hazard, unknown, off, blind, with a reason).
+- `<zone>/state`: the zone's state from `ZoneStatus` (clear, hazard, degraded, unknown, off, blind, with a reason).
 - `<zone>/last_warning`, `<zone>/event`: the open warning's text (cleared when it ends) and HA events.
 - `<zone>/monitoring/set|state`, `<zone>/sensitivity/set|state`: run-time controls.
 - `stats`: periodic JSON, retained (Home Assistant's diagnostic sensors read it).
