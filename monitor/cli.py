@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__
-from monitor.core.errors import MonitorError, report
+from monitor.core.errors import ConfigError, MonitorError, report
 
 # This module is the one place where the service and the replay tool meet. Everything
 # heavier than argparse is imported by the command that needs it, so `--help` is quick.
@@ -22,9 +22,16 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the monitor until SIGINT/SIGTERM (or the end of replayed sources)")
     run.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults + MONITOR_* env)")
 
-    check = commands.add_parser("check-config", help="validate a config file; exit 1 with one line per problem")
+    check = commands.add_parser(
+        "check-config", help="check a config file and this machine as `monitor run` would at start; exit 1 with one "
+                             "line per problem",
+        description="Check a config file, and everything `monitor run --config FILE` would refuse at start on this "
+                    "machine as this user (state dir, output paths, speech engine and audio device, the model's "
+                    "local parts), with the same lines. Nothing is created.")
     check.add_argument("config", type=Path, metavar="FILE", help="the TOML config file to check (as `monitor run "
                                                                   "--config FILE` would load it, env and secrets too)")
+    check.add_argument("--config-only", action="store_true",
+                       help="check the file only, not this machine (CI, or a user other than the service's)")
 
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path, metavar="FILE",
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "check-config":
-            return _check_config(args.config)
+            return _check_config(args.config, machine=not args.config_only)
         if args.command == "inspect-log":
             from monitor.inspect_log import inspect_log
 
@@ -89,15 +96,27 @@ def _command(args: argparse.Namespace) -> int:
     return 2
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, *, machine: bool = True) -> int:
     from monitor.settings import config_warnings, load_settings
 
     settings = load_settings(path)
-    for warning in config_warnings(settings):
+    warnings = config_warnings(settings, machine=machine)
+    if machine:
+        from monitor.daemon.preflight import check_start
+
+        checked = check_start(settings)
+        warnings += checked.warnings
+        if checked.errors:
+            for warning in warnings:
+                print(f"{path}: warning: {warning}")
+            for line in checked.errors:
+                print(line, file=sys.stderr)
+            return 1
+    for warning in warnings:
         print(f"{path}: warning: {warning}")
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
-          f"strategy '{settings.assessment.strategy}')")
+          f"strategy '{settings.assessment.strategy}')" + ("" if machine else "; this machine not checked"))
     return 0
 
 
@@ -155,9 +174,16 @@ def _run(config: Path | None) -> int:
     os.umask(0o077)
     settings = load_settings(config)
     configure_logging(settings.service.log_level, settings.service.log_format)
+    log = structlog.get_logger("monitor.cli")
     for warning in config_warnings(settings):
-        structlog.get_logger("monitor.cli").warning("configuration warning", config=str(config or "<defaults>"),
-                                                     warning=warning)
+        log.warning("configuration warning", config=str(config or "<defaults>"), warning=warning)
+    from monitor.daemon.preflight import check_start
+
+    checked = check_start(settings)  # what check-config refuses, in the same words, before anything is made
+    for warning in checked.warnings:
+        log.warning("start warning", config=str(config or "<defaults>"), warning=warning)
+    if checked.errors:
+        raise ConfigError(checked.errors)
     from monitor.core.aio import run_loop
     from monitor.daemon.service import serve
 

@@ -43,6 +43,7 @@ import structlog
 from monitor.alerts import AlertEvent
 from monitor.assess.verdict import SEVERITY_RANK, Severity
 from monitor.core.errors import MonitorError
+from monitor.core.files import creation_problem
 from monitor.core.text import shorten
 from monitor.sinks.settings import SpeakerSinkSettings
 
@@ -108,6 +109,35 @@ def audio_device_problem(snd_dir: Path = Path("/dev/snd"), runtime_dir: str | No
     if snd_dir.is_dir() and any(snd_dir.glob("pcmC*D*p")):
         return None
     return f"no audio output: no playback device in {snd_dir} and no PulseAudio or PipeWire socket"
+
+
+def speaker_problem(settings: SpeakerSinkSettings,
+                    audio_probe: Callable[[], str | None] = audio_device_problem) -> str | None:
+    """Why the speaker cannot say anything here (no engine, no audio device, a WAV folder that cannot be
+    made), or None; creates nothing. `start` and `check-config` both ask it."""
+    program = settings.command[0]
+    if shutil.which(program) is None:
+        return (f"{_SETTING}: {program!r} not found or not executable: install it (Debian: apt-get install "
+                "espeak-ng) or change the command")
+    if settings.writes_files:
+        wav_dir = settings.wav_dir
+        assert wav_dir is not None  # validated by SpeakerSinkSettings
+        error = None if os.path.isdir(wav_dir) else creation_problem(wav_dir, kind="folder")
+        return _wav_dir_problem(wav_dir, error) if error is not None else None
+    if settings.require_audio_device and (reason := audio_probe()) is not None:
+        return (f"sinks.speaker: {reason}: connect a speaker and let the service use it (SupplementaryGroups="
+                "audio), render to files ({wav} and sinks.speaker.wav_dir), or set "
+                "sinks.speaker.require_audio_device = false for a networked speaker")
+    return None
+
+
+def speaker_refusal(problem: str) -> str:
+    """The line a start stops with when a speaker that is not optional cannot speak."""
+    return f"{problem}; or set sinks.speaker.optional = true to run without speech"
+
+
+def _wav_dir_problem(wav_dir: Path, error: OSError) -> str:
+    return f"sinks.speaker.wav_dir: cannot create {wav_dir}: {error.strerror or error}"
 
 
 def kill_group(pid: int) -> None:
@@ -220,29 +250,23 @@ class SpeakerSink:
     # -- AlertSink --------------------------------------------------------------------
     async def start(self) -> None:
         """Check the engine and the audio device; a problem stops the start unless the sink is optional."""
-        problem = self._problem()
+        problem = speaker_problem(self.settings, self._audio_probe) or self._make_wav_dir()
         if problem is not None:
             if not self.settings.optional:
-                raise SpeakerError(f"{problem}; or set sinks.speaker.optional = true to run without speech")
+                raise SpeakerError(speaker_refusal(problem))
             self.unavailable = problem
             log.error("speaker unavailable; warnings will not be said aloud", problem=problem, optional=True)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="speaker")
 
-    def _problem(self) -> str | None:
-        settings = self.settings
-        program = settings.command[0]
-        if shutil.which(program) is None:
-            return (f"{_SETTING}: {program!r} not found or not executable: install it (Debian: apt-get install "
-                    "espeak-ng) or change the command")
-        if settings.writes_files:
-            assert settings.wav_dir is not None
-            settings.wav_dir.mkdir(parents=True, exist_ok=True)
+    def _make_wav_dir(self) -> str | None:
+        wav_dir = self.settings.wav_dir
+        if not self.settings.writes_files or wav_dir is None:
             return None
-        if settings.require_audio_device and (reason := self._audio_probe()) is not None:
-            return (f"sinks.speaker: {reason}: connect a speaker and let the service use it (SupplementaryGroups="
-                    "audio), render to files ({wav} and sinks.speaker.wav_dir), or set "
-                    "sinks.speaker.require_audio_device = false for a networked speaker")
+        try:
+            wav_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return _wav_dir_problem(wav_dir, exc)
         return None
 
     async def publish(self, event: AlertEvent) -> None:
