@@ -128,6 +128,14 @@ def _ack(args: argparse.Namespace) -> int:
     if args.alert_id is None and args.zone is None:
         print("error: name an alert (ALERT_ID) or a zone (--zone ZONE) to acknowledge", file=sys.stderr)
         return 2
+    if args.alert_id is not None:
+        from monitor.alerts import ALERT_ID
+
+        if not ALERT_ID.match(args.alert_id.lower()):
+            print(f"error: {args.alert_id!r} is not an alert id (16 hex digits, the `id` of an alert event)",
+                  file=sys.stderr)
+            return 2
+        args.alert_id = args.alert_id.lower()
     state_dir = args.state_dir
     if state_dir is None:
         from monitor.settings import load_settings
