@@ -124,7 +124,7 @@ async def test_a_persisting_hazard_escalates_to_caregivers_until_acknowledged_an
                 subprocess.run, [sys.executable, "-m", "monitor", "ack", "--zone", "kitchen", "--config", str(config)],
                 cwd=tmp_path, capture_output=True, text=True, timeout=30)
             assert cli.returncode == 0, cli.stderr
-            assert "acknowledged: acknowledged 1 alert(s)" in cli.stdout
+            assert cli.stdout.startswith("Acknowledged 1 alert in zone kitchen: ")
             await rec.wait_for(lambda: any(e["type"] == "ack" and e["zone"] == "kitchen" for e in events(rec, prefix)),
                                what="kitchen ack event")
 
