@@ -47,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     ack.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the alert's id (in every alert event)")
     ack.add_argument("--zone", help="acknowledge every open alert of this zone (with ALERT_ID: only if it is there)")
     ack.add_argument("--config", type=Path, help="the config file the monitor runs with (for service.state_dir)")
-    ack.add_argument("--state-dir", "--state", dest="state_dir", type=Path,
-                     help="the monitor's state directory (overrides the config)")
+    ack.add_argument("--state-dir", dest="state_dir", type=Path,
+                     help="the monitor's state directory (overrides the config; under systemd the unit sets it: "
+                          "/var/lib/proactive-monitor)")
+    ack.add_argument("--state", dest="state_dir", type=Path, help=argparse.SUPPRESS)  # the old spelling, unshown
     ack.add_argument("--by", help="who acknowledges (default: cli:<your user name>)")
     ack.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the monitor's answer")
     from replay.cli import add_replay_parser
