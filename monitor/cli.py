@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                   "--config FILE` would load it, env and secrets too)")
     check.add_argument("--config-only", action="store_true",
                        help="check the file only, not this machine (CI, or a user other than the service's)")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the model endpoint for its models and connect to the MQTT broker (5 s each)")
 
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path, metavar="FILE",
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "check-config":
-            return _check_config(args.config, machine=not args.config_only)
+            return _check_config(args.config, machine=not args.config_only, online=args.online)
         if args.command == "inspect-log":
             from monitor.inspect_log import inspect_log
 
@@ -98,24 +100,29 @@ def _command(args: argparse.Namespace) -> int:
     return 2
 
 
-def _check_config(path: Path, *, machine: bool = True) -> int:
+def _check_config(path: Path, *, machine: bool = True, online: bool = False) -> int:
+    from monitor.core.text import redact_credentials
+    from monitor.daemon.preflight import StartCheck, check_start, probe_online
     from monitor.settings import config_warnings, load_settings
 
     settings = load_settings(path)
-    warnings = config_warnings(settings, machine=machine)
-    if machine:
-        from monitor.daemon.preflight import check_start
+    checked = check_start(settings) if machine else StartCheck()
+    warnings = config_warnings(settings, machine=machine) + checked.warnings
+    if online:
+        import asyncio
 
-        checked = check_start(settings)
-        warnings += checked.warnings
-        if checked.errors:
-            for warning in warnings:
-                print(f"{path}: warning: {warning}")
-            for line in checked.errors:
-                print(line, file=sys.stderr)
-            return 1
+        probed = asyncio.run(probe_online(settings))
+        notes, errors = probed.warnings, checked.errors + probed.errors
+    else:
+        notes, errors = [], checked.errors
     for warning in warnings:
         print(f"{path}: warning: {warning}")
+    for note in notes:
+        print(f"{path}: {redact_credentials(note)}")
+    for line in errors:
+        print(redact_credentials(line), file=sys.stderr)
+    if errors:
+        return 1
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
           f"strategy '{settings.assessment.strategy}')" + ("" if machine else "; this machine not checked"))

@@ -9,6 +9,7 @@ with a line, and `check-config` on the same file exits 1 with that very line, cr
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 
 from monitor.sinks.speaker import audio_device_problem
 from tests.support.faults import Rig, table, tail
+from tests.support.mosquitto import Mosquitto
+from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.paths import REPO
 
 NOBODY = 65534
@@ -154,3 +157,28 @@ def test_a_camera_device_that_does_not_exist_is_warned_about(tmp_path: Path) -> 
     assert checked.returncode == 0, checked.stderr
     assert any("warning: cameras[0].device: /dev/video97: does not exist" in line
                for line in checked.stdout.splitlines()), checked.stdout
+
+
+def test_online_probes_the_model_endpoint_and_the_broker_and_reports_each(
+        tmp_path: Path, openai_server: ScriptedOpenAIServer, broker: Mosquitto) -> None:
+    """`check-config --online`: one line per probe; a model or broker that does not answer is exit 1, named."""
+    log = tmp_path / "kitchen.jsonl"
+    log.write_text("")
+    rig = Rig(tmp_path, openai_server.base_url, sources=[tail("kitchen", log)], broker=broker)
+    checked = _monitor("check-config", "--online", str(rig.write()), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert any(f"online: model: {openai_server.base_url}/models answered (HTTP 200" in line for line in lines), lines
+    assert any(f"online: mqtt: 127.0.0.1:{broker.port} accepted the connection" in line for line in lines), lines
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    rig.base_url = f"http://127.0.0.1:{port}/v1"
+    config = rig.write()
+    config.write_text(config.read_text().replace(f"port = {broker.port}", f"port = {port}"))
+    checked = _monitor("check-config", "--online", str(config), cwd=tmp_path)
+    assert checked.returncode == 1
+    said = _said(checked)
+    assert any(line.startswith(f"error: online: model: http://127.0.0.1:{port}/v1/models: ") for line in said), said
+    assert any(line.startswith(f"error: online: mqtt: 127.0.0.1:{port}: ") for line in said), said
