@@ -175,6 +175,10 @@ def input_path_warnings(settings: Settings) -> list[str]:
             checks.append((f"cameras[{index}].path", camera.path, "folder" if camera.kind == "folder" else "file"))
         if camera.device is not None:
             checks.append((f"cameras[{index}].device", Path(f"/dev/video{camera.device}"), "device"))
+    tls = settings.mqtt.tls if settings.mqtt is not None else None
+    for name in ("ca_file", "cert_file", "key_file"):
+        if tls is not None and (path := getattr(tls, name)) is not None:
+            checks.append((f"mqtt.tls.{name}", path, "file"))
     return [f"{key}: {path}: {problem}" for key, path, want in checks if (problem := _path_problem(path, want))]
 
 

@@ -182,3 +182,12 @@ def test_online_probes_the_model_endpoint_and_the_broker_and_reports_each(
     said = _said(checked)
     assert any(line.startswith(f"error: online: model: http://127.0.0.1:{port}/v1/models: ") for line in said), said
     assert any(line.startswith(f"error: online: mqtt: 127.0.0.1:{port}: ") for line in said), said
+
+
+def test_tls_files_that_do_not_exist_are_warned_about(tmp_path: Path) -> None:
+    """The broker connection would fail and retry forever on a missing CA file: said before the start."""
+    rig = Rig(tmp_path, "http://127.0.0.1:9/v1", sources=[tail("kitchen", tmp_path / "kitchen.jsonl")])
+    rig.extra = f'\n[mqtt]\nhost = "127.0.0.1"\n[mqtt.tls]\nca_file = "{tmp_path / "no-ca.pem"}"\n'
+    checked = _monitor("check-config", str(rig.write()), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: mqtt.tls.ca_file: {tmp_path / 'no-ca.pem'}: does not exist" in checked.stdout
