@@ -78,6 +78,14 @@ def _state_cannot_be_created(tmp: Path, rig: Rig) -> None:
     rig.state_dir = _plain_file(tmp) / "state"
 
 
+def _gguf_missing(tmp: Path, rig: Rig) -> str:
+    return f'backend = "embedded"\n[model.embedded]\ngguf = "{tmp / "no-model.gguf"}"\n'
+
+
+def _script_missing(tmp: Path, rig: Rig) -> str:
+    return f'backend = "scripted"\nscript = "{tmp / "no-script.json"}"\n'
+
+
 REFUSALS = {
     "speech engine missing": (_speaker_missing, "error: sinks.speaker.command: 'no-such-tts-engine' not found"),
     "no sound device": (_speaker_without_sound, "error: sinks.speaker: no audio output"),
@@ -86,6 +94,8 @@ REFUSALS = {
     "state dir others can write": (_state_open_to_all, "error: service.state_dir: "),
     "state dir of another user": (_state_of_another_user, "error: service.state_dir: "),
     "state dir cannot be created": (_state_cannot_be_created, "error: service.state_dir: "),
+    "embedded model file missing": (_gguf_missing, "error: model.embedded.gguf: "),
+    "scripted backend script missing": (_script_missing, ""),
 }
 
 
@@ -97,11 +107,15 @@ def test_check_config_refuses_what_run_refuses_with_the_same_line(tmp_path: Path
     log = tmp_path / "kitchen.jsonl"
     log.write_text("")
     rig = Rig(tmp_path, "http://127.0.0.1:9/v1", sources=[tail("kitchen", log)])
-    make(tmp_path, rig)
+    model = make(tmp_path, rig)
     config = rig.write()
+    if model is not None:  # another backend: its [model] in place of the rig's
+        text = config.read_text()
+        cut_from, cut_to = text.index("[model]\n"), text.index("concurrency = 2\n") + len("concurrency = 2\n")
+        config.write_text(text[:cut_from] + "[model]\n" + model + text[cut_to:])
     ran = _monitor("run", "--config", str(config), cwd=tmp_path, env=_NO_SOUND_SERVER)
     assert ran.returncode == 1, ran.stderr[-2000:]
-    refused = [line for line in _said(ran) if line.startswith(start)]
+    refused = [line for line in _said(ran) if line.startswith(start or str(tmp_path))]
     assert len(refused) == 1, ran.stderr[-2000:]
     checked = _monitor("check-config", str(config), cwd=tmp_path, env=_NO_SOUND_SERVER)
     assert checked.returncode == 1, checked.stdout + checked.stderr

