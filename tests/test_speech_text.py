@@ -80,6 +80,15 @@ def test_markup_is_stripped_not_read_aloud(raw: str, spoken: str) -> None:
     assert clean_for_speech(raw, 200) == spoken
 
 
+def test_markup_stripping_stays_fast_on_pathological_text() -> None:
+    """It runs on the event loop: 20,000 backticks took seconds with an unbounded backreference (an alert
+    restored from the journal is not cut by the reply's schema). Generous bound: far above a loaded box's."""
+    for text in ("`" * 20_000, "*a " * 7_000, "<a" * 10_000, "**x" * 7_000):
+        started = time.perf_counter()
+        clean_for_speech(text, 100)
+        assert time.perf_counter() - started < 0.5, text[:10]
+
+
 # --------------------------------------------------------------------------- the policy
 
 

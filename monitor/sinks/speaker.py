@@ -65,9 +65,12 @@ _PHONEMES = re.compile(r"\[\[.*?(?:\]\]|$)", re.S)
 _TAG = re.compile(r"<!--.*?(?:-->|$)|</?[A-Za-z!?][^<>]*>", re.S)
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_LINE = re.compile(r"^[ \t]*(?:#{1,6}|[-*+>]|\d{1,3}[.)])[ \t]+", re.M)
-_MD_MARK = re.compile(r"(?<!\w)(\*{1,3}|_{1,3}|~~|`+)(?=\S)(.+?)(?<=\S)\1(?!\w)", re.S)
+_MD_MARK = re.compile(r"(?<!\w)(\*{1,3}|_{1,3}|~~|`{1,3})(?=\S)([^\n]{1,200}?)(?<=\S)\1(?!\w)")
 _SHORTCODE = re.compile(r"(?<![\w:]):[a-z0-9_+-]+:(?![\w:])", re.I)
 _KEEP_SYMBOLS = frozenset("°")
+# Only the start of a text is ever said; scanning no more than this keeps the patterns above fast on the
+# event loop whatever a model (or a journal) holds.
+_MARKUP_SCAN_CHARS = 600
 _ZONE_CHARS, _ADVICE_CHARS, _HAZARD_CHARS = 40, 100, 40
 # The framing words, by language; the advice and hazard are said as the model wrote them.
 PHRASES: dict[str, dict[str, str]] = {
@@ -102,7 +105,7 @@ def clean_for_speech(text: str, limit: int) -> str:
 def strip_markup(text: str) -> str:
     """`text` with markup taken out whole (tags with their attributes, not just their brackets): what an
     engine would otherwise read aloud ("speak prosody rate x-slow Turn off the burner prosody speak")."""
-    text = _TAG.sub(" ", _PHONEMES.sub(" ", html.unescape(text)))
+    text = _TAG.sub(" ", _PHONEMES.sub(" ", html.unescape(text[:_MARKUP_SCAN_CHARS])))
     text = _MD_LINE.sub("", _MD_LINK.sub(r"\1", text))
     for _ in range(3):  # nested emphasis (***, **`code`**) comes off one layer at a time
         text = _MD_MARK.sub(r"\2", text)
@@ -152,7 +155,7 @@ def _zone_words(name: str | None, zone_id: str) -> str:
 
 def _first_sentence(text: str, limit: int) -> str:
     """The first sentence when it says something (three words or more), else the text; at most `limit`."""
-    first = re.match(r"(.+?[.!?])(?:\s|$)", text)
+    first = re.match(r"(.+?[.!?])(?=\s+[A-ZÀ-ÖØ-Þ]|\s*$)", text)  # "i.e. the stove" does not end one
     if first is not None and len(first.group(1).split()) >= 3:
         text = first.group(1)
     if len(text) > limit:
