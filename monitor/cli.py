@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "in the monitor running with the same state directory.")
     ack.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the alert's id (in every alert event)")
     ack.add_argument("--zone", help="acknowledge every open alert of this zone (with ALERT_ID: only if it is there)")
-    ack.add_argument("--config", type=Path, help="the config file the monitor runs with (for service.state_dir)")
+    ack.add_argument("--config", type=Path,
+                     help="the config the monitor runs with (its service.state_dir, and the zones --zone may name)")
     ack.add_argument("--state-dir", dest="state_dir", type=Path,
                      help="the monitor's state directory (overrides the config; under systemd the unit sets it: "
                           "/var/lib/proactive-monitor)")
@@ -146,7 +147,7 @@ def _ack(args: argparse.Namespace) -> int:
             return 2
         args.alert_id = args.alert_id.lower()
     state_dir = args.state_dir
-    if state_dir is None:
+    if state_dir is None or args.config is not None:  # under systemd both: the unit names the state dir
         from monitor.settings import load_settings
 
         settings = load_settings(args.config)
@@ -154,7 +155,7 @@ def _ack(args: argparse.Namespace) -> int:
             print(f"error: --zone {args.zone!r} is not a zone of this configuration; its zones: "
                   f"{', '.join(settings.zone_ids()) or 'none'}", file=sys.stderr)
             return 2
-        state_dir = settings.service.state_dir
+        state_dir = state_dir or settings.service.state_dir
     answer = request_ack(state_dir, alert_id=args.alert_id, zone=args.zone,
                          by=args.by or f"cli:{getpass.getuser()}", timeout_s=args.timeout)
     status = answer.get("status")
