@@ -56,6 +56,12 @@ def _jsonl_unwritable(tmp: Path, rig: Rig) -> None:
     rig.jsonl = _plain_file(tmp) / "alerts.jsonl"
 
 
+def _jsonl_a_link(tmp: Path, rig: Rig) -> None:
+    (tmp / "elsewhere.txt").write_text("not the monitor's\n")
+    rig.jsonl = tmp / "alerts.jsonl"
+    rig.jsonl.symlink_to(tmp / "elsewhere.txt")
+
+
 def _audit_unwritable(tmp: Path, rig: Rig) -> None:
     rig.audit = _plain_file(tmp) / "audit.jsonl"
 
@@ -90,6 +96,7 @@ REFUSALS = {
     "speech engine missing": (_speaker_missing, "error: sinks.speaker.command: 'no-such-tts-engine' not found"),
     "no sound device": (_speaker_without_sound, "error: sinks.speaker: no audio output"),
     "jsonl path unwritable": (_jsonl_unwritable, "error: sinks.jsonl.path: cannot open"),
+    "jsonl path a symlink": (_jsonl_a_link, "error: sinks.jsonl.path: cannot open"),
     "audit log unwritable": (_audit_unwritable, "error: service.audit_log = "),
     "state dir others can write": (_state_open_to_all, "error: service.state_dir: "),
     "state dir of another user": (_state_of_another_user, "error: service.state_dir: "),
