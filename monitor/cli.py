@@ -201,6 +201,7 @@ def _run(config: Path | None) -> int:
     for warning in checked.warnings:
         log.warning("start warning", config=str(config or "<defaults>"), warning=warning)
     if checked.errors:
+        log.info("start refused before anything was made", state_dir=str(settings.service.state_dir))
         raise ConfigError(checked.errors)
     from monitor.core.aio import run_loop
     from monitor.daemon.service import serve
