@@ -370,7 +370,8 @@ class SpeakerSink:
     def _worse(self, alert: Alert) -> bool:
         """A change the person has not heard: a severity above the one last said (or never said at all).
 
-        Such an update is said at once, past the zone's `min_interval_s`; an acknowledgement still silences it.
+        Such an update is said at once, past the zone's `min_interval_s` (at most twice per alert: severities
+        only rise, info to warning to critical); an acknowledgement still silences it.
         """
         said = self._said.get(alert.id)
         return said is None or SEVERITY_RANK[alert.severity] > SEVERITY_RANK[said]
