@@ -111,7 +111,7 @@ lint: install
 	bash systemd/check-unit.sh
 
 check-configs: install
-	@for f in configs/*.toml; do $(BIN)/monitor check-config "$$f" || exit 1; done
+	@for f in configs/*.toml; do $(BIN)/monitor check-config --config-only "$$f" || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(HA_VENV) $(POSE_VENV) out state .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ Older ones end at once, with that cause.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,14 @@ from monitor.core.text import iso_time
 from monitor.windows import Window
 
 log = structlog.get_logger("monitor.alerts")
+# The form of every alert id the monitor gives (`new_alert_id`): what an acknowledgement may name.
+ALERT_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def new_alert_id() -> str:
+    """A new alert's id: 16 lowercase hex digits (matches ALERT_ID)."""
+    return uuid.uuid4().hex[:16]
+
 
 # `escalate` and `ack` come from the escalation engine (monitor/escalation/): a persisting hazard warned
 # about again, and a person saying they have seen the warning.
@@ -382,7 +391,7 @@ class AlertManager:
     def _new_alert(self, window: Window, verdict: Verdict, hazard: str, now: float) -> Alert:
         assessment = verdict.assessment
         return Alert(
-            id=uuid.uuid4().hex[:16],
+            id=new_alert_id(),
             zone=window.zone,
             sources=window.sources,
             created_at=now,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__
-from monitor.core.errors import MonitorError, report
+from monitor.core.errors import ConfigError, MonitorError, report
 
 # This module is the one place where the service and the replay tool meet. Everything
 # heavier than argparse is imported by the command that needs it, so `--help` is quick.
@@ -22,9 +22,18 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the monitor until SIGINT/SIGTERM (or the end of replayed sources)")
     run.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults + MONITOR_* env)")
 
-    check = commands.add_parser("check-config", help="validate a config file; exit 1 with one line per problem")
+    check = commands.add_parser(
+        "check-config", help="check a config file and this machine as `monitor run` would at start; exit 1 with one "
+                             "line per problem",
+        description="Check a config file, and everything `monitor run --config FILE` would refuse at start on this "
+                    "machine as this user (state dir, output paths, speech engine and audio device, the model's "
+                    "local parts), with the same lines. Nothing is created.")
     check.add_argument("config", type=Path, metavar="FILE", help="the TOML config file to check (as `monitor run "
                                                                   "--config FILE` would load it, env and secrets too)")
+    check.add_argument("--config-only", action="store_true",
+                       help="check the file only, not this machine (CI, or a user other than the service's)")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the model endpoint for its models and connect to the MQTT broker (5 s each)")
 
     inspect = commands.add_parser("inspect-log", help="print the entries the monitor parses from a log, as JSON lines")
     inspect.add_argument("file", type=Path, metavar="FILE",
@@ -39,9 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                                           "in the monitor running with the same state directory.")
     ack.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the alert's id (in every alert event)")
     ack.add_argument("--zone", help="acknowledge every open alert of this zone (with ALERT_ID: only if it is there)")
-    ack.add_argument("--config", type=Path, help="the config file the monitor runs with (for service.state_dir)")
-    ack.add_argument("--state-dir", "--state", dest="state_dir", type=Path,
-                     help="the monitor's state directory (overrides the config)")
+    ack.add_argument("--config", type=Path,
+                     help="the config the monitor runs with (its service.state_dir, and the zones --zone may name)")
+    ack.add_argument("--state-dir", dest="state_dir", type=Path,
+                     help="the monitor's state directory (overrides the config; under systemd the unit sets it: "
+                          "/var/lib/proactive-monitor)")
+    ack.add_argument("--state", dest="state_dir", type=Path, help=argparse.SUPPRESS)  # the old spelling, unshown
     ack.add_argument("--by", help="who acknowledges (default: cli:<your user name>)")
     ack.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the monitor's answer")
     from replay.cli import add_replay_parser
@@ -65,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "check-config":
-            return _check_config(args.config)
+            return _check_config(args.config, machine=not args.config_only, online=args.online)
         if args.command == "inspect-log":
             from monitor.inspect_log import inspect_log
 
@@ -89,15 +101,32 @@ def _command(args: argparse.Namespace) -> int:
     return 2
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, *, machine: bool = True, online: bool = False) -> int:
+    from monitor.core.text import redact_credentials
+    from monitor.daemon.preflight import StartCheck, check_start, probe_online
     from monitor.settings import config_warnings, load_settings
 
     settings = load_settings(path)
-    for warning in config_warnings(settings):
+    checked = check_start(settings) if machine else StartCheck()
+    warnings = config_warnings(settings, machine=machine) + checked.warnings
+    if online:
+        import asyncio
+
+        probed = asyncio.run(probe_online(settings))
+        notes, errors = probed.warnings, checked.errors + probed.errors
+    else:
+        notes, errors = [], checked.errors
+    for warning in warnings:
         print(f"{path}: warning: {warning}")
+    for note in notes:
+        print(f"{path}: {redact_credentials(note)}")
+    for line in errors:
+        print(redact_credentials(line), file=sys.stderr)
+    if errors:
+        return 1
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
-          f"strategy '{settings.assessment.strategy}')")
+          f"strategy '{settings.assessment.strategy}')" + ("" if machine else "; this machine not checked"))
     return 0
 
 
@@ -109,8 +138,16 @@ def _ack(args: argparse.Namespace) -> int:
     if args.alert_id is None and args.zone is None:
         print("error: name an alert (ALERT_ID) or a zone (--zone ZONE) to acknowledge", file=sys.stderr)
         return 2
+    if args.alert_id is not None:
+        from monitor.alerts import ALERT_ID
+
+        if not ALERT_ID.match(args.alert_id.lower()):
+            print(f"error: {args.alert_id!r} is not an alert id (16 hex digits, the `id` of an alert event)",
+                  file=sys.stderr)
+            return 2
+        args.alert_id = args.alert_id.lower()
     state_dir = args.state_dir
-    if state_dir is None:
+    if state_dir is None or args.config is not None:  # under systemd both: the unit names the state dir
         from monitor.settings import load_settings
 
         settings = load_settings(args.config)
@@ -118,7 +155,7 @@ def _ack(args: argparse.Namespace) -> int:
             print(f"error: --zone {args.zone!r} is not a zone of this configuration; its zones: "
                   f"{', '.join(settings.zone_ids()) or 'none'}", file=sys.stderr)
             return 2
-        state_dir = settings.service.state_dir
+        state_dir = state_dir or settings.service.state_dir
     answer = request_ack(state_dir, alert_id=args.alert_id, zone=args.zone,
                          by=args.by or f"cli:{getpass.getuser()}", timeout_s=args.timeout)
     status = answer.get("status")
@@ -155,9 +192,17 @@ def _run(config: Path | None) -> int:
     os.umask(0o077)
     settings = load_settings(config)
     configure_logging(settings.service.log_level, settings.service.log_format)
+    log = structlog.get_logger("monitor.cli")
     for warning in config_warnings(settings):
-        structlog.get_logger("monitor.cli").warning("configuration warning", config=str(config or "<defaults>"),
-                                                     warning=warning)
+        log.warning("configuration warning", config=str(config or "<defaults>"), warning=warning)
+    from monitor.daemon.preflight import check_start
+
+    checked = check_start(settings)  # what check-config refuses, in the same words, before anything is made
+    for warning in checked.warnings:
+        log.warning("start warning", config=str(config or "<defaults>"), warning=warning)
+    if checked.errors:
+        log.info("start refused before anything was made", state_dir=str(settings.service.state_dir))
+        raise ConfigError(checked.errors)
     from monitor.core.aio import run_loop
     from monitor.daemon.service import serve
 

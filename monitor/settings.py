@@ -129,8 +129,11 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
 _OTHER_VARIABLES = frozenset({"secrets_dir", "judge_api_key", "ha_python"})
 
 
-def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Things worth a person's attention in a valid configuration: one line each, naming the key."""
+def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None, *, machine: bool = True) -> list[str]:
+    """Things worth a person's attention in a valid configuration: one line each, naming the key.
+
+    `machine`: also the input paths and devices on this machine (`check-config --config-only` leaves them out).
+    """
     warnings: list[str] = []
     if not settings.sources and not settings.cameras:
         warnings.append("sources: none configured ([[sources]] or [[cameras]]): the monitor watches nothing and "
@@ -138,7 +141,8 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
-    warnings += input_path_warnings(settings)
+    if machine:
+        warnings += input_path_warnings(settings)
     return warnings
 
 
@@ -160,21 +164,28 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
 
 
 def input_path_warnings(settings: Settings) -> list[str]:
-    """Input files and folders that do not exist or cannot be read now (sources wait or retry; say so early)."""
-    checks: list[tuple[str, Path, Literal["file", "folder"]]] = []
+    """Input files, folders and camera devices that do not exist or cannot be read now (sources wait or retry;
+    say so early)."""
+    checks: list[tuple[str, Path, Literal["file", "folder", "device"]]] = []
     for index, source in enumerate(settings.sources):
         if source.path is not None and source.kind in ("file", "replay"):
             checks.append((f"sources[{index}].path", source.path, "file"))
     for index, camera in enumerate(settings.cameras):
         if camera.path is not None:
             checks.append((f"cameras[{index}].path", camera.path, "folder" if camera.kind == "folder" else "file"))
+        if camera.device is not None:
+            checks.append((f"cameras[{index}].device", Path(f"/dev/video{camera.device}"), "device"))
+    tls = settings.mqtt.tls if settings.mqtt is not None else None
+    for name in ("ca_file", "cert_file", "key_file"):
+        if tls is not None and (path := getattr(tls, name)) is not None:
+            checks.append((f"mqtt.tls.{name}", path, "file"))
     for key, model in _models(settings):
         if model.backend == "scripted" and model.script is not None:
             checks.append((f"{key}.script", model.script, "file"))
     return [f"{key}: {path}: {problem}" for key, path, want in checks if (problem := _path_problem(path, want))]
 
 
-def _path_problem(path: Path, want: Literal["file", "folder"]) -> str | None:
+def _path_problem(path: Path, want: Literal["file", "folder", "device"]) -> str | None:
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -185,9 +196,12 @@ def _path_problem(path: Path, want: Literal["file", "folder"]) -> str | None:
         return "is a folder, not a file"
     if want == "folder" and not stat.S_ISDIR(info.st_mode):
         return "is not a folder"
-    mode = os.R_OK | (os.X_OK if want == "folder" else 0)
+    if want == "device" and not stat.S_ISCHR(info.st_mode):
+        return "is not a video device"
+    mode = {"file": os.R_OK, "folder": os.R_OK | os.X_OK, "device": os.R_OK | os.W_OK}[want]
     if not os.access(path, mode):
-        return "not readable by this user"
+        return "not readable by this user" if want != "device" else "not readable and writable by this user " \
+                                                                    "(the service needs group video)"
     return None
 
 

@@ -241,9 +241,11 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
     """Replay the history into OUT, score it; 3 when segments failed or history lines could not be read."""
     from monitor.core.aio import run_loop
     from monitor.history.times import parse_time
-    from replay.history import RUNS_FILE, HistoryOptions, run_history
+    from replay.history import RUNS_FILE, HistoryOptions, inheritance_notes, run_history
 
     settings = _one_backend(_settings(args.config), args.backend)
+    for note in inheritance_notes(settings):
+        print(note, file=sys.stderr)
     try:
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None

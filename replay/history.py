@@ -438,6 +438,25 @@ def _prepare(source: Path, out: Path, since: float | None, until: float | None, 
     return history, labels
 
 
+def inheritance_notes(settings: Settings) -> list[str]:
+    """What a candidate takes from the history and what from its own config, where it differs silently.
+
+    The history records the window bounds each recorded window had (and its observations, frames and
+    verdicts), not the home's `[alerts]`: a candidate config without an `[alerts]` section runs with the
+    defaults, whatever the home ran with, and that changes when alerts end and so what is scored.
+    """
+    notes = ["candidate: the window bounds (max_age_s, max_entries, max_frames) come from the history, as the "
+             "home recorded them; [model], [assessment], [keyframes], [alerts], [[zones]] and the other "
+             "[windows] keys come from the candidate's config (its defaults where it has none)"]
+    if "alerts" not in settings.model_fields_set:
+        alerts = settings.alerts
+        notes.append(f"[alerts]: not in the candidate's config: the defaults apply (dedup_ttl_s = "
+                     f"{alerts.dedup_ttl_s:g} s, min_severity = {alerts.min_severity}, min_confidence = "
+                     f"{alerts.min_confidence:g}), not the home's: copy the home's [alerts] into it to compare "
+                     "like with like")
+    return notes
+
+
 def feedback_note(source: Path, history: History, feedback: Path | None, labels: int) -> str | None:
     """What a run says when it has no feedback store: where it looked, and that there are no labels."""
     if feedback is not None or history.feedback is not None:

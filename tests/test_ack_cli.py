@@ -156,3 +156,16 @@ zone = "kitchen"
     assert main(["ack", "--zone", "attic", "--config", str(config)]) == 2
     error = capsys.readouterr().err
     assert "'attic' is not a zone of this configuration" in error and "kitchen" in error
+    # Under systemd the state dir is named apart from the config: the config still names the zones.
+    assert main(["ack", "--zone", "attic", "--config", str(config), "--state-dir", str(tmp_path / "state")]) == 2
+    assert "'attic' is not a zone of this configuration" in capsys.readouterr().err
+
+
+def test_a_malformed_alert_id_is_refused_before_the_monitor_is_asked(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`monitor ack not-an-id` said only that no such alert is open: a slip is named as one (the MQTT ack
+    topic refuses the same payload)."""
+    (tmp_path / SPOOL_DIR).mkdir()
+    assert main(["ack", "not-an-id", "--state-dir", str(tmp_path)]) == 2
+    assert "'not-an-id' is not an alert id (16 hex digits" in capsys.readouterr().err
+    assert list((tmp_path / SPOOL_DIR).iterdir()) == []

@@ -16,9 +16,9 @@ from tests.support.paths import REPO
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 
-def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def check_config(path: Path, env: dict[str, str] | None = None, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor", "check-config", str(path)],
+        [sys.executable, "-m", "monitor", "check-config", *options, str(path)],
         capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}, check=False,
     )
 
@@ -29,7 +29,8 @@ def test_there_are_example_configs() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_example_config_is_valid(path: Path) -> None:
-    result = check_config(path)
+    """The files only: the machine they are written for (a sound device, /var/lib) is not this one."""
+    result = check_config(path, None, "--config-only")
     assert result.returncode == 0, result.stderr
     assert f"{path}: ok" in result.stdout
 

@@ -32,7 +32,9 @@ ZONES = ("kitchen", "garage")
     (f"{P}/kitchen/ack", b" press\n", AckRequest(None, "kitchen", "mqtt", "mqtt")),
     (f"{P}/kitchen/ack", b"3f9c0e6b2a1d4c55", AckRequest("3f9c0e6b2a1d4c55", "kitchen", "mqtt", "mqtt")),
     (f"{P}/kitchen/ack", HA_BUTTON_PAYLOAD.encode(), AckRequest(None, "kitchen", "home_assistant", "mqtt")),
-    (f"{P}/garage/ack", b'{"alert_id": "a1", "by": "Ann\\u0007 "}', AckRequest("a1", "garage", "Ann", "mqtt")),
+    (f"{P}/garage/ack", b'{"alert_id": "0a1b2c3d4e5f6789", "by": "Ann\\u0007 "}',
+     AckRequest("0a1b2c3d4e5f6789", "garage", "Ann", "mqtt")),
+    (f"{P}/kitchen/ack", b"3F9C0E6B2A1D4C55", AckRequest("3f9c0e6b2a1d4c55", "kitchen", "mqtt", "mqtt")),
 ])
 def test_ack_messages_become_requests(topic: str, payload: bytes, expected: AckRequest) -> None:
     """Every accepted form of `<prefix>/<zone>/ack`: zone-wide, one alert, Home Assistant's button, JSON."""
@@ -42,6 +44,10 @@ def test_ack_messages_become_requests(topic: str, payload: bytes, expected: AckR
 @pytest.mark.parametrize(("topic", "payload", "reason"), [
     (f"{P}/attic/ack", b"PRESS", "unknown zone"),
     (f"{P}/kitchen/ack", b"yes please!", "expected PRESS, an alert id"),
+    # Not of the form the monitor gives its alerts (16 hex digits): a typo or a slip, said and counted.
+    (f"{P}/kitchen/ack", b"not-an-id", "expected PRESS, an alert id"),
+    (f"{P}/kitchen/ack", b"a1", "expected PRESS, an alert id"),
+    (f"{P}/kitchen/ack", b'{"alert_id": "not-an-id"}', "alert_id: expected an alert id"),
     (f"{P}/kitchen/ack", b"", "expected PRESS, an alert id"),  # an empty message deletes a retained one
     (f"{P}/kitchen/ack", b'{"by": ' + b"[" * 1500 + b"]" * 1500 + b"}", "nested more than 4 levels deep"),
     (f"{P}/kitchen/ack", b"{not json", "not valid JSON"),
@@ -113,12 +119,12 @@ async def test_the_sink_takes_acks_and_publishes_caregiver_escalations(broker: M
         await sink.start()
         await sink.wait_connected()
         with capture_logs() as logs:
-            await publish(broker, f"{p}/kitchen/ack", "not an id!")
+            await publish(broker, f"{p}/kitchen/ack", "not-an-id")
             await publish(broker, f"{p}/kitchen/ack", HA_BUTTON_PAYLOAD)
-            await publish(broker, f"{p}/garage/ack", '{"alert_id": "alert00001", "by": "carer"}')
+            await publish(broker, f"{p}/garage/ack", '{"alert_id": "00000000000a1e71", "by": "carer"}')
             await rec.wait_for(lambda: len(requests) == 2, what="two acknowledgements")
         assert requests == [AckRequest(None, "kitchen", "home_assistant", "mqtt"),
-                            AckRequest("alert00001", "garage", "carer", "mqtt")]
+                            AckRequest("00000000000a1e71", "garage", "carer", "mqtt")]
         assert sink.counters["invalid_commands"] == 1
         assert [e["reason"] for e in logs if e["event"] == "invalid mqtt control message ignored"] == [
             "expected PRESS, an alert id, or JSON {\"alert_id\": ..., \"by\": ...}"]

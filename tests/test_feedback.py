@@ -158,18 +158,18 @@ def test_cli_feedback_while_the_daemon_holds_the_store(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with FeedbackStore(state / "feedback.sqlite3") as daemon:
         daemon.index_alert(alert_event("kitchen", 1, alert_id="a1"))
-        result = _cli("feedback", "a1", "false_alarm", "--note", "we simmer on low", "--state", str(state))
+        result = _cli("feedback", "a1", "false_alarm", "--note", "we simmer on low", "--state-dir", str(state))
         assert result.returncode == 0, result.stderr
         assert "stored: false_alarm on alert a1 (kitchen" in result.stdout
         daemon.index_alert(alert_event("garage", 2, alert_id="a2"))  # the daemon goes on writing
         result = _cli("feedback", "--zone", "garage", "--missed", "--from", "20min", "--to", "5min",
-                      "--state", str(state))
+                      "--state-dir", str(state))
         assert result.returncode == 0, result.stderr
         entries = daemon.entries()
     assert [(e.label, e.alert_id, e.via, e.note) for e in entries] == [
         ("false_alarm", "a1", "cli", "we simmer on low"), ("missed", None, "cli", "")]
     assert 890 < entries[1].end - entries[1].start < 910
-    listing = _cli("feedback", "--list", "--state", str(state))
+    listing = _cli("feedback", "--list", "--state-dir", str(state))
     assert "a1" in listing.stdout and "[false_alarm]" in listing.stdout and "a2" in listing.stdout
     assert "2 alerts and 1 missed hazards reported since" in listing.stdout
 
@@ -185,13 +185,13 @@ def test_cli_feedback_errors_name_the_problem(tmp_path: Path, args: list[str], m
     state = tmp_path / "state"
     with FeedbackStore(state / "feedback.sqlite3") as store:
         store.index_alert(alert_event("kitchen", 1, alert_id="a1"))
-    result = _cli("feedback", *args, "--state", str(state))
+    result = _cli("feedback", *args, "--state-dir", str(state))
     assert result.returncode == 1 and message in result.stderr, result.stderr
 
 
 def test_cli_without_a_store_says_where_it_looked(tmp_path: Path) -> None:
     """Feedback for a state dir the monitor never ran in names the missing file."""
-    result = _cli("feedback", "a1", "helpful", "--state", str(tmp_path / "nowhere"))
+    result = _cli("feedback", "a1", "helpful", "--state-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 1 and "no feedback store at" in result.stderr
 
 
@@ -308,7 +308,7 @@ def test_a_missed_report_for_a_zone_the_monitor_does_not_watch_is_refused(tmp_pa
     state = tmp_path / "state"
     with FeedbackStore(state / "feedback.sqlite3") as store:
         store.index_alert(alert_event("kitchen", 1, alert_id="a1"))
-        result = _cli("feedback", "--zone", "attic", "--missed", "--from", "20min", "--state", str(state))
+        result = _cli("feedback", "--zone", "attic", "--missed", "--from", "20min", "--state-dir", str(state))
         assert result.returncode == 1
         assert "'attic' is not a zone the monitor watches" in result.stderr and "kitchen" in result.stderr
         assert store.entries() == []
@@ -341,7 +341,7 @@ def test_the_list_shows_every_label_missed_reports_and_the_severity_an_alert_was
         store.add(Feedback("helpful", alert_id="a1", via="cli"))
         now = time.time()
         store.add(missed("kitchen", now - 600, now - 300, note="the kettle boiled dry", via="cli", now=now))
-    listing = _cli("feedback", "--list", "--state", str(state))
+    listing = _cli("feedback", "--list", "--state-dir", str(state))
     assert listing.returncode == 0, listing.stderr
     line = next(line for line in listing.stdout.splitlines() if "a1" in line)
     assert "  warning  " in line and "critical" not in line and "[unclear, helpful]" in line

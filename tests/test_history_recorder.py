@@ -247,7 +247,7 @@ async def test_the_recorder_applies_retention_as_it_writes(tmp_path: Path) -> No
 
 
 def _purge(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor", "history", "purge", *args, "--state", str(state)],
+    return subprocess.run([sys.executable, "-m", "monitor", "history", "purge", *args, "--state-dir", str(state)],
                           capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 

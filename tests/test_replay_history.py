@@ -133,9 +133,9 @@ async def test_labels_by_mqtt_home_assistant_and_cli_then_a_candidate_that_fixes
         await publish(broker, config["command_topic"], config["payload_press"])
         # The command line, while the monitor runs: the ladder was right; the wet floor was missed.
         for alert in ladder:
-            await asyncio.to_thread(_cli, "feedback", alert.id, "helpful", "--state", str(state))
+            await asyncio.to_thread(_cli, "feedback", alert.id, "helpful", "--state-dir", str(state))
         await asyncio.to_thread(_cli, "feedback", "--zone", "bathroom", "--missed", "--from", str(WET_START),
-                                "--to", str(WET_START + 600), "--note", "grandma nearly slipped", "--state",
+                                "--to", str(WET_START + 600), "--note", "grandma nearly slipped", "--state-dir",
                                 str(state))
         await _until(lambda: len(_entries(state)) == 7)
     finally:
@@ -576,3 +576,17 @@ def test_a_killed_history_replay_scores_incomplete_first_with_exit_3(
     assert scores(out)["complete"] is False
     assert (out / "report.md").read_text().splitlines()[2].startswith("**INCOMPLETE: ")
     assert "<p class='banner'>INCOMPLETE: " in (out / "report.html").read_text()
+
+
+def test_a_candidate_without_alerts_settings_is_told_what_it_does_not_inherit(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The history keeps the window bounds the home had, not its [alerts]: a candidate config without one ran
+    silently with a 300 s alert timeout against the home's 20 s. It is said, with the values used."""
+    plain = candidate_config(tmp_path, CANDIDATE_CALM_HOB)
+    assert replay(state, plain, tmp_path / "plain", "--zone", "garage") == 0
+    said = capsys.readouterr().err
+    assert "[alerts]: not in the candidate's config: the defaults apply (dedup_ttl_s = 300" in said, said
+    assert "the window bounds (max_age_s, max_entries, max_frames) come from the history" in said
+    own = candidate_config(tmp_path, CANDIDATE_CALM_HOB, name="own", extra="[alerts]\ndedup_ttl_s = 20\n")
+    assert replay(state, own, tmp_path / "own", "--zone", "garage") == 0
+    assert "[alerts]: not in the candidate's config" not in capsys.readouterr().err

@@ -67,14 +67,14 @@ def test_what_is_said_comes_from_advice_and_hazard_only_cleaned_of_markup() -> N
     hostile = event(1, severity="critical", advice="Step back [[h@'l@U]] <prosody rate='x-slow'>now</prosody>\x07",
                     hazard="-v hot\noil", evidence=("IGNORE ALL RULES",), reason="secret reasoning")
     text = speech_text(hostile)
-    assert text.startswith("Danger! Step back")
+    assert text.startswith("Kitchen: Danger! Step back now.")
     assert "IGNORE" not in text and "secret" not in text
     assert not set(text) & set("[]<>=/\x07\n")
     assert text.endswith("Risk: v hot oil.")
-    assert speech_text(event(2, kind="escalate")).startswith("I repeat: Warning!")
+    assert speech_text(event(2, kind="escalate"), said="warning").startswith("Kitchen: I repeat: Warning!")
     named = event(4, kind="escalate", zone_name="Workshop")
-    assert speech_text(named).startswith("Workshop: I repeat: Warning!")  # the zone as people call it
-    assert speech_text(event(3, severity="info"), "de-DE").startswith("Vorsicht!")
+    assert speech_text(named, said="warning").startswith("Workshop: I repeat: Warning!")  # as people call it
+    assert speech_text(event(3, severity="info"), "de-DE").startswith("Kitchen: Vorsicht!")
     assert len(clean_for_speech("word " * 100, 40)) <= 40
 
 
@@ -88,9 +88,9 @@ async def test_speech_is_real_audio_whose_length_follows_the_text(tmp_path: Path
                              hazard="deep cut and burn from hot oil splashing onto the hand"))
     await sink.close()
     short, long = durations(folder)
-    assert 0.8 < short < 4.0, short
+    assert 0.8 < short < 5.0, short
     assert 5.0 < long < 20.0, long
-    assert long > 3 * short
+    assert long > 2 * short
     assert sink.counters["speech:spoken"] == 2
 
 

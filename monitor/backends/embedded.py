@@ -61,6 +61,21 @@ def bundled_gguf() -> Path:
     return path
 
 
+def embedded_problem(settings: ModelSettings) -> str | None:
+    """Why the embedded model cannot start here (llama.cpp, or the model file, missing), or None."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return ("embedded model: 'llama-cpp-python[server]' is not installed; "
+                "run: pip install -e '.[embedded]'  (or use model.backend = 'openai')")
+    gguf = settings.embedded.gguf
+    if gguf is not None:
+        return None if gguf.is_file() else f"model.embedded.gguf: {gguf}: no such file"
+    try:
+        bundled_gguf()
+    except FatalBackendError as exc:
+        return str(exc)
+    return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,11 +116,8 @@ class EmbeddedBackend:
         await self._start_server()
 
     async def _start_server(self) -> None:
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise FatalBackendError(
-                "embedded model: 'llama-cpp-python[server]' is not installed; "
-                "run: pip install -e '.[embedded]'  (or use model.backend = 'openai')"
-            )
+        if (problem := embedded_problem(self.settings)) is not None:
+            raise FatalBackendError(problem)
         gguf = self.settings.embedded.gguf or bundled_gguf()
         port = free_port()
         self._server_log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log")  # noqa: SIM115

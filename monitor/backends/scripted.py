@@ -57,6 +57,17 @@ class ScriptedBackend:
         return ModelReply(text=text, model=self.model, usage=usage, backend=self.label)
 
 
+def script_problems(settings: ModelSettings) -> list[str]:
+    """What `start` would refuse about the script, in its words (`check-config`); reads it, changes nothing."""
+    if settings.script is None:
+        return []
+    try:
+        _load_script(settings.script)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 def _load_script(path: Path) -> dict[str, Any]:
     try:
         data = loads_bounded(path.read_bytes(), what="scripted backend script", max_bytes=MAX_FILE_BYTES)

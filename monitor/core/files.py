@@ -140,6 +140,38 @@ def trusted_dir(path: Path, *, what: str, setting: str, any_owner: bool = False)
     return path
 
 
+def creation_problem(path: Path, *, kind: str = "file") -> OSError | None:
+    """The error making `path` would raise now (`private_dir` for a folder; `private_dir` of its folder and
+    `open_append` for a file), or None; nothing is created. For the checks before a start (`check-config`).
+
+    An existing folder is only checked to be a folder here: its owner and mode are `check_private_dir`'s.
+    """
+    try:
+        info: os.stat_result | None = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    if info is not None:
+        try:
+            _check_kind(path, info, kind)
+        except UnsafePathError as exc:
+            return exc
+        return _access_problem(path, os.W_OK, path) if kind == "file" else None
+    missing, existing = path, path.parent
+    while not os.path.lexists(existing) and existing.parent != existing:
+        missing, existing = existing, existing.parent
+    if not os.path.isdir(existing):
+        return OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(missing))
+    return _access_problem(existing, os.W_OK | os.X_OK, missing)
+
+
+def _access_problem(path: Path, mode: int, named: Path) -> OSError | None:
+    """EROFS or EACCES naming `named` when this user may not write (`mode`) at `path`."""
+    if os.access(path, mode):
+        return None
+    code = errno.EROFS if os.statvfs(path).f_flag & os.ST_RDONLY else errno.EACCES
+    return OSError(code, os.strerror(code), str(named))
+
+
 def open_append(path: Path) -> int:
     """A file descriptor appending to `path`, created 0600 when new; UnsafePathError for a symlink."""
     return open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

@@ -16,17 +16,15 @@ The MQTT sink calls these; docs/mqtt.md and docs/escalation.md describe the cont
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from monitor.alerts import Alert, AlertEvent, summary_json
+from monitor.alerts import ALERT_ID, Alert, AlertEvent, summary_json
 from monitor.core.errors import JsonInputError
 from monitor.core.jsonio import loads_bounded
 from monitor.core.text import iso_time
 from monitor.escalation.engine import AckRequest
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Not the empty payload: that is how MQTT deletes a retained message, never a command.
 _ZONE_WIDE = ("PRESS", "ACK", "ON")
 _MAX_BY = 64
@@ -79,8 +77,8 @@ def parse_ack(prefix: str, topic: str, payload: bytes, zones: Collection[str]) -
         return AckRequest(alert_id=None, zone=zone, by="mqtt", via="mqtt")
     if text.startswith("{"):
         return _parse_json_ack(zone, text)
-    if _ID.match(text):
-        return AckRequest(alert_id=text, zone=zone, by="mqtt", via="mqtt")
+    if ALERT_ID.match(text.lower()):  # an id read out and typed may come in capitals
+        return AckRequest(alert_id=text.lower(), zone=zone, by="mqtt", via="mqtt")
     return "expected PRESS, an alert id, or JSON {\"alert_id\": ..., \"by\": ...}"
 
 
@@ -92,8 +90,8 @@ def _parse_json_ack(zone: str, text: str) -> AckRequest | str:
     if not isinstance(data, dict) or set(data) - {"alert_id", "by"}:
         return "expected a JSON object with only alert_id and by"
     alert_id, by = data.get("alert_id"), data.get("by", "mqtt")
-    if alert_id is not None and not (isinstance(alert_id, str) and _ID.match(alert_id)):
-        return "alert_id: expected an alert id (letters, digits, _ and -)"
+    if alert_id is not None and not (isinstance(alert_id, str) and ALERT_ID.match(alert_id := alert_id.lower())):
+        return "alert_id: expected an alert id (16 hex digits, as in every alert event)"
     if not isinstance(by, str) or not clean_by(by):
         return "by: expected a short name"
     return AckRequest(alert_id=alert_id, zone=zone, by=clean_by(by), via="mqtt")

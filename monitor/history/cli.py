@@ -1,7 +1,7 @@
 """`monitor feedback` and `monitor history purge`: a person's side of the home's history.
 
 Both work on the state dir of a configuration (`--config`, else the defaults and
-`MONITOR_*` variables) or on a state dir given with `--state`, and are safe while the
+`MONITOR_*` variables) or on a state dir given with `--state-dir`, and are safe while the
 daemon runs: the feedback store is SQLite in WAL mode with a busy timeout, and a purge
 takes the history folder's exclusive lock.
 """
@@ -80,7 +80,7 @@ def _store(state: Path) -> FeedbackStore:
     path = feedback_path(state)
     if not path.is_file():
         raise FeedbackError(f"no feedback store at {path.absolute()}: the monitor creates it when it runs with "
-                            "history.feedback on (pass --state or --config to point at its state dir)")
+                            "history.feedback on (pass --state-dir or --config to point at its state dir)")
     return FeedbackStore(path).open()
 
 

@@ -23,8 +23,9 @@ def add_parsers(commands: Any) -> None:
     feedback.add_argument("label", nargs="?", choices=ALERT_LABELS, help="what the alert was")
     feedback.add_argument("--missed", action="store_true", help="report a hazard the monitor missed (needs --zone)")
     feedback.add_argument("--zone", help="the zone of a missed hazard, or the zone to --list")
-    feedback.add_argument("--from", dest="start", help="start of the missed hazard: ISO 8601 (local time unless a "
-                                                       "zone is given), seconds since the epoch, or a duration ago")
+    feedback.add_argument("--from", dest="start", help="start of the missed hazard: ISO 8601 (local time unless it "
+                                                       "carries a UTC offset such as +01:00), seconds since the "
+                                                       "epoch, or a duration ago (20min)")
     feedback.add_argument("--to", dest="end", default=None, help="its end (default: now)")
     feedback.add_argument("--note", default="", help="what a person wants the record to say (500 characters)")
     feedback.add_argument("--list", action="store_true", help="list the alerts (with their latest label)")
@@ -49,5 +50,7 @@ def add_parsers(commands: Any) -> None:
 def _where(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, help="monitor config: its service.state_dir and [history]")
-    where.add_argument("--state-dir", "--state", dest="state", type=Path,
-                       help="the monitor's state directory (default: service.state_dir of the config or defaults)")
+    where.add_argument("--state-dir", dest="state", type=Path,
+                       help="the monitor's state directory (default: service.state_dir of the config or defaults; "
+                            "under systemd the unit sets it: /var/lib/proactive-monitor)")
+    where.add_argument("--state", dest="state", type=Path, help=argparse.SUPPRESS)  # the old spelling, unshown

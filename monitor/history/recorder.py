@@ -31,7 +31,7 @@ from monitor.alerts import AlertEvent
 from monitor.assess.context import NotesProvider
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.core.errors import BackendError
-from monitor.core.files import open_append, private_dir
+from monitor.core.files import creation_problem, open_append, private_dir
 from monitor.core.text import redact_credentials
 from monitor.history.desk import FeedbackDesk
 from monitor.history.feedback import FeedbackStore
@@ -71,8 +71,18 @@ def prepare_audit_log(path: Path | None) -> None:
         if exc.errno in _TRANSIENT_ERRNOS:
             log.error("audit log not ready; each record tries again", path=str(path), error=exc.strerror or str(exc))
             return
-        raise HistoryError(f"service.audit_log = {path}: cannot be written: {exc.strerror or exc}; "
-                           "create its folder for the monitor's user, or choose another path") from exc
+        raise HistoryError(_audit_refusal(path, exc)) from exc
+
+
+def audit_log_problem(path: Path | None) -> str | None:
+    """What `prepare_audit_log` would refuse, in its words, creating nothing (`check-config`)."""
+    error = creation_problem(path) if path is not None else None
+    return _audit_refusal(path, error) if path is not None and error is not None else None
+
+
+def _audit_refusal(path: Path, error: OSError) -> str:
+    return (f"service.audit_log = {path}: cannot be written: {error.strerror or error}; "
+            "create its folder for the monitor's user, or choose another path")
 
 
 def _append_audit(path: Path, line: str) -> None:

@@ -16,7 +16,7 @@ import structlog
 
 from monitor.alerts import AlertEvent
 from monitor.core.errors import SinkError
-from monitor.core.files import append_whole, open_append, private_dir, repair_torn_tail
+from monitor.core.files import append_whole, creation_problem, open_append, private_dir, repair_torn_tail
 
 log = structlog.get_logger("monitor.sinks.local")
 # Alerts a failing JSONL file keeps in memory until it can be written again; the oldest go first.
@@ -68,6 +68,17 @@ class StdoutSink:
         self.stream.flush()
 
 
+def jsonl_problem(path: Path) -> str | None:
+    """What opening the JSONL sink at `path` would refuse, in its words, creating nothing (`check-config`)."""
+    error = creation_problem(path)
+    return _open_refusal(path, error) if error is not None else None
+
+
+def _open_refusal(path: Path, error: OSError) -> str:
+    return (f"sinks.jsonl.path: cannot open {path} for appending: {error.strerror or error}; "
+            "make it writable by the monitor's user, or choose another path")
+
+
 class JsonlSink:
     """One alert event per line, written whole and fsynced before `publish` returns.
 
@@ -106,10 +117,7 @@ class JsonlSink:
             removed = repair_torn_tail(self.path)
             fd = open_append(self.path)
         except OSError as exc:
-            raise SinkError(
-                f"sinks.jsonl.path: cannot open {self.path} for appending: {exc.strerror or exc}; "
-                "make it writable by the monitor's user, or choose another path"
-            ) from exc
+            raise SinkError(_open_refusal(self.path, exc)) from exc
         if removed:
             log.warning("jsonl sink cut a torn last line left by an interrupted write", path=str(self.path),
                         bytes_removed=removed)
