@@ -42,6 +42,12 @@ NOT_MEASURED: dict[str, str] = {
     "model.backoff_base_s": "retries decide whether a call fails, not what it answers",
     "model.embedded.startup_timeout_s": "how long the embedded server may take to start",
     "windows.queue_size": "ignored by the monitor, kept so older config files stay valid",
+    # A replay assesses with one backend (the first, or `--backend NAME`): that backend's own settings are the
+    # [model] fingerprinted above; the failover around it never runs in a replay.
+    "model.name": "a label shown with the verdicts, not what is answered",
+    "model.fallbacks": "a replay assesses with one backend, whose settings are the [model] measured",
+    "model.breaker": "when to fail over: a replay assesses with one backend",
+    "model.allow_embedded_fallback": "only permits a fallback: a replay assesses with one backend",
 }
 # How each component is called in a refusal, in the order they are reported.
 COMPONENTS = {

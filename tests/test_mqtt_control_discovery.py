@@ -94,7 +94,7 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
         await rec.wait_topic(f"{p}/available", b"online")
 
     configs = await retained(broker, f"homeassistant/+/{node}/+/config")
-    assert len(configs) == 21  # seven entities for each of two zones, seven of the hub
+    assert len(configs) == 22  # seven entities for each of two zones, eight of the hub
     unique_ids = set()
     for topic, message in configs.items():
         component = topic.split("/")[1]
@@ -108,7 +108,7 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
             assert availability[0]["topic"] == f"{p}/available"
         assert {"identifiers", "name", "manufacturer", "model", "sw_version"} <= set(config["device"])
         unique_ids.add(config["unique_id"])
-    assert len(unique_ids) == 21
+    assert len(unique_ids) == 22
 
     kitchen = {topic.split("/")[-2].removeprefix("kitchen_"): m.json() for topic, m in configs.items()
                if "/kitchen_" in topic}
@@ -126,7 +126,7 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
 
     # The binary sensor's template turns the zone state into ON/OFF, as HA would render it.
     template = kitchen["binary_sensor"]["value_template"]
-    assert template == "{{ 'OFF' if value_json.state == 'clear' else 'ON' }}"
+    assert template == "{{ 'OFF' if value_json.state in ['clear', 'degraded'] else 'ON' }}"
     async with Recorder(broker, f"{p}/kitchen/#") as rec:
         await sink.publish(alert_event("kitchen", 1, severity="critical"))
         assert (await rec.wait_topic(f"{p}/kitchen/event")).json()["event_type"] == "critical"
@@ -135,12 +135,12 @@ async def test_discovery_configs_are_complete_retained_and_resent(broker: Mosqui
         assert "text" in (await rec.wait_topic(f"{p}/kitchen/last_warning")).json()
 
     async with Recorder(broker, f"homeassistant/+/{node}/+/config") as rec:
-        await rec.wait_for(lambda: len(rec.messages) == 21, what="retained configs")
+        await rec.wait_for(lambda: len(rec.messages) == 22, what="retained configs")
         assert all(m.retain for m in rec.messages)
         await publish(broker, "homeassistant/status", "offline")
         await publish(broker, "homeassistant/status", "online")
-        await rec.wait_for(lambda: len(rec.messages) == 42, what="configs re-sent after HA came online")
-        assert {m.topic for m in rec.messages[21:]} == set(configs)
+        await rec.wait_for(lambda: len(rec.messages) == 44, what="configs re-sent after HA came online")
+        assert {m.topic for m in rec.messages[22:]} == set(configs)
     await sink.close()
 
 
@@ -153,7 +153,7 @@ async def test_removed_zone_loses_its_entities(broker: Mosquitto, tmp_path: Path
     async with Recorder(broker, f"{p}/garage/state") as rec:
         await rec.wait_topic(f"{p}/garage/state")
     await first.close()
-    assert len(await retained(broker, f"homeassistant/+/{node}/+/config")) == 21
+    assert len(await retained(broker, f"homeassistant/+/{node}/+/config")) == 22
     recorded = json.loads((state / "mqtt-published.json").read_text())["topics"]
     assert f"homeassistant/switch/{node}/garage_monitoring/config" in recorded
 
@@ -164,5 +164,5 @@ async def test_removed_zone_loses_its_entities(broker: Mosquitto, tmp_path: Path
                            what="empty payloads for the garage's seven configs and five state topics")
         await second.close()
     configs = await retained(broker, f"homeassistant/+/{node}/+/config")
-    assert len(configs) == 14 and all("/kitchen_" in topic or "/hub_" in topic for topic in configs)
+    assert len(configs) == 15 and all("/kitchen_" in topic or "/hub_" in topic for topic in configs)
     assert not any("/garage/" in topic for topic in await retained(broker, f"{p}/#"))
