@@ -115,10 +115,12 @@ def zone_names(settings: Settings) -> dict[str, str]:
 def zone_labels(settings: Settings) -> list[ZoneLabel]:
     """The zones that have sources, with the display name and area their `[[zones]]` entry gives."""
     declared = {zone.id: zone for zone in settings.zones}
+    cameras = {camera.zone_id for camera in settings.cameras}
     out = []
     for zone in zones_of(settings):
         entry = declared.get(zone)
-        out.append(ZoneLabel(zone, entry.name, entry.area) if entry is not None else ZoneLabel(zone))
+        evidence = settings.evidence.enabled and zone in cameras and (entry is None or entry.evidence)
+        out.append(ZoneLabel(zone, entry.name if entry else None, entry.area if entry else None, evidence))
     return out
 
 
