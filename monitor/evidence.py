@@ -207,6 +207,13 @@ class EvidenceKeeper:
         store = EvidenceStore(settings.service.state_dir / EVIDENCE_DIR, settings.evidence)
         return cls(settings.evidence, store=store, private_zones=[z.id for z in settings.zones if not z.evidence])
 
+    def configure(self, settings: Settings) -> None:
+        """A reload: new limits and private zones from the next alert on (the folder stays where it is)."""
+        self.settings = settings.evidence
+        self.private_zones = frozenset(z.id for z in settings.zones if not z.evidence)
+        if self.store is not None:
+            self.store.settings = settings.evidence
+
     def read(self, alert_id: str, frame_id: str) -> bytes | None:
         """A kept frame (a notification of an escalation after a restart attaches it); None when not kept."""
         return None if self.store is None else self.store.read(alert_id, frame_id, _MAX_FRAME_BYTES)

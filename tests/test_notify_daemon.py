@@ -3,11 +3,13 @@ every notification delivered exactly once; failures visible in /metrics and /rea
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
-from tests.support.daemon import Daemon, append, responder, wait_until, write_config
+from tests.support.daemon import Daemon, alert_lines, append, responder, wait_until, write_config
 from tests.support.faults import metric
+from tests.support.media import Scene, moving_square, write_folder
 from tests.support.notify import WebhookServer
 from tests.support.openai_server import ScriptedOpenAIServer
 
@@ -81,3 +83,31 @@ def test_a_notification_failing_for_good_is_counted_and_shown_on_readyz(tmp_path
             _, stats = daemon.json("/healthz")
             text = daemon.stderr_text()
         assert "NOTIFYSECRET" not in text and "NOTIFYSECRET" not in str(ready) + str(stats)
+
+
+def test_a_camera_zones_warning_keeps_its_frames_without_history_and_the_push_attaches_one(tmp_path: Path) -> None:
+    """history.record_frames off (the default): the alert still names its frames, they are in the state dir as
+    sent, and the household's notification attaches the newest, the same bytes."""
+    log = tmp_path / "garage.jsonl"
+    log.write_text("")
+    frames = write_folder(tmp_path / "garage-frames", Scene(width=160, height=120, moving=moving_square(160, 120)),
+                          count=4, step_s=0.5)
+    cameras = (f'\n[[cameras]]\nid = "garage-cam"\nzone = "garage"\nkind = "folder"\npath = "{frames}"\n'
+               "folder_fps = 4.0\n")
+    with ScriptedOpenAIServer(responder=responder()) as server, WebhookServer() as hook:
+        config = write_config(tmp_path / "monitor.toml", base_url=server.base_url, logs={"garage": log},
+                              alerts=tmp_path / "alerts.jsonl", extra=NOTIFY.format(attempts=3) + cameras)
+        env = {"TEST_NOTIFY_URLS": hook.url, "MONITOR_SERVICE__STATE_DIR": str(tmp_path / "state"),
+               "MONITOR_MODEL__ACCEPTS_IMAGES": "true"}
+        with Daemon(config, tmp_path, env=env):
+            wait_until(lambda: server.requests and any("image_url" in json.dumps(r) for r in server.requests),
+                       what="a frame sent to the model")
+            append(log, "Sam climbs the ladder and leans out")
+            alert = wait_until(lambda: next((a for a in alert_lines(tmp_path / "alerts.jsonl")
+                                             if a["type"] == "new" and a["evidence_frame"]), None),
+                               what="an alert naming its evidence frame")
+            posted = hook.wait_posted(1)
+    kept = tmp_path / "state" / "evidence" / alert["id"] / f"{alert['evidence_frame']}.jpg"
+    assert posted[0].attachments == [kept.read_bytes()]
+    assert alert["observations"][-1].endswith('garage: "Sam climbs the ladder and leans out"')
+    assert list((tmp_path / "state").glob("history/**/*.jpg")) == []  # the history kept no frame

@@ -249,11 +249,12 @@ class NotifySink:
         self.queue = NotifyQueue(state_dir / NOTIFY_QUEUE_FILE, max_rows=settings.max_queued)
         self.problem: str | None = None
         self._environ = environ if environ is not None else os.environ
-        self._secrets_dir = secrets_dir
         self._evidence = evidence  # (alert id, frame id) -> the kept JPEG, for escalations after a restart
         self._sender = sender
         self._clock = clock
-        self._services: dict[str, list[Service]] = {}
+        # Read and checked when built: a bad URL stops a start, or a reload's prepare, before anything changed.
+        self._services = {target.name: services_of(target, target_urls(target, self._environ, secrets_dir))
+                          for target in settings.targets}
         self._failing: dict[str, str] = {}  # service label -> why its last notification failed for good
         self._frames: OrderedDict[str, bytes] = OrderedDict()  # alert id -> its newest frame as sent
         self._acknowledged: OrderedDict[str, None] = OrderedDict()
@@ -271,10 +272,7 @@ class NotifySink:
 
     # -- AlertSink --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Read and check every target's URLs, open the queue, start sending what a previous run left."""
-        for target in self.settings.targets:
-            self._services[target.name] = services_of(
-                target, target_urls(target, self._environ, self._secrets_dir))
+        """Open the queue, start sending what a previous run left."""
         await asyncio.to_thread(self.queue.open)
         self._backlog = await asyncio.to_thread(len, self.queue)
         if self._backlog:
