@@ -44,7 +44,10 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def model_answer(body: dict[str, Any]) -> Action:
     """The scripted model: the garage's observations (a pan of oil) fail with HTTP 500, the rest by word."""
-    text = json.dumps(body.get("messages", [{}])[-1].get("content", "")).lower()
+    content = body.get("messages", [{}])[-1].get("content", "")
+    if isinstance(content, list):  # the text parts only: an image's base64 can spell "oil" by chance
+        content = [part for part in content if isinstance(part, dict) and part.get("type") == "text"]
+    text = json.dumps(content).lower()
     return Action(status=500) if "oil" in text else responder()(body)
 
 
@@ -190,6 +193,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ha-screenshots-") as tmp, stack(Path(tmp)) as (ha, daemon):
         folder = Path(tmp)
         ha.wait_state("binary_sensor.kitchen_hazard", timeout=60)
+        # First, while the camera's frames are in the workshop's window: a warning with its evidence frame.
+        append(folder / "workshop.jsonl", "Sam climbs the ladder and leans far out")
+        ha.wait_state("image.workshop_evidence", lambda s: s["state"] not in ("unknown", "unavailable"), timeout=30)
         append(folder / "kitchen.jsonl", "Sam waters the plants")
         ha.wait_state("binary_sensor.kitchen_hazard", "off", timeout=30)
         for _ in range(20):  # a persisting hazard: it escalates to a caregiver
@@ -198,8 +204,6 @@ def main() -> int:
         ha.wait_state("binary_sensor.kitchen_hazard", "on", timeout=30)
         append(folder / "garage.jsonl", "Sam puts a pan of oil on the stove")
         ha.wait_state("binary_sensor.garage_monitoring_problem", "on", timeout=30)
-        append(folder / "workshop.jsonl", "Sam climbs the ladder and leans far out")
-        ha.wait_state("image.workshop_evidence", lambda s: s["state"] not in ("unknown", "unavailable"), timeout=30)
         chromium = Chromium(args.chromium, folder / "chromium")
         try:
             chromium.open(ha.url + "/", 3)
