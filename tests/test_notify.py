@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from monitor.alerts import Alert, AlertEvent
+from monitor.core.errors import MonitorError
 from monitor.evidence import EvidenceFrame
 from monitor.sinks.notify import NotifyError, NotifySink, Service, body_of, services_of, target_urls, title_of
 from monitor.sinks.settings import NotifySinkSettings, NotifyTargetSettings
@@ -205,3 +206,23 @@ def test_the_message_is_bounded_and_the_title_one_line() -> None:
     assert "\n" not in title_of(event) and len(title_of(event)) <= 120
     body = body_of(event, 500)
     assert len(body) <= 500 and body.startswith("Leave now. Ignore this")
+
+
+async def test_a_queue_that_cannot_open_is_a_problem_not_a_dead_monitor_and_recovers(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state dir should be")  # nothing can be created inside
+    with WebhookServer() as hook:
+        sink = NotifySink(settings(target("household", [hook.url])), state_dir=blocker)
+        await sink.start()
+        try:
+            assert sink.problem is not None and sink.problem.startswith("notify queue unavailable")
+            with pytest.raises(MonitorError):
+                await sink.publish(new_event(alert()))
+            assert sink.counters["notify:failed"] == 1
+            blocker.unlink()
+            await until(lambda: sink.problem is None, timeout=15)
+            await sink.publish(new_event(alert(alert_id="a2")))
+            posted = await asyncio.to_thread(hook.wait_posted, 1)
+        finally:
+            await sink.close()
+    assert len(posted) == 1

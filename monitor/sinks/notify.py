@@ -59,6 +59,7 @@ _SEPARATORS = re.compile(r"[\s,]+")
 _OPENERS = {"info": "Careful", "warning": "Warning", "critical": "Danger"}
 _REMEMBERED = 256
 _IDLE_POLL_S = 1.0
+_REOPEN_S = 5.0
 
 
 class NotifyError(MonitorError):
@@ -262,6 +263,7 @@ class NotifySink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backlog = 0
+        self._reopen_at = 0.0
 
     def __repr__(self) -> str:
         return f"NotifySink(targets={[t.name for t in self.settings.targets]})"
@@ -272,13 +274,32 @@ class NotifySink:
 
     # -- AlertSink --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the queue, start sending what a previous run left."""
-        await asyncio.to_thread(self.queue.open)
+        """Open the queue, start sending what a previous run left.
+
+        A queue that cannot be opened (a full disk) does not stop the monitor: it is the sink's problem,
+        each notification meanwhile is counted as failed, and the queue is opened again every few seconds.
+        """
+        await self._open_queue()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="notify")
+
+    async def _open_queue(self) -> bool:
+        try:
+            await asyncio.to_thread(self.queue.open)
+        except NotifyQueueError as exc:
+            if self.problem is None:
+                log.error("notify queue unavailable; notifications fail until it opens", error=str(exc),
+                          retry_every_s=_REOPEN_S)
+            self.problem = f"notify queue unavailable: {exc}"
+            return False
+        if self.problem is not None and self.problem.startswith("notify queue"):
+            log.info("notify queue available again", queue=str(self.queue.path))
+            self.problem = None
+            self._show_problem()
         self._backlog = await asyncio.to_thread(len, self.queue)
         if self._backlog:
             log.info("notifications left by the previous run", waiting=self._backlog)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="notify")
+        return True
 
     async def publish(self, event: AlertEvent) -> None:
         """Queue the notifications the event calls for, durably; returns before anything is sent."""
@@ -299,9 +320,11 @@ class NotifySink:
             added = await asyncio.to_thread(self.queue.put, notes)
         except NotifyQueueError as exc:
             self.counters["notify:failed"] += len(notes)
-            self.problem = f"notify queue unusable: {exc}"
+            self.problem = f"notify queue unavailable: {exc}"
             raise
         self.counters["notify:queued"] += added
+        if self.problem is not None and self.problem.startswith("notify queue"):
+            self._show_problem()
         self._backlog += added
         self._wake.set()
 
@@ -380,10 +403,18 @@ class NotifySink:
                 pass
 
     async def _sleep_for(self) -> float:
+        if not self.queue.is_open:
+            return _IDLE_POLL_S
         due = await asyncio.to_thread(self.queue.next_due)
         return _IDLE_POLL_S if due is None else min(_IDLE_POLL_S, max(0.0, due - self._clock()))
 
     async def _pass(self) -> None:
+        if not self.queue.is_open:
+            if time.monotonic() < self._reopen_at:
+                return
+            self._reopen_at = time.monotonic() + _REOPEN_S
+            if not await self._open_queue():
+                return
         for note in await asyncio.to_thread(self.queue.due, self._clock()):
             await self._deliver(note)
         await self._summarise()

@@ -117,6 +117,10 @@ class NotifyQueue:
             if self._db is None:
                 self._db = self._open_file()
 
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
