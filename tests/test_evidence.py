@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from monitor.alerts import AlertEvent, AlertManager, AlertSettings
@@ -14,10 +16,22 @@ from monitor.assess.single import SingleCall
 from monitor.backends import BackendWrapper, ModelReply, ModelRequest
 from monitor.backends.scripted import ScriptedBackend
 from monitor.backends.settings import ModelSettings
-from monitor.evidence import EvidenceKeeper, EvidenceSettings, EvidenceStore, WithEvidence, jpeg_of, request_images
+from monitor.evidence import (
+    EvidenceFrame,
+    EvidenceKeeper,
+    EvidenceSettings,
+    EvidenceStore,
+    WithEvidence,
+    jpeg_of,
+    request_images,
+)
+from monitor.mqtt.settings import MqttSettings
+from monitor.sinks.ha_discovery import ZoneLabel
+from monitor.sinks.mqtt import MqttSink
 from monitor.windows import Window
 from sensors.types import Frame, LogEntry
 from tests.support.media import natural_image
+from tests.support.mosquitto import Mosquitto, Recorder, alert_event, retained
 
 DANGER = {"danger": True, "severity": "critical", "hazard": "fall from ladder", "reason": "Leaning out.",
           "advice": "Climb down.", "evidence": ["leans out"], "confidence": 0.9}
@@ -108,8 +122,6 @@ async def test_a_private_zone_keeps_and_carries_no_frame(tmp_path: Path) -> None
 
 def test_retention_removes_old_alerts_then_the_oldest_beyond_the_size(tmp_path: Path) -> None:
     store = EvidenceStore(tmp_path / "evidence", EvidenceSettings(max_age_days=1, max_mb=0.0015))
-    from monitor.evidence import EvidenceFrame
-
     now = time.time()
     for n, age_days in enumerate((3, 0.5, 0.1)):
         store.keep({"id": f"a{n}"}, [EvidenceFrame.of(bytes([n]) * 1000)])
@@ -118,3 +130,34 @@ def test_retention_removes_old_alerts_then_the_oldest_beyond_the_size(tmp_path: 
     assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == ["a2"]
     assert store.read("a2", EvidenceFrame.of(bytes([2]) * 1000).id, 10_000) == bytes([2]) * 1000
     assert store.read("../a2", "x", 10_000) is None
+
+
+async def test_mqtt_keeps_the_latest_frame_retained_per_camera_zone_and_clears_it_when_the_zone_turns_private(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    settings = MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
+                            reconnect_min_s=0.05, reconnect_max_s=0.5, close_timeout_s=3.0)
+    p, state = settings.topic_prefix, tmp_path / "state"
+    sink = MqttSink(settings, zones=[ZoneLabel("workshop", evidence=True), ZoneLabel("hall")], state_dir=state)
+    await sink.start()
+    try:
+        for n, zone in ((1, "workshop"), (2, "workshop"), (3, "hall")):
+            shot = EvidenceFrame.of(bytes([n]) * 5000)
+            event = alert_event(zone, n)
+            event = replace(event, alert=replace(event.alert, frames=(shot.id,)), frames=(shot,))
+            async with Recorder(broker, f"{p}/{zone}/last_warning") as rec:
+                await sink.publish(event)
+                await rec.wait_topic(f"{p}/{zone}/last_warning")
+    finally:
+        await sink.close()
+    kept = await retained(broker, f"{p}/+/evidence")
+    assert {topic: m.payload for topic, m in kept.items()} == {f"{p}/workshop/evidence": bytes([2]) * 5000}
+
+    private = MqttSink(settings, zones=[ZoneLabel("workshop"), ZoneLabel("hall")], state_dir=state)
+    await private.start()
+    try:
+        for _ in range(100):
+            if not await retained(broker, f"{p}/+/evidence", quiet_s=0.1):
+                break
+        assert await retained(broker, f"{p}/+/evidence") == {}
+    finally:
+        await private.close()
