@@ -60,6 +60,7 @@ _OPENERS = {"info": "Careful", "warning": "Warning", "critical": "Danger"}
 _REMEMBERED = 256
 _IDLE_POLL_S = 1.0
 _REOPEN_S = 5.0
+_SETTLE_S = 0.02
 
 
 class NotifyError(MonitorError):
@@ -399,6 +400,9 @@ class NotifySink:
             try:
                 async with asyncio.timeout(await self._sleep_for()):
                     await self._wake.wait()
+                # Woken by a publish: the decision's other sinks (the JSONL writer thread, MQTT) go first;
+                # a send holds the GIL for a few ms (Apprise builds the request in Python) and would delay them.
+                await asyncio.sleep(_SETTLE_S)
             except TimeoutError:
                 pass
 
