@@ -226,3 +226,12 @@ async def test_a_queue_that_cannot_open_is_a_problem_not_a_dead_monitor_and_reco
         finally:
             await sink.close()
     assert len(posted) == 1
+
+
+def test_the_shipped_notify_config_loads() -> None:
+    from monitor.settings import load_settings
+    from tests.support.paths import REPO
+
+    settings = load_settings(REPO / "configs" / "notify.toml")
+    assert [t.audience for t in settings.sinks.notify.targets] == ["household", "caregivers"]
+    assert [z.evidence for z in settings.zones] == [True, False]
