@@ -38,6 +38,7 @@ from pydantic import Field
 from monitor.backends import BackendWrapper, ModelBackend, ModelReply, ModelRequest
 from monitor.core.config import PositiveFloat, Section
 from monitor.core.files import UnsafePathError, private_dir, read_nofollow, replace_file
+from monitor.observer import Observer, Settled
 
 if TYPE_CHECKING:
     import asyncio
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("monitor.evidence")
 
 EVIDENCE_DIR = "evidence"
-_PENDING_WINDOWS = 64
+_PENDING_WINDOWS = 16  # a backstop: a settled window's images are let go at once (window_settled)
 _FRAME_ID_CHARS = 16
 _RETENTION_EVERY_S = 600.0
 _MAX_FRAME_BYTES = 20 * 1024 * 1024
@@ -188,8 +189,12 @@ def _size(folder: Path) -> int:
         return 0
 
 
-class EvidenceKeeper:
-    """Attaches each window's frames to the alert events it causes, and keeps them in the store off the loop."""
+class EvidenceKeeper(Observer):
+    """Attaches each window's frames to the alert events it causes, and keeps them in the store off the loop.
+
+    As a pipeline observer it lets go of a window's images once the window settled (alert or not): only
+    the windows in flight hold theirs.
+    """
 
     def __init__(self, settings: EvidenceSettings, *, store: EvidenceStore | None,
                  private_zones: Iterable[str] = ()) -> None:
@@ -220,6 +225,9 @@ class EvidenceKeeper:
 
     def capture(self, backend: ModelBackend) -> ModelBackend:
         return EvidenceCapture(backend, self.images)
+
+    def window_settled(self, settled: Settled) -> None:
+        self.images.pop(settled.window.id, None)
 
     def wants(self, zone: str) -> bool:
         return self.settings.enabled and zone not in self.private_zones

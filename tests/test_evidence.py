@@ -26,6 +26,7 @@ from monitor.evidence import (
     request_images,
 )
 from monitor.mqtt.settings import MqttSettings
+from monitor.observer import Settled
 from monitor.sinks.ha_discovery import ZoneLabel
 from monitor.sinks.mqtt import MqttSink
 from monitor.windows import Window
@@ -161,3 +162,18 @@ async def test_mqtt_keeps_the_latest_frame_retained_per_camera_zone_and_clears_i
         assert await retained(broker, f"{p}/+/evidence") == {}
     finally:
         await private.close()
+
+
+async def test_a_window_without_an_alert_lets_go_of_its_images_when_it_settles(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": {"danger": False, "severity": "info", "confidence": 0.5}}))
+    scripted = ScriptedBackend(ModelSettings(backend="scripted", script=script))
+    await scripted.start()
+    keeper = EvidenceKeeper(EvidenceSettings(), store=None)
+    assessor = SingleCall(keeper.capture(scripted), keyframes=KeyframeSettings(longest_side=320))
+    win = window("hall", 1)
+    verdict = await assessor.assess(win)
+    assert list(keeper.images) == [win.id]  # held while the window is in flight
+    keeper.window_settled(Settled(win, verdict, None, None, 0.1))
+    assert not keeper.images
+    keeper.close()

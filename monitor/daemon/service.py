@@ -137,7 +137,8 @@ class Service:
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
         self.evidence = EvidenceKeeper.in_state_dir(settings)  # each alert's frames as sent, with the alert
         self.delivery = DeliveryWatch()  # which sinks failed the last alert they were given (readiness)
-        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery]
+        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery,
+                                                  self.evidence]
         self.readiness = Readiness(self.health_settings)
         self.heartbeat_crashes = Crashes("heartbeat")  # zone refresh, readiness tracking, the watchdog
         self.state = "starting"
