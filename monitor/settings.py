@@ -141,7 +141,17 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
     warnings += input_path_warnings(settings)
+    warnings += _notify_warnings(settings, os.environ if environ is None else environ)
     return warnings
+
+
+def _notify_warnings(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """The push notification URLs a start would refuse (imports Apprise only with the sink on)."""
+    if not settings.sinks.notify.enabled:
+        return []
+    from monitor.sinks.notify import url_problems
+
+    return url_problems(settings.sinks.notify, environ, secrets_dir())
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:

@@ -235,3 +235,16 @@ def test_the_shipped_notify_config_loads() -> None:
     settings = load_settings(REPO / "configs" / "notify.toml")
     assert [t.audience for t in settings.sinks.notify.targets] == ["household", "caregivers"]
     assert [z.evidence for z in settings.zones] == [True, False]
+
+
+def test_check_config_names_a_target_whose_urls_a_start_would_refuse(tmp_path: Path) -> None:
+    from monitor.settings import config_warnings, load_settings
+    from tests.support.paths import REPO
+
+    settings = load_settings(REPO / "configs" / "notify.toml")
+    warnings = [w for w in config_warnings(settings, {}) if w.startswith("sinks.notify")]
+    assert warnings[0] == ("sinks.notify.targets[0]: notify target 'household': environment variable "
+                           "MONITOR_NOTIFY_HOUSEHOLD is not set or empty (monitor run refuses to start)")
+    assert warnings[1].startswith("sinks.notify.targets[1]: notify target 'caregivers': urls_file ")
+    fine = config_warnings(settings, {"MONITOR_NOTIFY_HOUSEHOLD": "ntfy://ntfy.sh/SECRETTOPIC"})
+    assert not any("targets[0]" in w for w in fine) and "SECRETTOPIC" not in str(fine)

@@ -138,6 +138,19 @@ def services_of(target: NotifyTargetSettings, urls: list[str]) -> list[Service]:
     return services
 
 
+def url_problems(settings: NotifySinkSettings, environ: Mapping[str, str], secrets_dir: Path | None) -> list[str]:
+    """What stops the sink from starting (check-config): one line per target, never a URL."""
+    if not settings.enabled:
+        return []
+    problems = []
+    for index, target in enumerate(settings.targets):
+        try:
+            services_of(target, target_urls(target, environ, secrets_dir))
+        except NotifyError as exc:
+            problems.append(f"sinks.notify.targets[{index}]: {exc} (monitor run refuses to start)")
+    return problems
+
+
 # --------------------------------------------------------------------------- the message
 
 
