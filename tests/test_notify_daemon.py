@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tests.support.daemon import Daemon, alert_lines, append, responder, wait_until, write_config
@@ -111,3 +114,61 @@ def test_a_camera_zones_warning_keeps_its_frames_without_history_and_the_push_at
     assert posted[0].attachments == [kept.read_bytes()]
     assert alert["observations"][-1].endswith('garage: "Sam climbs the ladder and leans out"')
     assert list((tmp_path / "state").glob("history/**/*.jpg")) == []  # the history kept no frame
+
+
+def test_the_household_hears_the_first_warning_and_the_caregivers_only_its_escalation_until_acknowledged(
+        tmp_path: Path) -> None:
+    """A persisting ladder hazard through `monitor run`: level 0 to the household, level 2 (the caregivers'
+    level) to the caregivers with the frame-less text, nothing more after `monitor ack`."""
+    log = tmp_path / "garage.jsonl"
+    log.write_text("")
+    ladder = """
+[escalation]
+enabled = true
+confirmed_within_s = 5
+max_per_alert = 10
+max_per_hour = 100
+
+[escalation.warning]
+escalate_after_s = 1.0
+caregivers_from_level = 2
+
+[sinks.notify]
+enabled = true
+retry_initial_s = 0.2
+retry_max_s = 0.5
+
+[[sinks.notify.targets]]
+name = "household"
+urls_env = "TEST_HOUSEHOLD"
+
+[[sinks.notify.targets]]
+name = "caregivers"
+audience = "caregivers"
+urls_env = "TEST_CAREGIVERS"
+"""
+    with ScriptedOpenAIServer(responder=responder()) as server, WebhookServer() as household, \
+            WebhookServer() as caregivers:
+        config = write_config(tmp_path / "monitor.toml", base_url=server.base_url, logs={"garage": log},
+                              alerts=tmp_path / "alerts.jsonl", extra=ladder)
+        env = {"TEST_HOUSEHOLD": household.url, "TEST_CAREGIVERS": caregivers.url,
+               "MONITOR_SERVICE__STATE_DIR": str(tmp_path / "state")}
+        with Daemon(config, tmp_path, env=env) as daemon:
+            def caregivers_told() -> bool:
+                append(log, "Sam climbs the ladder and leans out")  # the hazard persists
+                return bool(caregivers.posted)
+
+            wait_until(caregivers_told, timeout=40, what="the caregivers' notification")
+            alert_id = next(a["id"] for a in alert_lines(tmp_path / "alerts.jsonl") if a["type"] == "new")
+            ack = subprocess.run([sys.executable, "-m", "monitor", "ack", alert_id, "--config", str(config)],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+                                 env={**daemon.env})
+            assert ack.returncode == 0, ack.stdout + ack.stderr
+            for _ in range(10):  # seen again and again after the ack: no more escalations, no more pushes
+                append(log, "Sam climbs the ladder and leans out")
+                time.sleep(0.3)
+            told = len(caregivers.posted)
+    assert [p.title for p in household.posted] == ["Warning in garage: fall from ladder"]
+    assert told == len(caregivers.posted) >= 1
+    assert caregivers.posted[0].title == "Not acknowledged: garage: fall from ladder"
+    assert "(escalation level 2)" in caregivers.posted[0].message
