@@ -80,12 +80,16 @@ def test_a_notification_failing_for_good_is_counted_and_shown_on_readyz(tmp_path
             failed = daemon.wait_log("notification failed after its retries")
             assert failed[0]["service"] == "household#1 (JSON)"
             assert metric(daemon, "monitor_notifications_total", outcome="failed") == 1.0
+            assert metric(daemon, "monitor_optional_failures_total", part="notify") == 1.0
             status, ready = daemon.json("/readyz")
             assert status == 503
             assert "household#1 (JSON)" in ready["checks"]["delivery"]["detail"]["notify"]
-            _, stats = daemon.json("/healthz")
+            _, health = daemon.json("/healthz")
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(30) == 0
             text = daemon.stderr_text()
-        assert "NOTIFYSECRET" not in text and "NOTIFYSECRET" not in str(ready) + str(stats)
+        assert daemon.logs()[-1]["optional_failures"]["notify"] == 1  # the stats, as the hub's sensor reads them
+        assert "NOTIFYSECRET" not in text and "NOTIFYSECRET" not in str(ready) + str(health)
 
 
 def test_a_camera_zones_warning_keeps_its_frames_without_history_and_the_push_attaches_one(tmp_path: Path) -> None:
