@@ -1,9 +1,10 @@
 """Screenshots of what a Home Assistant user sees of the monitor, taken in headless Chromium.
 
 Starts mosquitto, a real Home Assistant core (tests/support/homeassistant.py; needs `make ha-venv`), a scripted
-model server and the monitor itself (the real daemon, two zones), then makes the kitchen see a hazard and the
-garage go blind (its model calls fail), and takes PNG screenshots of the hub device page, the kitchen's device
-page (a hazard), the garage's (blind) and the generated overview dashboard, into `--out` (docs/img).
+model server and the monitor itself (the real daemon, three zones), then makes the kitchen see a hazard, the
+garage go blind (its model calls fail) and the workshop (a camera zone) warn with its evidence frame, and takes
+PNG screenshots of the hub device page, the kitchen's device page (a hazard), the garage's (blind), the
+workshop's (the Evidence image) and the generated overview dashboard, into `--out` (docs/img).
 
 Chromium (Debian's `chromium`: apt-get install -y chromium) runs headless with a throwaway profile and is
 driven over the DevTools protocol (the standard-library websocket client of the HA harness): the page gets
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.daemon import Daemon, append, responder, write_config  # noqa: E402
 from tests.support.homeassistant import HomeAssistant, _WebSocket, ha_python, missing_ha_reason  # noqa: E402
+from tests.support.media import Scene, moving_square, write_folder  # noqa: E402
 from tests.support.mosquitto import Mosquitto, free_port  # noqa: E402
 from tests.support.openai_server import Action, ScriptedOpenAIServer  # noqa: E402
 
@@ -42,15 +44,20 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def model_answer(body: dict[str, Any]) -> Action:
     """The scripted model: the garage's observations (a pan of oil) fail with HTTP 500, the rest by word."""
-    text = json.dumps(body.get("messages", [{}])[-1].get("content", "")).lower()
+    content = body.get("messages", [{}])[-1].get("content", "")
+    if isinstance(content, list):  # the text parts only: an image's base64 can spell "oil" by chance
+        content = [part for part in content if isinstance(part, dict) and part.get("type") == "text"]
+    text = json.dumps(content).lower()
     return Action(status=500) if "oil" in text else responder()(body)
 
 
 def monitor_config(folder: Path, base_url: str, broker: Mosquitto) -> Path:
-    logs = {zone: folder / f"{zone}.jsonl" for zone in ("kitchen", "garage")}
+    logs = {zone: folder / f"{zone}.jsonl" for zone in ("kitchen", "garage", "workshop")}
     for log in logs.values():
         log.touch()
     alerts = folder / "alerts.jsonl"
+    frames = write_folder(folder / "workshop-frames", Scene(width=640, height=480, moving=moving_square(640, 480)),
+                          count=4, step_s=0.5)
     return write_config(folder / "monitor.toml", base_url=base_url, logs=logs, alerts=alerts, extra=f"""
 [health]
 blind_after_s = 2
@@ -80,6 +87,18 @@ area = "Kitchen"
 id = "garage"
 name = "Garage"
 area = "Garage"
+
+[[zones]]
+id = "workshop"
+name = "Workshop"
+area = "Workshop"
+
+[[cameras]]
+id = "workshop-cam"
+zone = "workshop"
+kind = "folder"
+path = "{frames}"
+folder_fps = 4.0
 """)
 
 
@@ -141,7 +160,8 @@ def stack(folder: Path) -> Iterator[tuple[HomeAssistant, Daemon]]:
         ha = HomeAssistant(folder / "ha", mqtt_host=broker.host, mqtt_port=broker.port)
         (folder / "ha").mkdir(exist_ok=True)
         ha.start()
-        daemon = Daemon(monitor_config(folder, model.base_url, broker), folder)
+        daemon = Daemon(monitor_config(folder, model.base_url, broker), folder,
+                        env={"MONITOR_MODEL__ACCEPTS_IMAGES": "true"})
         try:
             daemon.start()
             yield ha, daemon
@@ -173,6 +193,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ha-screenshots-") as tmp, stack(Path(tmp)) as (ha, daemon):
         folder = Path(tmp)
         ha.wait_state("binary_sensor.kitchen_hazard", timeout=60)
+        # First, while the camera's frames are in the workshop's window: a warning with its evidence frame.
+        append(folder / "workshop.jsonl", "Sam climbs the ladder and leans far out")
+        ha.wait_state("image.workshop_evidence", lambda s: s["state"] not in ("unknown", "unavailable"), timeout=30)
         append(folder / "kitchen.jsonl", "Sam waters the plants")
         ha.wait_state("binary_sensor.kitchen_hazard", "off", timeout=30)
         for _ in range(20):  # a persisting hazard: it escalates to a caregiver
@@ -192,6 +215,8 @@ def main() -> int:
             pages = {"ha-hub.png": f"/config/devices/device/{device_id(ha, 'proactive_monitor')}",
                      "ha-zone-hazard.png": f"/config/devices/device/{device_id(ha, 'proactive_monitor_kitchen')}",
                      "ha-zone-blind.png": f"/config/devices/device/{device_id(ha, 'proactive_monitor_garage')}",
+                     "ha-zone-evidence.png":
+                         f"/config/devices/device/{device_id(ha, 'proactive_monitor_workshop')}",
                      "ha-overview.png": "/lovelace/0"}
             for name, page in pages.items():
                 chromium.open(ha.url + page, args.settle)

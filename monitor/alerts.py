@@ -22,13 +22,14 @@ Older ones end at once, with that cause.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import Field
@@ -39,6 +40,10 @@ from monitor.core.config import PositiveFloat, Section
 from monitor.core.statefile import JsonStateFile
 from monitor.core.text import iso_time
 from monitor.windows import Window
+from sensors.types import Frame
+
+if TYPE_CHECKING:
+    from monitor.evidence import EvidenceFrame
 
 log = structlog.get_logger("monitor.alerts")
 # The form of every alert id the monitor gives (`new_alert_id`): what an acknowledgement may name.
@@ -60,6 +65,9 @@ OPEN_ALERTS_FILE = "open-alerts.json"
 RESTARTED = "monitor restarted"
 HELD_AT_RESTART = "monitor restarted; the zone was not assessed since"
 _JOURNAL_VERSION = 1
+# The observations an alert quotes as its evidence: the newest of its window, each cut to a line.
+JUDGED_OBSERVATIONS = 10
+JUDGED_CHARS = 240
 
 
 class AlertSettings(Section):
@@ -109,6 +117,9 @@ class Alert:
     # fallback (docs/failover.md).
     backend: str = ""
     degraded: str | None = None
+    # Evidence (monitor/evidence.py): the observations judged, quoted and bounded, and the keyframes sent, by id.
+    observations: tuple[str, ...] = ()
+    frames: tuple[str, ...] = ()
 
     @property
     def zone_label(self) -> str:
@@ -150,6 +161,9 @@ class Alert:
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "unconfirmed_since": self.unconfirmed_since,
             "unconfirmed_reason": self.unconfirmed_reason,
+            "observations": list(self.observations),
+            "evidence_frames": list(self.frames),
+            "evidence_frame": self.frames[-1] if self.frames else None,
             **self._reach_json(),
         }
 
@@ -181,6 +195,8 @@ class Alert:
             completion_tokens=int(tokens.get("completion", 0)), updates=int(data.get("updates", 0)),
             zone_name=_optional(data.get("zone_name"), str), backend=str(data.get("backend") or ""),
             degraded=_optional(data.get("degraded"), str), **_reach_from_json(data),
+            observations=tuple(str(o) for o in data.get("observations") or ()),
+            frames=tuple(str(f) for f in data.get("evidence_frames") or ()),
         )
 
 
@@ -214,6 +230,8 @@ class AlertEvent:
     end_cause: EndCause | None = None  # the same as a keyword automations can test
     # A caregivers' escalation standing for several alerts (a storm past escalation.caregivers_max_per_hour).
     summary: tuple[Alert, ...] = ()
+    # The keyframes of this event's window as sent to the model (only for `new` and `update`): not in the JSON.
+    frames: tuple[EvidenceFrame, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def message_id(self) -> str:
@@ -375,6 +393,7 @@ class AlertManager:
             unconfirmed_reason=None,
             backend=verdict.backend,
             degraded=verdict.degraded,
+            observations=judged(window),
         )
         self.open[updated.id] = updated
         self.restored.discard(updated.id)
@@ -411,6 +430,7 @@ class AlertManager:
             zone_name=self.zone_names.get(window.zone),
             backend=verdict.backend,
             degraded=verdict.degraded,
+            observations=judged(window),
         )
 
     # -- the end of an alert --------------------------------------------------------------
@@ -484,6 +504,23 @@ class AlertManager:
         if cause == "restart":
             ended = replace(ended, reason=RESTARTED)
         return AlertEvent("end", ended, at=now, end_reason=reason, end_cause=cause)
+
+
+def judged(window: Window) -> tuple[str, ...]:
+    """The window's newest observations as quoted lines: `12:03:04 kitchen-log: "Sam leaves the pan"`.
+
+    Quoted as JSON strings: what a sensor wrote is data, never markup, in every sink that shows it.
+    """
+    lines = []
+    for observation in window.observations[-JUDGED_OBSERVATIONS:]:
+        at = time.strftime("%H:%M:%S", time.localtime(observation.ts))
+        if isinstance(observation, Frame):
+            what = "frame" + (f" {json.dumps('; '.join(observation.facts)[:JUDGED_CHARS])}" if observation.facts
+                              else "")
+        else:
+            what = json.dumps(observation.text[:JUDGED_CHARS], ensure_ascii=False)
+        lines.append(f"{at} {observation.source[:64]}: {what}")
+    return tuple(lines)
 
 
 def _always_seen(zone: str) -> str | None:

@@ -31,6 +31,7 @@ from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
 from monitor.daemon.settings import HealthSettings, ServiceSettings
 from monitor.escalation.settings import EscalationSettings
+from monitor.evidence import EvidenceSettings
 from monitor.history.settings import HistorySettings
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.settings import SinkSettings
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings | None = Field(default=None, description="MQTT broker; alerts are published when set")
     health: HealthSettings = Field(default_factory=HealthSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
 
     @model_validator(mode="after")
     def _unique_source_ids(self) -> Settings:
@@ -144,6 +146,15 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
     if machine:
         warnings += input_path_warnings(settings)
     return warnings
+
+
+def notify_problems(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """The push notification URLs a start would refuse (imports Apprise only with the sink on)."""
+    if not settings.sinks.notify.enabled:
+        return []
+    from monitor.sinks.notify import url_problems
+
+    return url_problems(settings.sinks.notify, environ, secrets_dir())
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:

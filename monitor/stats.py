@@ -17,7 +17,7 @@ from sensors.types import Observation
 
 # The parts the monitor runs without when they fail (docs/reliability.md): feedback notes in the prompt,
 # the feedback store, the history, the audit log, the speaker. Their failures never fail an assessment.
-OPTIONAL_PARTS = ("feedback_context", "feedback", "history", "audit_log", "speaker")
+OPTIONAL_PARTS = ("feedback_context", "feedback", "history", "audit_log", "speaker", "notify", "evidence")
 
 
 @dataclass

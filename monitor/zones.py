@@ -67,6 +67,8 @@ class ZoneSettings(Section):
     escalation: ZoneEscalation | None = None
     quiet_hours: list[QuietPeriod] = Field(
         default_factory=list, description='local times when info alerts are silenced, e.g. ["22:00-07:00"]')
+    # Privacy (docs/notifications.md): false keeps none of this zone's frames as evidence, shows none, sends none.
+    evidence: bool = Field(default=True, description="keep and show the frames each warning was judged on")
 
 
 ZoneStateName = Literal["clear", "hazard", "degraded", "unknown", "off", "blind"]

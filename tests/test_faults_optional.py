@@ -164,7 +164,7 @@ def test_an_unwritable_history_and_audit_log_never_blind_a_zone_and_each_is_kept
         assert len(wait_alerts(alerts, 6)) == 6  # the ladder's new, the stove's new and 4 updates
         stops_cleanly(daemon)
     assert daemon.logs()[-1]["optional_failures"] == {
-        "feedback_context": 0, "feedback": 0, "history": 5, "audit_log": 2, "speaker": 0}
+        "feedback_context": 0, "feedback": 0, "history": 5, "audit_log": 2, "speaker": 0, "notify": 0, "evidence": 0}
 
 
 # -- the speaker -------------------------------------------------------------------------------------

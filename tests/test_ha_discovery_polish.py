@@ -20,7 +20,7 @@ from monitor.sinks.ha_discovery import Discovery, ZoneLabel
 from tests.support.homeassistant import ha_python
 from tests.support.paths import REPO
 
-ZONES = [ZoneLabel("kitchen", "Kitchen", "Kitchen"), ZoneLabel("garage")]
+ZONES = [ZoneLabel("kitchen", "Kitchen", "Kitchen"), ZoneLabel("garage"), ZoneLabel("workshop", evidence=True)]
 
 
 def every_config(**settings: Any) -> dict[str, dict[str, Any]]:

@@ -212,3 +212,33 @@ def test_tls_files_that_do_not_exist_are_warned_about(tmp_path: Path) -> None:
     checked = _monitor("check-config", str(rig.write()), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
     assert f"warning: mqtt.tls.ca_file: {tmp_path / 'no-ca.pem'}: does not exist" in checked.stdout
+
+
+def test_push_notification_urls_a_start_would_refuse_are_refused_by_check_config(tmp_path: Path) -> None:
+    """The notify sink refuses to start on a target whose URLs are missing: check-config says so, exit 1."""
+    config = tmp_path / "monitor.toml"
+    config.write_text(f"""
+[service]
+state_dir = "{tmp_path / 'state'}"
+[model]
+backend = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[sources]]
+id = "kitchen"
+kind = "stdin"
+zone = "kitchen"
+[sinks.notify]
+enabled = true
+[[sinks.notify.targets]]
+name = "household"
+urls_env = "MONITOR_TEST_NOTIFY_URLS"
+""")
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_TEST_NOTIFY_URLS"}
+    refused = _monitor("check-config", str(config), cwd=tmp_path, env=env)
+    assert refused.returncode == 1
+    assert "error: sinks.notify.targets[0]: notify target 'household': environment variable " \
+           "MONITOR_TEST_NOTIFY_URLS is not set or empty" in refused.stdout + refused.stderr
+    fine = _monitor("check-config", str(config), cwd=tmp_path,
+                    env={**env, "MONITOR_TEST_NOTIFY_URLS": "json://127.0.0.1:9/secret-path"})
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "secret-path" not in fine.stdout + fine.stderr

@@ -48,6 +48,9 @@ REACH_FAMILIES = {
     "quiet": ("monitor_quiet_alert_events", "Alert events silenced by quiet hours", "severity", ("info",)),
     "speech": ("monitor_speech_messages", "Speaker sink messages by outcome", "outcome",
                ("queued", "spoken", "failed", "replaced", "rate_limited", "quiet", "acknowledged", "unavailable")),
+    "notify": ("monitor_notifications", "Notify sink (push) notifications by outcome", "outcome",
+               ("queued", "sent", "retried", "failed", "rate_limited", "summarised", "quiet", "acknowledged",
+                "cancelled_ack")),
 }
 _ERROR_CHARS = 200
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from monitor.daemon.statedir import StateDirError, check_state_dir
 from monitor.history.recorder import audit_log_problem
-from monitor.settings import Settings
+from monitor.settings import Settings, notify_problems
 from monitor.sinks.local import jsonl_problem
 
 
@@ -46,6 +47,7 @@ def check_start(settings: Settings) -> StartCheck:
     found.errors += [f"error: {problem}" for problem in outputs if problem is not None]
     _check_speaker(settings, found)
     found.errors += _backend_problems(settings)
+    found.errors += [f"error: {problem}" for problem in notify_problems(settings, os.environ)]
     return found
 
 

@@ -73,6 +73,10 @@ def _reject(service: Service, problems: list[str]) -> None:
     service.metrics.reloads.labels("rejected").inc()
 
 
+# Sinks that reopen the old sink's durable queue (the MQTT outbox, the notify queue): started once the old one
+# closed, so two senders never share one queue. The notify sink reads and checks its URLs when built (prepare).
+STARTED_AT_COMMIT: frozenset[str] = frozenset({"mqtt", "notify"})
+
 @dataclass
 class _Prepared:
     """What a reload built before committing: closed again if the reload is rejected."""
@@ -83,7 +87,7 @@ class _Prepared:
 
     async def discard(self) -> None:
         for name, (_spec, sink) in self.sinks.items():
-            if name != "mqtt":  # an MQTT sink is started only at commit
+            if name not in STARTED_AT_COMMIT:
                 await sink.close()
         if self.backend is not None:
             await self.backend.close()
@@ -120,7 +124,7 @@ async def _prepare(service: Service, old: Settings, new: Settings, prepared: _Pr
             continue
         sink = service.new_sink(spec)
         prepared.sinks[name] = (spec, sink)
-        if name != "mqtt":  # MQTT reopens the old sink's outbox: it starts once the old one closed
+        if name not in STARTED_AT_COMMIT:
             await sink.start()
 
 
@@ -135,6 +139,7 @@ async def _commit(service: Service, old: Settings, new: Settings, pipeline: Pipe
     pipeline.exit_when_sources_end = new.service.exit_when_sources_end
     pipeline.shutdown_timeout_s = new.service.shutdown_timeout_s
     service.audit.configure(new)
+    service.evidence.configure(new)
     pipeline.set_workers(new.model.concurrency)
     if prepared.assessor is not None:
         await _apply_assessor(service, pipeline, prepared, new.service.shutdown_timeout_s)
@@ -182,7 +187,7 @@ async def _swap_sinks(service: Service, pipeline: Pipeline, settings: Settings,
             await sink.close()  # MQTT: flushes its outbox and says offline before the new one connects
             log.info("sink closed for reconfiguration", sink=name)
         for name, (spec, sink) in fresh.items():
-            if name == "mqtt":
+            if name in STARTED_AT_COMMIT:
                 await sink.start()
             service.sinks[name] = (spec, sink)
             log.info("sink started", sink=name)

@@ -64,6 +64,7 @@ from monitor.daemon.wiring import (
 )
 from monitor.escalation.engine import Escalator
 from monitor.escalation.loop import Escalation
+from monitor.evidence import EvidenceKeeper, WithEvidence
 from monitor.history.recorder import HistoryRecorder
 from monitor.observer import Observers, PipelineObserver
 from monitor.pipeline import Pipeline
@@ -135,8 +136,10 @@ class Service:
             state_dir=settings.service.state_dir)
         self.metrics = Metrics(stats=self._stats)
         self.audit = HistoryRecorder(settings)  # the audit log and the history: one record per window
+        self.evidence = EvidenceKeeper.in_state_dir(settings)  # each alert's frames as sent, with the alert
         self.delivery = DeliveryWatch()  # which sinks failed the last alert they were given (readiness)
-        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery]
+        self.observers: list[PipelineObserver] = [self.stats, self.metrics, self.audit, self.zones, self.delivery,
+                                                  self.evidence]
         self.readiness = Readiness(self.health_settings)
         self.heartbeat_crashes = Crashes("heartbeat")  # zone refresh, readiness tracking, the watchdog
         self.state = "starting"
@@ -188,6 +191,7 @@ class Service:
             await self.escalation.escalator.flush()  # the alerts' journal too
             await self.controls.flush()
             await asyncio.to_thread(self.audit.close)
+            await asyncio.to_thread(self.evidence.close)
             if self.backend is not None:
                 await self.backend.close()
             if self.health is not None:
@@ -220,7 +224,7 @@ class Service:
             observers=self.observers,
             exit_when_sources_end=settings.service.exit_when_sources_end,
             shutdown_timeout_s=settings.service.shutdown_timeout_s,
-            follow_up=self.escalation,
+            follow_up=WithEvidence(self.escalation, self.evidence, self.alerts),
         )
         self._wire_metrics()
         settle_startup_heap()  # the backend's client library and the sources' imports are loaded now
@@ -293,14 +297,16 @@ class Service:
 
     def new_backend(self, settings: ModelSettings) -> MeteredBackend:
         """The configured model backend, timed for metrics and readiness."""
-        return MeteredBackend(self.audit.capture(create_backend(settings)), observe=self.metrics.stage_latency)
+        return MeteredBackend(self.evidence.capture(self.audit.capture(create_backend(settings))),
+                              observe=self.metrics.stage_latency)
 
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
         return build_sink(spec, controls=self.controls, stats=self.stats_json,
                           open_alerts=self.alerts.confirmed(), status=self.zones,
                           feedback=self.audit.desk,
-                          reach_counters=self.stats.reach, acknowledge=self.escalation.request)
+                          reach_counters=self.stats.reach, acknowledge=self.escalation.request,
+                          evidence=self.evidence.read)
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
@@ -509,6 +515,8 @@ class Service:
         for part in ("history", "audit_log", "feedback"):
             failures[part] = self.audit.failures[part]
         failures["speaker"] = self.stats.reach["speech:failed"]
+        failures["notify"] = self.stats.reach["notify:failed"]
+        failures["evidence"] = self.evidence.failures
         return self.stats
 
     def stats_json(self) -> dict[str, Any]:

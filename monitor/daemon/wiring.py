@@ -26,13 +26,13 @@ from monitor.settings import Settings
 from monitor.sinks import AlertSink
 from monitor.sinks.ha_discovery import ZoneLabel
 from monitor.sinks.local import JsonlSink, StdoutSink
-from monitor.sinks.settings import JsonlSinkSettings, SpeakerSinkSettings, StdoutSinkSettings
+from monitor.sinks.settings import JsonlSinkSettings, NotifySinkSettings, SpeakerSinkSettings, StdoutSinkSettings
 from monitor.zones import ZoneStatus
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 from sensors.types import ObservationSource
 
-SinkName = Literal["stdout", "jsonl", "speaker", "mqtt"]
+SinkName = Literal["stdout", "jsonl", "speaker", "notify", "mqtt"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class SinkSpec:
     dir of its outbox."""
 
     name: SinkName
-    settings: StdoutSinkSettings | JsonlSinkSettings | SpeakerSinkSettings | MqttSettings
+    settings: StdoutSinkSettings | JsonlSinkSettings | SpeakerSinkSettings | NotifySinkSettings | MqttSettings
     zones: tuple[ZoneLabel, ...] = ()
     state_dir: Path | None = None
     notice: str | None = None
@@ -115,10 +115,12 @@ def zone_names(settings: Settings) -> dict[str, str]:
 def zone_labels(settings: Settings) -> list[ZoneLabel]:
     """The zones that have sources, with the display name and area their `[[zones]]` entry gives."""
     declared = {zone.id: zone for zone in settings.zones}
+    cameras = {camera.zone_id for camera in settings.cameras}
     out = []
     for zone in zones_of(settings):
         entry = declared.get(zone)
-        out.append(ZoneLabel(zone, entry.name, entry.area) if entry is not None else ZoneLabel(zone))
+        evidence = settings.evidence.enabled and zone in cameras and (entry is None or entry.evidence)
+        out.append(ZoneLabel(zone, entry.name if entry else None, entry.area if entry else None, evidence))
     return out
 
 
@@ -132,6 +134,8 @@ def sink_specs(settings: Settings) -> dict[SinkName, SinkSpec]:
         specs["jsonl"] = SinkSpec("jsonl", settings.sinks.jsonl)
     if settings.sinks.speaker.enabled:
         specs["speaker"] = SinkSpec("speaker", settings.sinks.speaker)
+    if settings.sinks.notify.enabled:
+        specs["notify"] = SinkSpec("notify", settings.sinks.notify, state_dir=settings.service.state_dir)
     if settings.mqtt is not None:
         specs["mqtt"] = SinkSpec("mqtt", settings.mqtt, tuple(zone_labels(settings)), settings.service.state_dir)
     return specs
@@ -141,11 +145,12 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
                open_alerts: Sequence[Alert], status: ZoneStatus | None = None,
                configuration_url: str | None = None, feedback: FeedbackHandler | None = None,
                reach_counters: Counter[str] | None = None,
-               acknowledge: Callable[[AckRequest], None] | None = None) -> AlertSink:
+               acknowledge: Callable[[AckRequest], None] | None = None,
+               evidence: Callable[[str, str], bytes | None] | None = None) -> AlertSink:
     """The sink a spec describes. An MQTT sink follows the service's zone tracker and starts with the
     alerts already open, so its zone state is not reported clear after a reload; with `feedback`, it
     takes feedback messages; `acknowledge` takes acknowledgements from the MQTT ack topics.
-    `reach_counters` count speech."""
+    `reach_counters` count speech and notifications; `evidence` reads a kept frame (alert id, frame id)."""
     settings = spec.settings
     if isinstance(settings, StdoutSinkSettings):
         return StdoutSink(color=settings.color, notice=spec.notice)
@@ -155,6 +160,8 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
         from monitor.sinks.speaker import SpeakerSink
 
         return SpeakerSink(settings, counters=reach_counters)
+    if isinstance(settings, NotifySinkSettings):
+        return _notify_sink(spec, settings, reach_counters, evidence)
     from monitor.sinks.mqtt import MqttSink
 
     assert spec.state_dir is not None
@@ -163,6 +170,16 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
     sink.restore_open_alerts(open_alerts)
     sink.feedback = feedback
     return sink
+
+
+def _notify_sink(spec: SinkSpec, settings: NotifySinkSettings, counters: Counter[str] | None,
+                 evidence: Callable[[str, str], bytes | None] | None) -> AlertSink:
+    from monitor.settings import secrets_dir
+    from monitor.sinks.notify import NotifySink
+
+    assert spec.state_dir is not None
+    return NotifySink(settings, state_dir=spec.state_dir, counters=counters, secrets_dir=secrets_dir(),
+                      evidence=evidence)
 
 
 def build_assessor(settings: Settings, backend: ModelBackend, *, notes: NotesProvider | None = None,

@@ -88,6 +88,8 @@ class ZoneLabel:
     id: str
     name: str | None = None
     area: str | None = None
+    # A camera zone whose evidence is kept: its device shows the latest warning's evidence frame (an image entity).
+    evidence: bool = False
 
 
 def labels(zones: Iterable[str | ZoneLabel]) -> list[ZoneLabel]:
@@ -119,6 +121,10 @@ class Topics:
 
     def last_warning(self, zone: str) -> str:
         return f"{self.prefix}/{zone}/last_warning"
+
+    def evidence(self, zone: str) -> str:
+        """Retained: the JPEG bytes of the latest warning's evidence frame (camera zones)."""
+        return f"{self.prefix}/{zone}/evidence"
 
     def monitoring(self, zone: str, suffix: str) -> str:
         return f"{self.prefix}/{zone}/monitoring/{suffix}"
@@ -167,6 +173,10 @@ class Discovery:
                 **self._monitor_availability(), **escalation_contract.caregiver_needed_entity(state)}
         for zone in labels(zones):
             entities = [*self._zone_entities(zone.id), *self._reach_entities(zone.id)]
+            if zone.evidence:
+                entities.append(("image", "evidence", {
+                    "name": "Evidence", "image_topic": self.topics.evidence(zone.id), "content_type": "image/jpeg",
+                    "icon": "mdi:camera-image"}))
             if feedback:
                 entities += feedback_entities(self.topics.feedback, zone.id)
             for component, entity, config in entities:

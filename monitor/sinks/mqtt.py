@@ -70,7 +70,8 @@ _GOODBYE_TIMEOUT_S = 2.0
 _PUBLISHED_RECORD = "mqtt-published.json"
 _MAX_RECORD_BYTES = 16 * 1024 * 1024
 _MAX_RECORD_DEPTH = 4  # {"topics": [...]}
-_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state", "escalation_state")
+_ZONE_TOPIC_TAILS = ("state", "last_warning", "monitoring/state", "sensitivity/state", "escalation_state",
+                     "evidence")
 # Zone ids and discovery object ids (`<zone>_<entity>`) as the configuration allows them; no wildcard, no NUL.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
 _COMPONENT = re.compile(r"^[a-z_]{1,40}\Z")
@@ -115,6 +116,7 @@ class MqttSink:
         self.settings = settings
         self.labels = labels(zones)
         self.zones = [label.id for label in self.labels]
+        self._evidence_zones = frozenset(label.id for label in self.labels if label.evidence)
         self.state_dir = state_dir
         self.controls = controls if controls is not None else ZoneControls()
         self.status = status if status is not None else ZoneStatus(self.zones, controls=self.controls)
@@ -218,6 +220,8 @@ class MqttSink:
         self.status.alert_event(event)
         if event.type != "ack":  # an ack is not a warning: last_warning keeps its time
             self._set_last_warning(alert.zone, event.at)
+        if event.frames and alert.zone in self._evidence_zones:  # the frame the alert names (evidence_frame)
+            self._set_retained(self.topics.evidence(alert.zone), event.frames[-1].jpeg)
         self._set_escalation_state(alert.zone)
         if failure is not None:
             raise failure
@@ -603,7 +607,8 @@ class MqttSink:
     def _zone_topics(self, zone: str) -> list[str]:
         t = self.topics
         return [t.state(zone), t.last_warning(zone), t.monitoring(zone, "state"), t.sensitivity(zone, "state"),
-                reach.escalation_state_topic(t.prefix, zone)]
+                reach.escalation_state_topic(t.prefix, zone),
+                *([t.evidence(zone)] if zone in self._evidence_zones else [])]
 
     def _load_published(self) -> set[str]:
         path = self.state_dir / _PUBLISHED_RECORD

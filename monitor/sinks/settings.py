@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from monitor.core.config import PositiveFloat, Section
+from monitor.core.config import Identifier, PositiveFloat, Section
 
 
 class StdoutSinkSettings(Section):
@@ -24,6 +25,7 @@ class SinkSettings(Section):
     stdout: StdoutSinkSettings = Field(default_factory=StdoutSinkSettings)
     jsonl: JsonlSinkSettings = Field(default_factory=JsonlSinkSettings)
     speaker: SpeakerSinkSettings = Field(default_factory=lambda: SpeakerSinkSettings())
+    notify: NotifySinkSettings = Field(default_factory=lambda: NotifySinkSettings())
 
 
 # --------------------------------------------------------------------------- the speaker (docs/escalation.md)
@@ -82,3 +84,66 @@ class SpeakerSinkSettings(Section):
     @property
     def writes_files(self) -> bool:
         return any("{wav}" in part for part in self.command)
+
+
+# --------------------------------------------------------------------------- push notifications (docs/notifications.md)
+
+
+class NotifyTargetSettings(Section):
+    """`[[sinks.notify.targets]]`: who is told what, through which Apprise URLs (secrets: never in the TOML)."""
+
+    name: Identifier
+    audience: Literal["household", "caregivers"] = Field(
+        default="household", description="household: every new warning (level 0); caregivers: escalations from "
+                                         "the caregivers' level on (docs/escalation.md)")
+    urls_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                 description="environment variable holding the Apprise URLs, separated by "
+                                             "spaces, commas or newlines")
+    urls_file: Path | None = Field(default=None, description="secret file, one Apprise URL a line (# comments); "
+                                                             "relative to $CREDENTIALS_DIRECTORY when set")
+    urls: list[SecretStr] = Field(default_factory=list, description="inline URLs: only for tests, a config file "
+                                                                    "is no place for secrets")
+    zones: list[str] = Field(default_factory=list, description="only these zones (empty: every zone)")
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+
+    @model_validator(mode="after")
+    def _some_urls(self) -> NotifyTargetSettings:
+        if self.urls_env is None and self.urls_file is None and not self.urls:
+            raise ValueError(f"target '{self.name}': give urls_env (an environment variable) or urls_file (a "
+                             "secret file) holding its Apprise URLs")
+        return self
+
+
+class NotifySinkSettings(Section):
+    """`[sinks.notify]`: push notifications through Apprise, from a durable queue in the state dir."""
+
+    enabled: bool = False
+    targets: list[NotifyTargetSettings] = Field(default_factory=list)
+    max_attempts: int = Field(default=8, ge=1, le=100, description="tries per notification before it counts "
+                                                                    "as failed")
+    retry_initial_s: PositiveFloat = 5.0
+    retry_max_s: PositiveFloat = 600.0
+    timeout_s: PositiveFloat = Field(default=30.0, description="one attempt, all of Apprise's network work")
+    max_per_zone_per_hour: int = Field(default=6, ge=1, description="per target: notifications about one zone "
+                                                                    "in any rolling hour")
+    max_per_hour: int = Field(default=20, ge=1, description="per target, all zones, in any rolling hour")
+    summary_after_s: float = Field(default=60.0, ge=0, description="past a limit: collect this long, then one "
+                                                                   "summary")
+    summary_every_s: PositiveFloat = Field(default=900.0, description="at most one summary this often per target")
+    attach_evidence: bool = Field(default=True, description="attach the warning's evidence frame where the "
+                                                            "service takes attachments")
+    max_attachment_kb: int = Field(default=1024, ge=1, le=20_000)
+    max_body_chars: int = Field(default=1000, ge=200, le=10_000)
+    max_queued: int = Field(default=10_000, ge=10)
+    language: Literal["en"] = "en"
+
+    @model_validator(mode="after")
+    def _targets(self) -> NotifySinkSettings:
+        if self.enabled and not self.targets:
+            raise ValueError("enabled without targets: add [[sinks.notify.targets]] (docs/notifications.md)")
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique: {names}")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must be >= retry_initial_s")
+        return self
