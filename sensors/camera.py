@@ -340,6 +340,7 @@ class CameraSource:
         # What the frames are decoded with now (DECODE_MODES), and the keyframe interval PyAV learned.
         self.decode_mode = "pyav-nonref" if settings.uses_pyav else "opencv"
         self.keyframe_interval_s: float | None = None
+        self._plan: Any = None  # sensors.camera_av.DecodePlan, kept across reopenings
 
     # -- the event-loop side --------------------------------------------------------------------
     async def run(self, emit: Emit) -> None:
@@ -514,12 +515,14 @@ class CameraSource:
 
     def _open_av(self) -> _Reader:
         """A file or stream through PyAV; failures are classified as OpenCV's are (a file fails, a stream retries)."""
-        from sensors.camera_av import AvReader, parse_options  # PyAV is loaded by the cameras that use it
+        from sensors.camera_av import AvReader, DecodePlan, parse_options  # loaded by the cameras that use it
 
         settings = self.settings
+        if self._plan is None:
+            self._plan = DecodePlan(settings.max_fps)
         common: dict[str, Any] = dict(
-            max_fps=settings.max_fps, max_pixels=settings.max_pixels, longest_side=settings.longest_side,
-            threads=settings.decode_threads)
+            max_pixels=settings.max_pixels, longest_side=settings.longest_side, threads=settings.decode_threads,
+            max_fps=settings.max_fps, plan=self._plan)
         if settings.kind == "file":
             assert settings.path is not None  # validated by CameraSettings
             if not settings.path.is_file():

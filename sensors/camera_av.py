@@ -11,13 +11,15 @@ PyAV does. `DecodePlan` picks, per stream, the cheapest skip mode whose frames s
   longest of the recent ones between keyframe packets, which the demuxer flags without
   decoding anything, so it is known after three keyframes (2 s at keyframes every 1 s).
 - `nonref` (`NONREF`): frames no other frame refers to (most B-frames) are skipped, as long as
-  the frames left are never further apart than the sampling period.
+  the frames left are never further apart than the sampling period (one gap longer than it,
+  and the stream is decoded whole from then on).
 - `all` (`DEFAULT`): every frame is decoded; only sampled frames are converted to BGR.
 
 A stream starts in `nonref` and moves as its facts arrive: a camera whose keyframes become
 rarer (a "smart" codec stretching its GOP over a static scene) goes back from `keyframes`.
-After a move to a mode that skips less, packets are fed from the next keyframe on (the
-frames in between refer to frames that were never decoded).
+After leaving `keyframes`, packets are fed from the next keyframe on (the frames in between
+refer to frames that were never decoded); `nonref` to `all` goes on at once (every
+reference was decoded).
 
 A sampled frame is converted once, by FFmpeg's scaler, straight to BGR at the camera's
 `longest_side`: a 1080p frame is never converted at full size. Decoding uses FFmpeg's
@@ -51,7 +53,6 @@ SKIP_FRAME: dict[SkipMode, SkipFrame] = {"all": "DEFAULT", "nonref": "NONREF", "
 _TOLERANCE = 0.02
 _KEYFRAMES_TO_LEARN = 3  # two intervals: one could be the stream's first, cut short
 _HISTORY = 8
-_GAPS_TO_JUDGE = 30  # output frames seen in `nonref` before its spacing is trusted
 
 
 class DecodePlan:
@@ -64,20 +65,28 @@ class DecodePlan:
         self.period = 1.0 / max_fps
         self.mode: SkipMode = "nonref"
         self._keys: deque[float] = deque(maxlen=_HISTORY + 1)
+        self._carried: float | None = None  # learned before the stream restarted its clock (a reopen, a loop)
         self._last_frame: float | None = None
-        self._gaps: deque[float] = deque(maxlen=_GAPS_TO_JUDGE)
+        self._gaps: deque[float] = deque(maxlen=_HISTORY)
         self._nonref_fails = False
 
     @property
     def keyframe_interval_s(self) -> float | None:
-        """The longest recent interval between keyframes, once there are enough to tell."""
-        if len(self._keys) < _KEYFRAMES_TO_LEARN:
+        """The longest recent interval between keyframes, once there are enough to tell.
+
+        After a restart the interval learned before stands until new ones replace it, unless a new one is longer.
+        """
+        intervals = [b - a for a, b in itertools.pairwise(self._keys)]
+        if len(intervals) >= _KEYFRAMES_TO_LEARN - 1:
+            return max(intervals)
+        if self._carried is None:
             return None
-        return max(b - a for a, b in itertools.pairwise(self._keys))
+        return max([self._carried, *intervals])
 
     def keyframe(self, t: float) -> None:
         """A keyframe packet at media time `t` (seen by the demuxer, decoded or not)."""
-        if self._keys and t <= self._keys[-1]:  # a stream restarted its clock (a relay, a loop): learn afresh
+        if self._keys and t <= self._keys[-1]:  # a stream restarted its clock (a reopen, a loop): learn afresh
+            self._carried = self.keyframe_interval_s
             self._keys.clear()
         self._keys.append(t)
 
@@ -94,9 +103,9 @@ class DecodePlan:
             mode: SkipMode = "keyframes"
         elif self._nonref_fails:
             mode = "all"
-        elif self.mode == "nonref" and len(self._gaps) == self._gaps.maxlen \
-                and max(self._gaps) > self.period * (1 + _TOLERANCE):
-            self._nonref_fails = True  # the stream's structure: skipping its non-reference frames leaves holes
+        elif self.mode == "nonref" and self._gaps and self._gaps[-1] > self.period * (1 + _TOLERANCE):
+            # The stream's structure: skipping its non-reference frames leaves holes longer than the period.
+            self._nonref_fails = True
             mode = "all"
         else:
             mode = "nonref"
@@ -125,7 +134,7 @@ class AvReader:
 
     def __init__(self, target: str, *, live: bool, max_fps: float, max_pixels: int, longest_side: int,
                  threads: int, options: dict[str, str] | None = None,
-                 timeout: tuple[float, float] | None = None, where: str = "") -> None:
+                 timeout: tuple[float, float] | None = None, where: str = "", plan: DecodePlan | None = None) -> None:
         self._container: InputContainer = av.open(target, options=options or {}, timeout=timeout)
         self._where = where or target
         try:
@@ -143,12 +152,15 @@ class AvReader:
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps: float | None = None if live or not rate else float(rate)
         self._spacing = 1.0 / float(rate) if rate else 1.0 / 30
-        self.plan = DecodePlan(max_fps)
+        # A camera keeps its plan across reopenings: a looped file or a reconnected camera need not learn again.
+        self.plan = plan or DecodePlan(max_fps)
         self._longest_side = longest_side
         self._need_key = True  # a stream may start mid-GOP; its first frames would refer to nothing
         self._opened_at = time.monotonic()
         self._first: float | None = None
         self._last: float | None = None
+        self._end = 0.0  # where the last packet demuxed ends: the media's length, decoded or not
+        self._shift = 0.0  # added to a file's timestamps after they started again
         self._frame: VideoFrame | None = None
         self._frames = self._decoded()
         self.skipped_packets = 0
@@ -174,7 +186,9 @@ class AvReader:
         """The grabbed frame's media time (after the end: the media's length); None for live sources."""
         if self._live or self._first is None or self._last is None:
             return None
-        return self._last - self._first + (self._spacing if self._frame is None else 0.0)
+        if self._frame is None:
+            return max(self._end, self._last + self._spacing) - self._first
+        return self._last - self._first
 
     def grab(self) -> bool:
         self._frame = next(self._frames, None)
@@ -216,6 +230,8 @@ class AvReader:
         """Whether `packet` goes to the decoder; learns the keyframe interval on the way."""
         if packet.size == 0:
             return True  # the demuxer's last, empty packet flushes the decoder's delayed frames
+        if packet.pts is not None and packet.time_base is not None:
+            self._end = max(self._end, float((packet.pts + (packet.duration or 0)) * packet.time_base) + self._shift)
         if packet.is_keyframe:
             self.plan.keyframe(self._time(packet.pts, packet.time_base))
             self._need_key = False
@@ -225,21 +241,23 @@ class AvReader:
         return True
 
     def _timed(self, frame: VideoFrame) -> bool:
-        t = self._time(frame.pts, frame.time_base)
+        t = self._time(frame.pts, frame.time_base) + self._shift
         if self._last is not None and t < self._last and not self._live:
-            return False  # a frame out of order (an edited file): the media clock only goes forward
+            # Timestamps that start again (recordings joined end to end): the media clock goes on from here.
+            self._shift += self._last + self._spacing - t
+            t = self._last + self._spacing
         if self._first is None:
             self._first = t
         self._last = t
         self.plan.frame(t)
         before = self.plan.mode
         if self.plan.choose() != before:
-            self._apply(self.plan.mode, skips_less=_rank(self.plan.mode) < _rank(before))
+            self._apply(self.plan.mode, after=before)
         return True
 
-    def _apply(self, mode: SkipMode, *, skips_less: bool = False) -> None:
+    def _apply(self, mode: SkipMode, *, after: SkipMode | None = None) -> None:
         self._stream.codec_context.skip_frame = SKIP_FRAME[mode]
-        if skips_less:
+        if after == "keyframes":
             self._need_key = True
 
     def _time(self, pts: int | None, time_base: Any) -> float:
@@ -251,10 +269,6 @@ class AvReader:
         if width * height > self._max_pixels:
             raise ImageRefused(f"{self._where} has frames of {width} x {height} pixels, over "
                                f"cameras.max_pixels={self._max_pixels}")
-
-
-def _rank(mode: SkipMode) -> int:
-    return ("all", "nonref", "keyframes").index(mode)
 
 
 def _fit(width: int, height: int, longest_side: int) -> tuple[int, int]:
