@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from sensors.camera import CameraSource
 from sensors.camera_av import DecodePlan, parse_options
 from sensors.camera_config import DECODE_MODES, CameraSettings
 from sensors.types import Frame
+from tests.support.daemon import Daemon, responder, wait_until
+from tests.support.faults import Rig, metric, stops_cleanly, table
 from tests.support.media import RtspRelay, Scene, moving_square, rtsp_missing, write_h264, write_video
+from tests.support.openai_server import ScriptedOpenAIServer
 from tests.test_camera_sources import _collect, _wait_for
 
 W, H = 1280, 720
@@ -158,6 +162,37 @@ async def test_a_stream_that_grows_over_the_pixel_budget_is_refused_at_its_first
         await camera.run(keep)
     assert frames and all(frame.width == 64 for frame in frames)
     assert camera.health().bad_input == 1
+
+
+# -- what the daemon says about it ---------------------------------------------------------------------------
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(responder=responder()) as running:
+        yield running
+
+
+def test_the_daemon_shows_each_cameras_decoder_in_its_log_readyz_and_metrics(
+        tmp_path: Path, clips: dict[str, Path], server: ScriptedOpenAIServer) -> None:
+    """Two cameras on the same H.264 file (keyframes every second) at max_fps 1: the one left to `auto` runs
+    keyframe-only, the one set to `opencv` decodes every frame; the log, /readyz and /metrics say which."""
+    rig = Rig(tmp_path, server.base_url, sources=[
+        table("[[cameras]]", id="hall", kind="file", path=str(clips["720p-gop1"]), loop=True, max_fps=1),
+        table("[[cameras]]", id="porch", kind="file", path=str(clips["720p-gop1"]), loop=True, max_fps=1,
+              decoder="opencv")])
+    with Daemon(rig.write(), tmp_path) as daemon:
+        assert daemon.wait_log("camera online", source="hall")[0]["decoder"] == "pyav-nonref"
+        assert daemon.wait_log("camera online", source="porch")[0]["decoder"] == "opencv"
+        switched = daemon.wait_log("camera decoding", source="hall", decoder="pyav-keyframes")[0]
+        assert switched["keyframe_interval_s"] == pytest.approx(1.0, abs=0.01)
+        _status, ready = daemon.json("/readyz")
+        sources = ready["checks"]["sources"]["detail"]
+        assert sources["hall"].startswith("online; decoder pyav-keyframes (keyframes every 1.00 s)"), sources
+        assert sources["porch"] == "online; decoder opencv", sources
+        wait_until(lambda: metric(daemon, "monitor_camera_decoder", source="hall", mode="pyav-keyframes") == 1,
+                   what="the keyframe mode on /metrics")
+        assert metric(daemon, "monitor_camera_decoder", source="hall", mode="pyav-nonref") == 0
+        assert metric(daemon, "monitor_camera_decoder", source="porch", mode="opencv") == 1
+        stops_cleanly(daemon)
 
 
 # -- through the RTSP relay -----------------------------------------------------------------------------------
