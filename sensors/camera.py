@@ -536,8 +536,11 @@ class CameraSource:
         url = redact_credentials(settings.url)
         where = f"camera '{self.id}': {url}"
         reconnect = settings.reconnect
+        options = parse_options(settings.capture_options)
+        if settings.url.startswith(("rtsp:", "rtsps:")):
+            options.setdefault("rtsp_transport", "tcp")  # as OpenCV asks: no frames torn by lost UDP packets
         try:
-            return AvReader(settings.url, live=True, where=where, options=parse_options(settings.capture_options),
+            return AvReader(settings.url, live=True, where=where, options=options,
                             timeout=(reconnect.open_timeout_s, reconnect.read_timeout_s), **common)
         except (av_errors(), OSError) as exc:
             raise _OpenFailed(f"camera '{self.id}': cannot open {url}: {redact_credentials(str(exc))}") from exc
