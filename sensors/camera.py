@@ -325,6 +325,9 @@ class CameraSource:
         self._state: State = "offline"
         self._last_error: str | None = None
         self._last_frame_at: float | None = None
+        # Keyframe-only decoding yields a frame per keyframe interval, but packets keep arriving, and a paced
+        # file waits on purpose: the source is alive until this moment (monotonic) even without a frame.
+        self._alive_until: float | None = None
         self._fps = 0.0
         self._fps_window: tuple[float, int] = (time.monotonic(), 0)
         self.frames_read = 0
@@ -386,13 +389,16 @@ class CameraSource:
         now = time.monotonic()
         age = None if self._last_frame_at is None else now - self._last_frame_at
         state = self._state
-        if state == "online" and age is not None and age > self.settings.reconnect.read_timeout_s:
+        alive_age = None if self._alive_until is None else now - self._alive_until
+        silent = age if alive_age is None or age is None else min(age, alive_age)
+        if state == "online" and silent is not None and silent > self.settings.reconnect.read_timeout_s:
             state = "offline"  # the capture thread is still blocked in a read that will time out
         fps = self._fps
         since, count = self._fps_window
         if fps == 0.0 and self._last_frame_at is not None and self._last_frame_at - since >= 0.2:
             fps = (self.frames_read - count) / (self._last_frame_at - since)  # the first second online
-        if age is None or age > 2.0:
+        keyframes = self.keyframe_interval_s if self.decode_mode == "pyav-keyframes" else None
+        if age is None or age > 2.0 + (keyframes or 0.0):  # keyframe-only: a frame per keyframe interval
             fps = 0.0
         return CameraHealth(
             source=self.id, state=state, last_frame_age_s=age, fps=fps,
@@ -522,7 +528,7 @@ class CameraSource:
             self._plan = DecodePlan(settings.max_fps)
         common: dict[str, Any] = dict(
             max_pixels=settings.max_pixels, longest_side=settings.longest_side, threads=settings.decode_threads,
-            max_fps=settings.max_fps, plan=self._plan)
+            max_fps=settings.max_fps, plan=self._plan, on_packet=self._packet_arrived)
         if settings.kind == "file":
             assert settings.path is not None  # validated by CameraSettings
             if not settings.path.is_file():
@@ -544,6 +550,9 @@ class CameraSource:
                             timeout=(reconnect.open_timeout_s, reconnect.read_timeout_s), **common)
         except (av_errors(), OSError) as exc:
             raise _OpenFailed(f"camera '{self.id}': cannot open {url}: {redact_credentials(str(exc))}") from exc
+
+    def _packet_arrived(self) -> None:
+        self._alive_until = time.monotonic()
 
     def _measure(self, capture: cv2.VideoCapture, where: str) -> None:
         """Refuse (and release) a capture whose frames are over the budget, before its first frame is read."""
@@ -581,8 +590,10 @@ class CameraSource:
             media_t = reader.media_time(index)
             if media_t is not None and settings.speed > 0:
                 wait = opened_at + media_t / settings.speed - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
-                    return "stopped"
+                if wait > 0:
+                    self._alive_until = time.monotonic() + wait  # waiting for the media clock is not silence
+                    if self._stop.wait(wait):
+                        return "stopped"
             index += 1
             self._track_mode(reader)
             self._count_read()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 import av
@@ -134,7 +134,8 @@ class AvReader:
 
     def __init__(self, target: str, *, live: bool, max_fps: float, max_pixels: int, longest_side: int,
                  threads: int, options: dict[str, str] | None = None,
-                 timeout: tuple[float, float] | None = None, where: str = "", plan: DecodePlan | None = None) -> None:
+                 timeout: tuple[float, float] | None = None, where: str = "", plan: DecodePlan | None = None,
+                 on_packet: Callable[[], None] = lambda: None) -> None:
         self._container: InputContainer = av.open(target, options=options or {}, timeout=timeout)
         self._where = where or target
         try:
@@ -163,6 +164,7 @@ class AvReader:
         self._shift = 0.0  # added to a file's timestamps after they started again
         self._frame: VideoFrame | None = None
         self._frames = self._decoded()
+        self._on_packet = on_packet  # liveness: between keyframes no frame comes, but packets do
         self.skipped_packets = 0
         self.error: str | None = None
         self._apply(self.plan.mode)
@@ -230,6 +232,7 @@ class AvReader:
         """Whether `packet` goes to the decoder; learns the keyframe interval on the way."""
         if packet.size == 0:
             return True  # the demuxer's last, empty packet flushes the decoder's delayed frames
+        self._on_packet()
         if packet.pts is not None and packet.time_base is not None:
             self._end = max(self._end, float((packet.pts + (packet.duration or 0)) * packet.time_base) + self._shift)
         if packet.is_keyframe:

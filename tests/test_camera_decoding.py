@@ -130,6 +130,28 @@ async def test_looping_a_file_learns_again_and_keeps_its_clock(clips: dict[str, 
     assert camera.health().decoder == "pyav-keyframes"
 
 
+async def test_keyframes_further_apart_than_the_read_timeout_are_not_silence(tmp_path: Path) -> None:
+    """Keyframe-only at keyframes every 3 s (1.5 s of wall time at speed 2) with read_timeout_s 1: between two
+    keyframes no frame comes, yet the camera is alive; it must not show offline (its zone would go blind)."""
+    clip = write_h264(tmp_path / "gop3.mp4", Scene(width=320, height=240, seed=9, moving=moving_square(320, 240)),
+                      seconds=15, fps=10, keyframe_s=3.0)
+    camera = CameraSource(CameraSettings(id="cam", kind="file", path=clip, speed=2, max_fps=0.3, gating=NO_GATE,
+                                         reconnect={"read_timeout_s": 1.0}))
+    states: list[str] = []
+
+    async def watch() -> None:
+        await _wait_for(lambda: camera.health().decoder == "pyav-keyframes", 20, "keyframe-only")
+        while camera.frames_emitted < 5:  # the last keyframe's frame; the file's end closes the camera after
+            states.append(camera.health().state)
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    frames = await _collect(camera)
+    await watcher
+    assert len(frames) == 5 and len(states) > 40
+    assert set(states) == {"online"}, f"offline in {states.count('offline')} of {len(states)} looks"
+
+
 # -- the same contracts as the OpenCV path --------------------------------------------------------------------
 async def test_a_corrupt_file_is_a_sensor_error_naming_the_camera(tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
