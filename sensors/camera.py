@@ -128,6 +128,8 @@ class _Reader(Protocol):
 
     def media_time(self, index: int) -> float | None: ...
 
+    def due(self, after_s: float) -> None: ...
+
     def close(self) -> None: ...
 
     @property
@@ -168,6 +170,9 @@ class _CaptureReader:
     def media_time(self, index: int) -> float | None:
         return index / self.fps if self.fps else None
 
+    def due(self, after_s: float) -> None:
+        return None  # OpenCV decodes every frame whatever comes next
+
     def close(self) -> None:
         self._capture.release()
 
@@ -204,6 +209,9 @@ class _FolderReader:
 
     def media_time(self, index: int) -> float | None:
         return index / self.fps if self.fps else None
+
+    def due(self, after_s: float) -> None:
+        return None
 
     def close(self) -> None:
         self._paths.clear()
@@ -609,6 +617,7 @@ class CameraSource:
             next_sample = sample_clock + period if next_sample is None else next_sample + period
             if next_sample <= sample_clock:
                 next_sample = sample_clock + period
+            reader.due(next_sample - sample_clock)
             self._sampled(image, self._timestamp(media_t))
         return "stopped"
 

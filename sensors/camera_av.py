@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from av.container import InputContainer
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from sensors.image_header import ImageRefused
@@ -89,6 +90,10 @@ class DecodePlan:
             self._carried = self.keyframe_interval_s
             self._keys.clear()
         self._keys.append(t)
+
+    def skipped(self) -> None:
+        """Frames were left out on purpose since the last one: the next spacing says nothing of the stream."""
+        self._last_frame = None
 
     def frame(self, t: float) -> None:
         """A decoded frame at media time `t`."""
@@ -162,6 +167,15 @@ class AvReader:
         self._last: float | None = None
         self._end = 0.0  # where the last packet demuxed ends: the media's length, decoded or not
         self._shift = 0.0  # added to a file's timestamps after they started again
+        base = self._stream.time_base
+        self._time_base = float(base) if base else None  # a float: Fraction arithmetic per packet costs
+        self._reformatter = VideoReformatter()  # one scaler context for the stream, not one per frame
+        # Skipping the rest of a GOP (see `due`): stream times of the newest frame, keyframe and due sample.
+        self._last_raw: float | None = None
+        self._last_key_raw: float | None = None
+        self._due_raw: float | None = None
+        self._reorders = False  # B-frames: packets come in another order than frames; never skip a GOP's rest
+        self._gap_broken = False
         self._frame: VideoFrame | None = None
         self._frames = self._decoded()
         self._on_packet = on_packet  # liveness: between keyframes no frame comes, but packets do
@@ -196,14 +210,24 @@ class AvReader:
         self._frame = next(self._frames, None)
         return self._frame is not None
 
+    def due(self, after_s: float) -> None:
+        """The next sample is due `after_s` seconds after the frame just taken.
+
+        When that falls at or after the next keyframe, nothing before the keyframe will be sampled, so the
+        rest of the GOP is not decoded: at max_fps 2 and keyframes every second, half of each GOP.
+        """
+        if self._last_raw is not None:
+            self._due_raw = self._last_raw + after_s
+
     def retrieve(self) -> Image | None:
         frame = self._frame
         if frame is None:
             return None
         self._check_size(frame.width, frame.height)  # the stream changed its size since it was opened
         width, height = _fit(frame.width, frame.height, self._longest_side)
-        image = frame.to_ndarray(format="bgr24", width=width, height=height,
-                                 interpolation="AREA" if (width, height) != (frame.width, frame.height) else None)
+        scaled = (width, height) != (frame.width, frame.height)
+        image = self._reformatter.reformat(frame, width=width, height=height, format="bgr24",
+                                           interpolation="AREA" if scaled else None).to_ndarray()
         return np.ascontiguousarray(image)
 
     def close(self) -> None:
@@ -233,18 +257,35 @@ class AvReader:
         if packet.size == 0:
             return True  # the demuxer's last, empty packet flushes the decoder's delayed frames
         self._on_packet()
-        if packet.pts is not None and packet.time_base is not None:
-            self._end = max(self._end, float((packet.pts + (packet.duration or 0)) * packet.time_base) + self._shift)
+        if packet.pts is not None and self._time_base is not None:
+            self._end = max(self._end, (packet.pts + (packet.duration or 0)) * self._time_base + self._shift)
+            self._reorders = self._reorders or (packet.dts is not None and packet.dts != packet.pts)
         if packet.is_keyframe:
-            self.plan.keyframe(self._time(packet.pts, packet.time_base))
+            self._last_key_raw = self._time(packet.pts)
+            self.plan.keyframe(self._last_key_raw)
             self._need_key = False
         elif self._need_key or self.plan.mode == "keyframes":
             self.skipped_packets += 1
             return False  # never handed to the decoder: not even parsed
+        elif self._rest_of_gop_unneeded():
+            self.skipped_packets += 1
+            self._gap_broken = True
+            return False
         return True
 
+    def _rest_of_gop_unneeded(self) -> bool:
+        """No frame before the next keyframe is due: the next sample is at or after it (its interval learned)."""
+        interval = self.plan.keyframe_interval_s
+        if interval is None or self._reorders or self._due_raw is None or self._last_key_raw is None:
+            return False
+        return self._due_raw >= self._last_key_raw + interval - self._spacing / 2
+
     def _timed(self, frame: VideoFrame) -> bool:
-        t = self._time(frame.pts, frame.time_base) + self._shift
+        self._last_raw = raw = self._time(frame.pts)
+        if self._gap_broken:  # frames left out on purpose: not a gap in what the stream's structure gives
+            self.plan.skipped()
+            self._gap_broken = False
+        t = raw + self._shift
         if self._last is not None and t < self._last and not self._live:
             # Timestamps that start again (recordings joined end to end): the media clock goes on from here.
             self._shift += self._last + self._spacing - t
@@ -263,10 +304,10 @@ class AvReader:
         if after == "keyframes":
             self._need_key = True
 
-    def _time(self, pts: int | None, time_base: Any) -> float:
-        if pts is None or time_base is None:
+    def _time(self, pts: int | None) -> float:
+        if pts is None or self._time_base is None:
             return time.monotonic() - self._opened_at  # no timestamps (some MJPEG streams): arrival time
-        return float(pts * time_base)
+        return pts * self._time_base
 
     def _check_size(self, width: int, height: int) -> None:
         if width * height > self._max_pixels:

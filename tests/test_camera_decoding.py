@@ -64,15 +64,29 @@ async def test_keyframes_every_second_at_max_fps_1_decode_only_the_keyframes(cli
     assert health.to_json()["decoder"] == "pyav-keyframes"
 
 
-async def test_keyframes_every_two_seconds_at_max_fps_1_decode_every_reference_frame(clips: dict[str, Path]) -> None:
-    """Keyframes are rarer than max_fps needs: keyframe-only decoding would halve the rate, so it is not chosen."""
+async def test_keyframes_every_two_seconds_at_max_fps_1_decode_each_gop_up_to_its_last_due_frame(
+        clips: dict[str, Path]) -> None:
+    """Keyframes are rarer than max_fps needs: keyframe-only decoding would halve the rate, so it is not chosen;
+    but once the interval is known, a GOP is decoded only up to its last due frame (here 1 s of its 2)."""
     camera = _camera(clips["720p-gop2"], max_fps=1)
     frames = await _collect(camera)
     health = camera.health()
     assert health.decoder == "pyav-nonref"
     assert health.keyframe_interval_s == pytest.approx(2.0, abs=0.01)
     assert len(frames) == 8 and set(_spacing(frames)) == {1.0}
-    assert health.frames_read == 240
+    # 4 s of learning (120 frames), then 31 of each GOP's 60 frames: 182 at most, instead of 240
+    assert health.frames_read <= 120 + 2 * 31, health
+
+
+async def test_max_fps_above_the_keyframe_rate_decodes_half_of_each_gop(clips: dict[str, Path]) -> None:
+    """max_fps 2 (the default) with keyframes every second: frames at 0 and 0.5 s of each GOP are due, so the
+    second half of each GOP is never decoded; the rate is kept."""
+    camera = _camera(clips["720p-gop1"], max_fps=2)
+    frames = await _collect(camera)
+    health = camera.health()
+    assert health.decoder == "pyav-nonref"
+    assert len(frames) == 16 and set(_spacing(frames)) == {0.5}
+    assert health.frames_read <= 60 + 6 * 16, health  # 2 s of learning, then 16 of each GOP's 30 frames
 
 
 async def test_keyframes_every_two_seconds_at_max_fps_half_decode_only_the_keyframes(clips: dict[str, Path]) -> None:
