@@ -1,4 +1,8 @@
-"""Camera sources: USB devices, video files, RTSP/HTTP streams and image folders, through OpenCV.
+"""Camera sources: USB devices, video files, RTSP/HTTP streams and image folders.
+
+Devices and folders are read through OpenCV; files and streams through PyAV, which decodes only the
+frames `max_fps` needs (`sensors.camera_av`), or through OpenCV with `decoder = "opencv"`. Both are
+readers (`_Reader`) inside the same source: reconnects, health, sampling and the gate are shared.
 
 One capture thread per camera reads frames (OpenCV blocks), samples them at
 `max_fps`, scores change on a small grey image, and for the frames the gate
@@ -9,8 +13,8 @@ speed) drop the oldest frame and count it; a file or folder read as fast as
 possible (speed 0) blocks instead, because nothing is lost by waiting.
 
 Clocks: live sources sample by wall time and stamp frames with `time.time()`.
-Files and folders sample by media time (frame index / fps), so a replay at any
-speed sees the same frames; at speed 0 frames are stamped with the start time
+Files and folders sample by media time (frame timestamps with PyAV, frame index / fps with
+OpenCV), so a replay at any speed sees the same frames; at speed 0 frames are stamped with the start time
 plus media time, at other speeds with wall time. Live sources that fail to
 open or stop delivering go `offline` and are reopened with exponential backoff
 and jitter until they come back `online`. A file or folder that cannot be read

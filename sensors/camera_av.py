@@ -141,7 +141,9 @@ class AvReader:
                  threads: int, options: dict[str, str] | None = None,
                  timeout: tuple[float, float] | None = None, where: str = "", plan: DecodePlan | None = None,
                  on_packet: Callable[[], None] = lambda: None) -> None:
-        self._container: InputContainer = av.open(target, options=options or {}, timeout=timeout)
+        # Metadata in another encoding than UTF-8 (a camera's title) must not make the stream unreadable.
+        self._container: InputContainer = av.open(target, options=options or {}, timeout=timeout,
+                                                  metadata_errors="replace")
         self._where = where or target
         try:
             if not self._container.streams.video:
