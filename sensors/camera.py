@@ -1,4 +1,8 @@
-"""Camera sources: USB devices, video files, RTSP/HTTP streams and image folders, through OpenCV.
+"""Camera sources: USB devices, video files, RTSP/HTTP streams and image folders.
+
+Devices and folders are read through OpenCV; files and streams through PyAV, which decodes only the
+frames `max_fps` needs (`sensors.camera_av`), or through OpenCV with `decoder = "opencv"`. Both are
+readers (`_Reader`) inside the same source: reconnects, health, sampling and the gate are shared.
 
 One capture thread per camera reads frames (OpenCV blocks), samples them at
 `max_fps`, scores change on a small grey image, and for the frames the gate
@@ -9,8 +13,8 @@ speed) drop the oldest frame and count it; a file or folder read as fast as
 possible (speed 0) blocks instead, because nothing is lost by waiting.
 
 Clocks: live sources sample by wall time and stamp frames with `time.time()`.
-Files and folders sample by media time (frame index / fps), so a replay at any
-speed sees the same frames; at speed 0 frames are stamped with the start time
+Files and folders sample by media time (frame timestamps with PyAV, frame index / fps with
+OpenCV), so a replay at any speed sees the same frames; at speed 0 frames are stamped with the start time
 plus media time, at other speeds with wall time. Live sources that fail to
 open or stop delivering go `offline` and are reopened with exponential backoff
 and jitter until they come back `online`. A file or folder that cannot be read
@@ -87,6 +91,8 @@ class CameraHealth:
     last_error: str | None = None
     ended: bool = False
     bad_input: int = 0
+    decoder: str = "opencv"
+    keyframe_interval_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,7 +101,8 @@ class CameraHealth:
             "fps": round(self.fps, 2), "frames_read": self.frames_read, "frames_sampled": self.frames_sampled,
             "frames_emitted": self.frames_emitted, "frames_dropped": self.frames_dropped,
             "reconnects": self.reconnects, "gate": dict(self.gate), "last_error": self.last_error,
-            "ended": self.ended, "bad_input": self.bad_input,
+            "ended": self.ended, "bad_input": self.bad_input, "decoder": self.decoder,
+            "keyframe_interval_s": None if self.keyframe_interval_s is None else round(self.keyframe_interval_s, 3),
         }
 
 
@@ -104,58 +111,111 @@ class _OpenFailed(Exception):
 
 
 class _Reader(Protocol):
-    """One opened source. `fps` is the media frame rate (None for live sources)."""
+    """One opened source. `fps` is the media frame rate (None for live sources).
+
+    `grab` reads (and decodes, as far as the reader must) the next frame; `retrieve` converts the
+    grabbed frame to a BGR image, only for the frames that are sampled. `mode` is what the camera
+    decodes with (`DECODE_MODES`); `slack_s` how early a frame may stand in for a due sample.
+    """
 
     fps: float | None
 
-    def next(self, *, decode: bool) -> tuple[bool, Image | None]: ...
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def slack_s(self) -> float: ...
+
+    def grab(self) -> bool: ...
+
+    def retrieve(self) -> Image | None: ...
+
+    def media_time(self, index: int) -> float | None: ...
+
+    def due(self, after_s: float) -> None: ...
 
     def close(self) -> None: ...
 
+    @property
+    def keyframe_interval_s(self) -> float | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
 
 class _CaptureReader:
+    mode = "opencv"
+    slack_s = 1e-6
+    keyframe_interval_s = None
+    error = None
+
     def __init__(self, capture: cv2.VideoCapture, fps: float | None, max_pixels: int) -> None:
         self._capture = capture
         self.fps = fps
         self._max_pixels = max_pixels
         self._image: Image | None = None
 
-    def next(self, *, decode: bool) -> tuple[bool, Image | None]:
-        if not decode:
-            # grab() demuxes and decodes but skips the colour conversion of frames we do not sample.
-            return bool(self._capture.grab()), None
+    def grab(self) -> bool:
+        # grab() demuxes and decodes; the colour conversion waits for retrieve(), for sampled frames only.
+        return bool(self._capture.grab())
+
+    def retrieve(self) -> Image | None:
         # Decoded into the previous frame's array: the camera keeps only a downscaled copy, so the
         # full-size buffer is free again, and a 3-6 MB allocation per frame is saved.
-        ok, image = self._capture.read(self._image)
+        ok, image = self._capture.retrieve(self._image)
         if not ok or image is None:
-            return False, None
+            return None
         height, width = image.shape[:2]
         if width * height > self._max_pixels:  # the stream changed its size since it was opened
             raise ImageRefused(f"a frame of {width} x {height} pixels is over {MAX_PIXELS_SETTING}={self._max_pixels}")
         self._image = image
-        return True, image
+        return image
+
+    def media_time(self, index: int) -> float | None:
+        return index / self.fps if self.fps else None
+
+    def due(self, after_s: float) -> None:
+        return None  # OpenCV decodes every frame whatever comes next
 
     def close(self) -> None:
         self._capture.release()
 
 
 class _FolderReader:
+    mode = "opencv"
+    slack_s = 1e-6
+    keyframe_interval_s = None
+    error = None
+
     def __init__(self, paths: list[Path], fps: float, on_bad: Callable[[Path, str], None], max_pixels: int) -> None:
         self._paths = deque(paths)
         self.fps: float | None = fps
         self._on_bad = on_bad
         self._max_pixels = max_pixels
+        self._grabbed = False
 
-    def next(self, *, decode: bool) -> tuple[bool, Image | None]:
+    def grab(self) -> bool:
+        if self._grabbed:  # the previous image was not sampled: passed over unread
+            self._paths.popleft()
+        self._grabbed = bool(self._paths)
+        return self._grabbed
+
+    def retrieve(self) -> Image | None:
+        """The grabbed image, or the next readable one: a bad image does not take a frame's slot."""
+        self._grabbed = False
         while self._paths:
             path = self._paths.popleft()
-            if not decode:
-                return True, None
             image, problem = _read_image(path, self._max_pixels)
             if image is not None:
-                return True, image
+                return image
             self._on_bad(path, problem)
-        return False, None
+        return None
+
+    def media_time(self, index: int) -> float | None:
+        return index / self.fps if self.fps else None
+
+    def due(self, after_s: float) -> None:
+        return None
 
     def close(self) -> None:
         self._paths.clear()
@@ -277,6 +337,9 @@ class CameraSource:
         self._state: State = "offline"
         self._last_error: str | None = None
         self._last_frame_at: float | None = None
+        # Keyframe-only decoding yields a frame per keyframe interval, but packets keep arriving, and a paced
+        # file waits on purpose: the source is alive until this moment (monotonic) even without a frame.
+        self._alive_until: float | None = None
         self._fps = 0.0
         self._fps_window: tuple[float, int] = (time.monotonic(), 0)
         self.frames_read = 0
@@ -289,6 +352,10 @@ class CameraSource:
         self.reconnects = 0
         self._media_offset = 0.0
         self._started_at = time.time()
+        # What the frames are decoded with now (DECODE_MODES), and the keyframe interval PyAV learned.
+        self.decode_mode = "pyav-nonref" if settings.uses_pyav else "opencv"
+        self.keyframe_interval_s: float | None = None
+        self._plan: Any = None  # sensors.camera_av.DecodePlan, kept across reopenings
 
     # -- the event-loop side --------------------------------------------------------------------
     async def run(self, emit: Emit) -> None:
@@ -334,20 +401,24 @@ class CameraSource:
         now = time.monotonic()
         age = None if self._last_frame_at is None else now - self._last_frame_at
         state = self._state
-        if state == "online" and age is not None and age > self.settings.reconnect.read_timeout_s:
+        alive_age = None if self._alive_until is None else now - self._alive_until
+        silent = age if alive_age is None or age is None else min(age, alive_age)
+        if state == "online" and silent is not None and silent > self.settings.reconnect.read_timeout_s:
             state = "offline"  # the capture thread is still blocked in a read that will time out
         fps = self._fps
         since, count = self._fps_window
         if fps == 0.0 and self._last_frame_at is not None and self._last_frame_at - since >= 0.2:
             fps = (self.frames_read - count) / (self._last_frame_at - since)  # the first second online
-        if age is None or age > 2.0:
+        keyframes = self.keyframe_interval_s if self.decode_mode == "pyav-keyframes" else None
+        if age is None or age > 2.0 + (keyframes or 0.0):  # keyframe-only: a frame per keyframe interval
             fps = 0.0
         return CameraHealth(
             source=self.id, state=state, last_frame_age_s=age, fps=fps,
             frames_read=self.frames_read, frames_sampled=self.frames_sampled,
             frames_emitted=self.frames_emitted, frames_dropped=self.frames_dropped,
             reconnects=self.reconnects, gate=dict(self.gate.counts), last_error=self._last_error,
-            ended=self.ended, bad_input=self.bad_images,
+            ended=self.ended, bad_input=self.bad_images, decoder=self.decode_mode,
+            keyframe_interval_s=self.keyframe_interval_s,
         )
 
     # -- the capture thread ---------------------------------------------------------------------------
@@ -422,7 +493,8 @@ class CameraSource:
         self._fps = 0.0
         if state == "online":
             self._fps_window = (time.monotonic(), self.frames_read)
-            self._log.info("camera online", kind=self.settings.kind)
+            self._log.info("camera online", kind=self.settings.kind, decoder=self.decode_mode,
+                           decoder_setting=self.settings.decoder)
         else:
             self._log.warning("camera offline", error=error, **fields)
 
@@ -430,6 +502,8 @@ class CameraSource:
         settings = self.settings
         if settings.kind == "folder":
             return self._open_folder()
+        if settings.uses_pyav:
+            return self._open_av()
         if settings.kind == "file":
             assert settings.path is not None  # validated by CameraSettings
             if not settings.path.is_file():
@@ -456,6 +530,41 @@ class CameraSource:
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
         self._measure(capture, where)
         return _CaptureReader(capture, None, settings.max_pixels)
+
+    def _open_av(self) -> _Reader:
+        """A file or stream through PyAV; failures are classified as OpenCV's are (a file fails, a stream retries)."""
+        from sensors.camera_av import AvReader, DecodePlan, parse_options  # loaded by the cameras that use it
+
+        settings = self.settings
+        if self._plan is None:
+            self._plan = DecodePlan(settings.max_fps)
+        common: dict[str, Any] = dict(
+            max_pixels=settings.max_pixels, longest_side=settings.longest_side, threads=settings.decode_threads,
+            max_fps=settings.max_fps, plan=self._plan, on_packet=self._packet_arrived)
+        if settings.kind == "file":
+            assert settings.path is not None  # validated by CameraSettings
+            if not settings.path.is_file():
+                raise SensorError(f"camera '{self.id}': video file {settings.path} not found")
+            where = f"camera '{self.id}': video file {settings.path}"
+            try:
+                return AvReader(str(settings.path), live=False, where=where, **common)
+            except (av_errors(), OSError) as exc:
+                raise SensorError(f"{where}: PyAV cannot open it: {exc}") from exc
+        assert settings.url is not None
+        url = redact_credentials(settings.url)
+        where = f"camera '{self.id}': {url}"
+        reconnect = settings.reconnect
+        options = parse_options(settings.capture_options)
+        if settings.url.startswith(("rtsp:", "rtsps:")):
+            options.setdefault("rtsp_transport", "tcp")  # as OpenCV asks: no frames torn by lost UDP packets
+        try:
+            return AvReader(settings.url, live=True, where=where, options=options,
+                            timeout=(reconnect.open_timeout_s, reconnect.read_timeout_s), **common)
+        except (av_errors(), OSError) as exc:
+            raise _OpenFailed(f"camera '{self.id}': cannot open {url}: {redact_credentials(str(exc))}") from exc
+
+    def _packet_arrived(self) -> None:
+        self._alive_until = time.monotonic()
 
     def _measure(self, capture: cv2.VideoCapture, where: str) -> None:
         """Refuse (and release) a capture whose frames are over the budget, before its first frame is read."""
@@ -484,36 +593,57 @@ class CameraSource:
         """Read until the stream ends or fails; 'frames' means it failed after delivering some."""
         settings = self.settings
         period = 1.0 / settings.max_fps
-        media_fps = reader.fps
         opened_at = time.monotonic()
         next_sample: float | None = None
         index = 0
         while not self._stop.is_set():
-            media_t = index / media_fps if media_fps else None
+            if not reader.grab():
+                return self._stream_end(reader, index)
+            media_t = reader.media_time(index)
             if media_t is not None and settings.speed > 0:
                 wait = opened_at + media_t / settings.speed - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
-                    return "stopped"
-            sample_clock = self._media_offset + media_t if media_t is not None else time.monotonic()
-            sample = next_sample is None or sample_clock >= next_sample - 1e-6
-            ok, image = reader.next(decode=sample)
-            if not ok:
-                return self._stream_end(media_t, index)
+                if wait > 0:
+                    self._alive_until = time.monotonic() + wait  # waiting for the media clock is not silence
+                    if self._stop.wait(wait):
+                        return "stopped"
             index += 1
+            self._track_mode(reader)
             self._count_read()
-            if sample and image is not None:
-                # A grid of due times keeps the average rate exact; after a stall, start afresh.
-                next_sample = sample_clock + period if next_sample is None else next_sample + period
-                if next_sample <= sample_clock:
-                    next_sample = sample_clock + period
-                self._sampled(image, self._timestamp(media_t))
+            sample_clock = self._media_offset + media_t if media_t is not None else time.monotonic()
+            # A frame due within half the reader's frame spacing counts as on time: keyframes a second apart
+            # must all be taken at max_fps 1, whatever the jitter of a live stream's arrival.
+            if next_sample is not None and sample_clock < next_sample - min(reader.slack_s, period / 2):
+                continue
+            image = reader.retrieve()
+            if image is None:
+                continue
+            # A grid of due times keeps the average rate exact; after a stall, start afresh.
+            next_sample = sample_clock + period if next_sample is None else next_sample + period
+            if next_sample <= sample_clock:
+                next_sample = sample_clock + period
+            reader.due(next_sample - sample_clock)
+            self._sampled(image, self._timestamp(media_t))
         return "stopped"
 
-    def _stream_end(self, media_t: float | None, index: int) -> Literal["ended", "looped", "failed", "frames"]:
-        if media_t is None:  # a live source stopped delivering
+    def _track_mode(self, reader: _Reader) -> None:
+        """Note what the camera decodes with; a change is logged (learned from the stream, or a reopen)."""
+        interval = reader.keyframe_interval_s
+        if reader.mode == self.decode_mode and interval == self.keyframe_interval_s:
+            return
+        changed = reader.mode != self.decode_mode
+        self.decode_mode, self.keyframe_interval_s = reader.mode, interval
+        if changed:
+            self._log.info("camera decoding", decoder=reader.mode, setting=self.settings.decoder,
+                           max_fps=self.settings.max_fps,
+                           keyframe_interval_s=None if interval is None else round(interval, 3))
+
+    def _stream_end(self, reader: _Reader, index: int) -> Literal["ended", "looped", "failed", "frames"]:
+        if self.settings.kind not in ("file", "folder"):  # a live source stopped delivering
+            if reader.error:
+                self._log.info("stream read failed", error=redact_credentials(reader.error))
             return "frames" if index else "failed"
         if self.settings.loop and index > 0:
-            self._media_offset += media_t
+            self._media_offset += reader.media_time(index) or 0.0
             return "looped"
         if index == 0:  # a corrupt or empty file: not the end of a recording, a broken input
             raise SensorError(f"camera '{self.id}': no frame could be read from {self.settings.path}")
@@ -601,6 +731,13 @@ def _open_url(url: str, options: str | None, params: list[int]) -> cv2.VideoCapt
                 os.environ.pop(CAPTURE_OPTIONS_ENV, None)
             else:
                 os.environ[CAPTURE_OPTIONS_ENV] = previous
+
+
+def av_errors() -> type[Exception]:
+    """PyAV's error base class (PyAV imported only when a camera uses it)."""
+    import av.error
+
+    return av.error.FFmpegError
 
 
 def _file_fps(value: float) -> float:

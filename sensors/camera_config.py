@@ -18,6 +18,9 @@ from sensors.image_header import DEFAULT_MAX_PIXELS, MAX_PIXELS_CEILING
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp")
 CameraKind = Literal["device", "file", "url", "folder"]
+Decoder = Literal["auto", "opencv", "pyav"]
+# What a camera decodes with, as its health, /metrics and the start-up log name it (docs/cameras.md).
+DECODE_MODES = ("opencv", "pyav-all", "pyav-nonref", "pyav-keyframes")
 
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -117,6 +120,11 @@ class CameraSettings(Section):
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     decode_threads: int = Field(default=1, ge=0, le=64,
                                 description="file/url: FFmpeg decoding threads; 0 = FFmpeg's choice (every core)")
+    decoder: Decoder = Field(
+        default="auto",
+        description="file/url: 'auto' decodes with PyAV only the frames max_fps needs (keyframes only when "
+                    "max_fps is at or below the stream's keyframe rate); 'opencv' decodes every frame with "
+                    "OpenCV; 'pyav' as auto, but an error for devices and folders, which always use OpenCV")
     queue_size: int = Field(default=4, ge=1, le=1000, description="frames waiting for the pipeline; oldest dropped")
     gating: GatingSettings = Field(default_factory=GatingSettings)
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
@@ -139,6 +147,9 @@ class CameraSettings(Section):
                                  f"got scheme '{scheme}'")
         if self.capture_options is not None and self.kind != "url":
             raise ValueError("capture_options is only used by camera kind 'url'")
+        if self.decoder == "pyav" and self.kind in ("device", "folder"):
+            raise ValueError(f"decoder 'pyav' reads files and streams, not camera kind '{self.kind}' "
+                             "(use 'auto' or 'opencv')")
         if self.kind in ("device", "url") and (self.speed != 1.0 or self.loop):
             raise ValueError(f"speed and loop are only used by kinds 'file' and 'folder', not '{self.kind}'")
         return self
@@ -146,6 +157,11 @@ class CameraSettings(Section):
     @property
     def zone_id(self) -> str:
         return self.zone or self.id
+
+    @property
+    def uses_pyav(self) -> bool:
+        """Files and streams decode with PyAV unless `decoder = "opencv"`; devices and folders never do."""
+        return self.decoder != "opencv" and self.kind in ("file", "url")
 
     @property
     def live(self) -> bool:

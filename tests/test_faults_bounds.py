@@ -152,14 +152,14 @@ def test_a_stream_frame_that_grows_over_the_budget_is_refused() -> None:
         def __init__(self) -> None:
             self.sizes = [(240, 320), (4000, 4000)]
 
-        def read(self, _into: Any) -> tuple[bool, Any]:
+        def retrieve(self, _into: Any) -> tuple[bool, Any]:
             height, width = self.sizes.pop(0)
             return True, np.zeros((height, width, 3), dtype=np.uint8)
 
     reader = _CaptureReader(Growing(), None, max_pixels=1_000_000)  # type: ignore[arg-type]
-    assert reader.next(decode=True)[1] is not None
+    assert reader.retrieve() is not None
     with pytest.raises(ImageRefused, match=r"4000 x 4000 pixels is over cameras.max_pixels=1000000"):
-        reader.next(decode=True)
+        reader.retrieve()
 
 
 def test_a_benchmark_composite_over_the_budget_is_refused_unread(tmp_path: Path, bomb: bytes) -> None:

@@ -28,6 +28,7 @@ from monitor.observer import STAGES, Observer
 from monitor.pipeline import MODEL_SECONDS
 from monitor.stats import OPTIONAL_PARTS, Stats
 from monitor.zones import ZONE_STATES
+from sensors.camera_config import DECODE_MODES
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # From a tenth of a millisecond (queue hand-offs) to two minutes (a slow model with retries).
@@ -77,6 +78,7 @@ class Metrics(Observer):
         self.outbox_depth: Callable[[], int | None] = lambda: None
         self.source_health: Callable[[], Mapping[str, bool]] = dict
         self.source_bad_input: Callable[[], Mapping[str, int]] = dict
+        self.camera_decoders: Callable[[], Mapping[str, str]] = dict
         self.sink_health: Callable[[], Mapping[str, bool | None]] = dict
         self.open_alerts: Callable[[], int] = lambda: 0
         self.zone_states: Callable[[], Mapping[str, str]] = dict
@@ -158,6 +160,7 @@ class _ServiceCollector:
         yield _labelled(CounterMetricFamily, "monitor_source_bad_input",
                         "Inputs each source could not use: unparsable lines, unreadable or oversized images",
                         "source", dict(m.source_bad_input()))
+        yield self._camera_decoders(m.camera_decoders())
         yield _labelled(GaugeMetricFamily, "monitor_sink_connected",
                         "1 when the sink is connected (sinks that report it)", "sink",
                         {k: int(v) for k, v in m.sink_health().items() if v is not None})
@@ -168,6 +171,17 @@ class _ServiceCollector:
         if ready is not None:
             yield _gauge("monitor_ready", "1 when /readyz last answered ready", int(ready))
 
+
+    @staticmethod
+    def _camera_decoders(decoders: Mapping[str, str]) -> Metric:
+        # One-hot like the zone states: a camera that falls back from keyframe-only decoding shows as a switch.
+        family = GaugeMetricFamily("monitor_camera_decoder", "1 for what each camera decodes with now (opencv, "
+                                   "pyav-all, pyav-nonref, pyav-keyframes), 0 for the others",
+                                   labels=["source", "mode"])
+        for source, current in sorted(decoders.items()):
+            for mode in DECODE_MODES:
+                family.add_metric([source, mode], int(mode == current))
+        return family
 
     @staticmethod
     def _zone_states(states: Mapping[str, str]) -> Metric:

@@ -402,7 +402,7 @@ class Service:
         zones = {zone: (state.state, state.reason) for zone, state in states.items()}
         return Snapshot(state=self.state, sources=self._sources_online(), sinks=self._sinks_connected(),
                         backend=status, zones=zones, delivery=self.delivery_problems(), tasks=self.task_problems(),
-                        source_notes=self._stats().source_notes(), model=self.model_status(),
+                        source_notes=self._source_notes(), model=self.model_status(),
                         degraded={zone: s.degraded for zone, s in states.items() if s.degraded is not None})
 
     def model_status(self) -> dict[str, Any]:
@@ -432,6 +432,27 @@ class Service:
         parts = [(f"sink {name}", p) for name, p in self.delivery_problems().items()]
         parts += [(f"task {name}", p) for name, p in self.task_problems().items()]
         return [f"{name}: {problem}" for name, problem in parts if problem is not None]
+
+    def _source_notes(self) -> dict[str, str]:
+        """The stats' notes per source, each camera's decoder first (what it costs: docs/cameras.md)."""
+        notes = self._stats().source_notes()
+        for source, decoder in self._camera_decoders().items():
+            interval = getattr(self._health_of(source), "keyframe_interval_s", None)
+            mode = f"decoder {decoder}" + (f" (keyframes every {interval:.2f} s)" if interval else "")
+            notes[source] = "; ".join(part for part in (mode, notes.get(source)) if part)
+        return notes
+
+    def _health_of(self, source_id: str) -> SourceHealth | None:
+        if self.pipeline is None:
+            return None
+        return next((source.health() for source, _ in self.pipeline.sources if source.id == source_id), None)
+
+    def _camera_decoders(self) -> dict[str, str]:
+        """What each camera decodes with now (`sensors.camera_config.DECODE_MODES`)."""
+        if self.pipeline is None:
+            return {}
+        decoders = {source.id: getattr(source.health(), "decoder", None) for source, _ in self.pipeline.sources}
+        return {source: decoder for source, decoder in decoders.items() if isinstance(decoder, str)}
 
     async def _heartbeat(self) -> None:
         """Track outages for readiness; ping the watchdog while alive; keep STATUS current."""
@@ -467,6 +488,7 @@ class Service:
         metrics = self.metrics
         metrics.source_health = self._sources_online
         metrics.source_bad_input = self._sources_bad_input
+        metrics.camera_decoders = self._camera_decoders
         metrics.sink_health = self._sinks_connected
         metrics.open_alerts = lambda: len(self.alerts.open)
         metrics.zone_states = lambda: {zone: state.state for zone, state in self.zones.states().items()}

@@ -155,6 +155,30 @@ def write_video(path: Path, scene: Scene, *, seconds: float, fps: float = 10.0) 
     return path
 
 
+def write_h264(path: Path, scene: Scene, *, seconds: float, fps: float = 30.0, keyframe_s: float = 1.0,
+               bframes: int = 0) -> Path:
+    """An H.264 MP4 of `scene` with a keyframe exactly every `keyframe_s` seconds (ffmpeg's libx264).
+
+    A camera's encoder: fixed GOP, no scene-cut keyframes, no B-frames unless asked (`bframes`).
+    """
+    gop = max(1, round(keyframe_s * fps))
+    preset = ["-preset", "veryfast", "-bf", str(bframes)] if bframes else ["-preset", "ultrafast"]
+    command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+               "-s", f"{scene.width}x{scene.height}", "-r", f"{fps:g}", "-i", "-", "-c:v", "libx264", *preset,
+               "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-pix_fmt", "yuv420p", str(path)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as encoder:
+        assert encoder.stdin is not None
+        try:
+            for index in range(round(seconds * fps)):
+                encoder.stdin.write(scene.frame(index / fps).tobytes())
+        finally:
+            encoder.stdin.close()
+        errors = encoder.stderr.read().decode(errors="replace") if encoder.stderr is not None else ""
+    if encoder.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not write {path}: {errors.strip()}")
+    return path
+
+
 def write_folder(folder: Path, scene: Scene, *, count: int, step_s: float = 1.0, ext: str = "png") -> Path:
     """`count` images of `scene`, named so that sorting by name is time order."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -272,8 +296,9 @@ class RtspRelay:
     `start_pusher()` take the stream away and bring it back.
     """
 
-    def __init__(self, clip: Path) -> None:
+    def __init__(self, clip: Path, *, gop: int = 10) -> None:
         self.clip = clip
+        self.gop = gop  # frames between keyframes the pusher encodes
         self.client_port = free_port()
         self.source_port = free_port()
         self.rtp_port = 20000 + (os.getpid() * 7) % 20000
@@ -298,7 +323,8 @@ class RtspRelay:
     def start_pusher(self) -> None:
         self._pusher = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.clip),
-             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10",
+             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(self.gop),
+             "-keyint_min", str(self.gop), "-sc_threshold", "0",
              "-rtsp_transport", "udp", "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/live"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
