@@ -14,8 +14,6 @@ sent stays off the event loop. `parse_record` reads a line back for a replay.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from monitor.backends import Message, ModelReply, ModelRequest
 from monitor.core.errors import JsonInputError, MalformedReplyError
 from monitor.core.jsonio import MAX_LINE_BYTES, loads_bounded
 from monitor.core.text import cut
+from monitor.evidence import jpeg_of
 from monitor.observer import Settled
 from monitor.windows import Window
 from sensors.types import Frame, LogEntry
@@ -105,7 +104,7 @@ class _Images:
         self.labels: list[tuple[str, str, str]] = []  # (source, time label, sha256) in the order sent
 
     def reference(self, url: str, label: dict[str, Any] | None) -> dict[str, Any]:
-        jpeg = _decode_data_url(url)
+        jpeg = jpeg_of(url)
         if jpeg is None:
             return {"sha256": None, "bytes": len(url), "recorded": False}
         digest = hashlib.sha256(jpeg).hexdigest()
@@ -116,16 +115,6 @@ class _Images:
             if self.keep is not None:
                 self.keep(digest, jpeg)
         return {"sha256": digest, "bytes": len(jpeg), "recorded": self.keep is not None}
-
-
-def _decode_data_url(url: str) -> bytes | None:
-    head, _, data = url.partition(",")
-    if not head.startswith("data:image/") or not head.endswith(";base64"):
-        return None
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _calls(calls: Sequence[CapturedCall], images: _Images,
