@@ -36,6 +36,7 @@ from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.settings import SinkSettings
 from monitor.windows import WindowSettings
 from monitor.zones import ZoneSettings
+from sensors.audio_config import MicrophoneSettings, alsa_device_problem
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     cameras: list[CameraSettings] = Field(default_factory=list)
+    microphones: list[MicrophoneSettings] = Field(default_factory=list)
     keyframes: KeyframeSettings = Field(default_factory=KeyframeSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     def zone_ids(self) -> list[str]:
         """Every zone: those declared under [[zones]] and those named by sources."""
         return list(dict.fromkeys([*(z.id for z in self.zones), *(s.zone_id for s in self.sources),
-                                   *(c.zone_id for c in self.cameras)]))
+                                   *(c.zone_id for c in self.cameras), *(m.zone_id for m in self.microphones)]))
 
     @classmethod
     def settings_customise_sources(
@@ -132,14 +134,23 @@ _OTHER_VARIABLES = frozenset({"secrets_dir", "judge_api_key", "ha_python"})
 def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """Things worth a person's attention in a valid configuration: one line each, naming the key."""
     warnings: list[str] = []
-    if not settings.sources and not settings.cameras:
-        warnings.append("sources: none configured ([[sources]] or [[cameras]]): the monitor watches nothing and "
-                        "will warn about nothing; add an activity log, stdin, MQTT or camera source")
+    if not settings.sources and not settings.cameras and not settings.microphones:
+        warnings.append("sources: none configured ([[sources]], [[cameras]] or [[microphones]]): the monitor watches "
+                        "nothing and will warn about nothing; add an activity log, stdin, MQTT, camera or microphone")
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
     warnings += input_path_warnings(settings)
+    warnings += microphone_warnings(settings)
     return warnings
+
+
+def microphone_warnings(settings: Settings) -> list[str]:
+    """ALSA capture devices that cannot exist here now (the microphone retries until one does; say so early)."""
+    return [f"microphones[{index}].device: microphone '{mic.id}': ALSA device '{mic.device}': {problem}; it stays "
+            "offline and is retried until it appears"
+            for index, mic in enumerate(settings.microphones)
+            if mic.device is not None and (problem := alsa_device_problem(mic.device)) is not None]
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
@@ -168,6 +179,9 @@ def input_path_warnings(settings: Settings) -> list[str]:
     for index, camera in enumerate(settings.cameras):
         if camera.path is not None:
             checks.append((f"cameras[{index}].path", camera.path, "folder" if camera.kind == "folder" else "file"))
+    for index, mic in enumerate(settings.microphones):
+        if mic.path is not None:
+            checks.append((f"microphones[{index}].path", mic.path, "file"))
     if settings.model.backend == "scripted" and settings.model.script is not None:
         checks.append(("model.script", settings.model.script, "file"))
     return [f"{key}: {path}: {problem}" for key, path, want in checks if (problem := _path_problem(path, want))]
@@ -225,13 +239,15 @@ def check_camera_capability(settings: Settings) -> list[str]:
 
 
 def check_camera_ids(settings: Settings) -> list[str]:
-    """Camera ids must be unique among cameras and activity-log sources (observations carry the id)."""
+    """Camera and microphone ids must be unique among all sources (observations carry the id)."""
     problems: list[str] = []
     seen = {source.id for source in settings.sources}
-    for index, camera in enumerate(settings.cameras):
-        if camera.id in seen:
-            problems.append(f"cameras[{index}].id: duplicate source id '{camera.id}'")
-        seen.add(camera.id)
+    ids = [("cameras", index, c.id) for index, c in enumerate(settings.cameras)]
+    ids += [("microphones", index, m.id) for index, m in enumerate(settings.microphones)]
+    for section, index, source_id in ids:
+        if source_id in seen:
+            problems.append(f"{section}[{index}].id: duplicate source id '{source_id}'")
+        seen.add(source_id)
     return problems
 
 
@@ -246,6 +262,9 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
     for camera in settings.cameras:
         if camera.path is not None and not camera.path.is_absolute():
             camera.path = base / camera.path
+    for mic in settings.microphones:
+        if mic.path is not None and not mic.path.is_absolute():
+            mic.path = base / mic.path
     if settings.model.script is not None and not settings.model.script.is_absolute():
         settings.model.script = base / settings.model.script
     gguf = settings.model.embedded.gguf

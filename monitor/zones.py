@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from monitor.assess.acoustic import alarm_kinds
 from monitor.assess.settings import AssessmentSettings
 from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
@@ -85,6 +86,7 @@ class ZoneState:
     since: float  # wall clock: when the zone entered this state (hazard: when its alert opened)
     alert: Alert | None = None
     active_alerts: int = 0
+    alarms: tuple[str, ...] = ()  # the alarms (smoke, carbon_monoxide) whose alert is open: monitor/assess/acoustic
 
     @property
     def sees(self) -> bool:
@@ -98,6 +100,8 @@ class ZoneState:
         if self.alert is not None:
             body.update(hazard=self.alert.hazard, severity=self.alert.severity, alert_id=self.alert.id,
                         active_alerts=self.active_alerts, **self.alert.reach_state())
+        if self.alarms:
+            body["alarms"] = list(self.alarms)
         return body
 
 
@@ -307,7 +311,8 @@ class ZoneStatus(Observer):
             since = previous.since
         else:
             since = self._wall()
-        return ZoneState(zone, state, reason, since, top, len(book.open))
+        alarms = tuple(alarm_kinds(alert.hazard for alert in book.open.values()))
+        return ZoneState(zone, state, reason, since, top, len(book.open), alarms)
 
     def _judge_afresh(self, book: _Book, what_came_back: str) -> None:
         book.assessed, book.resumed, book.fresh_after = False, what_came_back, self._clock()

@@ -24,7 +24,8 @@ MicrophoneKind = Literal["device", "url", "file"]
 class HearingSettings(Section):
     """What a microphone listens for, and how loud a sudden sound must be to be reported."""
 
-    alarms: bool = Field(default=True, description="smoke (T3) and CO (T4) alarm patterns: a critical alert on their own")
+    alarms: bool = Field(default=True,
+                         description="smoke (T3) and CO (T4) alarm patterns: a critical alert on their own")
     sounds: bool = Field(default=True, description="loud impacts and sustained high-pitched sounds, as observations")
     impact_db: float = Field(default=20.0, ge=6.0, le=60.0, description="an impact: this far above the background")
     high_pitch_db: float = Field(default=15.0, ge=6.0, le=60.0,

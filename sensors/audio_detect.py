@@ -31,6 +31,7 @@ dropped as soon as their spectrum is taken.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -67,7 +68,7 @@ class Band:
 
     def bins(self) -> tuple[slice, slice]:
         def at(hz: float) -> int:
-            return int(round(hz / BIN_HZ))
+            return round(hz / BIN_HZ)
         return slice(at(self.low_hz), at(self.high_hz) + 1), slice(at(self.ref_low_hz), at(self.ref_high_hz) + 1)
 
 
@@ -247,8 +248,8 @@ def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[
     """Depth-first: extend `chosen` (indices, newest first) backwards to two cycles of `pattern`."""
     needed = 2 * pattern.tones
     if len(chosen) == needed:
-        found = [tones[i] for i in reversed(chosen)]
-        return found if _alarm_like(found, pattern, heard) else None
+        cycles = [tones[i] for i in reversed(chosen)]
+        return cycles if _alarm_like(cycles, pattern, heard) else None
     later = tones[chosen[-1]]
     position = needed - len(chosen)  # the later tone's place in the two cycles, counted from 0
     low, high = pattern.rest if position % pattern.tones == 0 else pattern.step
@@ -268,14 +269,14 @@ def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[
 
 def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> bool:
     """Regular steps, and silence (at this pitch) between the tones: what one alarm sounds like."""
-    steps = [b.start - a.start for a, b in zip(chain, chain[1:], strict=False)]
+    steps = [b.start - a.start for a, b in itertools.pairwise(chain)]
     inner = [step for index, step in enumerate(steps, start=1) if index % pattern.tones]
     median = float(np.median(inner))
     if any(abs(step - median) > _REGULAR * median for step in inner):
         return False
     loud = float(np.median([p.level_db for p in chain])) - _QUIETER_DB
     members = {id(p) for p in chain}
-    for earlier, later in zip(chain, chain[1:], strict=False):
+    for earlier, later in itertools.pairwise(chain):
         for other in heard:
             if (id(other) not in members and other.level_db >= loud
                     and earlier.end + 0.03 < other.start < later.start - 0.03):
@@ -428,10 +429,9 @@ class Listener:
         self._levels.append(level)
         loud = self._loud
         fact = None
-        if loud is None:
-            if t >= self._quiet_until and level - background >= min(self.settings.impact_db,
-                                                                    self.settings.high_pitch_db):
-                self._loud = loud = _Loud(t, level, background, sharp=rise >= 12.0)
+        threshold = min(self.settings.impact_db, self.settings.high_pitch_db)
+        if loud is None and t >= self._quiet_until and level - background >= threshold:
+            self._loud = loud = _Loud(t, level, background, sharp=rise >= 12.0)
         if loud is not None:
             fact = self._measure(loud, t, level, peakiness, hz)
         else:  # the background learns only from what is not a loud event: quiet fast, noise slowly
@@ -450,8 +450,10 @@ class Listener:
         ended = above < self.settings.high_pitch_db - 6.0
         if ended or length >= 5.0:
             self._loud = None
-            self._quiet_until = t + 0.3
-            return self._verdict(loud, length)
+            fact = self._verdict(loud, length)
+            if fact is not None:
+                self._quiet_until = t + 0.3  # one event, one report: not its echo or rattle too
+            return fact
         return None
 
     def _verdict(self, loud: _Loud, length: float) -> Heard | None:

@@ -32,6 +32,7 @@ from monitor.core.text import shorten
 from monitor.escalation import contract as escalation_contract
 from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
+from monitor.sinks.ha_alarms import alarm_entities
 
 EVENT_TYPES = ("info", "warning", "critical")
 # Anything but `clear` reads as a hazard: if the availability ever let a blind zone through, it would
@@ -59,6 +60,7 @@ class ZoneLabel:
     id: str
     name: str | None = None
     area: str | None = None
+    hears_alarms: bool = False  # a microphone listens for alarms here: smoke and CO sensors (ha_alarms.py)
 
 
 def labels(zones: Iterable[str | ZoneLabel]) -> list[ZoneLabel]:
@@ -130,6 +132,8 @@ class Discovery:
             out[self.config_topic(component, HUB, entity)] = self._hub_common(entity) | config
         for zone in labels(zones):
             entities = [*self._zone_entities(zone.id), *self._reach_entities(zone.id)]
+            if zone.hears_alarms:
+                entities += alarm_entities(self.topics.state(zone.id), self.topics.available)
             if feedback:
                 entities += feedback_entities(self.topics.feedback, zone.id)
             for component, entity, config in entities:
