@@ -95,6 +95,7 @@ class MicrophoneSource:
         self._facts: deque[LogEntry] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._done = threading.Event()
         self._error: BaseException | None = None
         self._media_offset = 0.0
         self._started_at = 0.0
@@ -113,6 +114,7 @@ class MicrophoneSource:
         available = asyncio.Event()
         self._notify = lambda: loop.call_soon_threadsafe(available.set)
         self._stop.clear()
+        self._done.clear()
         self._error, self.ended = None, False
         self._started_at = time.time()
         thread = threading.Thread(target=self._capture, name=f"microphone:{self.id}", daemon=True)
@@ -122,7 +124,7 @@ class MicrophoneSource:
                 available.clear()
                 for entry in self._take():
                     await emit(entry)
-                if not thread.is_alive():
+                if self._done.is_set():
                     for entry in self._take():
                         await emit(entry)
                     if self._error is not None:
@@ -164,6 +166,7 @@ class MicrophoneSource:
                 self._state = "offline"
                 reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
                 self._log.info("microphone closed", reason=reason)
+            self._done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
             self._notify()
 
     def _capture_loop(self) -> None:

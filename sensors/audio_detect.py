@@ -226,8 +226,8 @@ class _ToneTracker:
             return []
         return [Pulse(start * HOP_S, (last + 1) * HOP_S, (self.peak_bins.start + column) * BIN_HZ, peak)]
 
-    def matches(self, pattern: Pattern) -> list[Pulse] | None:
-        """Two cycles of `pattern` among the tones heard, ending with the newest tone, or None.
+    def matches(self, pattern: Pattern, cycles: int = 2) -> list[Pulse] | None:
+        """`cycles` cycles of `pattern` among the tones heard, ending with the newest tone, or None.
 
         Only tones in the newest tone's bin or a neighbour count; tones starting within `merge_s` of each
         other while the first lasts are one tone. Other tones at that pitch may fall in between (a clink, a
@@ -241,12 +241,12 @@ class _ToneTracker:
         tones = [p for p in heard if pattern.length[0] <= p.length <= pattern.length[1]]
         if not tones or tones[-1].end < newest.end:
             return None
-        return _chain(tones, [len(tones) - 1], pattern, heard)
+        return _chain(tones, [len(tones) - 1], pattern, heard, cycles * pattern.tones)
 
 
-def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[Pulse]) -> list[Pulse] | None:
-    """Depth-first: extend `chosen` (indices, newest first) backwards to two cycles of `pattern`."""
-    needed = 2 * pattern.tones
+def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[Pulse],
+           needed: int) -> list[Pulse] | None:
+    """Depth-first: extend `chosen` (indices, newest first) backwards to `needed` tones of `pattern`."""
     if len(chosen) == needed:
         cycles = [tones[i] for i in reversed(chosen)]
         return cycles if _alarm_like(cycles, pattern, heard) else None
@@ -262,7 +262,7 @@ def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[
         if step < low or not (1 / _ALIKE <= candidate.length / first.length <= _ALIKE
                               and abs(candidate.level_db - first.level_db) <= _LEVEL_DB):
             continue
-        if (found := _chain(tones, [*chosen, index], pattern, heard)) is not None:
+        if (found := _chain(tones, [*chosen, index], pattern, heard, needed)) is not None:
             return found
     return None
 
@@ -290,8 +290,11 @@ def _merged(pulses: list[Pulse], pattern: Pattern) -> list[Pulse]:
     for pulse in sorted(pulses, key=lambda p: p.start):
         if out and pulse.start - out[-1].start < pattern.merge_s and pulse.start <= out[-1].end + pattern.bridge_s:
             last = out[-1]
-            louder = pulse if pulse.level_db > last.level_db else last
-            out[-1] = Pulse(last.start, max(last.end, pulse.end), louder.hz, louder.level_db)
+            if pulse.level_db > last.level_db + 6.0:  # a quieter sound just before the tone: not the tone
+                out[-1] = pulse
+            elif pulse.level_db >= last.level_db - 6.0:
+                louder = pulse if pulse.level_db > last.level_db else last
+                out[-1] = Pulse(last.start, max(last.end, pulse.end), louder.hz, louder.level_db)
         else:
             out.append(pulse)
     return out
@@ -387,10 +390,13 @@ class Listener:
             tracker.pulses.popleft()
         heard: list[Heard] = []
         for pattern in PATTERNS:
-            tones = tracker.matches(pattern)
+            sounding = self.sounding.get(pattern.kind)
+            # Two full cycles start an alarm; once it sounds, each further full cycle at its pitch continues it.
+            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * BIN_HZ:
+                continue
+            tones = tracker.matches(pattern, cycles=2 if sounding is None else 1)
             if tones is None:
                 continue
-            sounding = self.sounding.get(pattern.kind)
             if sounding is None:  # two full cycles: it is sounding
                 sounding = self.sounding[pattern.kind] = _Sounding(
                     pattern, tracker.band.name, float(np.median([p.hz for p in tones])), tones[0].start,
