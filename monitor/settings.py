@@ -119,7 +119,7 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         settings = Settings(_secrets_dir=secrets_dir(), **layer)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError([f"{label}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]) from None
-    problems = check_camera_ids(settings) + check_camera_capability(settings)
+    problems = check_camera_ids(settings) + check_microphone_ids(settings) + check_camera_capability(settings)
     if problems:
         raise ConfigError([f"{label}: {problem}" for problem in problems])
     if path is not None:
@@ -239,15 +239,24 @@ def check_camera_capability(settings: Settings) -> list[str]:
 
 
 def check_camera_ids(settings: Settings) -> list[str]:
-    """Camera and microphone ids must be unique among all sources (observations carry the id)."""
+    """Camera ids must be unique among cameras and activity-log sources (observations carry the id)."""
     problems: list[str] = []
     seen = {source.id for source in settings.sources}
-    ids = [("cameras", index, c.id) for index, c in enumerate(settings.cameras)]
-    ids += [("microphones", index, m.id) for index, m in enumerate(settings.microphones)]
-    for section, index, source_id in ids:
-        if source_id in seen:
-            problems.append(f"{section}[{index}].id: duplicate source id '{source_id}'")
-        seen.add(source_id)
+    for index, camera in enumerate(settings.cameras):
+        if camera.id in seen:
+            problems.append(f"cameras[{index}].id: duplicate source id '{camera.id}'")
+        seen.add(camera.id)
+    return problems
+
+
+def check_microphone_ids(settings: Settings) -> list[str]:
+    """Microphone ids must be unique among all sources too."""
+    seen = {source.id for source in settings.sources} | {camera.id for camera in settings.cameras}
+    problems: list[str] = []
+    for index, mic in enumerate(settings.microphones):
+        if mic.id in seen:
+            problems.append(f"microphones[{index}].id: duplicate source id '{mic.id}'")
+        seen.add(mic.id)
     return problems
 
 
