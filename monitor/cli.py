@@ -96,6 +96,7 @@ def _check_config(path: Path) -> int:
     for warning in config_warnings(settings):
         print(f"{path}: warning: {warning}")
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
+          f"{len(settings.microphones)} microphones, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
           f"strategy '{settings.assessment.strategy}')")
     return 0
