@@ -169,7 +169,7 @@ class _ToneTracker:
         self._lo = self.peak_bins.start - self.ref_bins.start
         self._hi = self.peak_bins.stop - self.ref_bins.start
         width = self._hi - self._lo
-        self._history = np.full((_ECHO_FRAMES, width), -200.0, dtype=np.float32)  # on-levels of the last 0.3 s
+        self._history = np.full((_ECHO_FRAMES + 2, width), -200.0, dtype=np.float32)  # tone levels, last 0.32 s
         self._open_start = np.full(width, -1, dtype=np.int64)  # frame where each bin's tone began (-1: none)
         self._last_on = np.full(width, -10, dtype=np.int64)
         self._peak_level = np.full(width, -200.0, dtype=np.float32)
@@ -187,11 +187,14 @@ class _ToneTracker:
         left, right = smooth[:, self._lo - 1:self._hi - 1], smooth[:, self._lo + 1:self._hi + 1]
         tonal = (band >= left) & (band >= right) & (10.0 * np.log10(band / floor + _EPS) >= self.settings.tonal_db)
         level = np.where(tonal, 10.0 * np.log10(band + _EPS), -200.0).astype(np.float32)
-        # The loudest level in this bin or a neighbour over the previous 0.3 s: echo of the tone stays under it.
+        # The loudest level held for 30 ms in this bin or a neighbour over the previous 0.3 s: echo of the tone
+        # stays under it. Held, because a tone's first 10 ms can be louder than the rest (its early reflection
+        # has not arrived yet to cancel part of it): such a spike must not raise the bar.
         stacked = np.concatenate([self._history, level])
-        spread = np.maximum(stacked, np.maximum(np.roll(stacked, 1, axis=1), np.roll(stacked, -1, axis=1)))
-        reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[:-1].max(axis=2)
-        self._history = stacked[-_ECHO_FRAMES:]
+        held = np.minimum(np.minimum(stacked[2:], stacked[1:-1]), stacked[:-2])
+        spread = np.maximum(held, np.maximum(np.roll(held, 1, axis=1), np.roll(held, -1, axis=1)))
+        reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[: len(level)].max(axis=2)
+        self._history = stacked[-(_ECHO_FRAMES + 2):]
         on = tonal & (level >= np.maximum(reference, level) - self.settings.drop_db)
         return self._runs(on, level, first)
 
