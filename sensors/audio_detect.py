@@ -277,6 +277,10 @@ def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> boo
     median = float(np.median(inner))
     if any(abs(step - median) > _REGULAR * median for step in inner):
         return False
+    for cycle in range(0, len(chain), pattern.tones):  # pieces of one longer sound are not a cycle of tones
+        tones = chain[cycle:cycle + pattern.tones]
+        if max(b.start - a.end for a, b in itertools.pairwise(tones)) < 0.03:
+            return False
     loud = float(np.median([p.level_db for p in chain])) - _QUIETER_DB
     members = {id(p) for p in chain}
     for earlier, later in itertools.pairwise(chain):
