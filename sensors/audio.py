@@ -105,6 +105,7 @@ class MicrophoneSource:
         self.reconnects = 0
         self.bad_input = 0
         self.ended = False
+        self._sounding: tuple[str, ...] = ()
         self._notify: Callable[[], object] = lambda: None  # run() sets the event loop's wake-up
 
     # -- the event loop side ---------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class MicrophoneSource:
             state = "offline"  # the capture thread is still blocked in a read that will time out
         return MicrophoneHealth(
             source=self.id, state=state, last_audio_age_s=age, seconds_heard=self.samples / RATE,
-            facts=self.facts, alarms_sounding=tuple(sorted(self.listener.sounding)), reconnects=self.reconnects,
+            facts=self.facts, alarms_sounding=self._sounding, reconnects=self.reconnects,
             facts_dropped=self.facts_dropped, last_error=self._last_error, ended=self.ended,
             bad_input=self.bad_input)
 
@@ -304,6 +305,7 @@ class MicrophoneSource:
             self._set_state("online")
         heard = self.listener.feed(block)
         del block, samples  # nothing of the sound is kept: only what was heard in it
+        self._sounding = tuple(sorted(self.listener.sounding))  # a copy: health() reads it from the loop
         for fact in heard:
             self._keep(self._entry(fact))
 
