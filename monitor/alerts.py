@@ -360,10 +360,15 @@ class AlertManager:
             and assessment.confidence >= self.controls.min_confidence(zone, self.settings.min_confidence)
         )
 
-    def decide(self, window: Window, verdict: Verdict) -> AlertEvent | None:
-        """The event a verdict causes: a new alert, an update of an open one, or nothing."""
+    def decide(self, window: Window, verdict: Verdict, *, assessed: bool = True) -> AlertEvent | None:
+        """The event a verdict causes: a new alert, an update of an open one, or nothing.
+
+        `assessed=False` for a verdict that did not look at the zone's window (an alarm pattern heard,
+        monitor/assess/acoustic.py): it confirms its own alert but says nothing about the zone's others.
+        """
         now = self._clock()
-        self._assessed_at[window.zone] = now  # every verdict is a successful assessment of its zone
+        if assessed:
+            self._assessed_at[window.zone] = now  # a model's verdict is a successful assessment of its zone
         if not self.warns(window.zone, verdict):
             return None
         assessment = verdict.assessment

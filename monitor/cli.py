@@ -125,6 +125,7 @@ def _check_config(path: Path, *, machine: bool = True, online: bool = False) -> 
     if errors:
         return 1
     print(f"{path}: ok ({len(settings.sources)} log sources, {len(settings.cameras)} cameras, "
+          f"{len(settings.microphones)} microphones, "
           f"zones {', '.join(settings.zone_ids()) or 'none'}, backend '{settings.model.backend}', "
           f"strategy '{settings.assessment.strategy}')" + ("" if machine else "; this machine not checked"))
     return 0

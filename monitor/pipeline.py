@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from monitor.alerts import AlertEvent, AlertManager
+from monitor.assess.acoustic import alarm_verdict
 from monitor.assess.single import Assessor
 from monitor.assess.verdict import Verdict
 from monitor.core.aio import Backoff, wait_event
@@ -42,7 +43,7 @@ from monitor.windows import (
     Window,
     WindowSettings,
 )
-from sensors.types import Observation, ObservationSource
+from sensors.types import AlarmHeard, Observation, ObservationSource
 
 log = structlog.get_logger("monitor.pipeline")
 
@@ -150,6 +151,7 @@ class Pipeline:
         # if they ever die of an unexpected error, and shown (`/readyz`, the stats' `problems`).
         self.scheduler_crashes = Crashes("scheduler")
         self.expiry_crashes = Crashes("alert-expiry")
+        self._alarm_windows = 0
 
     # -- public -----------------------------------------------------------------
     def stop(self) -> None:
@@ -322,6 +324,31 @@ class Pipeline:
         self._pending_since.setdefault(zone, time.monotonic())
         self._observe_age("capture", observation.ts)
         self._wake.set()
+        if isinstance(observation, AlarmHeard):
+            self._alarm_heard(zone, observation)
+
+    def _alarm_heard(self, zone: str, entry: AlarmHeard) -> None:
+        """The direct path: an alarm pattern is a critical alert without a model call (monitor/assess/acoustic.py).
+
+        Decided at once and published as its own task, like every alert; the entry also stays in the
+        zone's window, so the model sees it with the frames and logs when it can.
+        """
+        if not self.alerts.controls.is_monitoring(zone):
+            log.warning("alarm pattern heard in a zone switched off: no alert", zone=zone, source=entry.source,
+                        alarm=entry.alarm, text=entry.text)
+            return
+        self._alarm_windows += 1
+        window = Window(id=f"{zone}-heard-{self._alarm_windows}", zone=zone, observations=(entry,), new_count=1,
+                        created_at=time.time())
+        event = self.alerts.decide(window, alarm_verdict(entry), assessed=False)
+        if event is None:  # not a warning under alerts.min_severity: cannot happen for a critical verdict
+            return
+        event = self._followed(event)
+        log.warning("alarm pattern heard: alert without a model", zone=zone, source=entry.source, alarm=entry.alarm,
+                    alert=event.alert.id, type=event.type, sounding_s=round(entry.sounding_s, 1))
+        task = asyncio.create_task(self._publish(event), name=f"publish:{event.message_id}")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     def _not_ahead(self, observation: Observation) -> Observation:
         """An observation stamped in the future (a wrong sensor clock) is taken as observed now."""

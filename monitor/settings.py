@@ -37,6 +37,7 @@ from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.settings import SinkSettings
 from monitor.windows import WindowSettings
 from monitor.zones import ZoneSettings
+from sensors.audio_config import MicrophoneSettings, alsa_device_problem
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     cameras: list[CameraSettings] = Field(default_factory=list)
+    microphones: list[MicrophoneSettings] = Field(default_factory=list)
     keyframes: KeyframeSettings = Field(default_factory=KeyframeSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     assessment: AssessmentSettings = Field(default_factory=AssessmentSettings)
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
     def zone_ids(self) -> list[str]:
         """Every zone: those declared under [[zones]] and those named by sources."""
         return list(dict.fromkeys([*(z.id for z in self.zones), *(s.zone_id for s in self.sources),
-                                   *(c.zone_id for c in self.cameras)]))
+                                   *(c.zone_id for c in self.cameras), *(m.zone_id for m in self.microphones)]))
 
     @classmethod
     def settings_customise_sources(
@@ -119,7 +121,7 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         settings = Settings(_secrets_dir=secrets_dir(), **layer)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError([f"{label}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]) from None
-    problems = check_camera_ids(settings) + check_camera_capability(settings)
+    problems = check_camera_ids(settings) + check_microphone_ids(settings) + check_camera_capability(settings)
     if problems:
         raise ConfigError([f"{label}: {problem}" for problem in problems])
     if path is not None:
@@ -137,14 +139,15 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
     `machine`: also the input paths and devices on this machine (`check-config --config-only` leaves them out).
     """
     warnings: list[str] = []
-    if not settings.sources and not settings.cameras:
-        warnings.append("sources: none configured ([[sources]] or [[cameras]]): the monitor watches nothing and "
-                        "will warn about nothing; add an activity log, stdin, MQTT or camera source")
+    if not settings.sources and not settings.cameras and not settings.microphones:
+        warnings.append("sources: none configured ([[sources]], [[cameras]] or [[microphones]]): the monitor watches "
+                        "nothing and will warn about nothing; add an activity log, stdin, MQTT, camera or microphone")
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
     if machine:
         warnings += input_path_warnings(settings)
+    warnings += microphone_warnings(settings)
     return warnings
 
 
@@ -155,6 +158,14 @@ def notify_problems(settings: Settings, environ: Mapping[str, str]) -> list[str]
     from monitor.sinks.notify import url_problems
 
     return url_problems(settings.sinks.notify, environ, secrets_dir())
+
+
+def microphone_warnings(settings: Settings) -> list[str]:
+    """ALSA capture devices that cannot exist here now (the microphone retries until one does; say so early)."""
+    return [f"microphones[{index}].device: microphone '{mic.id}': ALSA device '{mic.device}': {problem}; it stays "
+            "offline and is retried until it appears"
+            for index, mic in enumerate(settings.microphones)
+            if mic.device is not None and (problem := alsa_device_problem(mic.device)) is not None]
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
@@ -190,6 +201,9 @@ def input_path_warnings(settings: Settings) -> list[str]:
     for name in ("ca_file", "cert_file", "key_file"):
         if tls is not None and (path := getattr(tls, name)) is not None:
             checks.append((f"mqtt.tls.{name}", path, "file"))
+    for index, mic in enumerate(settings.microphones):
+        if mic.path is not None:
+            checks.append((f"microphones[{index}].path", mic.path, "file"))
     for key, model in _models(settings):
         if model.backend == "scripted" and model.script is not None:
             checks.append((f"{key}.script", model.script, "file"))
@@ -267,6 +281,17 @@ def _models(settings: Settings) -> list[tuple[str, ModelSettings]]:
     return [("model", settings.model), *fallbacks]
 
 
+def check_microphone_ids(settings: Settings) -> list[str]:
+    """Microphone ids must be unique among all sources too."""
+    seen = {source.id for source in settings.sources} | {camera.id for camera in settings.cameras}
+    problems: list[str] = []
+    for index, mic in enumerate(settings.microphones):
+        if mic.id in seen:
+            problems.append(f"microphones[{index}].id: duplicate source id '{mic.id}'")
+        seen.add(mic.id)
+    return problems
+
+
 def _resolve_inputs(settings: Settings, base: Path) -> None:
     """Relative input paths (logs, scripts, weights) are relative to the config file's folder.
 
@@ -278,6 +303,9 @@ def _resolve_inputs(settings: Settings, base: Path) -> None:
     for camera in settings.cameras:
         if camera.path is not None and not camera.path.is_absolute():
             camera.path = base / camera.path
+    for mic in settings.microphones:
+        if mic.path is not None and not mic.path.is_absolute():
+            mic.path = base / mic.path
     for _key, model in _models(settings):  # the fallbacks' files too (docs/failover.md)
         if model.script is not None and not model.script.is_absolute():
             model.script = base / model.script

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from monitor.assess.acoustic import alarm_kinds
 from monitor.assess.settings import AssessmentSettings
 from monitor.assess.verdict import SEVERITY_RANK
 from monitor.control import ZoneControls
@@ -94,6 +95,7 @@ class ZoneState:
     active_alerts: int = 0
     backend: str | None = None  # the backend of the newest successful assessment (model.name)
     degraded: str | None = None  # a fallback assessed the zone: which, and what is lost
+    alarms: tuple[str, ...] = ()  # the alarms (smoke, carbon_monoxide) whose alert is open: monitor/assess/acoustic
 
     @property
     def sees(self) -> bool:
@@ -111,6 +113,8 @@ class ZoneState:
         if self.alert is not None:
             body.update(hazard=self.alert.hazard, severity=self.alert.severity, alert_id=self.alert.id,
                         active_alerts=self.active_alerts, **self.alert.reach_state())
+        if self.alarms:
+            body["alarms"] = list(self.alarms)
         return body
 
 
@@ -325,8 +329,9 @@ class ZoneStatus(Observer):
         else:
             since = self._wall()
         watched = state in SEEING
-        return ZoneState(zone, state, reason, since, top, len(book.open), backend=book.backend if watched else None,
-                         degraded=book.degraded if watched else None)
+        alarms = tuple(alarm_kinds(alert.hazard for alert in book.open.values()))
+        return ZoneState(zone, state, reason, since, top, len(book.open), alarms=alarms,
+                         backend=book.backend if watched else None, degraded=book.degraded if watched else None)
 
     def _judge_afresh(self, book: _Book, what_came_back: str) -> None:
         book.assessed, book.resumed, book.fresh_after = False, what_came_back, self._clock()

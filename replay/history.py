@@ -97,10 +97,10 @@ class ReplayAlerts(AlertManager):
         super().__init__(settings, clock=clock)
         self.ended: list[AlertEvent] = []
 
-    def decide(self, window: Window, verdict: Verdict) -> AlertEvent | None:
+    def decide(self, window: Window, verdict: Verdict, *, assessed: bool = True) -> AlertEvent | None:
         # Live, a task ends stale alerts every second; here time moves only between windows.
         self.ended.extend(self.expire())
-        return super().decide(window, verdict)
+        return super().decide(window, verdict, assessed=assessed)
 
 
 class HistoricalNotes:

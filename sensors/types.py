@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:  # numpy is only needed by whoever handles pixels
@@ -58,6 +58,22 @@ class LogEntry:
     def restamped(self, ts: float) -> LogEntry:
         """This entry as observed at `ts` instead."""
         return dataclasses.replace(self, ts=ts)
+
+
+AlarmKind = Literal["smoke", "carbon_monoxide"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmHeard(LogEntry):
+    """A smoke or carbon-monoxide alarm pattern a microphone hears sounding (two full cycles or more).
+
+    An activity entry like any other (it goes into its zone's window, so the model sees it among the
+    frames and logs), and in addition a finding the pipeline turns into a critical alert without a
+    model call (docs/audio.md, "the direct path"). Only sensors/audio.py makes these.
+    """
+
+    alarm: AlarmKind = field(default="smoke", kw_only=True)
+    sounding_s: float = field(default=0.0, kw_only=True)
 
 
 class Frame:

@@ -28,6 +28,7 @@ from monitor.sinks.ha_discovery import ZoneLabel
 from monitor.sinks.local import JsonlSink, StdoutSink
 from monitor.sinks.settings import JsonlSinkSettings, NotifySinkSettings, SpeakerSinkSettings, StdoutSinkSettings
 from monitor.zones import ZoneStatus
+from sensors.audio_config import MicrophoneSettings
 from sensors.camera_config import CameraSettings
 from sensors.logs.settings import SourceSettings
 from sensors.types import ObservationSource
@@ -37,16 +38,21 @@ SinkName = Literal["stdout", "jsonl", "speaker", "notify", "mqtt"]
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One sensor: an activity-log source or a camera, the zone it feeds, and the broker of an MQTT source."""
+    """One sensor: an activity-log source, a camera or a microphone, the zone it feeds, and the broker of an
+    MQTT source."""
 
     id: str
     zone: str
-    settings: SourceSettings | CameraSettings
+    settings: SourceSettings | CameraSettings | MicrophoneSettings
     broker: MqttSettings | None = None
 
     def build(self) -> ObservationSource:
-        """The sensor this spec describes (OpenCV and aiomqtt are imported only when needed)."""
+        """The sensor this spec describes (OpenCV, PyAV and aiomqtt are imported only when needed)."""
         settings = self.settings
+        if isinstance(settings, MicrophoneSettings):
+            from sensors.audio import MicrophoneSource
+
+            return MicrophoneSource(settings)
         if isinstance(settings, CameraSettings):
             from sensors.camera import CameraSource
 
@@ -95,10 +101,11 @@ EMBEDDED_NOTICE = (
 
 
 def source_specs(settings: Settings) -> dict[str, SourceSpec]:
-    """Every source (activity logs, then cameras) by id."""
+    """Every source (activity logs, then cameras, then microphones) by id."""
     specs = {s.id: SourceSpec(s.id, s.zone_id, s, settings.mqtt if s.kind == "mqtt" else None)
              for s in settings.sources}
     specs.update({c.id: SourceSpec(c.id, c.zone_id, c) for c in settings.cameras})
+    specs.update({m.id: SourceSpec(m.id, m.zone_id, m) for m in settings.microphones})
     return specs
 
 
@@ -113,14 +120,17 @@ def zone_names(settings: Settings) -> dict[str, str]:
 
 
 def zone_labels(settings: Settings) -> list[ZoneLabel]:
-    """The zones that have sources, with the display name and area their `[[zones]]` entry gives."""
+    """The zones that have sources, with the display name and area their `[[zones]]` entry gives, and
+    whether a microphone hears them (Home Assistant's smoke and CO sensors)."""
     declared = {zone.id: zone for zone in settings.zones}
     cameras = {camera.zone_id for camera in settings.cameras}
+    hearing = {mic.zone_id for mic in settings.microphones if mic.hearing.alarms}
     out = []
     for zone in zones_of(settings):
         entry = declared.get(zone)
         evidence = settings.evidence.enabled and zone in cameras and (entry is None or entry.evidence)
-        out.append(ZoneLabel(zone, entry.name if entry else None, entry.area if entry else None, evidence))
+        out.append(ZoneLabel(zone, entry.name if entry else None, entry.area if entry else None, evidence,
+                             hears_alarms=zone in hearing))
     return out
 
 

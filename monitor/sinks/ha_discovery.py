@@ -39,6 +39,7 @@ from monitor.core.text import shorten
 from monitor.escalation import contract as escalation_contract
 from monitor.history.discovery import feedback_entities
 from monitor.mqtt.settings import MqttSettings
+from monitor.sinks.ha_alarms import alarm_entities
 
 EVENT_TYPES = ("info", "warning", "critical")
 # Anything but `clear` (or `degraded`: clear, said by a fallback backend) reads as a hazard: if the availability
@@ -90,6 +91,7 @@ class ZoneLabel:
     area: str | None = None
     # A camera zone whose evidence is kept: its device shows the latest warning's evidence frame (an image entity).
     evidence: bool = False
+    hears_alarms: bool = False  # a microphone listens for alarms here: smoke and CO sensors (ha_alarms.py)
 
 
 def labels(zones: Iterable[str | ZoneLabel]) -> list[ZoneLabel]:
@@ -177,6 +179,8 @@ class Discovery:
                 entities.append(("image", "evidence", {
                     "name": "Evidence", "image_topic": self.topics.evidence(zone.id), "content_type": "image/jpeg",
                     "icon": "mdi:camera-image"}))
+            if zone.hears_alarms:
+                entities += alarm_entities(self.topics.state(zone.id), self.topics.available)
             if feedback:
                 entities += feedback_entities(self.topics.feedback, zone.id)
             for component, entity, config in entities:

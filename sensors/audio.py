@@ -1,0 +1,345 @@
+"""Microphone sources: an ALSA capture device, a stream's audio track or a file, through PyAV.
+
+One capture thread per microphone opens the input with PyAV (FFmpeg: the `alsa`
+input format for devices, RTSP/HTTP/RTMP for streams, any container for files),
+decodes, resamples to 16 kHz mono float and hands the samples to a `Listener`
+(sensors/audio_detect.py) in the same thread. Only the listener's facts, as text,
+cross to the event loop: no sample leaves the thread, nothing is written
+anywhere, and nothing but a `LogEntry` (or its `AlarmHeard` kind) is emitted.
+
+Like cameras: a live source (device, stream, file at a speed) that fails to open
+or stops delivering goes `offline` and is reopened with exponential backoff and
+jitter; a file that cannot be read makes `run` raise `SensorError`, and the
+pipeline restarts it with backoff. Files are timed by media time: at speed 0 a
+fact is stamped with the start time plus its media time, otherwise with wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+
+from monitor.core.aio import Backoff
+from monitor.core.errors import SensorError
+from monitor.core.text import redact_credentials
+from sensors.audio_config import MicrophoneSettings, alsa_device_problem
+from sensors.audio_detect import RATE, DetectSettings, Heard, Listener
+from sensors.types import AlarmHeard, Emit, LogEntry
+
+State = Literal["online", "offline"]
+# Facts waiting for the event loop; a few a minute is a lot, so this only bounds a stalled loop.
+_QUEUE = 256
+_JOIN_TIMEOUT_S = 2.0
+# The ALSA library inside the PyAV wheel looks for its configuration where the wheel was built; the
+# system's is the one that names this machine's cards and plugins.
+_ALSA_CONFIG = Path("/usr/share/alsa")
+
+
+@dataclass(frozen=True, slots=True)
+class MicrophoneHealth:
+    """A microphone's health at one moment, for logs, status topics and metrics. Numbers and words only."""
+
+    source: str
+    state: State
+    last_audio_age_s: float | None
+    seconds_heard: float
+    facts: int
+    alarms_sounding: tuple[str, ...]
+    reconnects: int
+    facts_dropped: int = 0
+    last_error: str | None = None
+    ended: bool = False
+    bad_input: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "state": self.state, "kind": "microphone",
+            "last_audio_age_s": None if self.last_audio_age_s is None else round(self.last_audio_age_s, 3),
+            "seconds_heard": round(self.seconds_heard, 1), "facts": self.facts,
+            "alarms_sounding": list(self.alarms_sounding), "reconnects": self.reconnects,
+            "facts_dropped": self.facts_dropped, "last_error": self.last_error, "ended": self.ended,
+            "bad_input": self.bad_input,
+        }
+
+
+class _OpenFailed(Exception):
+    """A live input could not be opened this time; worth retrying."""
+
+
+class MicrophoneSource:
+    """Hears one microphone and emits what it heard as text observations."""
+
+    def __init__(self, settings: MicrophoneSettings) -> None:
+        self.settings = settings
+        self.id = settings.id
+        hearing = settings.hearing
+        self._detect = DetectSettings(alarms=hearing.alarms, sounds=hearing.sounds, impact_db=hearing.impact_db,
+                                      high_pitch_db=hearing.high_pitch_db, repeat_s=hearing.repeat_s)
+        self.listener = Listener(self._detect)
+        self._log = structlog.get_logger("sensors.audio").bind(source=self.id)
+        self._backoff = Backoff(settings.reconnect.initial_s, settings.reconnect.max_s,
+                                jitter=settings.reconnect.jitter)
+        self._state: State = "offline"
+        self._last_error: str | None = None
+        self._last_audio_at: float | None = None
+        self._facts: deque[LogEntry] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._media_offset = 0.0
+        self._started_at = 0.0
+        self.samples = 0
+        self.facts = 0
+        self.facts_dropped = 0
+        self.reconnects = 0
+        self.bad_input = 0
+        self.ended = False
+        self._sounding: tuple[str, ...] = ()
+        self._notify: Callable[[], object] = lambda: None  # run() sets the event loop's wake-up
+
+    # -- the event loop side ---------------------------------------------------------------------------
+    async def run(self, emit: Emit) -> None:
+        """Hear until stopped (or a file ends); raises SensorError for a file that cannot be read."""
+        loop = asyncio.get_running_loop()
+        available = asyncio.Event()
+        self._notify = lambda: loop.call_soon_threadsafe(available.set)
+        self._stop.clear()
+        self._done.clear()
+        self._error, self.ended = None, False
+        self._started_at = time.time()
+        thread = threading.Thread(target=self._capture, name=f"microphone:{self.id}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                available.clear()
+                for entry in self._take():
+                    await emit(entry)
+                if self._done.is_set():
+                    for entry in self._take():
+                        await emit(entry)
+                    if self._error is not None:
+                        raise self._error
+                    return
+                await available.wait()
+        finally:
+            self.ended = True
+            self._stop.set()
+            await asyncio.to_thread(thread.join, _JOIN_TIMEOUT_S)
+
+    def _take(self) -> list[LogEntry]:
+        with self._lock:
+            taken = list(self._facts)
+            self._facts.clear()
+        return taken
+
+    def health(self) -> MicrophoneHealth:
+        """A snapshot of this microphone's health; safe to call from the event loop at any time."""
+        age = None if self._last_audio_at is None else time.monotonic() - self._last_audio_at
+        state = self._state
+        if state == "online" and age is not None and age > self.settings.reconnect.read_timeout_s:
+            state = "offline"  # the capture thread is still blocked in a read that will time out
+        return MicrophoneHealth(
+            source=self.id, state=state, last_audio_age_s=age, seconds_heard=self.samples / RATE,
+            facts=self.facts, alarms_sounding=self._sounding, reconnects=self.reconnects,
+            facts_dropped=self.facts_dropped, last_error=self._last_error, ended=self.ended,
+            bad_input=self.bad_input)
+
+    # -- the capture thread -------------------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            self._capture_loop()
+        except BaseException as exc:  # handed to run(), which raises it on the loop
+            self._error = exc
+            self._last_error = redact_credentials(str(exc))
+        finally:
+            if self._state == "online":
+                self._state = "offline"
+                reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
+                self._log.info("microphone closed", reason=reason)
+            self._done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
+            self._notify()
+
+    def _capture_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                container = self._open()
+            except _OpenFailed as exc:
+                attempt += 1
+                self._retry_later(str(exc), attempt)
+                continue
+            try:
+                outcome = self._pump(container)
+            finally:
+                container.close()
+            if outcome == "heard":
+                attempt = 0
+            if outcome in ("stopped", "ended"):
+                return
+            if outcome == "looped":
+                continue
+            attempt += 1
+            self._retry_later(f"microphone '{self.id}': stream stopped delivering audio", attempt)
+
+    def _retry_later(self, error: str, attempt: int) -> None:
+        delay = self._backoff.delay(attempt)
+        self._set_state("offline", error, retry_in_s=round(delay, 2))
+        if not self._stop.wait(delay):
+            self.reconnects += 1
+
+    def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
+        new_error = error is not None and error != self._last_error
+        if error is not None:
+            self._last_error = error
+        if state == self._state:
+            if state == "offline" and new_error:
+                self._log.warning("microphone offline", error=error, **fields)
+            return
+        self._state = state
+        if state == "online":
+            self._log.info("microphone online", kind=self.settings.kind)
+        else:
+            self._log.warning("microphone offline", error=error, **fields)
+
+    def _open(self) -> Any:
+        import av  # PyAV: imported by whoever hears, not by every importer of the sensors
+
+        settings = self.settings
+        timeout = (settings.reconnect.open_timeout_s, settings.reconnect.read_timeout_s)
+        if settings.kind == "file":
+            assert settings.path is not None  # validated by MicrophoneSettings
+            if not settings.path.is_file():
+                raise SensorError(f"microphone '{self.id}': audio file {settings.path} not found")
+            try:
+                container = av.open(str(settings.path))
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                raise SensorError(f"microphone '{self.id}': cannot open audio file {settings.path}: {exc}") from exc
+            return self._with_audio(container, f"file {settings.path}", fatal=True)
+        if settings.kind == "device":
+            assert settings.device is not None
+            _use_system_alsa_config()
+            options = {"sample_rate": str(RATE), "channels": "1", **settings.options}
+            try:
+                container = av.open(settings.device, format="alsa", options=options, timeout=timeout)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                problem = alsa_device_problem(settings.device) or str(exc)
+                raise _OpenFailed(f"microphone '{self.id}': cannot open ALSA capture device "
+                                  f"'{settings.device}': {problem}") from exc
+            return self._with_audio(container, f"ALSA device '{settings.device}'", fatal=False)
+        assert settings.url is not None
+        where = redact_credentials(settings.url)
+        try:
+            container = av.open(settings.url, options=dict(settings.options), timeout=timeout)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise _OpenFailed(f"microphone '{self.id}': cannot open {where}: "
+                              f"{redact_credentials(str(exc))}") from exc
+        return self._with_audio(container, where, fatal=False)
+
+    def _with_audio(self, container: Any, where: str, *, fatal: bool) -> Any:
+        if not container.streams.audio:
+            container.close()
+            message = f"microphone '{self.id}': {where} has no audio track"
+            self.bad_input += 1
+            if fatal:
+                raise SensorError(message)
+            raise _OpenFailed(message)
+        return container
+
+    def _pump(self, container: Any) -> Literal["stopped", "ended", "looped", "failed", "heard"]:
+        """Decode until the input ends or fails; 'heard' means it failed after delivering audio."""
+        import av
+
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        paced = self.settings.kind == "file" and self.settings.speed > 0
+        opened_at = time.monotonic()
+        heard_before = self.samples
+        start_samples = self.samples
+        try:
+            for frame in container.decode(stream):
+                if self._stop.is_set():
+                    return "stopped"
+                for out in resampler.resample(frame):
+                    self._hear(out.to_ndarray().reshape(-1))
+                if paced:
+                    media_t = (self.samples - start_samples) / RATE
+                    wait = opened_at + media_t / self.settings.speed - time.monotonic()
+                    if wait > 0 and self._stop.wait(wait):
+                        return "stopped"
+        except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+            self.bad_input += 1
+            if self.settings.kind == "file":
+                raise SensorError(f"microphone '{self.id}': cannot decode {self.settings.path}: {exc}") from exc
+            self._last_error = f"microphone '{self.id}': {redact_credentials(str(exc))}"
+            return "heard" if self.samples > heard_before else "failed"
+        return self._input_end(heard_before)
+
+    def _input_end(self, heard_before: int) -> Literal["ended", "looped", "failed", "heard"]:
+        if self.settings.kind != "file":  # a live input stopped delivering
+            return "heard" if self.samples > heard_before else "failed"
+        if self.samples == heard_before:
+            raise SensorError(f"microphone '{self.id}': no audio could be decoded from {self.settings.path}")
+        if self.settings.loop:
+            return "looped"
+        self._log.info("microphone reached the end", path=str(self.settings.path), seconds=self.samples / RATE)
+        return "ended"
+
+    def _hear(self, samples: Any) -> None:
+        block = np.asarray(samples, dtype=np.float32)
+        if not len(block):
+            return
+        self.samples += len(block)
+        self._last_audio_at = time.monotonic()
+        if self._state != "online":
+            self._set_state("online")
+        heard = self.listener.feed(block)
+        del block, samples  # nothing of the sound is kept: only what was heard in it
+        self._sounding = tuple(sorted(self.listener.sounding))  # a copy: health() reads it from the loop
+        for fact in heard:
+            self._keep(self._entry(fact))
+
+    def _entry(self, fact: Heard) -> LogEntry:
+        lag = self.listener.now - fact.t
+        if self.settings.kind == "file" and self.settings.speed == 0:
+            ts = self._started_at + fact.t
+        else:
+            ts = time.time() - lag
+        text = f"heard: {fact.text}"
+        if fact.alarm is not None:
+            return AlarmHeard(source=self.id, ts=ts, text=text, alarm=fact.alarm,
+                              sounding_s=_sounding_s(self.listener, fact))
+        return LogEntry(source=self.id, ts=ts, text=text)
+
+    def _keep(self, entry: LogEntry) -> None:
+        self.facts += 1
+        self._log.info("heard", text=entry.text, alarm=getattr(entry, "alarm", None))
+        with self._lock:
+            if len(self._facts) >= _QUEUE:
+                self._facts.popleft()
+                self.facts_dropped += 1
+                self._log.warning("fact dropped", reason="queue_full", dropped_total=self.facts_dropped)
+            self._facts.append(entry)
+        self._notify()
+
+
+def _sounding_s(listener: Listener, fact: Heard) -> float:
+    sounding = listener.sounding.get(fact.alarm) if fact.alarm is not None else None
+    return 0.0 if sounding is None else max(0.0, fact.t - sounding.since)
+
+
+def _use_system_alsa_config() -> None:
+    """Point the wheel's ALSA library at the system's configuration (unless the user already chose one)."""
+    if "ALSA_CONFIG_PATH" not in os.environ and (_ALSA_CONFIG / "alsa.conf").is_file():
+        os.environ["ALSA_CONFIG_PATH"] = str(_ALSA_CONFIG / "alsa.conf")
+        os.environ.setdefault("ALSA_CONFIG_DIR", str(_ALSA_CONFIG))

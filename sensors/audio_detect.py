@@ -1,0 +1,483 @@
+"""Hearing without model weights: alarm patterns and sudden sounds from 16 kHz mono samples.
+
+Smoke and CO alarms sound standard temporal patterns (ISO 8201, NFPA 72): the
+temporal-three (T3, smoke: three 0.5 s tones 0.5 s apart, then 1.5 s of
+silence) and the temporal-four (T4, carbon monoxide: four 0.1 s tones 0.1 s
+apart, then about 5 s of silence), on a piezo tone near 3 kHz or, for the
+low-frequency alarms of sleeping areas, a 520 Hz square wave.
+
+Every 10 ms a 16 ms spectrum is taken. In each tone band (2.6-3.6 kHz and
+440-620 Hz) the strongest peak is measured against the median of a wider band
+around it: a tone stands out of household noise by its narrowness, so a
+tone at the noise's power overall is still 15-20 dB above its neighbouring
+bins. A frame is "on" when its peak is tonal and within 8 dB of the loudest
+level of the last 0.3 s: a room's echo decays below that within the gaps, so
+echo lengthens a tone a little instead of filling its gaps. On-runs are tones
+(pulses) with a frequency; the matcher asks for two full cycles of a pattern
+(6 tones for T3, 8 for T4) at one frequency (within 6 %), each duration and
+gap inside generous bounds (timing spread between makes of alarm, clipping's
+soft edges, echo). Clipping adds harmonics but keeps the fundamental the
+strongest peak, so it changes nothing here.
+
+Sudden sounds are measured against the room's running background (a level
+tracker that follows quiet quickly and noise slowly): an impact is a sharp,
+loud, broadband onset that is over within a second; a high-pitched sound is a
+loud, tonal sound centred above 1 kHz that lasts at least 0.8 s (longer than
+any alarm tone, so an alarm's tones are not reported as screams).
+
+Only numbers derived from the samples are kept; the samples themselves are
+dropped as soon as their spectrum is taken.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+RATE = 16_000
+HOP = 160  # 10 ms
+NFFT = 256  # 16 ms: the 0.1 s tones and gaps of T4 stay apart
+HOP_S = HOP / RATE
+BIN_HZ = RATE / NFFT
+_EPS = 1e-12
+_WINDOW = np.hanning(NFFT).astype(np.float32)
+_ECHO_FRAMES = 30  # 0.3 s
+_DROPOUT_FRAMES = 2  # a tone missing for up to 20 ms goes on
+_ONSET_DB = 6.0  # a rise this steep within 30 ms is a new tone
+_SPLIT_AFTER = 12  # frames: a tone is split at an onset only after 120 ms (T4 tones start 0.2 s apart)
+
+Samples = npt.NDArray[np.float32]
+AlarmKind = Literal["smoke", "carbon_monoxide"]
+HeardKind = Literal["alarm", "alarm_end", "impact", "high_pitch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A tone band to search, and the wider band whose median is the noise floor around it."""
+
+    name: str
+    low_hz: float
+    high_hz: float
+    ref_low_hz: float
+    ref_high_hz: float
+
+    def bins(self) -> tuple[slice, slice]:
+        def at(hz: float) -> int:
+            return round(hz / BIN_HZ)
+        return slice(at(self.low_hz), at(self.high_hz) + 1), slice(at(self.ref_low_hz), at(self.ref_high_hz) + 1)
+
+
+HIGH = Band("3 kHz", 2600.0, 3600.0, 1800.0, 4800.0)
+LOW = Band("520 Hz", 440.0, 620.0, 250.0, 1200.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A temporal pattern: `tones` tones per cycle, then a rest; measured from onset to onset.
+
+    Onsets survive a room's echo where gaps do not: the tail of a tone can fill a 0.1 s gap to within a
+    few dB, but the next tone still starts with a jump in level. So a cycle is checked by the time from
+    one tone's start to the next (`step` within a cycle, `rest` from the last tone's start to the next
+    cycle's), and each tone's length only loosely (`length`: echo lengthens it).
+    """
+
+    name: str
+    kind: AlarmKind
+    tones: int
+    length: tuple[float, float]
+    step: tuple[float, float]
+    rest: tuple[float, float]
+    merge_s: float  # tones starting closer than this are one tone (a wobble or noise split it)...
+    bridge_s: float  # ...when the silence between the pieces is at most this (far under the pattern's gaps)
+
+    @property
+    def cycle_s(self) -> float:
+        """The longest cycle the bounds allow."""
+        return (self.tones - 1) * self.step[1] + self.rest[1]
+
+
+# Nominal: T3 tones start 1.0 s apart and the next cycle 2.0 s after the last tone's start; T4 0.2 s and
+# 5.1 s. The standards allow +/-10 %; the bounds allow about +/-35 % (makes of alarm differ, echo and noise
+# move an onset by a frame or two) and stay far apart from each other.
+T3 = Pattern("T3", "smoke", 3, length=(0.3, 1.05), step=(0.6, 1.45), rest=(1.45, 3.3), merge_s=0.45,
+             bridge_s=0.15)
+T4 = Pattern("T4", "carbon_monoxide", 4, length=(0.06, 0.3), step=(0.12, 0.32), rest=(3.2, 7.8), merge_s=0.1,
+             bridge_s=0.02)
+PATTERNS = (T3, T4)
+_KEEP_S = 2 * max(p.cycle_s for p in PATTERNS)
+_REGULAR = 0.25
+_QUIETER_DB = -3.0  # a sound at the pitch of the tones between them, this much louder, breaks a match
+_ALIKE = 1.6
+_LEVEL_DB = 8.0
+ALARM_NAMES: dict[AlarmKind, str] = {"smoke": "smoke alarm", "carbon_monoxide": "carbon monoxide (CO) alarm"}
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """One fact heard at stream time `t` (seconds since the first sample). Text only: no samples."""
+
+    t: float
+    kind: HeardKind
+    text: str
+    alarm: AlarmKind | None = None
+    above_db: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    start: float
+    end: float
+    hz: float
+    level_db: float
+
+    @property
+    def length(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class DetectSettings:
+    """The detectors' thresholds (the defaults were measured by benchmarks/bench_audio.py)."""
+
+    alarms: bool = True
+    sounds: bool = True
+    tonal_db: float = 10.0  # a tone's peak above the median of its wider band
+    drop_db: float = 8.0  # "off" once this far below the loudest level of the last 0.3 s
+    impact_db: float = 20.0  # an impact: this far above the running background
+    high_pitch_db: float = 15.0  # a sustained high-pitched sound: this far above the background
+    high_pitch_s: float = 0.8
+    repeat_s: float = 10.0  # a sounding alarm is reported again this often
+
+
+class _ToneTracker:
+    """Tones (pulses) in one band, bin by bin, from frame spectra; then the patterns they make.
+
+    Each bin of the band is followed on its own, so an alarm tone and a music note or a voice in the same
+    band are heard side by side instead of the louder one hiding the other.
+    """
+
+    def __init__(self, band: Band, settings: DetectSettings) -> None:
+        self.band = band
+        self.settings = settings
+        self.peak_bins, self.ref_bins = band.bins()
+        # Offsets of the search band inside the reference band (which contains it).
+        self._lo = self.peak_bins.start - self.ref_bins.start
+        self._hi = self.peak_bins.stop - self.ref_bins.start
+        width = self._hi - self._lo
+        self._history = np.full((_ECHO_FRAMES + 2, width), -200.0, dtype=np.float32)  # tone levels, last 0.32 s
+        self._open_start = np.full(width, -1, dtype=np.int64)  # frame where each bin's tone began (-1: none)
+        self._last_on = np.full(width, -10, dtype=np.int64)
+        self._peak_level = np.full(width, -200.0, dtype=np.float32)
+        self._levels_before = np.full((3, width), -200.0, dtype=np.float32)
+        self.pulses: deque[Pulse] = deque(maxlen=2000)  # and no older than two of the longest cycles
+
+    def frames(self, power: npt.NDArray[np.float32], first: int) -> list[Pulse]:
+        """Feed frames' power spectra (frames x bins), the first being frame number `first`; tones that ended."""
+        ref = power[:, self.ref_bins]
+        smooth = ref.copy()
+        smooth[:, 1:] += ref[:, :-1]
+        smooth[:, :-1] += ref[:, 1:]
+        floor = np.median(ref, axis=1, keepdims=True) * 3.0 + _EPS
+        band = smooth[:, self._lo:self._hi]
+        left, right = smooth[:, self._lo - 1:self._hi - 1], smooth[:, self._lo + 1:self._hi + 1]
+        tonal = (band >= left) & (band >= right) & (10.0 * np.log10(band / floor + _EPS) >= self.settings.tonal_db)
+        level = np.where(tonal, 10.0 * np.log10(band + _EPS), -200.0).astype(np.float32)
+        # The loudest level held for 30 ms in this bin or a neighbour over the previous 0.3 s: echo of the tone
+        # stays under it. Held, because a tone's first 10 ms can be louder than the rest (its early reflection
+        # has not arrived yet to cancel part of it): such a spike must not raise the bar.
+        stacked = np.concatenate([self._history, level])
+        held = np.minimum(np.minimum(stacked[2:], stacked[1:-1]), stacked[:-2])
+        spread = np.maximum(held, np.maximum(np.roll(held, 1, axis=1), np.roll(held, -1, axis=1)))
+        reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[: len(level)].max(axis=2)
+        self._history = stacked[-(_ECHO_FRAMES + 2):]
+        on = tonal & (level >= np.maximum(reference, level) - self.settings.drop_db)
+        return self._runs(on, level, first)
+
+    def _runs(self, on: npt.NDArray[np.bool_], level: npt.NDArray[np.float32], first: int) -> list[Pulse]:
+        # A jump of ONSET_DB over the last 30 ms starts a new tone even without a gap: echo fills short gaps.
+        before = np.concatenate([self._levels_before, level])
+        floor = np.minimum(np.minimum(before[:-3], before[1:-2]), before[2:-1])
+        rise = level - floor
+        self._levels_before = before[-3:]
+        ended: list[Pulse] = []
+        count = len(on)
+        for column in map(int, np.flatnonzero(on.any(axis=0) | (self._open_start >= 0))):
+            for index in np.flatnonzero(on[:, column]):
+                frame = index + first
+                is_open = self._open_start[column] >= 0
+                if is_open and (frame - self._last_on[column] > _DROPOUT_FRAMES + 1 or (
+                        rise[index, column] >= _ONSET_DB and frame - self._open_start[column] >= _SPLIT_AFTER)):
+                    ended += self._close(column)
+                if self._open_start[column] < 0:
+                    self._open_start[column] = frame
+                self._last_on[column] = frame
+                self._peak_level[column] = max(self._peak_level[column], float(level[index, column]))
+            if self._open_start[column] >= 0 and first + count - 1 - self._last_on[column] > _DROPOUT_FRAMES:
+                ended += self._close(column)
+        return sorted(ended, key=lambda p: p.end)
+
+    def _close(self, column: int) -> list[Pulse]:
+        start, last = int(self._open_start[column]), int(self._last_on[column])
+        peak = float(self._peak_level[column])
+        self._open_start[column], self._peak_level[column] = -1, -200.0
+        if last - start + 1 < 3:  # under 30 ms: a click or noise, not a tone
+            return []
+        return [Pulse(start * HOP_S, (last + 1) * HOP_S, (self.peak_bins.start + column) * BIN_HZ, peak)]
+
+    def matches(self, pattern: Pattern, cycles: int = 2) -> list[Pulse] | None:
+        """`cycles` cycles of `pattern` among the tones heard, ending with the newest tone, or None.
+
+        Only tones in the newest tone's bin or a neighbour count; tones starting within `merge_s` of each
+        other while the first lasts are one tone. Other tones at that pitch may fall in between (a clink, a
+        note, a voice's harmonic): the cycles are searched for, not read off the last tones. A match must
+        look like one alarm: its tones alike (length within a factor of 1.6, level within 8 dB), its steps
+        regular (within 25 % of each other), and its gaps and rest quieter than its tones (nothing at that
+        pitch within 6 dB of them), which chance alignments of household sounds almost never are.
+        """
+        newest = self.pulses[-1]
+        heard = _merged([p for p in self.pulses if abs(p.hz - newest.hz) <= 1.01 * BIN_HZ], pattern)
+        tones = [p for p in heard if pattern.length[0] <= p.length <= pattern.length[1]]
+        if not tones or tones[-1].end < newest.end:
+            return None
+        return _chain(tones, [len(tones) - 1], pattern, heard, cycles * pattern.tones)
+
+
+def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[Pulse],
+           needed: int) -> list[Pulse] | None:
+    """Depth-first: extend `chosen` (indices, newest first) backwards to `needed` tones of `pattern`."""
+    if len(chosen) == needed:
+        cycles = [tones[i] for i in reversed(chosen)]
+        return cycles if _alarm_like(cycles, pattern, heard) else None
+    later = tones[chosen[-1]]
+    position = needed - len(chosen)  # the later tone's place in the two cycles, counted from 0
+    low, high = pattern.rest if position % pattern.tones == 0 else pattern.step
+    first = tones[chosen[0]]
+    for index in range(chosen[-1] - 1, -1, -1):
+        step = later.start - tones[index].start
+        if step > high:
+            break
+        candidate = tones[index]
+        if step < low or not (1 / _ALIKE <= candidate.length / first.length <= _ALIKE
+                              and abs(candidate.level_db - first.level_db) <= _LEVEL_DB):
+            continue
+        if (found := _chain(tones, [*chosen, index], pattern, heard, needed)) is not None:
+            return found
+    return None
+
+
+def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> bool:
+    """Regular steps, and silence (at this pitch) between the tones: what one alarm sounds like."""
+    steps = [b.start - a.start for a, b in itertools.pairwise(chain)]
+    inner = [step for index, step in enumerate(steps, start=1) if index % pattern.tones]
+    median = float(np.median(inner))
+    if any(abs(step - median) > _REGULAR * median for step in inner):
+        return False
+    for cycle in range(0, len(chain), pattern.tones):  # pieces of one longer sound are not a cycle of tones
+        tones = chain[cycle:cycle + pattern.tones]
+        if max(b.start - a.end for a, b in itertools.pairwise(tones)) < 0.03:
+            return False
+    loud = float(np.median([p.level_db for p in chain])) - _QUIETER_DB
+    members = {id(p) for p in chain}
+    for earlier, later in itertools.pairwise(chain):
+        for other in heard:
+            if (id(other) not in members and other.level_db >= loud
+                    and earlier.end + 0.03 < other.start < later.start - 0.03):
+                return False
+    return True
+
+
+def _merged(pulses: list[Pulse], pattern: Pattern) -> list[Pulse]:
+    """Pieces of one tone as one: seen in two bins, or split by noise or a wobble of its level."""
+    out: list[Pulse] = []
+    for pulse in sorted(pulses, key=lambda p: p.start):
+        if out and pulse.start - out[-1].start < pattern.merge_s and pulse.start <= out[-1].end + pattern.bridge_s:
+            last = out[-1]
+            if pulse.level_db > last.level_db + 6.0:  # a quieter sound just before the tone: not the tone
+                out[-1] = pulse
+            elif pulse.level_db >= last.level_db - 6.0:
+                louder = pulse if pulse.level_db > last.level_db else last
+                out[-1] = Pulse(last.start, max(last.end, pulse.end), louder.hz, louder.level_db)
+        else:
+            out.append(pulse)
+    return out
+
+
+@dataclass
+class _Sounding:
+    pattern: Pattern
+    band: str
+    hz: float
+    since: float
+    last_tone: float
+    reported: float
+
+
+@dataclass
+class _Loud:
+    """A loud stretch being measured: an impact candidate or a high-pitched sound."""
+
+    start: float
+    peak_db: float
+    background_db: float
+    sharp: bool  # it rose 12 dB or more within 20 ms
+    tonal_frames: int = 0
+    frames: int = 0
+    hz: list[float] = field(default_factory=list)
+
+
+class Listener:
+    """Everything the monitor hears from one microphone: feed samples, get facts.
+
+    `feed` takes 16 kHz mono float32 samples in [-1, 1] in order, any block size,
+    and returns what was heard in them (stream times in seconds since the first
+    sample). It keeps no samples beyond the last 16 ms.
+    """
+
+    def __init__(self, settings: DetectSettings | None = None) -> None:
+        self.settings = settings or DetectSettings()
+        self.trackers = [_ToneTracker(HIGH, self.settings), _ToneTracker(LOW, self.settings)]
+        self.sounding: dict[AlarmKind, _Sounding] = {}
+        self._tail = np.zeros(NFFT - HOP, dtype=np.float32)
+        self._frames = 0  # frames analysed so far (frame i covers up to (i + 1) * HOP samples)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._background: float | None = None
+        self._levels: deque[float] = deque(maxlen=3)
+        self._loud: _Loud | None = None
+        self._quiet_until = 0.0
+
+    @property
+    def now(self) -> float:
+        return self._frames * HOP_S
+
+    def feed(self, samples: Samples) -> list[Heard]:
+        """What was heard in these samples (empty most of the time)."""
+        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        count = len(data) // HOP
+        self._pending = data[count * HOP:]
+        if count == 0:
+            return []
+        signal = np.concatenate([self._tail, data[: count * HOP]])
+        self._tail = signal[-(NFFT - HOP):]
+        windows = np.lib.stride_tricks.sliding_window_view(signal, NFFT)[::HOP][:count]
+        power = (np.abs(np.fft.rfft(windows * _WINDOW, axis=1)) ** 2).astype(np.float32)
+        hop_power = np.mean(signal[NFFT - HOP:].reshape(count, HOP) ** 2, axis=1)
+        t0 = self.now
+        self._frames += count
+        heard: list[Heard] = []
+        if self.settings.alarms:
+            heard += self._alarms(power, t0)
+        if self.settings.sounds:
+            heard += self._sounds(power, hop_power, t0)
+        return heard
+
+    # -- alarms ------------------------------------------------------------------------------------------
+    def _alarms(self, power: npt.NDArray[np.float32], t0: float) -> list[Heard]:
+        heard: list[Heard] = []
+        for tracker in self.trackers:
+            for pulse in tracker.frames(power, round(t0 / HOP_S)):
+                heard += self._tone(tracker, pulse)
+        now = self.now
+        for kind, sounding in list(self.sounding.items()):
+            if now - sounding.last_tone > 1.5 * sounding.pattern.cycle_s:
+                del self.sounding[kind]
+                length = sounding.last_tone - sounding.since
+                heard.append(Heard(sounding.last_tone, "alarm_end",
+                                   f"{ALARM_NAMES[kind]} pattern ({sounding.pattern.name}) stopped after sounding "
+                                   f"for {length:.0f} s"))
+        return heard
+
+    def _tone(self, tracker: _ToneTracker, pulse: Pulse) -> list[Heard]:
+        tracker.pulses.append(pulse)
+        while tracker.pulses[0].end < pulse.end - _KEEP_S:
+            tracker.pulses.popleft()
+        heard: list[Heard] = []
+        for pattern in PATTERNS:
+            sounding = self.sounding.get(pattern.kind)
+            # Two full cycles start an alarm; once it sounds, each further full cycle at its pitch continues it.
+            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * BIN_HZ:
+                continue
+            tones = tracker.matches(pattern, cycles=2 if sounding is None else 1)
+            if tones is None:
+                continue
+            if sounding is None:  # two full cycles: it is sounding
+                sounding = self.sounding[pattern.kind] = _Sounding(
+                    pattern, tracker.band.name, float(np.median([p.hz for p in tones])), tones[0].start,
+                    pulse.end, pulse.end)
+                heard.append(self._alarm_fact(sounding, pulse.end))
+                continue
+            sounding.last_tone = pulse.end  # still sounding: each further tone completes two cycles again
+            if pulse.end - sounding.reported >= self.settings.repeat_s:
+                sounding.reported = pulse.end
+                heard.append(self._alarm_fact(sounding, pulse.end))
+        return heard
+
+    @staticmethod
+    def _alarm_fact(sounding: _Sounding, t: float) -> Heard:
+        kind = sounding.pattern.kind
+        text = (f"{ALARM_NAMES[kind]} pattern ({sounding.pattern.name}, {sounding.hz / 1000:.2f} kHz) sounding for "
+                f"{t - sounding.since:.0f} s")
+        return Heard(t, "alarm", text, alarm=kind)
+
+    # -- sudden sounds -------------------------------------------------------------------------------------
+    def _sounds(self, power: npt.NDArray[np.float32], hop_power: npt.NDArray[np.float32], t0: float) -> list[Heard]:
+        levels = 10.0 * np.log10(hop_power + 1e-10)
+        spectrum = power[:, 4:120]  # 250 Hz - 7.5 kHz
+        peakiness = 10.0 * np.log10(spectrum.max(axis=1) / (np.median(spectrum, axis=1) + _EPS) + _EPS)
+        freqs = (np.argmax(spectrum, axis=1) + 4) * BIN_HZ
+        heard: list[Heard] = []
+        for i, level in enumerate(levels):
+            fact = self._hop(t0 + i * HOP_S, float(level), float(peakiness[i]), float(freqs[i]))
+            if fact is not None:
+                heard.append(fact)
+        return heard
+
+    def _hop(self, t: float, level: float, peakiness: float, hz: float) -> Heard | None:
+        background = self._background if self._background is not None else level
+        rise = level - min(self._levels, default=level)
+        self._levels.append(level)
+        loud = self._loud
+        fact = None
+        threshold = min(self.settings.impact_db, self.settings.high_pitch_db)
+        if loud is None and t >= self._quiet_until and level - background >= threshold:
+            self._loud = loud = _Loud(t, level, background, sharp=rise >= 12.0)
+        if loud is not None:
+            fact = self._measure(loud, t, level, peakiness, hz)
+        else:  # the background learns only from what is not a loud event: quiet fast, noise slowly
+            rate = 0.05 if level < background else 0.002
+            self._background = background + rate * (level - background)
+        return fact
+
+    def _measure(self, loud: _Loud, t: float, level: float, peakiness: float, hz: float) -> Heard | None:
+        loud.frames += 1
+        loud.peak_db = max(loud.peak_db, level)
+        above = level - loud.background_db
+        if peakiness >= 15.0 and 1000.0 <= hz <= 6000.0 and above >= self.settings.high_pitch_db:
+            loud.tonal_frames += 1
+            loud.hz.append(hz)
+        length = t - loud.start
+        ended = above < self.settings.high_pitch_db - 6.0
+        if ended or length >= 5.0:
+            self._loud = None
+            fact = self._verdict(loud, length)
+            if fact is not None:
+                self._quiet_until = t + 0.3  # one event, one report: not its echo or rattle too
+            return fact
+        return None
+
+    def _verdict(self, loud: _Loud, length: float) -> Heard | None:
+        peak_above = loud.peak_db - loud.background_db
+        frames = max(1, loud.frames)
+        if loud.tonal_frames * HOP_S >= self.settings.high_pitch_s and loud.tonal_frames >= 0.6 * frames:
+            hz = float(np.median(loud.hz))
+            return Heard(loud.start, "high_pitch",
+                         f"sustained loud high-pitched sound (a scream, a whistle?) around {hz / 1000:.1f} kHz for "
+                         f"{length:.1f} s, {peak_above:.0f} dB above the room's background", above_db=peak_above)
+        if loud.sharp and length <= 1.0 and peak_above >= self.settings.impact_db and loud.tonal_frames <= frames // 3:
+            return Heard(loud.start, "impact", f"loud impact (a fall? something dropped?), {peak_above:.0f} dB above "
+                                               "the room's background", above_db=peak_above)
+        return None

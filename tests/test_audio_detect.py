@@ -1,0 +1,129 @@
+"""Hearing: smoke (T3) and CO (T4) alarm patterns and sudden sounds, on audio the tests synthesise.
+
+The alarms sound at 3.1 kHz (piezo) and as a 520 Hz square wave (low-frequency alarms), with a
+device's timing spread, room echo and hard clipping, mixed into household noise (speech from
+espeak-ng, music, running water, kitchen clatter). benchmarks/bench_audio.py measures the rates;
+these tests pin the behaviour on a fixed set of seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensors.audio_detect import HOP, Heard, Listener
+from tests.support import sounds
+
+KINDS = {"T3": "smoke", "T4": "carbon_monoxide"}
+
+
+def hear(samples: np.ndarray, *, block: int = 1600, listener: Listener | None = None) -> list[Heard]:
+    listener = listener or Listener()
+    heard: list[Heard] = []
+    for start in range(0, len(samples), block):
+        heard += listener.feed(samples[start:start + block])
+    return heard
+
+
+def alarm_in_noise(pattern: sounds.PatternName, *, square: bool, seed: int, snr_db: float,
+                   cycles: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    hz = 520.0 if square else 3100.0
+    alarm, mask = sounds.alarm(pattern, hz=hz, square=square, rng=rng, spread=0.15, clip=seed % 2 == 0,
+                               echo_rt60_s=0.4 if seed % 3 else 0.0, cycles=cycles)
+    noise = sounds.household(len(alarm) / sounds.RATE + 1, rng)
+    return sounds.mix_at_snr(alarm, mask, noise, snr_db)
+
+
+@pytest.mark.parametrize("pattern", ["T3", "T4"])
+@pytest.mark.parametrize("square", [False, True], ids=["3.1kHz", "520Hz-square"])
+@pytest.mark.parametrize("seed", [101, 102, 104])  # clipped and echoed, echoed, clipped and echoed
+def test_alarm_pattern_heard_after_two_cycles_in_household_noise(pattern: sounds.PatternName, square: bool,
+                                                                 seed: int) -> None:
+    samples = alarm_in_noise(pattern, square=square, seed=seed, snr_db=10.0, cycles=2)
+    alarms = [h for h in hear(samples) if h.kind == "alarm"]
+    assert alarms, "the alarm was not heard"
+    first = alarms[0]
+    assert first.alarm == KINDS[pattern]
+    assert first.t - 0.5 <= 10.0  # the first tone starts at 0.5 s
+    assert pattern in first.text and "sounding for" in first.text
+
+
+@pytest.mark.parametrize("pattern", ["T3", "T4"])
+def test_one_cycle_is_not_an_alarm(pattern: sounds.PatternName) -> None:
+    alarm, _ = sounds.alarm(pattern, cycles=1)
+    assert [h for h in hear(alarm) if h.kind == "alarm"] == []
+
+
+def test_a_clean_alarm_is_heard_whatever_the_block_size() -> None:
+    alarm, _ = sounds.alarm("T3", cycles=3)
+    results = [[(h.kind, round(h.t, 2)) for h in hear(alarm, block=block) if h.kind == "alarm"]
+               for block in (37, 160, 1600, len(alarm))]
+    assert results[0], "not heard"
+    assert all(result == results[0] for result in results)
+
+
+def test_household_noise_alone_raises_no_alarm() -> None:
+    rng = np.random.default_rng(7)
+    heard = hear(sounds.household(180.0, rng))
+    assert [h.text for h in heard if h.kind.startswith("alarm")] == []
+
+
+def test_an_alarm_that_stops_is_reported_stopped() -> None:
+    alarm, _ = sounds.alarm("T4", cycles=3)
+    silence = np.zeros(int(20 * sounds.RATE), dtype=np.float32)
+    heard = hear(np.concatenate([alarm, silence]))
+    kinds = [h.kind for h in heard if h.kind.startswith("alarm")]
+    assert kinds[0] == "alarm" and kinds[-1] == "alarm_end"
+    assert "stopped after sounding for" in heard[-1].text
+
+
+def test_a_sounding_alarm_is_reported_again_while_it_lasts() -> None:
+    alarm, _ = sounds.alarm("T3", cycles=12)  # 48 s
+    reports = [h for h in hear(alarm) if h.kind == "alarm"]
+    assert len(reports) >= 4  # every repeat_s = 10 s
+    assert float(reports[-1].text.split("sounding for ")[1].split(" s")[0]) >= 30
+
+
+def quiet_room(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    return (0.003 * sounds.room_tone(int(seconds * sounds.RATE), rng)).astype(np.float32)
+
+
+def test_a_loud_impact_is_reported_with_its_level_above_the_background() -> None:
+    rng = np.random.default_rng(3)
+    room = quiet_room(8.0, rng)
+    bang = sounds.impact(rng)
+    at = int(5 * sounds.RATE)
+    room[at:at + len(bang)] += bang
+    heard = hear(room)
+    impacts = [h for h in heard if h.kind == "impact"]
+    assert len(impacts) == 1
+    assert impacts[0].above_db is not None and impacts[0].above_db >= 20
+    assert abs(impacts[0].t - 5.0) < 0.1
+    assert "dB above the room's background" in impacts[0].text
+
+
+def test_a_scream_is_a_high_pitched_sound_not_an_impact() -> None:
+    rng = np.random.default_rng(4)
+    room = quiet_room(8.0, rng)
+    cry = sounds.scream(rng, seconds=1.5)
+    at = int(4 * sounds.RATE)
+    room[at:at + len(cry)] += cry
+    heard = hear(room)
+    assert [h.kind for h in heard] == ["high_pitch"]
+    assert "high-pitched" in heard[0].text and "1." in heard[0].text  # around 1.x kHz
+
+
+def test_alarm_tones_are_not_reported_as_screams_or_impacts() -> None:
+    rng = np.random.default_rng(5)
+    alarm, _ = sounds.alarm("T3", cycles=3)
+    room = quiet_room(len(alarm) / sounds.RATE, rng)[: len(alarm)] + alarm
+    kinds = {h.kind for h in hear(room)}
+    assert kinds == {"alarm"}
+
+
+def test_the_listener_keeps_no_samples() -> None:
+    listener = Listener()
+    hear(sounds.alarm("T3", cycles=2)[0], listener=listener)
+    kept = [value for value in vars(listener).values() if isinstance(value, np.ndarray)]
+    assert all(value.size < 2 * HOP for value in kept)  # the 16 ms analysis overlap, at most
