@@ -342,6 +342,11 @@ class AlertManager:
         """The open alerts a subscriber may show as current: all but those restored and not seen again."""
         return [alert for alert in self.open.values() if alert.id not in self.restored]
 
+    def held_escalations(self) -> list[Alert]:
+        """Escalated alerts restored at start and not seen again: not a current hazard, but an escalation
+        nobody acknowledged is still open for the caregiver (the retained escalation state)."""
+        return [alert for alert in self.open.values() if alert.id in self.restored and alert.escalation_level > 0]
+
     async def flush(self) -> None:
         """Wait until the journal holds the latest open alerts (at shutdown)."""
         if self.journal is not None:

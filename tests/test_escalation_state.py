@@ -124,13 +124,14 @@ async def test_a_subscriber_that_was_away_reads_the_open_escalations_from_retain
     assert json.loads((state_dir / FILE_NAME).read_text())["escalations"] == {}  # ended alerts are forgotten
 
 
-async def _wait_retained(broker: Mosquitto, topic: str, predicate: Callable[[dict[str, Any]], bool]) -> None:
-    """Until a fresh subscriber's retained message on `topic` satisfies `predicate` (5 s at most)."""
+async def _wait_retained(broker: Mosquitto, topic: str,
+                         predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Until a fresh subscriber's retained message on `topic` satisfies `predicate` (5 s at most); that message."""
     deadline = time.monotonic() + 5.0
     while True:
         kept = await retained(broker, topic, quiet_s=0.05)
-        if topic in kept and predicate(kept[topic].json()):
-            return
+        if topic in kept and predicate(payload := kept[topic].json()):
+            return payload
         assert time.monotonic() < deadline, f"{topic}: never matched; last {kept.get(topic)}"
         await asyncio.sleep(0.05)
 
@@ -157,3 +158,38 @@ async def test_an_escalation_still_open_after_a_rebuild_keeps_its_number(broker:
     await second.start()
     await _wait_retained(broker, f"{p}/garage/escalation_state", lambda s: s["seq"] == announced and s["level"] == 2)
     await second.close()
+
+
+async def test_an_escalation_held_over_a_restart_stays_announced_until_it_is_seen_again_or_ends(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """After a restart the monitor holds the caregiver's escalation open but unconfirmed (issue 21 section 4): it is
+    no current hazard, yet nobody acknowledged it, so Caregiver needed stays on, with its number, and goes off
+    when the alert ends. Before, the retained state said "no escalation" from the restart on."""
+    settings = MqttSettings(host=broker.host, port=broker.port, topic_prefix=f"pm_test/{uuid.uuid4().hex[:8]}",
+                            reconnect_min_s=0.05, close_timeout_s=3.0)
+    p = settings.topic_prefix
+    state_dir = tmp_path / "state"
+    first = MqttSink(settings, zones=list(ZONES), state_dir=state_dir, acknowledge=lambda _r: None)
+    new = alert_event("kitchen", 1, severity="warning")
+    caregivers = escalated(new, 2, caregivers=True, at=new.at + 60)
+    await first.start()
+    await first.publish(new)
+    await first.publish(caregivers)
+    before = await _wait_retained(broker, f"{p}/escalation_state", lambda s: s["caregiver_needed"])
+    await first.close()
+
+    held = [caregivers.alert]  # what AlertManager.held_escalations() gives after the restart
+    again = MqttSink(settings, zones=list(ZONES), state_dir=state_dir, acknowledge=lambda _r: None)
+    again.held_escalations = lambda: tuple(held)
+    await again.start()
+    await again.publish(alert_event("garage", 2))  # the monitor goes on; its retained state is rewritten
+    after = await _wait_retained(broker, f"{p}/escalation_state",
+                                 lambda s: s["count"] == 1 and s["caregiver_needed"])
+    assert (after["alert_id"], after["level"], after["seq"]) == (before["alert_id"], 2, before["seq"])
+    zone = await _wait_retained(broker, f"{p}/kitchen/escalation_state", lambda s: s["active"])
+    assert zone["caregiver_needed"] is True
+
+    held.clear()  # ended (not seen again within dedup_ttl_s after the restart)
+    await again.publish(AlertEvent("end", caregivers.alert, at=new.at + 600, end_reason="restart"))
+    await _wait_retained(broker, f"{p}/escalation_state", lambda s: not s["active"])
+    await again.close()

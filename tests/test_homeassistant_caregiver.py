@@ -226,6 +226,10 @@ async def test_the_shipped_automations_run_once_per_real_event_through_every_res
         assert await asyncio.to_thread(daemon.wait, 20) == 0
         daemon = await asyncio.to_thread(start)
         await ha.async_wait_state(HUB_OFFLINE, "off")
+        # Nobody acknowledged: the caregiver is still needed after the restart (the same numbers: no new call).
+        held = await ha.async_wait_state(HUB_CAREGIVER,
+                                         lambda s: s["state"] == "on" and s["attributes"].get("count") == 2)
+        assert held["attributes"]["seq"] == caregiver["attributes"]["seq"]
         await settled(ha, expected, "a SIGTERM and restart of the monitor")
 
         # -- 5. a third escalation (another hazard: the ladder's alert is at max_per_alert), then SIGKILL and an

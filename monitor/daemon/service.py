@@ -250,6 +250,9 @@ class Service:
             observers.alert_published(event)
         if ends:
             self.alerts.persist()  # only now: a crash before this point ends them at the next start instead
+        for sink in sinks:  # the escalations held open are announced again (the MQTT sink's retained state)
+            if callable(announce := getattr(sink, "escalations_changed", None)):
+                announce()
 
     async def _control(self, pipeline: Pipeline) -> None:
         """Act on the state the signal handlers set: reload, or stop in order."""
@@ -302,11 +305,14 @@ class Service:
 
     def new_sink(self, spec: SinkSpec) -> AlertSink:
         """A sink wired to the service's controls, counters, zone tracker and open alerts."""
-        return build_sink(spec, controls=self.controls, stats=self.stats_json,
+        sink = build_sink(spec, controls=self.controls, stats=self.stats_json,
                           open_alerts=self.alerts.confirmed(), status=self.zones,
                           feedback=self.audit.desk,
                           reach_counters=self.stats.reach, acknowledge=self.escalation.request,
                           evidence=self.evidence.read)
+        if hasattr(sink, "held_escalations"):  # the MQTT sink (not imported without [mqtt]): a caregiver's open
+            sink.held_escalations = self.alerts.held_escalations  # escalation stays announced across a restart
+        return sink
 
     # -- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:

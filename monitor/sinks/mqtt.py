@@ -120,6 +120,8 @@ class MqttSink:
         self.state_dir = state_dir
         self.controls = controls if controls is not None else ZoneControls()
         self.status = status if status is not None else ZoneStatus(self.zones, controls=self.controls)
+        # Escalations restored at start and not confirmed since (the daemon sets AlertManager.held_escalations).
+        self.held_escalations: Callable[[], Sequence[Alert]] = tuple
         self.topics = Topics(settings.topic_prefix)
         self.discovery = Discovery(settings, configuration_url=configuration_url, reach=acknowledge is not None)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
@@ -284,9 +286,20 @@ class MqttSink:
         """The retained open escalations of `zone` (every zone when None) and of the hub, when they changed."""
         for one in self.zones if zone is None else [zone] if zone in self.zones else []:
             self._set_retained_if_changed(reach.escalation_state_topic(self.topics.prefix, one),
-                                          self._escalation_payload(self.status.open_alerts(one)))
-        every = [alert for one in self.zones for alert in self.status.open_alerts(one)]
+                                          self._escalation_payload(self._escalations(one)))
+        every = [alert for one in self.zones for alert in self._escalations(one)]
         self._set_retained_if_changed(reach.escalation_state_topic(self.topics.prefix), self._escalation_payload(every))
+
+    def escalations_changed(self) -> None:
+        """Publish the retained escalation states again (the escalations held over a restart are known now)."""
+        self._set_escalation_state()
+
+    def _escalations(self, zone: str) -> list[Alert]:
+        """The zone's open alerts, and its escalations held over a restart (`held_escalations`): a caregiver
+        called before the restart and not acknowledged is still needed, though the hazard is unconfirmed."""
+        current = self.status.open_alerts(zone)
+        known = {alert.id for alert in current}
+        return [*current, *(a for a in self.held_escalations() if a.zone == zone and a.id not in known)]
 
     def _escalation_payload(self, alerts: Sequence[Alert]) -> bytes:
         return _dumps(reach.escalation_state(alerts, seq=self.sequence.escalation, names=self._names))
