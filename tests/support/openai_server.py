@@ -104,7 +104,11 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if len(raw) < length or not raw:  # a client killed mid-request (a test stopping a replay)
+                    self._send(400, {"error": {"message": "request cut off"}})
+                    return
+                body = json.loads(raw)
                 action = server.next_action(body)
                 if action.delay_s:
                     time.sleep(action.delay_s)
