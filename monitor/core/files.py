@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -272,6 +273,19 @@ def append_whole(fd: int, data: bytes, *, fsync: bool = True) -> None:
         raise
 
 
+def after_last_newline(handle: BinaryIO, end: int) -> int:
+    """Where the line after the last newline before `end` begins (0 when there is none): read backwards in
+    chunks, so a huge last line costs no memory."""
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        handle.seek(start)
+        newline = handle.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
 def repair_torn_tail(path: Path) -> int:
     """Cut a last line that has no newline (a write interrupted by a crash); returns the bytes removed.
 
@@ -283,18 +297,7 @@ def repair_torn_tail(path: Path) -> int:
         return 0
     with os.fdopen(fd, "r+b") as handle:
         size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - _TAIL_CHUNK)
-            handle.seek(start)
-            chunk = handle.read(end - start)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        else:
-            keep = 0
+        keep = after_last_newline(handle, size)
         if keep < size:
             handle.truncate(keep)
             os.fsync(handle.fileno())

@@ -40,6 +40,7 @@ import structlog
 from monitor.core.errors import MonitorError
 from monitor.core.files import (
     UnsafePathError,
+    after_last_newline,
     append_whole,
     create_exclusive,
     open_append,
@@ -261,7 +262,7 @@ class HistoryFiles:
             return
         with os.fdopen(fd, "rb") as source:
             size = source.seek(0, os.SEEK_END)
-            cut, removed = _cut_point(source, excess, _last_line_start(source, size))
+            cut, removed = _cut_point(source, excess, after_last_newline(source, size - 1))
             if cut <= 0:
                 return
             temporary = path.with_name(f".{path.name}.tmp")
@@ -384,21 +385,6 @@ def _cut_point(handle: BinaryIO, excess: float, last: int) -> tuple[int, int]:
         at_start = piece.endswith(b"\n")
         lines += int(at_start)
     return position, lines
-
-
-def _last_line_start(handle: BinaryIO, size: int) -> int:
-    """Where the last whole line of the file begins."""
-    end = size - 1  # the newline that ends the last line
-    start = end
-    while start > 0:
-        begin = max(0, start - _COPY_CHUNK)
-        handle.seek(begin)
-        chunk = handle.read(start - begin)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            return begin + newline + 1
-        start = begin
-    return 0
 
 
 def _size(path: Path) -> int:
