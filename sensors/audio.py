@@ -24,22 +24,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import structlog
 
-from monitor.core.aio import Backoff
 from monitor.core.errors import SensorError
 from monitor.core.text import redact_credentials
 from sensors.audio_config import MicrophoneSettings, alsa_device_problem
 from sensors.audio_detect import RATE, DetectSettings, Heard, Listener
+from sensors.capture import CaptureLifecycle, OpenFailed, Outcome, State
 from sensors.types import AlarmHeard, Emit, LogEntry
 
-State = Literal["online", "offline"]
 # Facts waiting for the event loop; a few a minute is a lot, so this only bounds a stalled loop.
 _QUEUE = 256
-_JOIN_TIMEOUT_S = 2.0
 # The ALSA library inside the PyAV wheel looks for its configuration where the wheel was built; the
 # system's is the one that names this machine's cards and plugins.
 _ALSA_CONFIG = Path("/usr/share/alsa")
@@ -72,39 +69,28 @@ class MicrophoneHealth:
         }
 
 
-class _OpenFailed(Exception):
-    """A live input could not be opened this time; worth retrying."""
-
-
-class MicrophoneSource:
+class MicrophoneSource(CaptureLifecycle[Any]):
     """Hears one microphone and emits what it heard as text observations."""
 
+    noun = "microphone"
+
     def __init__(self, settings: MicrophoneSettings) -> None:
+        super().__init__(settings.id, settings.reconnect, logger="sensors.audio")
         self.settings = settings
-        self.id = settings.id
         hearing = settings.hearing
         self._detect = DetectSettings(alarms=hearing.alarms, sounds=hearing.sounds, impact_db=hearing.impact_db,
                                       high_pitch_db=hearing.high_pitch_db, repeat_s=hearing.repeat_s)
         self.listener = Listener(self._detect)
-        self._log = structlog.get_logger("sensors.audio").bind(source=self.id)
-        self._backoff = Backoff(settings.reconnect.initial_s, settings.reconnect.max_s,
-                                jitter=settings.reconnect.jitter)
-        self._state: State = "offline"
-        self._last_error: str | None = None
         self._last_audio_at: float | None = None
         self._facts: deque[LogEntry] = deque()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._done = threading.Event()
-        self._error: BaseException | None = None
         self._media_offset = 0.0
         self._started_at = 0.0
         self.samples = 0
         self.facts = 0
         self.facts_dropped = 0
-        self.reconnects = 0
         self.bad_input = 0
-        self.ended = False
         self._sounding: tuple[str, ...] = ()
         self._notify: Callable[[], object] = lambda: None  # run() sets the event loop's wake-up
 
@@ -114,12 +100,9 @@ class MicrophoneSource:
         loop = asyncio.get_running_loop()
         available = asyncio.Event()
         self._notify = lambda: loop.call_soon_threadsafe(available.set)
-        self._stop.clear()
         self._done.clear()
-        self._error, self.ended = None, False
         self._started_at = time.time()
-        thread = threading.Thread(target=self._capture, name=f"microphone:{self.id}", daemon=True)
-        thread.start()
+        self._start_capture()
         try:
             while True:
                 available.clear()
@@ -133,9 +116,7 @@ class MicrophoneSource:
                     return
                 await available.wait()
         finally:
-            self.ended = True
-            self._stop.set()
-            await asyncio.to_thread(thread.join, _JOIN_TIMEOUT_S)
+            await self._stop_capture()
 
     def _take(self) -> list[LogEntry]:
         with self._lock:
@@ -156,61 +137,18 @@ class MicrophoneSource:
             bad_input=self.bad_input)
 
     # -- the capture thread -------------------------------------------------------------------------------
-    def _capture(self) -> None:
-        try:
-            self._capture_loop()
-        except BaseException as exc:  # handed to run(), which raises it on the loop
-            self._error = exc
-            self._last_error = redact_credentials(str(exc))
-        finally:
-            if self._state == "online":
-                self._state = "offline"
-                reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
-                self._log.info("microphone closed", reason=reason)
-            self._done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
-            self._notify()
+    def _capture_ended(self) -> None:
+        self._done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
+        self._notify()
 
-    def _capture_loop(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                container = self._open()
-            except _OpenFailed as exc:
-                attempt += 1
-                self._retry_later(str(exc), attempt)
-                continue
-            try:
-                outcome = self._pump(container)
-            finally:
-                container.close()
-            if outcome == "heard":
-                attempt = 0
-            if outcome in ("stopped", "ended"):
-                return
-            if outcome == "looped":
-                continue
-            attempt += 1
-            self._retry_later(f"microphone '{self.id}': stream stopped delivering audio", attempt)
+    def _lost(self) -> str:
+        return f"microphone '{self.id}': stream stopped delivering audio"
 
-    def _retry_later(self, error: str, attempt: int) -> None:
-        delay = self._backoff.delay(attempt)
-        self._set_state("offline", error, retry_in_s=round(delay, 2))
-        if not self._stop.wait(delay):
-            self.reconnects += 1
+    def _online_fields(self) -> dict[str, Any]:
+        return {"kind": self.settings.kind}
 
-    def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
-        new_error = error is not None and error != self._last_error
-        if error is not None:
-            self._last_error = error
-        if state == self._state:
-            if state == "offline" and new_error:
-                self._log.warning("microphone offline", error=error, **fields)
-            return
-        self._state = state
-        if state == "online":
-            self._log.info("microphone online", kind=self.settings.kind)
-        else:
-            self._log.warning("microphone offline", error=error, **fields)
+    def _close_input(self, opened: Any) -> None:
+        opened.close()
 
     def _open(self) -> Any:
         import av  # PyAV: imported by whoever hears, not by every importer of the sensors
@@ -234,7 +172,7 @@ class MicrophoneSource:
                 container = av.open(settings.device, format="alsa", options=options, timeout=timeout)
             except (av.FFmpegError, OSError, ValueError) as exc:
                 problem = alsa_device_problem(settings.device) or str(exc)
-                raise _OpenFailed(f"microphone '{self.id}': cannot open ALSA capture device "
+                raise OpenFailed(f"microphone '{self.id}': cannot open ALSA capture device "
                                   f"'{settings.device}': {problem}") from exc
             return self._with_audio(container, f"ALSA device '{settings.device}'", fatal=False)
         assert settings.url is not None
@@ -242,7 +180,7 @@ class MicrophoneSource:
         try:
             container = av.open(settings.url, options=dict(settings.options), timeout=timeout)
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise _OpenFailed(f"microphone '{self.id}': cannot open {where}: "
+            raise OpenFailed(f"microphone '{self.id}': cannot open {where}: "
                               f"{redact_credentials(str(exc))}") from exc
         return self._with_audio(container, where, fatal=False)
 
@@ -253,11 +191,11 @@ class MicrophoneSource:
             self.bad_input += 1
             if fatal:
                 raise SensorError(message)
-            raise _OpenFailed(message)
+            raise OpenFailed(message)
         return container
 
-    def _pump(self, container: Any) -> Literal["stopped", "ended", "looped", "failed", "heard"]:
-        """Decode until the input ends or fails; 'heard' means it failed after delivering audio."""
+    def _pump(self, container: Any) -> Outcome:
+        """Decode until the input ends or fails; 'delivered' means it failed after delivering audio."""
         import av
 
         stream = container.streams.audio[0]
@@ -282,12 +220,12 @@ class MicrophoneSource:
             if self.settings.kind == "file":
                 raise SensorError(f"microphone '{self.id}': cannot decode {self.settings.path}: {exc}") from exc
             self._last_error = f"microphone '{self.id}': {redact_credentials(str(exc))}"
-            return "heard" if self.samples > heard_before else "failed"
+            return "delivered" if self.samples > heard_before else "failed"
         return self._input_end(heard_before)
 
-    def _input_end(self, heard_before: int) -> Literal["ended", "looped", "failed", "heard"]:
+    def _input_end(self, heard_before: int) -> Outcome:
         if self.settings.kind != "file":  # a live input stopped delivering
-            return "heard" if self.samples > heard_before else "failed"
+            return "delivered" if self.samples > heard_before else "failed"
         if self.samples == heard_before:
             raise SensorError(f"microphone '{self.id}': no audio could be decoded from {self.settings.path}")
         if self.settings.loop:

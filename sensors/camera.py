@@ -45,17 +45,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import structlog
 
-from monitor.core.aio import Backoff
 from monitor.core.errors import SensorError
 from monitor.core.text import redact_credentials
 from sensors.camera_config import CameraSettings
+from sensors.capture import CaptureLifecycle, OpenFailed, Outcome, State
 from sensors.gating import ChangeGate
 from sensors.image_header import ImageRefused, check_image, max_file_bytes
 from sensors.pose import PosePrefilter, create_pose_prefilter
@@ -63,13 +62,10 @@ from sensors.types import Emit, Frame
 
 Image = npt.NDArray[Any]
 
-State = Literal["online", "offline"]
-
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 MAX_PIXELS_SETTING = "cameras.max_pixels"
 _DEFAULT_FILE_FPS = 25.0
-_JOIN_TIMEOUT_S = 2.0
 # OpenCV reads the FFmpeg options from the environment while opening: one opener at a time.
 _ENV_LOCK = threading.Lock()
 
@@ -104,10 +100,6 @@ class CameraHealth:
             "ended": self.ended, "bad_input": self.bad_input, "decoder": self.decoder,
             "keyframe_interval_s": None if self.keyframe_interval_s is None else round(self.keyframe_interval_s, 3),
         }
-
-
-class _OpenFailed(Exception):
-    """A live source could not be opened this time; worth retrying."""
 
 
 class _Reader(Protocol):
@@ -318,24 +310,19 @@ class _FrameBuffer:
             self._room.notify_all()
 
 
-class CameraSource:
+class CameraSource(CaptureLifecycle[_Reader]):
     """An `ObservationSource` of camera `Frame`s; see the module docstring for clocks and drop policy."""
 
+    noun = "camera"
+
     def __init__(self, settings: CameraSettings, *, pose: PosePrefilter | None = None) -> None:
+        super().__init__(settings.id, settings.reconnect, logger="sensors.camera")
         self.settings = settings
-        self.id = settings.id
-        self.ended = False
         self.gate = ChangeGate(settings.gating)
         if pose is None and settings.pose_prefilter:
             pose = create_pose_prefilter()
         self._pose = pose
         self._buffer = _FrameBuffer(settings.queue_size, block=not settings.live)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._log: Any = structlog.get_logger("sensors.camera").bind(source=self.id)
-        self._state: State = "offline"
-        self._last_error: str | None = None
         self._last_frame_at: float | None = None
         # Keyframe-only decoding yields a frame per keyframe interval, but packets keep arriving, and a paced
         # file waits on purpose: the source is alive until this moment (monotonic) even without a frame.
@@ -347,9 +334,6 @@ class CameraSource:
         self.frames_emitted = 0
         self.frames_dropped = 0
         self.bad_images = 0
-        reconnect = settings.reconnect
-        self._backoff = Backoff(reconnect.initial_s, reconnect.max_s, jitter=reconnect.jitter)
-        self.reconnects = 0
         self._media_offset = 0.0
         self._started_at = time.time()
         # What the frames are decoded with now (DECODE_MODES), and the keyframe interval PyAV learned.
@@ -365,11 +349,8 @@ class CameraSource:
         """
         loop = asyncio.get_running_loop()
         available = asyncio.Event()
-        # A fresh start after a failed run: new stop flag and buffer, no stale error.
-        self.ended = False
-        self._stop = threading.Event()
+        # A fresh start after a failed run: a new buffer (and in _start_capture a new stop flag, no stale error).
         self._buffer = _FrameBuffer(self.settings.queue_size, block=not self.settings.live)
-        self._error = None
 
         def notify() -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
@@ -377,8 +358,7 @@ class CameraSource:
 
         self._buffer.notify = notify
         self._started_at = time.time()
-        self._thread = threading.Thread(target=self._capture, name=f"camera:{self.id}", daemon=True)
-        self._thread.start()
+        self._start_capture()
         try:
             while True:
                 available.clear()
@@ -391,10 +371,7 @@ class CameraSource:
                     self.frames_emitted += 1
                 await available.wait()
         finally:
-            self.ended = True
-            self._stop.set()
-            self._buffer.wake()
-            await asyncio.to_thread(self._thread.join, _JOIN_TIMEOUT_S)
+            await self._stop_capture()
 
     def health(self) -> CameraHealth:
         """A snapshot of this camera's health; safe to call from the event loop at any time."""
@@ -422,47 +399,43 @@ class CameraSource:
         )
 
     # -- the capture thread ---------------------------------------------------------------------------
-    def _capture(self) -> None:
-        try:
-            self._capture_loop()
-        except BaseException as exc:  # handed to run(), which raises it on the loop
-            self._error = exc
-            self._last_error = redact_credentials(str(exc))
-        finally:
-            if self._state == "online":
-                self._state = "offline"
-                reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
-                self._log.info("camera closed", reason=reason)
-            if self._pose is not None and self._error is None:
-                self._pose.close()  # after an error the pipeline runs the camera again, pose and all
-            self._buffer.close()
+    def _capture_ended(self) -> None:
+        if self._pose is not None and self._error is None:
+            self._pose.close()  # after an error the pipeline runs the camera again, pose and all
+        self._buffer.close()
 
-    def _capture_loop(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                reader = self._open()
-            except (_OpenFailed, ImageRefused) as exc:
-                if isinstance(exc, ImageRefused):
-                    self._refused(exc)
-                attempt += 1
-                self._retry_later(str(exc), attempt)
-                continue
-            try:
-                outcome = self._pump(reader)
-            except ImageRefused as exc:
-                self._refused(exc)
-                outcome = "failed"
-            finally:
-                reader.close()
-            if outcome == "frames":
-                attempt = 0
-            if outcome in ("stopped", "ended"):
-                return
-            if outcome == "looped":
-                continue
-            attempt += 1
-            self._retry_later(f"camera '{self.id}': stream stopped delivering frames", attempt)
+    def _unblock(self) -> None:
+        self._buffer.wake()  # a capture thread waiting for room in a full buffer
+
+    def _lost(self) -> str:
+        return f"camera '{self.id}': stream stopped delivering frames"
+
+    def _close_input(self, opened: _Reader) -> None:
+        opened.close()
+
+    def _state_changed(self, state: State) -> None:
+        self._fps = 0.0
+        if state == "online":
+            self._fps_window = (time.monotonic(), self.frames_read)
+
+    def _online_fields(self) -> dict[str, Any]:
+        return {"kind": self.settings.kind, "decoder": self.decode_mode, "decoder_setting": self.settings.decoder}
+
+    def _open(self) -> _Reader:
+        """A frame size over the pixel budget is bad input: a file fails, a live source retries."""
+        try:
+            return self._open_reader()
+        except ImageRefused as exc:
+            self._refused(exc)
+            raise OpenFailed(str(exc)) from exc
+
+    def _pump(self, reader: _Reader) -> Outcome:
+        """Read until the stream ends or fails; 'delivered' means it failed after delivering frames."""
+        try:
+            return self._read_frames(reader)
+        except ImageRefused as exc:
+            self._refused(exc)
+            return "failed"
 
     def _refused(self, exc: ImageRefused) -> None:
         """Count frames over the pixel budget as bad input; a video file cannot get better by retrying."""
@@ -472,33 +445,7 @@ class CameraSource:
         if self.settings.kind == "file":
             raise SensorError(f"camera '{self.id}': {exc}") from exc
 
-    def _retry_later(self, error: str, attempt: int) -> None:
-        delay = self._backoff.delay(attempt)
-        self._set_state("offline", error, retry_in_s=delay)
-        if self._stop.wait(delay):
-            return
-        self.reconnects += 1
-
-    def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:
-        new_error = error is not None and error != self._last_error
-        if error is not None:
-            self._last_error = error
-        if state == self._state:
-            if state == "offline" and new_error:  # e.g. a camera that has not come online since the start
-                self._log.warning("camera offline", error=error, **fields)
-            elif state == "offline" and fields:
-                self._log.debug("camera still offline", error=error, **fields)
-            return
-        self._state = state
-        self._fps = 0.0
-        if state == "online":
-            self._fps_window = (time.monotonic(), self.frames_read)
-            self._log.info("camera online", kind=self.settings.kind, decoder=self.decode_mode,
-                           decoder_setting=self.settings.decoder)
-        else:
-            self._log.warning("camera offline", error=error, **fields)
-
-    def _open(self) -> _Reader:
+    def _open_reader(self) -> _Reader:
         settings = self.settings
         if settings.kind == "folder":
             return self._open_folder()
@@ -525,7 +472,7 @@ class CameraSource:
             where = redact_credentials(settings.url)
         if not capture.isOpened():
             capture.release()
-            raise _OpenFailed(f"camera '{self.id}': cannot open {where}")
+            raise OpenFailed(f"camera '{self.id}': cannot open {where}")
         if settings.kind == "device":
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
         self._measure(capture, where)
@@ -561,7 +508,7 @@ class CameraSource:
             return AvReader(settings.url, live=True, where=where, options=options,
                             timeout=(reconnect.open_timeout_s, reconnect.read_timeout_s), **common)
         except (av_errors(), OSError) as exc:
-            raise _OpenFailed(f"camera '{self.id}': cannot open {url}: {redact_credentials(str(exc))}") from exc
+            raise OpenFailed(f"camera '{self.id}': cannot open {url}: {redact_credentials(str(exc))}") from exc
 
     def _packet_arrived(self) -> None:
         self._alive_until = time.monotonic()
@@ -589,8 +536,7 @@ class CameraSource:
 
         return _FolderReader(paths, self.settings.folder_fps, bad, self.settings.max_pixels)
 
-    def _pump(self, reader: _Reader) -> Literal["stopped", "ended", "looped", "failed", "frames"]:
-        """Read until the stream ends or fails; 'frames' means it failed after delivering some."""
+    def _read_frames(self, reader: _Reader) -> Outcome:
         settings = self.settings
         period = 1.0 / settings.max_fps
         opened_at = time.monotonic()
@@ -637,11 +583,11 @@ class CameraSource:
                            max_fps=self.settings.max_fps,
                            keyframe_interval_s=None if interval is None else round(interval, 3))
 
-    def _stream_end(self, reader: _Reader, index: int) -> Literal["ended", "looped", "failed", "frames"]:
+    def _stream_end(self, reader: _Reader, index: int) -> Outcome:
         if self.settings.kind not in ("file", "folder"):  # a live source stopped delivering
             if reader.error:
                 self._log.info("stream read failed", error=redact_credentials(reader.error))
-            return "frames" if index else "failed"
+            return "delivered" if index else "failed"
         if self.settings.loop and index > 0:
             self._media_offset += reader.media_time(index) or 0.0
             return "looped"
