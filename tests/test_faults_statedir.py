@@ -12,8 +12,10 @@ holds within one day: today's oldest records go when today's alone exceed it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -38,9 +40,10 @@ from monitor.mqtt.settings import MqttSettings
 from monitor.settings import load_settings
 from monitor.sinks.local import JsonlSink
 from monitor.sinks.mqtt import MqttSink
+from monitor.sinks.notify_queue import NOTIFY_QUEUE_FILE, Note, NotifyQueue, NotifyQueueError
 from monitor.sinks.outbox import Outbox
 from tests.support.daemon import Daemon, responder
-from tests.support.faults import Rig, still_watching, stops_cleanly, tail
+from tests.support.faults import Rig, fill, small_disk, still_watching, stops_cleanly, tail
 from tests.support.household import START
 from tests.support.openai_server import ScriptedOpenAIServer
 
@@ -217,6 +220,71 @@ def test_the_outbox_never_opens_a_link(state: Path, tmp_path: Path, side: str) -
     outbox.close()
     _regular(path)
     empty.untouched()
+
+
+def _note(key: str) -> Note:
+    return Note(seq=0, key=key, target="phone", url_index=0, alert_id="a1", zone="kitchen", severity="critical",
+                kind="alert", title="t", body="b", attachment=None, attempts=0, next_at=0.0, state="pending",
+                created_at=0.0)
+
+
+def _queue_moved_aside(logs: list[dict[str, object]], path: Path) -> dict[str, object]:
+    event = "notify queue is not a healthy queue; moved aside, starting a fresh one"
+    [warning] = [e for e in logs if e["event"] == event]
+    assert warning["queue"] == str(path) and Path(str(warning["moved_to"])).name.startswith(f"{path.name}.corrupt-")
+    return warning
+
+
+@pytest.mark.parametrize("side", ["", "-wal", "-shm", "-journal"])
+def test_the_notify_queue_never_opens_a_link(state: Path, tmp_path: Path, side: str) -> None:
+    empty = Victim(tmp_path / "elsewhere", content=b"")
+    path = state / NOTIFY_QUEUE_FILE
+    empty.plant(path.with_name(path.name + side))
+    queue = NotifyQueue(path)
+    with capture_logs() as logs:
+        queue.open()
+    assert "symbolic link" in str(_queue_moved_aside(logs, path)["reason"])
+    assert queue.put([_note("k1")]) == 1
+    queue.close()
+    _regular(path)
+    empty.untouched()
+
+
+def _foreign_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (id INTEGER)")  # the queue's table name, not its columns
+        db.commit()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (lambda path: path.write_bytes(b"not a database at all, " * 200), "not a database"),
+    (_foreign_database, "not a queue: no such column"),
+], ids=["garbage", "foreign"])
+def test_a_notify_queue_that_is_not_one_is_moved_aside_and_a_fresh_one_works(
+        state: Path, content: Callable[[Path], None], reason: str) -> None:
+    path = state / NOTIFY_QUEUE_FILE
+    content(path)
+    queue = NotifyQueue(path)
+    with capture_logs() as logs:
+        queue.open()
+    warning = _queue_moved_aside(logs, path)
+    assert reason in str(warning["reason"]) and Path(str(warning["moved_to"])).exists()
+    assert queue.put([_note("k1")]) == 1 and len(queue) == 1
+    queue.close()
+
+
+def test_a_notify_queue_that_cannot_open_for_want_of_space_is_left_where_it_is(tmp_path: Path) -> None:
+    """Only a damaged or foreign file is moved aside. Before the fix any SQLite error did it (a full disk, a
+    lock): a queue still holding notifications was renamed away, and a `.corrupt-` file was left per attempt."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        state = disk / "state"
+        state.mkdir(mode=0o700)
+        fill(disk)
+        queue = NotifyQueue(state / NOTIFY_QUEUE_FILE)
+        with capture_logs() as logs, pytest.raises(NotifyQueueError, match=r"notify queue .*: cannot open: .*full"):
+            queue.open()
+        assert not [e for e in logs if "moved aside" in str(e["event"])]
+        assert not list(state.glob("*.corrupt-*"))
 
 
 @pytest.mark.parametrize("side", ["", "-wal", "-shm"])

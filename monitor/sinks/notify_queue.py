@@ -16,10 +16,8 @@ them in a thread.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import structlog
 
 from monitor.core.errors import MonitorError
-from monitor.core.files import SQLITE_SIDE_FILES, UnsafePathError, prepare_sqlite, private_dir
+from monitor.core.sqlite import CorruptDatabase, open_durable_sqlite
 
 log = structlog.get_logger("monitor.sinks.notify")
 
@@ -240,43 +238,10 @@ class NotifyQueue:
 
     def _open_file(self) -> sqlite3.Connection:
         try:
-            private_dir(self.path.parent)
-            try:
-                prepare_sqlite(self.path)
-                return self._connect()
-            except (sqlite3.DatabaseError, UnsafePathError) as exc:
-                self._move_aside(str(exc))
-            prepare_sqlite(self.path)
-            return self._connect()
-        except (sqlite3.Error, OSError, UnsafePathError) as exc:
+            return open_durable_sqlite(self.path, schema=_SCHEMA, probe=_SELECT + " LIMIT 0", what="notify queue",
+                                       kind="queue", log=log.bind(queue=str(self.path)))
+        except (CorruptDatabase, sqlite3.Error, OSError) as exc:
             raise NotifyQueueError(f"notify queue {self.path}: cannot open: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            db.execute(_SELECT + " LIMIT 0")  # some other program's database fails here
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _move_aside(self, reason: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        if os.path.lexists(self.path):
-            self.path.rename(aside)
-        for suffix in SQLITE_SIDE_FILES:
-            side = self.path.with_name(self.path.name + suffix)
-            if os.path.lexists(side):
-                side.rename(aside.with_name(aside.name + suffix))
-        log.warning("notify queue is not a healthy queue; moved aside, starting a fresh one", queue=str(self.path),
-                    moved_to=str(aside), reason=reason)
 
 
 def _note(row: tuple[Any, ...]) -> Note:

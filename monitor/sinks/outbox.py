@@ -27,7 +27,6 @@ Methods are blocking (short SQLite transactions); async callers run them with
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -37,16 +36,13 @@ from pathlib import Path
 import structlog
 
 from monitor.core.errors import MonitorError
-from monitor.core.files import UnsafePathError, prepare_sqlite, private_dir
+from monitor.core.sqlite import CorruptDatabase, open_durable_sqlite
 
 log = structlog.get_logger("monitor.sinks.outbox")
 
 REOPEN_INTERVAL_S = 5.0
-# SQLite's primary result codes for a file that is damaged or is no database at all.
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
-_SIDE_FILES = ("-wal", "-shm", "-journal")
-_SELECT_WAITING = ("SELECT seq, topic, payload, qos, retain, message_id, created_at FROM messages"
-                   " WHERE seq > ? ORDER BY seq LIMIT ?")
+_SELECT = "SELECT seq, topic, payload, qos, retain, message_id, created_at FROM messages"
+_SELECT_WAITING = _SELECT + " WHERE seq > ? ORDER BY seq LIMIT ?"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -63,10 +59,6 @@ CREATE TABLE IF NOT EXISTS messages (
 
 class OutboxError(MonitorError):
     """The outbox file cannot be opened or written."""
-
-
-class _Corrupt(Exception):
-    """The file is not a healthy outbox; says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,62 +174,18 @@ class Outbox:
     # -- opening, corruption, unavailability -------------------------------------------------
     def _open_file(self) -> sqlite3.Connection:
         try:
-            private_dir(self.path.parent)
-            try:
-                prepare_sqlite(self.path)
-            except UnsafePathError as exc:  # a planted link: moved aside, never opened
-                self._move_aside(exc.problem)
-                prepare_sqlite(self.path)
-            try:
-                return self._connect()
-            except _Corrupt as exc:
-                self._move_aside(str(exc))
-            prepare_sqlite(self.path)
-            return self._connect()
-        except (_Corrupt, sqlite3.Error, OSError) as exc:
+            db = open_durable_sqlite(self.path, schema=_SCHEMA, probe=_SELECT + " LIMIT 0", what="mqtt outbox",
+                                     kind="outbox", log=log.bind(outbox=str(self.path)))
+        except (CorruptDatabase, sqlite3.Error, OSError) as exc:
             raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise _Corrupt(f"integrity check failed: {check}")
-            try:
-                db.execute(_SELECT_WAITING, (0, 0))
-            except sqlite3.OperationalError as exc:  # some other program's database
-                raise _Corrupt(f"not an outbox: {exc}") from exc
             self._count = int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             db.close()
-            if _is_corrupt(exc):
-                raise _Corrupt(str(exc)) from exc
-            raise
-        except BaseException:
-            db.close()
-            raise
+            raise OutboxError(f"outbox {self.path}: cannot open: {exc}") from exc
         self._removed_through = 0
         self.last_error = None
         return db
-
-    def _move_aside(self, reason: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while os.path.lexists(aside):
-            counter += 1
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
-        if os.path.lexists(self.path):
-            self.path.rename(aside)  # a symlink is renamed itself: what it points to is left alone
-        for suffix in _SIDE_FILES:  # a stale journal must not be applied to the fresh file
-            side = self.path.with_name(self.path.name + suffix)
-            if os.path.lexists(side):
-                side.rename(aside.with_name(aside.name + suffix))
-        log.warning("mqtt outbox is not a healthy outbox; moved aside, starting a fresh one", outbox=str(self.path),
-                    moved_to=str(aside), reason=reason)
 
     def _unavailable(self, exc: OutboxError) -> None:
         if str(exc) != self.last_error:
@@ -288,13 +236,6 @@ class Outbox:
             self.dropped += 1
             log.warning("outbox full, oldest message dropped", outbox=str(self.path), message_id=message_id,
                         max_messages=self.max_messages, dropped_total=self.dropped)
-
-
-def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    return "malformed" in str(exc) or "not a database" in str(exc)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
