@@ -85,8 +85,6 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         self._facts: deque[LogEntry] = deque()
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._media_offset = 0.0
-        self._started_at = 0.0
         self.samples = 0
         self.facts = 0
         self.facts_dropped = 0
@@ -101,7 +99,6 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         available = asyncio.Event()
         self._notify = lambda: loop.call_soon_threadsafe(available.set)
         self._done.clear()
-        self._started_at = time.time()
         self._start_capture()
         try:
             while True:

@@ -335,7 +335,6 @@ class CameraSource(CaptureLifecycle[_Reader]):
         self.frames_dropped = 0
         self.bad_images = 0
         self._media_offset = 0.0
-        self._started_at = time.time()
         # What the frames are decoded with now (DECODE_MODES), and the keyframe interval PyAV learned.
         self.decode_mode = "pyav-nonref" if settings.uses_pyav else "opencv"
         self.keyframe_interval_s: float | None = None
@@ -357,7 +356,6 @@ class CameraSource(CaptureLifecycle[_Reader]):
                 loop.call_soon_threadsafe(available.set)
 
         self._buffer.notify = notify
-        self._started_at = time.time()
         self._start_capture()
         try:
             while True:

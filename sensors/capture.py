@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -57,6 +58,7 @@ class CaptureLifecycle(ABC, Generic[InputT]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._started_at = time.time()  # when the run began: a file read at speed 0 is stamped from it
 
     # -- what a kind of source says ------------------------------------------------------------------
     @abstractmethod
@@ -94,6 +96,7 @@ class CaptureLifecycle(ABC, Generic[InputT]):
         self.ended = False
         self._stop = threading.Event()
         self._error = None
+        self._started_at = time.time()
         self._thread = threading.Thread(target=self._capture, name=f"{self.noun}:{self.id}", daemon=True)
         self._thread.start()
 
