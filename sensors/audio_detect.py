@@ -6,15 +6,19 @@ silence) and the temporal-four (T4, carbon monoxide: four 0.1 s tones 0.1 s
 apart, then about 5 s of silence), on a piezo tone near 3 kHz or, for the
 low-frequency alarms of sleeping areas, a 520 Hz square wave.
 
-Every 10 ms a 16 ms spectrum is taken. In each tone band (2.6-3.6 kHz and
-440-620 Hz) the strongest peak is measured against the median of a wider band
+Every 10 ms a spectrum is taken: over 16 ms for the 3 kHz band (2.6-3.6 kHz) and
+over 32 ms for the 520 Hz band (460-585 Hz: 520 Hz +/-10 %, as NFPA 72 allows), whose
+finer bins lift a tone out of speech and music, loudest there. In each band
+the strongest peak is measured against the median of a wider band
 around it: a tone stands out of household noise by its narrowness, so a
 tone at the noise's power overall is still 15-20 dB above its neighbouring
 bins. A frame is "on" when its peak is tonal and within 8 dB of the loudest
 level of the last 0.3 s: a room's echo decays below that within the gaps, so
 echo lengthens a tone a little instead of filling its gaps. On-runs are tones
 (pulses) with a frequency; the matcher asks for two full cycles of a pattern
-(6 tones for T3, 8 for T4) at one frequency (within 6 %), each duration and
+(6 tones for T3, 8 for T4) at one frequency (within 2 %: each tone's
+frequency is measured to a fraction of a bin, and a voice's harmonics glide
+where an alarm's tone holds), each duration and
 gap inside generous bounds (timing spread between makes of alarm, clipping's
 soft edges, echo). Clipping adds harmonics but keeps the fundamental the
 strongest peak, so it changes nothing here.
@@ -42,10 +46,11 @@ import numpy.typing as npt
 RATE = 16_000
 HOP = 160  # 10 ms
 NFFT = 256  # 16 ms: the 0.1 s tones and gaps of T4 stay apart
+LOW_NFFT = 512  # 32 ms for the 520 Hz band: 31 Hz bins where speech and music are loudest
 HOP_S = HOP / RATE
 BIN_HZ = RATE / NFFT
 _EPS = 1e-12
-_WINDOW = np.hanning(NFFT).astype(np.float32)
+_WINDOWS = {size: np.hanning(size).astype(np.float32) for size in (NFFT, LOW_NFFT)}
 _ECHO_FRAMES = 30  # 0.3 s
 _DROPOUT_FRAMES = 2  # a tone missing for up to 20 ms goes on
 _ONSET_DB = 6.0  # a rise this steep within 30 ms is a new tone
@@ -65,15 +70,20 @@ class Band:
     high_hz: float
     ref_low_hz: float
     ref_high_hz: float
+    nfft: int = NFFT
+
+    @property
+    def bin_hz(self) -> float:
+        return RATE / self.nfft
 
     def bins(self) -> tuple[slice, slice]:
         def at(hz: float) -> int:
-            return round(hz / BIN_HZ)
+            return round(hz / self.bin_hz)
         return slice(at(self.low_hz), at(self.high_hz) + 1), slice(at(self.ref_low_hz), at(self.ref_high_hz) + 1)
 
 
 HIGH = Band("3 kHz", 2600.0, 3600.0, 1800.0, 4800.0)
-LOW = Band("520 Hz", 440.0, 620.0, 250.0, 1200.0)
+LOW = Band("520 Hz", 460.0, 585.0, 250.0, 1200.0, nfft=LOW_NFFT)  # 520 Hz +/-10 % (NFPA 72) and a little
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +123,9 @@ _KEEP_S = 2 * max(p.cycle_s for p in PATTERNS)
 _REGULAR = 0.25
 _QUIETER_DB = -3.0  # a sound at the pitch of the tones between them, this much louder, breaks a match
 _ALIKE = 1.6
-_LEVEL_DB = 8.0
+_ALIKE_S = 0.08
+_PITCH = 0.02  # the tones of one alarm are within 2 % of their median frequency
+_LEVEL_DB = 6.0
 ALARM_NAMES: dict[AlarmKind, str] = {"smoke": "smoke alarm", "carbon_monoxide": "carbon monoxide (CO) alarm"}
 
 
@@ -138,6 +150,10 @@ class Pulse:
     @property
     def length(self) -> float:
         return self.end - self.start
+
+    @property
+    def middle(self) -> float:
+        return (self.start + self.end) / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,8 @@ class _ToneTracker:
         self._last_on = np.full(width, -10, dtype=np.int64)
         self._peak_level = np.full(width, -200.0, dtype=np.float32)
         self._levels_before = np.full((3, width), -200.0, dtype=np.float32)
+        self._hz_sum = np.zeros(width, dtype=np.float64)  # each open tone's frequency, summed over its frames
+        self._hz_frames = np.zeros(width, dtype=np.int64)
         self.pulses: deque[Pulse] = deque(maxlen=2000)  # and no older than two of the longest cycles
 
     def frames(self, power: npt.NDArray[np.float32], first: int) -> list[Pulse]:
@@ -196,9 +214,26 @@ class _ToneTracker:
         reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[: len(level)].max(axis=2)
         self._history = stacked[-(_ECHO_FRAMES + 2):]
         on = tonal & (level >= np.maximum(reference, level) - self.settings.drop_db)
-        return self._runs(on, level, first)
+        return self._runs(on, level, self._frequencies(ref), first)
 
-    def _runs(self, on: npt.NDArray[np.bool_], level: npt.NDArray[np.float32], first: int) -> list[Pulse]:
+    def _frequencies(self, ref: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Each band bin's tone frequency to a fraction of a bin: the parabola through the log power of the
+        strongest raw bin near it and that bin's neighbours. An alarm's tone holds one frequency; the harmonics
+        of a voice glide, so this tells them apart where the bins cannot."""
+        columns = np.arange(self._lo, self._hi)
+        near = np.stack([ref[:, columns - 1], ref[:, columns], ref[:, columns + 1]])
+        peak = columns + np.argmax(near, axis=0) - 1  # frames x band bins: indices into ref
+        peak = np.clip(peak, 1, ref.shape[1] - 2)
+        rows = np.arange(len(ref))[:, None]
+        below, at, above = (np.log(ref[rows, peak + offset] + _EPS) for offset in (-1, 0, 1))
+        curve = below - 2 * at + above
+        shift = np.where(curve < 0, 0.5 * (below - above) / np.where(curve < 0, curve, -1.0), 0.0)
+        fine: npt.NDArray[np.float32] = ((self.ref_bins.start + peak + np.clip(shift, -0.5, 0.5))
+                                         * self.band.bin_hz).astype(np.float32)
+        return fine
+
+    def _runs(self, on: npt.NDArray[np.bool_], level: npt.NDArray[np.float32], hz: npt.NDArray[np.float32],
+              first: int) -> list[Pulse]:
         # A jump of ONSET_DB over the last 30 ms starts a new tone even without a gap: echo fills short gaps.
         before = np.concatenate([self._levels_before, level])
         floor = np.minimum(np.minimum(before[:-3], before[1:-2]), before[2:-1])
@@ -217,6 +252,8 @@ class _ToneTracker:
                     self._open_start[column] = frame
                 self._last_on[column] = frame
                 self._peak_level[column] = max(self._peak_level[column], float(level[index, column]))
+                self._hz_sum[column] += float(hz[index, column])
+                self._hz_frames[column] += 1
             if self._open_start[column] >= 0 and first + count - 1 - self._last_on[column] > _DROPOUT_FRAMES:
                 ended += self._close(column)
         return sorted(ended, key=lambda p: p.end)
@@ -224,10 +261,12 @@ class _ToneTracker:
     def _close(self, column: int) -> list[Pulse]:
         start, last = int(self._open_start[column]), int(self._last_on[column])
         peak = float(self._peak_level[column])
+        hz = float(self._hz_sum[column]) / max(1, int(self._hz_frames[column]))
         self._open_start[column], self._peak_level[column] = -1, -200.0
+        self._hz_sum[column], self._hz_frames[column] = 0.0, 0
         if last - start + 1 < 3:  # under 30 ms: a click or noise, not a tone
             return []
-        return [Pulse(start * HOP_S, (last + 1) * HOP_S, (self.peak_bins.start + column) * BIN_HZ, peak)]
+        return [Pulse(start * HOP_S, (last + 1) * HOP_S, hz, peak)]
 
     def matches(self, pattern: Pattern, cycles: int = 2) -> list[Pulse] | None:
         """`cycles` cycles of `pattern` among the tones heard, ending with the newest tone, or None.
@@ -235,12 +274,13 @@ class _ToneTracker:
         Only tones in the newest tone's bin or a neighbour count; tones starting within `merge_s` of each
         other while the first lasts are one tone. Other tones at that pitch may fall in between (a clink, a
         note, a voice's harmonic): the cycles are searched for, not read off the last tones. A match must
-        look like one alarm: its tones alike (length within a factor of 1.6, level within 8 dB), its steps
-        regular (within 25 % of each other), and its gaps and rest quieter than its tones (nothing at that
-        pitch within 6 dB of them), which chance alignments of household sounds almost never are.
+        look like one alarm: its tones alike (length within a factor of 1.6 or 80 ms, level within 6 dB,
+        frequency within 2 %), its steps regular (middle to middle within 25 % of each other), and its gaps and
+        rest quieter than its tones (nothing at that pitch within 3 dB of them), which chance alignments of
+        household sounds almost never are.
         """
         newest = self.pulses[-1]
-        heard = _merged([p for p in self.pulses if abs(p.hz - newest.hz) <= 1.01 * BIN_HZ], pattern)
+        heard = _merged([p for p in self.pulses if abs(p.hz - newest.hz) <= 1.01 * self.band.bin_hz], pattern)
         tones = [p for p in heard if pattern.length[0] <= p.length <= pattern.length[1]]
         if not tones or tones[-1].end < newest.end:
             return None
@@ -262,7 +302,7 @@ def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[
         if step > high:
             break
         candidate = tones[index]
-        if step < low or not (1 / _ALIKE <= candidate.length / first.length <= _ALIKE
+        if step < low or not (_alike(candidate.length, first.length)
                               and abs(candidate.level_db - first.level_db) <= _LEVEL_DB):
             continue
         if (found := _chain(tones, [*chosen, index], pattern, heard, needed)) is not None:
@@ -270,12 +310,20 @@ def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[
     return None
 
 
+def _alike(length: float, other: float) -> bool:
+    """Tones of one alarm: lengths within a factor of 1.6, or within 80 ms (noise moves a short tone's ends)."""
+    return abs(length - other) <= _ALIKE_S or 1 / _ALIKE <= length / other <= _ALIKE
+
+
 def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> bool:
     """Regular steps, and silence (at this pitch) between the tones: what one alarm sounds like."""
-    steps = [b.start - a.start for a, b in itertools.pairwise(chain)]
+    steps = [b.middle - a.middle for a, b in itertools.pairwise(chain)]
     inner = [step for index, step in enumerate(steps, start=1) if index % pattern.tones]
     median = float(np.median(inner))
     if any(abs(step - median) > _REGULAR * median for step in inner):
+        return False
+    pitch = float(np.median([p.hz for p in chain]))
+    if any(abs(p.hz - pitch) > _PITCH * pitch for p in chain):  # one alarm, one frequency
         return False
     for cycle in range(0, len(chain), pattern.tones):  # pieces of one longer sound are not a cycle of tones
         tones = chain[cycle:cycle + pattern.tones]
@@ -330,19 +378,25 @@ class _Loud:
     hz: list[float] = field(default_factory=list)
 
 
+def _spectra(signal: Samples, size: int, count: int) -> npt.NDArray[np.float32]:
+    """Power spectra of the last `count` hops of `signal`, each over the `size` samples ending with its hop."""
+    windows = np.lib.stride_tricks.sliding_window_view(signal[len(signal) - count * HOP - size + HOP:], size)[::HOP]
+    return (np.abs(np.fft.rfft(windows[:count] * _WINDOWS[size], axis=1)) ** 2).astype(np.float32)
+
+
 class Listener:
     """Everything the monitor hears from one microphone: feed samples, get facts.
 
     `feed` takes 16 kHz mono float32 samples in [-1, 1] in order, any block size,
     and returns what was heard in them (stream times in seconds since the first
-    sample). It keeps no samples beyond the last 16 ms.
+    sample). It keeps no samples beyond the last 32 ms.
     """
 
     def __init__(self, settings: DetectSettings | None = None) -> None:
         self.settings = settings or DetectSettings()
         self.trackers = [_ToneTracker(HIGH, self.settings), _ToneTracker(LOW, self.settings)]
         self.sounding: dict[AlarmKind, _Sounding] = {}
-        self._tail = np.zeros(NFFT - HOP, dtype=np.float32)
+        self._tail = np.zeros(LOW_NFFT - HOP, dtype=np.float32)
         self._frames = 0  # frames analysed so far (frame i covers up to (i + 1) * HOP samples)
         self._pending = np.zeros(0, dtype=np.float32)
         self._background: float | None = None
@@ -362,24 +416,24 @@ class Listener:
         if count == 0:
             return []
         signal = np.concatenate([self._tail, data[: count * HOP]])
-        self._tail = signal[-(NFFT - HOP):]
-        windows = np.lib.stride_tricks.sliding_window_view(signal, NFFT)[::HOP][:count]
-        power = (np.abs(np.fft.rfft(windows * _WINDOW, axis=1)) ** 2).astype(np.float32)
-        hop_power = np.mean(signal[NFFT - HOP:].reshape(count, HOP) ** 2, axis=1)
+        self._tail = signal[-(LOW_NFFT - HOP):]
+        spectra = {size: _spectra(signal, size, count) for size in _WINDOWS}
+        power = spectra[NFFT]
+        hop_power = np.mean(signal[LOW_NFFT - HOP:].reshape(count, HOP) ** 2, axis=1)
         t0 = self.now
         self._frames += count
         heard: list[Heard] = []
         if self.settings.alarms:
-            heard += self._alarms(power, t0)
+            heard += self._alarms(spectra, t0)
         if self.settings.sounds:
             heard += self._sounds(power, hop_power, t0)
         return heard
 
     # -- alarms ------------------------------------------------------------------------------------------
-    def _alarms(self, power: npt.NDArray[np.float32], t0: float) -> list[Heard]:
+    def _alarms(self, spectra: dict[int, npt.NDArray[np.float32]], t0: float) -> list[Heard]:
         heard: list[Heard] = []
         for tracker in self.trackers:
-            for pulse in tracker.frames(power, round(t0 / HOP_S)):
+            for pulse in tracker.frames(spectra[tracker.band.nfft], round(t0 / HOP_S)):
                 heard += self._tone(tracker, pulse)
         now = self.now
         for kind, sounding in list(self.sounding.items()):
@@ -399,7 +453,7 @@ class Listener:
         for pattern in PATTERNS:
             sounding = self.sounding.get(pattern.kind)
             # Two full cycles start an alarm; once it sounds, each further full cycle at its pitch continues it.
-            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * BIN_HZ:
+            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * tracker.band.bin_hz:
                 continue
             tones = tracker.matches(pattern, cycles=2 if sounding is None else 1)
             if tones is None:
