@@ -127,3 +127,23 @@ def test_the_listener_keeps_no_samples() -> None:
     hear(sounds.alarm("T3", cycles=2)[0], listener=listener)
     kept = [value for value in vars(listener).values() if isinstance(value, np.ndarray)]
     assert kept and all(value.size < LOW_NFFT for value in kept)  # the 32 ms analysis overlap, at most
+
+
+def rhythm(pattern: sounds.PatternName, frequencies: list[float]) -> np.ndarray:
+    """Tones at the pattern's timing, each at its own frequency (cycled): a voice or an instrument keeping time."""
+    tones, on_s, gap_s, rest_s = sounds.TIMINGS[pattern]
+    out: list[np.ndarray] = [np.zeros(int(0.5 * sounds.RATE), dtype=np.float32)]
+    for index in range(3 * tones):
+        t = np.arange(int(on_s * sounds.RATE)) / sounds.RATE
+        out.append((0.5 * np.sin(2 * np.pi * frequencies[index % len(frequencies)] * t)).astype(np.float32))
+        pause = gap_s if index % tones < tones - 1 else rest_s
+        out.append(np.zeros(int(pause * sounds.RATE), dtype=np.float32))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("pattern", ["T3", "T4"])
+def test_tones_that_change_pitch_are_not_an_alarm_however_alarm_like_their_rhythm(pattern: sounds.PatternName) -> None:
+    steady = [h for h in hear(rhythm(pattern, [520.0])) if h.kind == "alarm"]
+    assert steady and steady[0].alarm == KINDS[pattern]  # the same rhythm at one pitch is the alarm
+    wandering = rhythm(pattern, [505.0, 535.0])  # 6 % apart: one bin of a 16 ms spectrum, two of a 32 ms one
+    assert [h.text for h in hear(wandering) if h.kind == "alarm"] == []
