@@ -16,9 +16,9 @@ bins. A frame is "on" when its peak is tonal and within 8 dB of the loudest
 level of the last 0.3 s: a room's echo decays below that within the gaps, so
 echo lengthens a tone a little instead of filling its gaps. On-runs are tones
 (pulses) with a frequency; the matcher asks for two full cycles of a pattern
-(6 tones for T3, 8 for T4) at one frequency (within 2 %: each tone's
-frequency is measured to a fraction of a bin, and a voice's harmonics glide
-where an alarm's tone holds), each duration and
+(6 tones for T3, 8 for T4) at one frequency (within 1.5 %, one tone within
+3 %: each tone's frequency is measured to a fraction of a bin, and a voice's
+harmonics glide where an alarm's tone holds), each duration and
 gap inside generous bounds (timing spread between makes of alarm, clipping's
 soft edges, echo). Clipping adds harmonics but keeps the fundamental the
 strongest peak, so it changes nothing here.
@@ -48,6 +48,7 @@ HOP = 160  # 10 ms
 NFFT = 256  # 16 ms: the 0.1 s tones and gaps of T4 stay apart
 LOW_NFFT = 512  # 32 ms for the 520 Hz band: 31 Hz bins where speech and music are loudest
 HOP_S = HOP / RATE
+BATCH = 10 * HOP  # samples heard at once (0.1 s)
 BIN_HZ = RATE / NFFT
 _EPS = 1e-12
 _WINDOWS = {size: np.hanning(size).astype(np.float32) for size in (NFFT, LOW_NFFT)}
@@ -124,8 +125,9 @@ _REGULAR = 0.25
 _QUIETER_DB = -3.0  # a sound at the pitch of the tones between them, this much louder, breaks a match
 _ALIKE = 1.6
 _ALIKE_S = 0.08
-_PITCH = 0.02  # the tones of one alarm are within 2 % of their median frequency
+_PITCH = 0.015  # the tones of one alarm are within 1.5 % of their median frequency (one within 3 %)
 _LEVEL_DB = 6.0
+_GAP_S = 0.025  # a cycle's gaps between tones, on average at least this: a tone that wavers is not a cycle
 ALARM_NAMES: dict[AlarmKind, str] = {"smoke": "smoke alarm", "carbon_monoxide": "carbon monoxide (CO) alarm"}
 
 
@@ -275,7 +277,8 @@ class _ToneTracker:
         other while the first lasts are one tone. Other tones at that pitch may fall in between (a clink, a
         note, a voice's harmonic): the cycles are searched for, not read off the last tones. A match must
         look like one alarm: its tones alike (length within a factor of 1.6 or 80 ms, level within 6 dB,
-        frequency within 2 %), its steps regular (middle to middle within 25 % of each other), and its gaps and
+        frequency within 1.5 %), its steps regular (within 25 % of each other, start to start, middle to middle
+        or end to end), its gaps real (25 ms on average: not a wavering longer sound), and its gaps and
         rest quieter than its tones (nothing at that pitch within 3 dB of them), which chance alignments of
         household sounds almost never are.
         """
@@ -317,17 +320,19 @@ def _alike(length: float, other: float) -> bool:
 
 def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> bool:
     """Regular steps, and silence (at this pitch) between the tones: what one alarm sounds like."""
-    steps = [b.middle - a.middle for a, b in itertools.pairwise(chain)]
-    inner = [step for index, step in enumerate(steps, start=1) if index % pattern.tones]
-    median = float(np.median(inner))
-    if any(abs(step - median) > _REGULAR * median for step in inner):
+    pairs = [pair for index, pair in enumerate(itertools.pairwise(chain), start=1) if index % pattern.tones]
+    median = float(np.median([b.middle - a.middle for a, b in pairs]))
+    # Noise before a tone moves its start, echo after it its end: a step is regular if starts, middles or ends agree.
+    if any(min(abs(b.start - a.start - median), abs(b.middle - a.middle - median), abs(b.end - a.end - median))
+           > _REGULAR * median for a, b in pairs):
         return False
     pitch = float(np.median([p.hz for p in chain]))
-    if any(abs(p.hz - pitch) > _PITCH * pitch for p in chain):  # one alarm, one frequency
+    off = [abs(p.hz - pitch) / pitch for p in chain]
+    if sum(o > _PITCH for o in off) > 1 or max(off) > 2 * _PITCH:  # one alarm, one frequency (noise may pull a tone)
         return False
     for cycle in range(0, len(chain), pattern.tones):  # pieces of one longer sound are not a cycle of tones
         tones = chain[cycle:cycle + pattern.tones]
-        if max(b.start - a.end for a, b in itertools.pairwise(tones)) < 0.03:
+        if sum(b.start - a.end for a, b in itertools.pairwise(tones)) < _GAP_S * (pattern.tones - 1):
             return False
     loud = float(np.median([p.level_db for p in chain])) - _QUIETER_DB
     members = {id(p) for p in chain}
@@ -349,7 +354,9 @@ def _merged(pulses: list[Pulse], pattern: Pattern) -> list[Pulse]:
                 out[-1] = pulse
             elif pulse.level_db >= last.level_db - 6.0:
                 louder = pulse if pulse.level_db > last.level_db else last
-                out[-1] = Pulse(last.start, max(last.end, pulse.end), louder.hz, louder.level_db)
+                weights = (last.length, pulse.length)  # the pieces' frequencies, by how long each was heard
+                hz = float(np.average([last.hz, pulse.hz], weights=weights))
+                out[-1] = Pulse(last.start, max(last.end, pulse.end), hz, louder.level_db)
         else:
             out.append(pulse)
     return out
@@ -389,7 +396,7 @@ class Listener:
 
     `feed` takes 16 kHz mono float32 samples in [-1, 1] in order, any block size,
     and returns what was heard in them (stream times in seconds since the first
-    sample). It keeps no samples beyond the last 32 ms.
+    sample). It keeps no samples beyond the last 0.13 s (0.1 s waiting to be heard, 32 ms of window overlap).
     """
 
     def __init__(self, settings: DetectSettings | None = None) -> None:
@@ -411,6 +418,9 @@ class Listener:
     def feed(self, samples: Samples) -> list[Heard]:
         """What was heard in these samples (empty most of the time)."""
         data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        if len(data) < BATCH:  # a decoder's small frames are heard 0.1 s at a time: the work per call is fixed
+            self._pending = data
+            return []
         count = len(data) // HOP
         self._pending = data[count * HOP:]
         if count == 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensors.audio_detect import LOW_NFFT, Heard, Listener
+from sensors.audio_detect import BATCH, LOW_NFFT, Heard, Listener
 from tests.support import sounds
 
 KINDS = {"T3": "smoke", "T4": "carbon_monoxide"}
@@ -126,7 +126,7 @@ def test_the_listener_keeps_no_samples() -> None:
     listener = Listener()
     hear(sounds.alarm("T3", cycles=2)[0], listener=listener)
     kept = [value for value in vars(listener).values() if isinstance(value, np.ndarray)]
-    assert kept and all(value.size < LOW_NFFT for value in kept)  # the 32 ms analysis overlap, at most
+    assert kept and all(value.size < BATCH + LOW_NFFT for value in kept)  # 0.1 s waiting and 32 ms of overlap
 
 
 def rhythm(pattern: sounds.PatternName, frequencies: list[float]) -> np.ndarray:
