@@ -69,6 +69,14 @@ def test_household_noise_alone_raises_no_alarm() -> None:
     assert [h.text for h in heard if h.kind.startswith("alarm")] == []
 
 
+@pytest.mark.slow
+def test_twenty_minutes_of_other_household_noise_raise_no_alarm() -> None:
+    listener = Listener()  # one listener throughout: its background and tone history carry over, as in a home
+    alarms = [h.text for seed in range(11, 31) for h in hear(sounds.household(60.0, np.random.default_rng(seed)),
+                                                             listener=listener) if h.kind.startswith("alarm")]
+    assert alarms == []
+
+
 def test_an_alarm_that_stops_is_reported_stopped() -> None:
     alarm, _ = sounds.alarm("T4", cycles=3)
     silence = np.zeros(int(20 * sounds.RATE), dtype=np.float32)
