@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from sensors.logs.position import position_file
+from tests.support import faults
+from tests.support.daemon import Daemon, responder, wait_until
+from tests.support.faults import Rig, append_lines, entry, metric, stops_cleanly
+from tests.support.openai_server import ScriptedOpenAIServer
 from tests.test_log_sources import PASBENCH_LOG, append, running, settle, tail
 
 
@@ -174,3 +179,56 @@ async def test_an_unusable_position_file_is_moved_aside_and_the_tail_works(tmp_p
     assert not os.path.islink(target) and record(state)["offset"] == log.stat().st_size
     if kind == "symlink":
         assert json.loads((tmp_path / "elsewhere.json").read_text())["path"] == "x"  # never written through
+
+
+# -- through the real daemon -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(responder=responder()) as running_server:
+        yield running_server
+
+
+def _prompts_with(server: ScriptedOpenAIServer, marker: str) -> int:
+    return sum(marker in str(request["messages"][-1]["content"]) for request in list(server.requests))
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_a_hazard_written_while_the_daemon_was_down_reaches_the_model_after_the_restart(
+        tmp_path: Path, server: ScriptedOpenAIServer, stop: str) -> None:
+    """The real daemon tails the kitchen log, is stopped (an ordered SIGTERM, or SIGKILL as a crash), the stove
+    line is written while no monitor runs, and the daemon is started again: the line reaches a prompt the
+    model server received, the line read before the stop does not come again, and the backlog is counted."""
+    log, state = tmp_path / "kitchen.jsonl", tmp_path / "state"
+    log.write_text("")
+    config = Rig(tmp_path, server.base_url, state_dir=state, sources=[faults.tail("kitchen", log)]).write()
+    with Daemon(config, tmp_path) as daemon:
+        append_lines(log, entry("Sam stirs the soup"))
+        wait_until(lambda: _prompts_with(server, "stirs the soup") == 1, what="the first line in a prompt")
+        if stop == "SIGTERM":
+            stops_cleanly(daemon)
+        else:
+            # A crash keeps what was written last: wait for the throttled write, then kill without warning.
+            wait_until(lambda: record_of(state, "kitchen").get("offset") == log.stat().st_size,
+                       what="the position on disk")
+            daemon.kill()
+    hazard = entry("Sam turned the stove on and left the house")
+    append_lines(log, hazard)
+    with Daemon(config, tmp_path) as daemon:
+        wait_until(lambda: _prompts_with(server, "stove on and left") == 1, what="the stove line in a prompt")
+        resumed = daemon.wait_log("resuming log", source="kitchen")[0]
+        assert resumed["backlog_bytes"] == len(hazard) + 1
+        assert metric(daemon, "monitor_source_log_resumed_bytes_total", source="kitchen") == len(hazard) + 1
+        assert metric(daemon, "monitor_source_log_skipped_bytes_total", source="kitchen") == 0
+        stops_cleanly(daemon)
+    assert _prompts_with(server, "stirs the soup") == 1
+    final = daemon.logs()[-1]["source_observations"]["kitchen"]
+    assert final["resumed_bytes"] == len(hazard) + 1 and final["skipped_bytes"] == 0
+
+
+def record_of(state: Path, source_id: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads(position_file(state, source_id).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
