@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.stats import Stats
 from sensors.logs.position import position_file
 from tests.support import faults
 from tests.support.daemon import Daemon, responder, wait_until
@@ -232,3 +233,13 @@ def record_of(state: Path, source_id: str) -> dict[str, Any]:
         return dict(json.loads(position_file(state, source_id).read_text()))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def test_skipped_backlog_bytes_are_a_readyz_note_and_both_counts_are_in_the_stats() -> None:
+    stats = Stats()
+    stats.log_backlog = {"kitchen": {"resumed_bytes": 90, "skipped_bytes": 910},
+                         "hall": {"resumed_bytes": 5, "skipped_bytes": 0}}
+    assert stats.source_notes() == {
+        "kitchen": "log written while the monitor was down not read: 910 bytes over resume_max_bytes"}
+    body = stats.to_json()["source_observations"]
+    assert body["kitchen"]["skipped_bytes"] == 910 and body["hall"] == {**body["hall"], "resumed_bytes": 5}
