@@ -50,6 +50,18 @@ async def test_a_restart_reads_the_lines_written_while_it_was_stopped_exactly_on
     assert stat.S_IMODE(position_file(state, "tail").stat().st_mode) == 0o600
 
 
+async def test_a_restart_after_a_run_that_read_nothing_still_reads_what_came_while_down(tmp_path: Path) -> None:
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_text("before the first start\n")
+    async with running(tail(log, state_dir=state)):
+        await settle()  # a quiet log: not one line while the monitor ran
+    append(log, "the stove was turned on\n")
+    async with running(tail(log, state_dir=state)) as got:
+        assert await got.wait_for(1) == ["the stove was turned on"]
+        await settle()
+        assert got.texts == ["the stove was turned on"]
+
+
 async def test_a_partial_line_at_the_stop_is_read_whole_after_the_restart(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
     log.write_bytes(b"")

@@ -208,7 +208,9 @@ class FileTailSource(_LogSource):
                                kept_for=self._position.path)
         saved = self._position if self._store is not None else None
         if saved is None or saved.path != str(self.path):
-            return await self._open(at_end=not self._from_start)
+            handle = await self._open(at_end=not self._from_start)
+            self._note()  # kept at once: a quiet log must resume from here too if the monitor stops before a line
+            return handle
         handle = await self._open(at_end=False)
         self._partial, self._skipping = b"", False  # what a failed run held is read again from the position
         await asyncio.to_thread(self._resume, handle, saved)
