@@ -6,6 +6,7 @@ Before, every start of a tail began at the end of its file: lines written while 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -60,6 +61,27 @@ async def test_a_restart_after_a_run_that_read_nothing_still_reads_what_came_whi
         assert await got.wait_for(1) == ["the stove was turned on"]
         await settle()
         assert got.texts == ["the stove was turned on"]
+
+
+async def test_a_source_run_again_after_a_failure_continues_where_it_stopped(tmp_path: Path) -> None:
+    # The pipeline runs a failed source again: before, the new run opened the file at its end.
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_bytes(b"")
+    source, seen = tail(log, state_dir=state), []
+
+    async def emit(entry: Any) -> None:
+        seen.append(entry.text)
+        if seen == ["one", "boom"]:
+            raise RuntimeError("the window refused it")
+
+    first = asyncio.create_task(source.run(emit))
+    await settle()
+    append(log, "one\nboom\ntwo\n")
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(first, 5)
+    append(log, "three\n")
+    async with running(source) as got:
+        assert await got.wait_for(3) == ["boom", "two", "three"]
 
 
 async def test_a_partial_line_at_the_stop_is_read_whole_after_the_restart(tmp_path: Path) -> None:

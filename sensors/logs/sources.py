@@ -168,7 +168,8 @@ class FileTailSource(_LogSource):
         finally:
             self.ended = True
             if self._store is not None:
-                await self._store.close()  # the stop (or the failure) keeps the position reached
+                self._note()  # lines handed on since the last chunk ended (a stop or a failure mid-chunk)
+                await self._store.close()
 
     async def _follow(self, emit: Emit) -> None:
         handle = await self._first_open()
@@ -254,8 +255,8 @@ class FileTailSource(_LogSource):
 
     def _note(self) -> None:
         """Remember (and, throttled, keep) the position a restart would resume from."""
-        if self._store is None:
-            return
+        if self._store is None or self._identity == (0, 0):
+            return  # no file opened yet: nothing read, nothing to keep
         self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe)
         self._store.note(self._position)
 
