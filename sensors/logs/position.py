@@ -81,6 +81,15 @@ class PositionStore:
         self._saved = self._latest = position
         return position
 
+    def opened(self, position: Position) -> None:
+        """The source opened its file at `position`: written now, without using up the throttle, so the first
+        line after a start is kept at once too (a crash just after it must not read it again)."""
+        saved_at = self._saved_at
+        self._latest = position
+        if position != self._saved:
+            self._save()
+        self._saved_at = saved_at
+
     def note(self, position: Position) -> None:
         """The source has consumed up to `position`: written if the last write is `SAVE_EVERY_S` old."""
         self._latest = position

@@ -210,12 +210,12 @@ class FileTailSource(_LogSource):
         saved = self._position if self._store is not None else None
         if saved is None or saved.path != str(self.path):
             handle = await self._open(at_end=not self._from_start)
-            self._note()  # kept at once: a quiet log must resume from here too if the monitor stops before a line
+            self._note(opened=True)  # kept at once: a quiet log must resume from here too
             return handle
         handle = await self._open(at_end=False)
         self._partial, self._skipping = b"", False  # what a failed run held is read again from the position
         await asyncio.to_thread(self._resume, handle, saved)
-        self._note()
+        self._note(opened=True)
         return handle
 
     def _resume(self, handle: IO[bytes], saved: Position) -> None:
@@ -253,12 +253,15 @@ class FileTailSource(_LogSource):
                           skipped_total=self.skipped_bytes)
         return cut
 
-    def _note(self) -> None:
+    def _note(self, *, opened: bool = False) -> None:
         """Remember (and, throttled, keep) the position a restart would resume from."""
         if self._store is None or self._identity == (0, 0):
             return  # no file opened yet: nothing read, nothing to keep
         self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe)
-        self._store.note(self._position)
+        if opened:
+            self._store.opened(self._position)
+        else:
+            self._store.note(self._position)
 
     async def _open(self, *, at_end: bool) -> IO[bytes]:
         """Open the path, waiting for it to exist; `at_end` skips what is already there."""
