@@ -15,6 +15,7 @@ aside with a log line and the source starts as if there were none: it can never 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def _from_json(document: object, source_id: str) -> Position | None:
 class PositionStore:
     """One source's record: `load()` once, `note()` as lines are consumed (throttled), `close()` at stop."""
 
-    def __init__(self, state_dir: Path, source_id: str, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, state_dir: Path, source_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.source_id = source_id
         self.file = JsonStateFile(position_file(state_dir, source_id), what="log position file",
                                   max_bytes=_MAX_RECORD_BYTES)
