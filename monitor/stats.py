@@ -46,6 +46,9 @@ class Stats(Observer):
     # Read from the pipeline by the service: observations not settled yet, and each source's clock skew.
     observations_pending: dict[str, int] = field(default_factory=dict)
     clock_skew_s: dict[str, float] = field(default_factory=dict)
+    # Read from the followed log files by the service: the bytes written while the monitor was down that a
+    # restart read (`resumed_bytes`) and skipped over `resume_max_bytes` (`skipped_bytes`), by source.
+    log_backlog: dict[str, dict[str, int]] = field(default_factory=dict)
     # Failures of the optional parts, by part (OPTIONAL_PARTS): each window went on without the part.
     optional_failures: Counter[str] = field(default_factory=Counter)
 
@@ -79,12 +82,14 @@ class Stats(Observer):
 
     def source_observations(self) -> dict[str, dict[str, Any]]:
         """The same per source, with its clock skew (seconds its clock is behind ours; negative: ahead)."""
-        sources = sorted(set(self.observations) | set(self.observations_pending) | set(self.clock_skew_s))
+        sources = sorted(set(self.observations) | set(self.observations_pending) | set(self.clock_skew_s)
+                         | set(self.log_backlog))
         out = {}
         for source in sources:
             body = _observation_json(self.observations.get(source, Counter()), self.observations_pending.get(source, 0))
             skew = self.clock_skew_s.get(source)
-            out[source] = {**body, "clock_skew_s": None if skew is None else round(skew, 3)}
+            out[source] = {**body, "clock_skew_s": None if skew is None else round(skew, 3),
+                           **self.log_backlog.get(source, {})}
         return out
 
     def source_notes(self) -> dict[str, str]:
@@ -100,6 +105,9 @@ class Stats(Observer):
                 unassessed["errored"] = body["errored"]
             if unassessed:
                 parts.append("observations not assessed: " + ", ".join(f"{k} {v}" for k, v in unassessed.items()))
+            if body.get("skipped_bytes"):
+                parts.append(f"log written while the monitor was down not read: {body['skipped_bytes']} bytes "
+                             "over resume_max_bytes")
             if parts:
                 notes[source] = "; ".join(parts)
         return notes

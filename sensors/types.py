@@ -196,10 +196,14 @@ class InputHealth:
     bad_input: int = 0
     last_error: str | None = None
     truncated: int = 0
+    # A followed log file after a restart: bytes written while the monitor was down that were read, and skipped.
+    resumed_bytes: int = 0
+    skipped_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "state": self.state, "entries": self.entries,
-                "bad_input": self.bad_input, "last_error": self.last_error, "truncated": self.truncated}
+                "bad_input": self.bad_input, "last_error": self.last_error, "truncated": self.truncated,
+                "resumed_bytes": self.resumed_bytes, "skipped_bytes": self.skipped_bytes}
 
 
 class ObservationSource(Protocol):

@@ -11,6 +11,7 @@ with an alert open and started again, no stale "hazard on". Needs `make ha-venv`
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, append, responder, write_config
+from sensors.logs.position import position_file
+from tests.support.daemon import Daemon, append, responder, wait_until, write_config
 from tests.support.homeassistant import (
     NOTICE_LEVELS,
     HomeAssistant,
@@ -134,6 +136,13 @@ def entity_ids(ha: HomeAssistant, node: str) -> dict[str, str]:
             if e.get("platform") == "mqtt" and str(e.get("unique_id", "")).startswith(f"{node}_")}
 
 
+def _position_covers(state: Path, source_id: str, log: Path) -> bool:
+    try:
+        return bool(json.loads(position_file(state, source_id).read_text())["offset"] == log.stat().st_size)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a_restart(
         ha: HomeAssistant, broker: Mosquitto, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
@@ -219,6 +228,8 @@ async def test_home_assistant_sees_hazards_blindness_and_no_stale_hazard_after_a
         assert "off" not in watcher.states(hazard, since=blind_from)  # never "Safe" while it could not see
 
         # -- killed with the alert open, started again: no stale "hazard on"
+        # (once the tail's read position is on disk: a crash before it would read the ladder line again)
+        wait_until(lambda: _position_covers(tmp_path / "state", "kitchen", log), what="the log position on disk")
         killed = time.monotonic()
         daemon.signal(signal.SIGKILL)
         daemon.wait(timeout=10)

@@ -52,6 +52,10 @@ class Collector:
             await asyncio.sleep(POLL)
         return self.texts
 
+    async def wait_for_entries(self, count: int, timeout: float = 3.0) -> list[LogEntry]:
+        await self.wait_for(count, timeout)
+        return self.entries
+
 
 @contextlib.asynccontextmanager
 async def running(source: FileTailSource) -> AsyncIterator[Collector]:

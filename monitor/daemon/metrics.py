@@ -124,6 +124,10 @@ class _ServiceCollector:
                        "Oldest observations dropped to keep a zone's prompt within windows.max_chars",
                        stats.budget_dropped_entries)
         yield from _observations(stats)
+        for kind, what in (("resumed", "read back"), ("skipped", "skipped over resume_max_bytes")):
+            yield _labelled(CounterMetricFamily, f"monitor_source_log_{kind}_bytes",
+                            f"Bytes a followed log file received while the monitor was down, {what} at the restart",
+                            "source", {source: body[f"{kind}_bytes"] for source, body in stats.log_backlog.items()})
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))
         yield _labelled(CounterMetricFamily, "monitor_optional_failures",

@@ -534,6 +534,7 @@ class Service:
             healths = [h for source, _ in self.pipeline.sources if isinstance(h := source.health(), InputHealth)]
             self.stats.bad_log_lines = sum(h.bad_input for h in healths)
             self.stats.truncated_entries = sum(h.truncated for h in healths)
+            self.stats.log_backlog = self._log_backlog()
             # The pipeline's observation ledger and clock estimates (the stats keep the settled counts).
             self.stats.observations_pending = self.pipeline.ledger.open_by_source()
             self.stats.clock_skew_s = self.pipeline.clock_skew.estimates()
@@ -546,6 +547,14 @@ class Service:
         failures["notify"] = self.stats.reach["notify:failed"]
         failures["evidence"] = self.evidence.failures
         return self.stats
+
+    def _log_backlog(self) -> dict[str, dict[str, int]]:
+        """What each followed log file read back, or skipped, of the lines written while the monitor was down."""
+        assert self.pipeline is not None
+        files = {s.id for s in self.settings.sources if s.kind == "file"}
+        return {source.id: {"resumed_bytes": h.resumed_bytes, "skipped_bytes": h.skipped_bytes}
+                for source, _ in self.pipeline.sources
+                if source.id in files and isinstance(h := source.health(), InputHealth)}
 
     def stats_json(self) -> dict[str, Any]:
         """The service's counters, the sources' health and each zone's state (the stats topic, the final log line)."""

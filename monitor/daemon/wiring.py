@@ -45,6 +45,7 @@ class SourceSpec:
     zone: str
     settings: SourceSettings | CameraSettings | MicrophoneSettings
     broker: MqttSettings | None = None
+    state_dir: Path | None = None  # a followed file keeps its read position there
 
     def build(self) -> ObservationSource:
         """The sensor this spec describes (OpenCV, PyAV and aiomqtt are imported only when needed)."""
@@ -57,10 +58,10 @@ class SourceSpec:
             from sensors.camera import CameraSource
 
             return CameraSource(settings)
-        return _log_source(settings, self.broker)
+        return _log_source(settings, self.broker, self.state_dir)
 
 
-def _log_source(settings: SourceSettings, broker: MqttSettings | None) -> ObservationSource:
+def _log_source(settings: SourceSettings, broker: MqttSettings | None, state_dir: Path | None) -> ObservationSource:
     from sensors.logs.sources import FileTailSource, ReplayFileSource, StdinSource
 
     cap = settings.max_entry_chars
@@ -77,7 +78,8 @@ def _log_source(settings: SourceSettings, broker: MqttSettings | None) -> Observ
         return ReplayFileSource(settings.id, settings.path, settings.format,
                                 interval_s=settings.interval_s, speed=settings.speed, max_entry_chars=cap)
     return FileTailSource(settings.id, settings.path, settings.format, from_start=settings.from_start,
-                          poll_interval_s=settings.poll_interval_s, max_entry_chars=cap)
+                          poll_interval_s=settings.poll_interval_s, max_entry_chars=cap, state_dir=state_dir,
+                          resume=settings.resume, resume_max_bytes=settings.resume_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ EMBEDDED_NOTICE = (
 
 def source_specs(settings: Settings) -> dict[str, SourceSpec]:
     """Every source (activity logs, then cameras, then microphones) by id."""
-    specs = {s.id: SourceSpec(s.id, s.zone_id, s, settings.mqtt if s.kind == "mqtt" else None)
+    specs = {s.id: SourceSpec(s.id, s.zone_id, s, settings.mqtt if s.kind == "mqtt" else None,
+                              settings.service.state_dir if s.kind == "file" else None)
              for s in settings.sources}
     specs.update({c.id: SourceSpec(c.id, c.zone_id, c) for c in settings.cameras})
     specs.update({m.id: SourceSpec(m.id, m.zone_id, m) for m in settings.microphones})

@@ -425,6 +425,11 @@ class PasbenchBlockParser:
         """End of input: return the pending entry, if any, and start afresh."""
         return self._finish()
 
+    @property
+    def holding(self) -> bool:
+        """Whether lines fed so far wait for a later line to complete their entry (an open block)."""
+        return bool(self._block.raw)
+
     def _consume(self, piece: str, kind: _Piece) -> list[LogEntry]:
         if isinstance(kind, _Marker):
             return self._finish()
@@ -623,6 +628,14 @@ class LogParser:
         """End of input: decide if still undecided, and return pending entries."""
         done = self._settle(None) if self._format is None and self._first is not None else []
         return done + (self._blocks.flush() if self._format == "pasbench" else [])
+
+    @property
+    def holding(self) -> bool:
+        """Whether lines fed so far wait in the parser for a later line (an undecided start, an open block).
+
+        A followed file keeps its read position only up to lines nothing waits on, so a restart
+        reads a held entry's lines again instead of losing them."""
+        return bool(self._pending) or (self._format == "pasbench" and self._blocks.holding)
 
     def _feed_undecided(self, line: str, lineno: int) -> list[LogEntry]:
         guess = _guess(line)

@@ -19,7 +19,15 @@ class SourceSettings(Section):
     topic: str | None = Field(default=None, description="mqtt: topic of JSON activity events")
     format: Literal["auto", "jsonl", "text", "pasbench"] = "auto"
     zone: Identifier | None = Field(default=None, description="default: the source id")
-    from_start: bool = Field(default=False, description="file: read existing content first instead of only appends")
+    from_start: bool = Field(default=False, description="file: read existing content first instead of only appends "
+                                                        "(when no read position is kept for it)")
+    resume: bool = Field(default=True, description="file: continue after a restart where the last run stopped "
+                                                   "(the position is kept in the state dir)")
+    resume_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024,
+        description="file: most bytes written while the monitor was down read after a restart; older ones are "
+                    "skipped and counted",
+    )
     speed: float = Field(default=1.0, ge=0.0, description="replay: entries per interval scale; 0 = as fast as possible")
     interval_s: PositiveFloat = Field(default=2.0, description="replay: seconds between entries at speed 1")
     poll_interval_s: PositiveFloat = 0.25

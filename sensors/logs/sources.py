@@ -27,12 +27,14 @@ import structlog
 from monitor.core.errors import LogParseError, SensorError
 from monitor.core.text import redact_credentials
 from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, FormatChoice, LogParser, cap_entry
+from sensors.logs.position import Position, PositionStore
 from sensors.types import Emit, InputHealth, LogEntry
 
 _READ_CHUNK = 64 * 1024
 # A writer that never sends a newline (binary junk, a runaway line) must not grow memory without bound.
 _MAX_LINE_BYTES = 1024 * 1024
 _STDIN_QUEUE_LINES = 1024
+DEFAULT_RESUME_MAX_BYTES = 4 * 1024 * 1024
 
 
 def _decode(data: bytes) -> str:
@@ -49,6 +51,9 @@ class _LogSource:
         self.entries_emitted = 0
         self.bad_lines = 0
         self.truncated = 0
+        # A followed file's backlog after a restart: bytes read back, and bytes skipped over resume_max_bytes.
+        self.resumed_bytes = 0
+        self.skipped_bytes = 0
         self.last_error: str | None = None
         self.max_entry_chars = max_entry_chars
         self._failing = False  # its last run failed, and it has not worked since
@@ -90,7 +95,8 @@ class _LogSource:
         """Online until the source ends or fails (and until it works again); with its counters and last error."""
         offline = self.ended or self._failing
         return InputHealth(self.id, "offline" if offline else "online", entries=self.entries_emitted,
-                           bad_input=self.bad_lines, last_error=self.last_error, truncated=self.truncated)
+                           bad_input=self.bad_lines, last_error=self.last_error, truncated=self.truncated,
+                           resumed_bytes=self.resumed_bytes, skipped_bytes=self.skipped_bytes)
 
 
 class _Chunk:
@@ -112,6 +118,12 @@ class FileTailSource(_LogSource):
     0). Partial lines wait for their newline. When no byte arrives for
     `idle_flush_s`, the pending PaSBench block is emitted, because the last
     block of a live log has no next time line to close it. Runs until cancelled.
+
+    With a `state_dir` (and `resume`), the read position is kept there
+    (`sensors.logs.position`) and a start continues where the last run stopped:
+    the lines written while the monitor was down are read, at most the last
+    `resume_max_bytes` of them (the older part is skipped, logged and counted in
+    `skipped_bytes`; what is read back is counted in `resumed_bytes`).
     """
 
     def __init__(
@@ -125,6 +137,9 @@ class FileTailSource(_LogSource):
         idle_flush_s: float | None = 3.0,
         clock: Clock = time.time,
         max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS,
+        state_dir: Path | None = None,
+        resume: bool = True,
+        resume_max_bytes: int = DEFAULT_RESUME_MAX_BYTES,
     ) -> None:
         super().__init__(source_id, parser_format, clock, max_entry_chars)
         self.path = Path(path)
@@ -134,6 +149,13 @@ class FileTailSource(_LogSource):
         self._partial = b""
         self._skipping = False
         self._lineno = 0
+        self.resume_max_bytes = resume_max_bytes
+        self._store = PositionStore(state_dir, source_id) if state_dir is not None and resume else None
+        self._position: Position | None = None  # where the last run stopped (the stored record, then this process's)
+        self._loaded = False
+        self._identity = (0, 0)  # (st_dev, st_ino) of the open file
+        self._read_to = 0  # offset after the last complete line handed to the parser
+        self._safe = 0  # offset after the last line nothing waits on in the parser: where a restart resumes
 
     async def run(self, emit: Emit) -> None:
         """Emit entries as lines are appended; returns only by cancellation, raises SensorError on a bad path."""
@@ -145,17 +167,23 @@ class FileTailSource(_LogSource):
             raise
         finally:
             self.ended = True
+            if self._store is not None:
+                self._note()  # lines handed on since the last chunk ended (a stop or a failure mid-chunk)
+                await self._store.close()
 
     async def _follow(self, emit: Emit) -> None:
-        handle = await self._open(at_end=not self._from_start)
+        handle = await self._first_open()
         try:
             idle_since = time.monotonic()
             while True:
                 chunk = await asyncio.to_thread(self._poll, handle)
                 if chunk.data:
                     await self._consume(chunk.data, emit)
+                    self._note()
                     idle_since = time.monotonic()
                     continue
+                if self._store is not None:
+                    self._store.tick()  # the last lines of a burst are written once the throttle allows
                 if chunk.status == "rotated":
                     handle = await self._reopen(handle, emit)
                     continue
@@ -164,10 +192,76 @@ class FileTailSource(_LogSource):
                     continue
                 if self._idle_flush_s is not None and time.monotonic() - idle_since >= self._idle_flush_s:
                     await self._emit_all(self._parser.flush(), emit)
+                    self._safe = self._read_to  # nothing waits in the parser any more
+                    self._note()
                     idle_since = float("inf")  # once per quiet spell
                 await asyncio.sleep(self._poll_s)
         finally:
             handle.close()
+
+    async def _first_open(self) -> IO[bytes]:
+        """Open the file where the last run stopped, if a position is kept for this path; else as always."""
+        if self._store is not None and not self._loaded:
+            self._loaded = True
+            self._position = await asyncio.to_thread(self._store.load)
+            if self._position is not None and self._position.path != str(self.path):
+                self._log.info("log position was kept for another path; not resuming", path=str(self.path),
+                               kept_for=self._position.path)
+        saved = self._position if self._store is not None else None
+        if saved is None or saved.path != str(self.path):
+            handle = await self._open(at_end=not self._from_start)
+            self._note(opened=True)  # kept at once: a quiet log must resume from here too
+            return handle
+        handle = await self._open(at_end=False)
+        self._partial, self._skipping = b"", False  # what a failed run held is read again from the position
+        await asyncio.to_thread(self._resume, handle, saved)
+        self._note(opened=True)
+        return handle
+
+    def _resume(self, handle: IO[bytes], saved: Position) -> None:
+        """Runs in a worker thread: seek to where the last run stopped, or to what is left of it."""
+        info = os.fstat(handle.fileno())
+        start = saved.offset
+        if (info.st_dev, info.st_ino) != (saved.dev, saved.ino):
+            self._log.warning("log file replaced while the monitor was down; reading the new file from its start "
+                              "(the old file's tail may have been missed)", path=str(self.path))
+            start = 0
+        elif info.st_size < saved.offset:
+            self._log.warning("log file truncated while the monitor was down; reading it from its start",
+                              path=str(self.path), offset_kept=saved.offset, size=info.st_size)
+            start = 0
+        if info.st_size - start > self.resume_max_bytes:
+            start = self._skip_backlog(handle, start, info.st_size)
+        handle.seek(start)
+        self._read_to = self._safe = start
+        backlog = info.st_size - start
+        self.resumed_bytes += backlog
+        self._log.info("resuming log", path=str(self.path), offset=start, backlog_bytes=backlog)
+
+    def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> int:
+        """Where the last `resume_max_bytes` of the backlog begin, at a line boundary; the rest is counted."""
+        cut = size - self.resume_max_bytes
+        handle.seek(cut - 1)
+        newline = handle.read(_MAX_LINE_BYTES).find(b"\n")
+        if newline >= 0:
+            cut += newline  # just after the newline at cut - 1 + newline
+        else:
+            self._skipping = True  # a line longer than the read limit: the rest of it is skipped as always
+        self.skipped_bytes += cut - start
+        self._log.warning("log backlog larger than resume_max_bytes; its oldest part skipped", path=str(self.path),
+                          skipped_bytes=cut - start, resume_max_bytes=self.resume_max_bytes,
+                          skipped_total=self.skipped_bytes)
+        return cut
+
+    def _note(self, *, opened: bool = False) -> None:
+        """Remember (and, throttled, keep) the position a restart would resume from."""
+        if self._store is None or self._identity == (0, 0):
+            return  # no file opened yet: nothing read, nothing to keep
+        self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe)
+        if opened:
+            self._store.opened(self._position)
+        else:
+            self._store.note(self._position)
 
     async def _open(self, *, at_end: bool) -> IO[bytes]:
         """Open the path, waiting for it to exist; `at_end` skips what is already there."""
@@ -187,6 +281,9 @@ class FileTailSource(_LogSource):
                 raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror or exc}") from exc
             if at_end:
                 handle.seek(0, os.SEEK_END)
+            info = os.fstat(handle.fileno())
+            self._identity = (info.st_dev, info.st_ino)
+            self._read_to = self._safe = handle.tell()
             self._lineno = 0
             self._working()
             return handle
@@ -212,7 +309,8 @@ class FileTailSource(_LogSource):
         while data := await asyncio.to_thread(old.read, _READ_CHUNK):
             await self._consume(data, emit)
         if self._partial:
-            await self._line(self._partial, emit)  # the old file is finished: its last line is complete
+            # The old file is finished: its last line is complete.
+            await self._line(self._partial, emit, consumed=len(self._partial))
             self._partial = b""
         old.close()
         self._log.info("log file rotated", path=str(self.path))
@@ -224,25 +322,39 @@ class FileTailSource(_LogSource):
         self._partial = b""  # the half line it belonged to has been overwritten
         self._skipping = False
         self._lineno = 0
+        self._read_to = self._safe = 0
 
     async def _consume(self, data: bytes, emit: Emit) -> None:
         if self._skipping:  # the rest of a line longer than _MAX_LINE_BYTES
             newline = data.find(b"\n")
             if newline < 0:
+                self._read_to += len(data)
                 return
             data, self._skipping = data[newline + 1 :], False
+            self._read_to += newline + 1
+            if not self._parser.holding:
+                self._safe = self._read_to
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            await self._line(line, emit)
+            await self._line(line, emit, consumed=len(line) + 1)
         if len(self._partial) > _MAX_LINE_BYTES:
             self._log.warning("log line longer than the read limit; its start is used, the rest skipped",
                               path=str(self.path), line=self._lineno + 1, limit_bytes=_MAX_LINE_BYTES)
-            await self._line(self._partial[:_MAX_LINE_BYTES], emit)
+            safe = self._safe  # a restart reads the cut line again rather than its rest as a line of its own
+            await self._line(self._partial[:_MAX_LINE_BYTES], emit, consumed=len(self._partial))
+            self._safe = safe
             self._partial, self._skipping = b"", True
 
-    async def _line(self, data: bytes, emit: Emit) -> None:
+    async def _line(self, data: bytes, emit: Emit, *, consumed: int) -> None:
+        """Hand one line (`consumed` bytes of the file, its newline included) to the parser and emit what it made."""
         self._lineno += 1
-        await self._emit_all(self._parse(_decode(data), self._lineno), emit)
+        entries = self._parse(_decode(data), self._lineno)
+        await self._emit_all(entries, emit)
+        start, self._read_to = self._read_to, self._read_to + consumed
+        if not self._parser.holding:
+            self._safe = self._read_to
+        elif entries:
+            self._safe = start  # this line closed the held entry and opened the next: a restart reads it again
 
 
 def _open_unbuffered(path: Path) -> IO[bytes]:
