@@ -216,6 +216,9 @@ class _ToneTracker:
         reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[: len(level)].max(axis=2)
         self._history = stacked[-(_ECHO_FRAMES + 2):]
         on = tonal & (level >= np.maximum(reference, level) - self.settings.drop_db)
+        if not on.any() and not (self._open_start >= 0).any():  # nothing sounding in this band: no tone to measure
+            self._levels_before = np.concatenate([self._levels_before, level])[-3:]
+            return []
         return self._runs(on, level, self._frequencies(ref), first)
 
     def _frequencies(self, ref: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -354,8 +357,8 @@ def _merged(pulses: list[Pulse], pattern: Pattern) -> list[Pulse]:
                 out[-1] = pulse
             elif pulse.level_db >= last.level_db - 6.0:
                 louder = pulse if pulse.level_db > last.level_db else last
-                weights = (last.length, pulse.length)  # the pieces' frequencies, by how long each was heard
-                hz = float(np.average([last.hz, pulse.hz], weights=weights))
+                total = last.length + pulse.length  # the pieces' frequencies, by how long each was heard
+                hz = (last.hz * last.length + pulse.hz * pulse.length) / total if total > 0 else louder.hz
                 out[-1] = Pulse(last.start, max(last.end, pulse.end), hz, louder.level_db)
         else:
             out.append(pulse)
