@@ -238,7 +238,10 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         self._last_audio_at = time.monotonic()
         if self._state != "online":
             self._set_state("online")
+        not_numbers = self.listener.bad_samples
         heard = self.listener.feed(block)
+        if self.listener.bad_samples > not_numbers:  # a float stream's NaN or infinity: heard as silence
+            self.bad_input += 1
         del block, samples  # nothing of the sound is kept: only what was heard in it
         self._sounding = tuple(sorted(self.listener.sounding))  # a copy: health() reads it from the loop
         for fact in heard:

@@ -30,7 +30,7 @@ loud, tonal sound centred above 1 kHz that lasts at least 0.8 s (longer than
 any alarm tone, so an alarm's tones are not reported as screams).
 
 Only numbers derived from the samples are kept; the samples themselves are
-dropped as soon as their spectrum is taken.
+dropped as soon as their spectrum is taken (at most 0.1 s wait to be heard).
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ class _ToneTracker:
         look like one alarm: its tones alike (length within a factor of 1.6 or 80 ms, level within 6 dB,
         frequency within 1.5 %), its steps regular (within 25 % of each other, start to start, middle to middle
         or end to end), its gaps real (25 ms on average: not a wavering longer sound), and its gaps and
-        rest quieter than its tones (nothing at that pitch within 3 dB of them), which chance alignments of
+        rest free of anything at that pitch 3 dB louder than its tones, which chance alignments of
         household sounds almost never are.
         """
         newest = self.pulses[-1]
@@ -413,6 +413,7 @@ class Listener:
         self._levels: deque[float] = deque(maxlen=3)
         self._loud: _Loud | None = None
         self._quiet_until = 0.0
+        self.bad_samples = 0  # samples that were not numbers (NaN, infinite): heard as silence
 
     @property
     def now(self) -> float:
@@ -420,7 +421,11 @@ class Listener:
 
     def feed(self, samples: Samples) -> list[Heard]:
         """What was heard in these samples (empty most of the time)."""
-        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        block = np.asarray(samples, dtype=np.float32)
+        if not np.isfinite(block).all():  # one NaN would poison the running background for good
+            self.bad_samples += int(np.count_nonzero(~np.isfinite(block)))
+            block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)  # silence: no sound was measured there
+        data = np.concatenate([self._pending, block])
         if len(data) < BATCH:  # a decoder's small frames are heard 0.1 s at a time: the work per call is fixed
             self._pending = data
             return []

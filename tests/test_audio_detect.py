@@ -111,6 +111,20 @@ def test_a_loud_impact_is_reported_with_its_level_above_the_background() -> None
     assert "dB above the room's background" in impacts[0].text
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_samples_that_are_not_numbers_do_not_deafen_the_listener(bad: float) -> None:
+    rng = np.random.default_rng(3)
+    room = quiet_room(8.0, rng)
+    room[int(1 * sounds.RATE):int(1 * sounds.RATE) + 40] = bad  # a float stream's glitch
+    bang = sounds.impact(rng)
+    at = int(5 * sounds.RATE)
+    room[at:at + len(bang)] += bang
+    listener = Listener()
+    heard = hear(room, listener=listener)
+    assert [h.kind for h in heard if h.kind == "impact"] and all(abs(h.t - 5.0) < 0.1 for h in heard)
+    assert listener.bad_samples == 40
+
+
 def test_a_scream_is_a_high_pitched_sound_not_an_impact() -> None:
     rng = np.random.default_rng(4)
     room = quiet_room(8.0, rng)
