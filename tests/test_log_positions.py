@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from structlog.testing import capture_logs
 
 from monitor.stats import Stats
 from sensors.logs.position import position_file
+from sensors.logs.sources import FileTailSource
 from tests.support import faults
 from tests.support.daemon import Daemon, responder, wait_until
 from tests.support.faults import Rig, append_lines, entry, metric, stops_cleanly
 from tests.support.openai_server import ScriptedOpenAIServer
-from tests.test_log_sources import PASBENCH_LOG, append, running, settle, tail
+from tests.test_log_sources import PASBENCH_LOG, Collector, append, running, settle, tail
 
 
 def record(state: Path) -> dict[str, Any]:
@@ -277,3 +279,52 @@ def test_skipped_backlog_bytes_are_a_readyz_note_and_both_counts_are_in_the_stat
         "kitchen": "log written while the monitor was down not read: 910 bytes over resume_max_bytes"}
     body = stats.to_json()["source_observations"]
     assert body["kitchen"]["skipped_bytes"] == 910 and body["hall"] == {**body["hall"], "resumed_bytes": 5}
+
+
+# -- a stop or a failure while the kept position is being resumed ----------------------------------------
+
+
+def _open_on(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+@pytest.mark.parametrize("how", ["stopped", "failed"])
+async def test_a_stop_or_failure_during_the_resume_keeps_the_position_and_closes_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    # Before: offset 0 was written, the next start replayed the whole file as new observations, the file stayed open.
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_text("".join(f"old event {n}\n" for n in range(5)))
+    async with running(tail(log, state_dir=state, from_start=True)) as got:
+        await got.wait_for(5)
+    kept = record(state)
+    entered, release = threading.Event(), threading.Event()
+    resume = FileTailSource._resume
+
+    def slow_resume(self: FileTailSource, *args: Any, **kwargs: Any) -> Any:
+        entered.set()  # a slow disk: the stop comes while the resume runs in its thread
+        release.wait(5)
+        if how == "failed":
+            raise OSError(5, "Input/output error")
+        return resume(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileTailSource, "_resume", slow_resume)
+    source = tail(log, state_dir=state)
+    task = asyncio.create_task(source.run(Collector()))
+    assert await asyncio.to_thread(entered.wait, 5)
+    if how == "stopped":
+        task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError if how == "stopped" else OSError):
+        await task
+    for _ in range(100):
+        if not _open_on(log):
+            break
+        await asyncio.sleep(0.02)
+    assert _open_on(log) == 0
+    assert record(state) == kept
+    monkeypatch.setattr(FileTailSource, "_resume", resume)
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "new\n")
+        assert await got.wait_for(1) == ["new"]

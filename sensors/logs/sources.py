@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Literal, TypeVar, cast
 
 import structlog
 
@@ -35,6 +35,7 @@ _READ_CHUNK = 64 * 1024
 _MAX_LINE_BYTES = 1024 * 1024
 _STDIN_QUEUE_LINES = 1024
 DEFAULT_RESUME_MAX_BYTES = 4 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 def _decode(data: bytes) -> str:
@@ -202,56 +203,57 @@ class FileTailSource(_LogSource):
     async def _first_open(self) -> IO[bytes]:
         """Open the file where the last run stopped, if a position is kept for this path; else as always."""
         if self._store is not None and not self._loaded:
-            self._loaded = True
             self._position = await asyncio.to_thread(self._store.load)
+            self._loaded = True  # only once loaded: a run stopped during the load loads it again
             if self._position is not None and self._position.path != str(self.path):
                 self._log.info("log position was kept for another path; not resuming", path=str(self.path),
                                kept_for=self._position.path)
         saved = self._position if self._store is not None else None
         if saved is None or saved.path != str(self.path):
             handle = await self._open(at_end=not self._from_start)
-            self._note(opened=True)  # kept at once: a quiet log must resume from here too
-            return handle
-        handle = await self._open(at_end=False)
-        self._partial, self._skipping = b"", False  # what a failed run held is read again from the position
-        await asyncio.to_thread(self._resume, handle, saved)
-        self._note(opened=True)
+        else:
+            handle = await self._open(at_end=False, kept=saved)
+        self._note(opened=True)  # kept at once: a quiet log must resume from here too
         return handle
 
-    def _resume(self, handle: IO[bytes], saved: Position) -> None:
-        """Runs in a worker thread: seek to where the last run stopped, or to what is left of it."""
+    def _place(self, handle: IO[bytes], at_end: bool, kept: Position | None) -> _Placed:
+        """Runs in a worker thread: where to read from (the kept position, the end or the start). Changes
+        nothing of the source: a run stopped meanwhile must leave the position as it was."""
         info = os.fstat(handle.fileno())
-        start = saved.offset
-        if (info.st_dev, info.st_ino) != (saved.dev, saved.ino):
+        placed = _Placed((info.st_dev, info.st_ino), info.st_size if at_end else 0)
+        if kept is not None:
+            start = placed.offset = self._resume(handle, info, kept)
+            if info.st_size - start > self.resume_max_bytes:
+                placed.offset, placed.skipping = self._skip_backlog(handle, start, info.st_size)
+                placed.skipped = placed.offset - start
+            placed.backlog = info.st_size - placed.offset
+        handle.seek(placed.offset)
+        return placed
+
+    def _resume(self, handle: IO[bytes], info: os.stat_result, kept: Position) -> int:
+        """Runs in a worker thread: the kept offset, or 0 when the file is not the one it was kept in."""
+        if (info.st_dev, info.st_ino) != (kept.dev, kept.ino):
             self._log.warning("log file replaced while the monitor was down; reading the new file from its start "
                               "(the old file's tail may have been missed)", path=str(self.path))
-            start = 0
-        elif info.st_size < saved.offset:
+            return 0
+        if info.st_size < kept.offset:
             self._log.warning("log file truncated while the monitor was down; reading it from its start",
-                              path=str(self.path), offset_kept=saved.offset, size=info.st_size)
-            start = 0
-        if info.st_size - start > self.resume_max_bytes:
-            start = self._skip_backlog(handle, start, info.st_size)
-        handle.seek(start)
-        self._read_to = self._safe = start
-        backlog = info.st_size - start
-        self.resumed_bytes += backlog
-        self._log.info("resuming log", path=str(self.path), offset=start, backlog_bytes=backlog)
+                              path=str(self.path), offset_kept=kept.offset, size=info.st_size)
+            return 0
+        return kept.offset
 
-    def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> int:
-        """Where the last `resume_max_bytes` of the backlog begin, at a line boundary; the rest is counted."""
+    def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> tuple[int, bool]:
+        """Where the last `resume_max_bytes` of the backlog begin, at a line boundary, and whether that is inside
+        a line longer than the read limit (its rest is then skipped as always)."""
         cut = size - self.resume_max_bytes
         handle.seek(cut - 1)
         newline = handle.read(_MAX_LINE_BYTES).find(b"\n")
         if newline >= 0:
             cut += newline  # just after the newline at cut - 1 + newline
-        else:
-            self._skipping = True  # a line longer than the read limit: the rest of it is skipped as always
-        self.skipped_bytes += cut - start
         self._log.warning("log backlog larger than resume_max_bytes; its oldest part skipped", path=str(self.path),
                           skipped_bytes=cut - start, resume_max_bytes=self.resume_max_bytes,
-                          skipped_total=self.skipped_bytes)
-        return cut
+                          skipped_total=self.skipped_bytes + cut - start)
+        return cut, newline < 0
 
     def _note(self, *, opened: bool = False) -> None:
         """Remember (and, throttled, keep) the position a restart would resume from."""
@@ -263,12 +265,14 @@ class FileTailSource(_LogSource):
         else:
             self._store.note(self._position)
 
-    async def _open(self, *, at_end: bool) -> IO[bytes]:
-        """Open the path, waiting for it to exist; `at_end` skips what is already there."""
+    async def _open(self, *, at_end: bool, kept: Position | None = None) -> IO[bytes]:
+        """Open the path, waiting for it to exist; then read from `kept` (or what is left of it), from the end
+        (`at_end`: skip what is already there) or from the start. The source's position changes only once
+        that is done; a handle whose run was stopped or failed meanwhile is closed."""
         waiting_logged = False
         while True:
             try:
-                handle = await asyncio.to_thread(_open_unbuffered, self.path)
+                handle = await _in_thread(_close_opened, _open_unbuffered, self.path)
             except FileNotFoundError:
                 if not waiting_logged:
                     self._log.info("waiting for log file", path=str(self.path))
@@ -279,12 +283,16 @@ class FileTailSource(_LogSource):
             except OSError as exc:
                 # A folder, a symlink loop, no permission: the pipeline marks the source failed and retries.
                 raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror or exc}") from exc
-            if at_end:
-                handle.seek(0, os.SEEK_END)
-            info = os.fstat(handle.fileno())
-            self._identity = (info.st_dev, info.st_ino)
-            self._read_to = self._safe = handle.tell()
+            placed = await _in_thread(_closing(handle), self._place, handle, at_end, kept)
+            self._identity = placed.identity
+            self._read_to = self._safe = placed.offset
             self._lineno = 0
+            if kept is not None:
+                self._partial, self._skipping = b"", placed.skipping  # what a failed run held is read again
+                self.resumed_bytes += placed.backlog
+                self.skipped_bytes += placed.skipped
+                self._log.info("resuming log", path=str(self.path), offset=placed.offset,
+                               backlog_bytes=placed.backlog)
             self._working()
             return handle
 
@@ -360,6 +368,41 @@ class FileTailSource(_LogSource):
 def _open_unbuffered(path: Path) -> IO[bytes]:
     # Unbuffered, so a read at EOF asks the OS again next time instead of trusting a cached EOF.
     return open(path, "rb", buffering=0)
+
+
+@dataclass(slots=True)
+class _Placed:
+    """Where a file just opened is read from: its identity and offset, and the backlog a resume found."""
+
+    identity: tuple[int, int]
+    offset: int
+    backlog: int = 0
+    skipped: int = 0
+    skipping: bool = False  # the offset is inside a line longer than the read limit
+
+
+async def _in_thread(abandoned: Callable[[asyncio.Future[_T]], None], work: Callable[..., _T], *args: object) -> _T:
+    """`work(*args)` in a worker thread. A thread cannot be cancelled: when the run is stopped (or the work
+    fails), `abandoned` gets the work's future once the thread is done, to close what it opened or used."""
+    job = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        return await asyncio.shield(job)
+    except BaseException:
+        job.add_done_callback(abandoned)
+        raise
+
+
+def _close_opened(job: asyncio.Future[IO[bytes]]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
+
+
+def _closing(handle: IO[bytes]) -> Callable[[asyncio.Future[_Placed]], None]:
+    def close(job: asyncio.Future[_Placed]) -> None:
+        if not job.cancelled():
+            job.exception()  # retrieved: the run that wanted it has already failed or stopped
+        handle.close()
+    return close
 
 
 class StdinSource(_LogSource):
