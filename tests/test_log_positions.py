@@ -190,6 +190,9 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
         target.write_text("[" * 100_000 + "]" * 100_000)
     elif kind == "wrong-shape":
         target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": True, "offset": -5}))
+    elif kind == "bad-check":
+        target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": 1, "offset": 3,
+                                      "check": "not a sha-256"}))
     elif kind == "symlink":
         elsewhere = tmp_path / "elsewhere.json"
         elsewhere.write_text(json.dumps({"source": "tail", "path": "x", "dev": 0, "ino": 0, "offset": 0}))
@@ -198,7 +201,7 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
         target.mkdir()
 
 
-@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "symlink", "folder"])
+@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "bad-check", "symlink", "folder"])
 async def test_an_unusable_position_file_is_moved_aside_and_the_tail_works(tmp_path: Path, kind: str) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
     log.write_text("old line\n")
@@ -328,3 +331,51 @@ async def test_a_stop_or_failure_during_the_resume_keeps_the_position_and_closes
         await settle()
         append(log, "new\n")
         assert await got.wait_for(1) == ["new"]
+
+
+# -- the kept offset checked against the file (copytruncate, an inode number used again) ---------------
+
+
+async def test_a_file_truncated_while_down_and_written_past_the_kept_offset_is_read_from_its_start(
+        tmp_path: Path) -> None:
+    # Before: the tail resumed at the old offset in the new content, lost its first line and emitted "it".
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "kitchen: kettle on\nhall: door opened\n")
+        await got.wait_for(2)
+    os.truncate(log, 0)  # logrotate's copytruncate: the same inode, then the writer goes on
+    append(log, "kitchen: stove turned on, pan left on it\nhall: front door opened, nobody home\n")
+    source = tail(log, state_dir=state)
+    with capture_logs() as logs:
+        async with running(source) as got:
+            assert await got.wait_for(2) == ["kitchen: stove turned on, pan left on it",
+                                              "hall: front door opened, nobody home"]
+            await settle()
+            assert len(got.texts) == 2
+    assert any("rewritten while the monitor was down" in e["event"] for e in logs), logs
+    assert source.health().resumed_bytes == log.stat().st_size
+    assert record(state)["offset"] == log.stat().st_size
+
+
+@pytest.mark.parametrize("at", ["a line end", "mid-line"])
+async def test_a_record_without_a_fingerprint_resumes_only_at_a_line_end(tmp_path: Path, at: str) -> None:
+    # Records written before the fingerprint was kept still load; their offset must at least follow a newline.
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_text("kitchen: kettle on\nhall: door opened\n")
+    state.mkdir(mode=0o700)
+    info = log.stat()
+    offset = len("kitchen: kettle on\n") if at == "a line end" else len("kitchen: kettle")
+    position_file(state, "tail").write_text(json.dumps(
+        {"source": "tail", "path": str(log), "dev": info.st_dev, "ino": info.st_ino, "offset": offset}))
+    with capture_logs() as logs:
+        async with running(tail(log, state_dir=state)) as got:
+            if at == "a line end":
+                assert await got.wait_for(1) == ["hall: door opened"]
+            else:
+                assert await got.wait_for(2) == ["kitchen: kettle on", "hall: door opened"]
+            await settle()
+            assert len(got.texts) == (1 if at == "a line end" else 2)
+    assert any("rewritten while the monitor was down" in e["event"] for e in logs) == (at == "mid-line")
+    assert len(record(state)["check"]) == 64

@@ -27,7 +27,7 @@ import structlog
 from monitor.core.errors import LogParseError, SensorError
 from monitor.core.text import redact_credentials
 from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, FormatChoice, LogParser, cap_entry
-from sensors.logs.position import Position, PositionStore
+from sensors.logs.position import CHECK_BYTES, Position, PositionStore, fingerprint
 from sensors.types import Emit, InputHealth, LogEntry
 
 _READ_CHUNK = 64 * 1024
@@ -157,6 +157,8 @@ class FileTailSource(_LogSource):
         self._identity = (0, 0)  # (st_dev, st_ino) of the open file
         self._read_to = 0  # offset after the last complete line handed to the parser
         self._safe = 0  # offset after the last line nothing waits on in the parser: where a restart resumes
+        # The last CHECK_BYTES bytes before _read_to and before _safe: a kept offset's check against the file.
+        self._read_tail = self._safe_tail = b""
 
     async def run(self, emit: Emit) -> None:
         """Emit entries as lines are appended; returns only by cancellation, raises SensorError on a bad path."""
@@ -193,7 +195,7 @@ class FileTailSource(_LogSource):
                     continue
                 if self._idle_flush_s is not None and time.monotonic() - idle_since >= self._idle_flush_s:
                     await self._emit_all(self._parser.flush(), emit)
-                    self._safe = self._read_to  # nothing waits in the parser any more
+                    self._mark_safe()  # nothing waits in the parser any more
                     self._note()
                     idle_since = float("inf")  # once per quiet spell
                 await asyncio.sleep(self._poll_s)
@@ -227,6 +229,7 @@ class FileTailSource(_LogSource):
                 placed.offset, placed.skipping = self._skip_backlog(handle, start, info.st_size)
                 placed.skipped = placed.offset - start
             placed.backlog = info.st_size - placed.offset
+        placed.before = _bytes_before(handle, placed.offset)
         handle.seek(placed.offset)
         return placed
 
@@ -239,6 +242,12 @@ class FileTailSource(_LogSource):
         if info.st_size < kept.offset:
             self._log.warning("log file truncated while the monitor was down; reading it from its start",
                               path=str(self.path), offset_kept=kept.offset, size=info.st_size)
+            return 0
+        if not kept.matches(_bytes_before(handle, kept.offset)):
+            # Truncated and written past the offset (copytruncate), or a new file with the old inode number.
+            self._log.warning("log file rewritten while the monitor was down (the bytes before the kept offset are "
+                              "not the ones read); reading it from its start", path=str(self.path),
+                              offset_kept=kept.offset, checked="fingerprint" if kept.check else "line end only")
             return 0
         return kept.offset
 
@@ -259,7 +268,8 @@ class FileTailSource(_LogSource):
         """Remember (and, throttled, keep) the position a restart would resume from."""
         if self._store is None or self._identity == (0, 0):
             return  # no file opened yet: nothing read, nothing to keep
-        self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe)
+        self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe,
+                                  fingerprint(self._safe_tail))
         if opened:
             self._store.opened(self._position)
         else:
@@ -286,6 +296,7 @@ class FileTailSource(_LogSource):
             placed = await _in_thread(_closing(handle), self._place, handle, at_end, kept)
             self._identity = placed.identity
             self._read_to = self._safe = placed.offset
+            self._read_tail = self._safe_tail = placed.before
             self._lineno = 0
             if kept is not None:
                 self._partial, self._skipping = b"", placed.skipping  # what a failed run held is read again
@@ -318,7 +329,7 @@ class FileTailSource(_LogSource):
             await self._consume(data, emit)
         if self._partial:
             # The old file is finished: its last line is complete.
-            await self._line(self._partial, emit, consumed=len(self._partial))
+            await self._line(self._partial, emit, consumed=len(self._partial), last=self._partial[-CHECK_BYTES:])
             self._partial = b""
         old.close()
         self._log.info("log file rotated", path=str(self.path))
@@ -331,38 +342,50 @@ class FileTailSource(_LogSource):
         self._skipping = False
         self._lineno = 0
         self._read_to = self._safe = 0
+        self._read_tail = self._safe_tail = b""
 
     async def _consume(self, data: bytes, emit: Emit) -> None:
         if self._skipping:  # the rest of a line longer than _MAX_LINE_BYTES
             newline = data.find(b"\n")
             if newline < 0:
-                self._read_to += len(data)
+                self._advance(len(data), data[-CHECK_BYTES:])
                 return
+            self._advance(newline + 1, data[max(0, newline + 1 - CHECK_BYTES) : newline + 1])
             data, self._skipping = data[newline + 1 :], False
-            self._read_to += newline + 1
             if not self._parser.holding:
-                self._safe = self._read_to
+                self._mark_safe()
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            await self._line(line, emit, consumed=len(line) + 1)
+            await self._line(line, emit, consumed=len(line) + 1, last=line[-CHECK_BYTES:] + b"\n")
         if len(self._partial) > _MAX_LINE_BYTES:
             self._log.warning("log line longer than the read limit; its start is used, the rest skipped",
                               path=str(self.path), line=self._lineno + 1, limit_bytes=_MAX_LINE_BYTES)
-            safe = self._safe  # a restart reads the cut line again rather than its rest as a line of its own
-            await self._line(self._partial[:_MAX_LINE_BYTES], emit, consumed=len(self._partial))
-            self._safe = safe
+            safe = self._safe, self._safe_tail  # a restart reads the cut line again rather than its rest alone
+            await self._line(self._partial[:_MAX_LINE_BYTES], emit, consumed=len(self._partial),
+                             last=self._partial[-CHECK_BYTES:])
+            self._safe, self._safe_tail = safe
             self._partial, self._skipping = b"", True
 
-    async def _line(self, data: bytes, emit: Emit, *, consumed: int) -> None:
-        """Hand one line (`consumed` bytes of the file, its newline included) to the parser and emit what it made."""
+    async def _line(self, data: bytes, emit: Emit, *, consumed: int, last: bytes) -> None:
+        """Hand one line (`consumed` bytes of the file ending in `last`, its newline included) to the parser and
+        emit what it made."""
         self._lineno += 1
         entries = self._parse(_decode(data), self._lineno)
         await self._emit_all(entries, emit)
-        start, self._read_to = self._read_to, self._read_to + consumed
+        before = self._read_to, self._read_tail
+        self._advance(consumed, last)
         if not self._parser.holding:
-            self._safe = self._read_to
+            self._mark_safe()
         elif entries:
-            self._safe = start  # this line closed the held entry and opened the next: a restart reads it again
+            self._safe, self._safe_tail = before  # this line closed the held entry and opened the next: read again
+
+    def _advance(self, consumed: int, last: bytes) -> None:
+        """`consumed` more bytes were read, ending in `last` (at least their last CHECK_BYTES bytes)."""
+        self._read_to += consumed
+        self._read_tail = (self._read_tail + last)[-CHECK_BYTES:]
+
+    def _mark_safe(self) -> None:
+        self._safe, self._safe_tail = self._read_to, self._read_tail
 
 
 def _open_unbuffered(path: Path) -> IO[bytes]:
@@ -379,6 +402,13 @@ class _Placed:
     backlog: int = 0
     skipped: int = 0
     skipping: bool = False  # the offset is inside a line longer than the read limit
+    before: bytes = b""  # the (up to) CHECK_BYTES bytes before the offset
+
+
+def _bytes_before(handle: IO[bytes], offset: int) -> bytes:
+    """The (up to) CHECK_BYTES bytes of the file just before `offset`; the handle's position is not moved."""
+    size = min(CHECK_BYTES, offset)
+    return os.pread(handle.fileno(), size, offset - size) if size else b""
 
 
 async def _in_thread(abandoned: Callable[[asyncio.Future[_T]], None], work: Callable[..., _T], *args: object) -> _T:
