@@ -7,6 +7,7 @@ Before, every start of a tail began at the end of its file: lines written while 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
@@ -379,3 +380,40 @@ async def test_a_record_without_a_fingerprint_resumes_only_at_a_line_end(tmp_pat
             assert len(got.texts) == (1 if at == "a line end" else 2)
     assert any("rewritten while the monitor was down" in e["event"] for e in logs) == (at == "mid-line")
     assert len(record(state)["check"]) == 64
+
+
+async def test_a_source_run_again_reads_from_its_position_with_a_fresh_parser(tmp_path: Path) -> None:
+    # Before: the open 07:00 block the failed run's parser held was closed by the re-read 06:45 line: a block
+    # without an observation was emitted, and 07:00's lines were fed twice.
+    log, state = tmp_path / "p.log", tmp_path / "state"
+    log.write_bytes(b"")
+    source, seen = tail(log, "pasbench", state_dir=state, idle_flush_s=None), []
+
+    async def emit(entry: Any) -> None:
+        seen.append(entry.behaviour)
+        if len(seen) == 1:
+            raise RuntimeError("the window refused it")  # while the 07:00 block is held
+
+    first = asyncio.create_task(source.run(emit))
+    await settle()
+    append(log, "[Time] 06:45 AM\n[Location] Kitchen\n[Behavioral Observation] She fills the kettle.\n"
+                "[Time] 07:00 AM\n[Location] Hall\n[Behavioral Observation] She runs.\n")
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(first, 5)
+    again = asyncio.create_task(source.run(emit))
+    try:
+        for _ in range(250):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        append(log, "[Time] 07:15 AM\n")
+        for _ in range(250):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await settle()
+    finally:
+        again.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await again
+    assert seen == ["She fills the kettle.", "She fills the kettle.", "She runs."]

@@ -58,6 +58,8 @@ class _LogSource:
         self.last_error: str | None = None
         self.max_entry_chars = max_entry_chars
         self._failing = False  # its last run failed, and it has not worked since
+        self._format_choice: FormatChoice = parser_format
+        self._parser_clock = clock
         self._parser = LogParser(source_id, parser_format, clock=clock)
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(source=source_id)
 
@@ -300,6 +302,8 @@ class FileTailSource(_LogSource):
             self._lineno = 0
             if kept is not None:
                 self._partial, self._skipping = b"", placed.skipping  # what a failed run held is read again
+                # ...and so are the lines its parser held: a parser still holding them would emit them twice
+                self._parser = LogParser(self.id, self._format_choice, clock=self._parser_clock)
                 self.resumed_bytes += placed.backlog
                 self.skipped_bytes += placed.skipped
                 self._log.info("resuming log", path=str(self.path), offset=placed.offset,
