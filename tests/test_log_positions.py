@@ -194,6 +194,9 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
     elif kind == "bad-check":
         target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": 1, "offset": 3,
                                       "check": "not a sha-256"}))
+    elif kind == "bad-format":
+        target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": 1, "offset": 0,
+                                      "format": "auto"}))
     elif kind == "symlink":
         elsewhere = tmp_path / "elsewhere.json"
         elsewhere.write_text(json.dumps({"source": "tail", "path": "x", "dev": 0, "ino": 0, "offset": 0}))
@@ -202,7 +205,8 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
         target.mkdir()
 
 
-@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "bad-check", "symlink", "folder"])
+@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "bad-check", "bad-format",
+                                  "symlink", "folder"])
 async def test_an_unusable_position_file_is_moved_aside_and_the_tail_works(tmp_path: Path, kind: str) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
     log.write_text("old line\n")
@@ -417,3 +421,31 @@ async def test_a_source_run_again_reads_from_its_position_with_a_fresh_parser(tm
         with contextlib.suppress(asyncio.CancelledError):
             await again
     assert seen == ["She fills the kettle.", "She fills the kettle.", "She runs."]
+
+
+async def test_an_auto_source_resumed_mid_block_keeps_the_format_it_decided(tmp_path: Path) -> None:
+    # The backlog cut lands on a block's plain continuation line: before, `auto` decided anew and took the
+    # PaSBench log for plain text, for this run and every line after.
+    log, state = tmp_path / "p.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, "auto", state_dir=state, idle_flush_s=None)) as got:
+        await settle()
+        append(log, "[Time] 06:45 AM\n[Location] Kitchen\n[Behavioral Observation] She fills the kettle.\n"
+                    "[Time] 06:50 AM\n")
+        assert [e.behaviour for e in await got.wait_for_entries(1)] == ["She fills the kettle."]
+    assert record(state)["format"] == "pasbench"
+    append(log, "[Location] Hall\n[Behavioral Observation]\n")
+    tail_part = ("She runs towards the stairs.\n[Time] 07:15 AM\n[Location] Stairs\n"
+                 "[Behavioral Observation] She sits on the top step.\n[Time] 07:30 AM\n")
+    append(log, tail_part)
+    async with running(tail(log, "auto", state_dir=state, idle_flush_s=None,
+                            resume_max_bytes=len(tail_part))) as got:
+        await settle()
+        append(log, "[Location] Landing\n[Behavioral Observation] She stands up.\n[Time] 07:45 AM\n")
+        for _ in range(150):
+            if "She stands up." in [e.behaviour for e in got.entries]:
+                break
+            await asyncio.sleep(0.02)
+        behaviours = [(e.location, e.behaviour) for e in got.entries]
+    assert ("Stairs", "She sits on the top step.") in behaviours, behaviours
+    assert ("Landing", "She stands up.") in behaviours, behaviours

@@ -13,6 +13,8 @@ a file truncated while the monitor was down and written past the old offset (log
 `copytruncate`, or a deleted file whose inode number came back) has the same identity and is long
 enough, but not those bytes, and is read from its start instead of from the middle of a line.
 A record written before `check` was kept still loads; its offset must at least follow a newline.
+`format` is the format a source set to `auto` had decided on: a resume that starts inside a block
+(the backlog cut at `resume_max_bytes`) keeps it instead of deciding again from a stray line.
 
 A record that cannot be used (garbage, too large, too deep, a link, the wrong shape) is moved
 aside with a log line and the source starts as if there were none: it can never stop a source.
@@ -26,9 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from monitor.core.statefile import JsonStateFile
+from sensors.logs.parsers import Format
 
 FILE_PREFIX = "log-position-"
 SAVE_EVERY_S = 1.0
@@ -36,7 +39,7 @@ SAVE_EVERY_S = 1.0
 _MAX_RECORD_BYTES = 64 * 1024
 CHECK_BYTES = 64
 _SHAPE = ('{"source": str, "path": str, "dev": int, "ino": int, "offset": int >= 0, "check": 64 hex digits '
-          '(optional)}')
+          '(optional), "format": "jsonl" | "text" | "pasbench" | null (optional)}')
 _CHECK_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -59,10 +62,11 @@ class Position:
     ino: int
     offset: int
     check: str | None = None  # fingerprint() of the bytes before offset; None in a record from before it was kept
+    format: Format | None = None  # the format the parser had decided on (None: not decided yet)
 
     def to_json(self, source_id: str) -> dict[str, Any]:
         return {"source": source_id, "path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset,
-                "check": self.check}
+                "check": self.check, "format": self.format}
 
     def matches(self, before: bytes) -> bool:
         """Whether `before`, the (up to) `CHECK_BYTES` bytes the file now has just before `offset`, are the ones
@@ -79,11 +83,13 @@ def _from_json(document: object, source_id: str) -> Position | None:
     path, numbers = document.get("path"), [document.get(key) for key in ("dev", "ino", "offset")]
     if not isinstance(path, str) or not all(type(n) is int and n >= 0 for n in numbers):
         return None  # `type(...) is int`: a JSON `true` is no offset
-    check = document.get("check")
+    check, fmt = document.get("check"), document.get("format")
     if check is not None and not (isinstance(check, str) and _CHECK_RE.fullmatch(check)):
         return None
+    if fmt is not None and fmt not in get_args(Format):
+        return None
     dev, ino, offset = (int(n) for n in numbers if isinstance(n, int))
-    return Position(path, dev, ino, offset, check)
+    return Position(path, dev, ino, offset, check, fmt)
 
 
 class PositionStore:

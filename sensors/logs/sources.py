@@ -26,7 +26,7 @@ import structlog
 
 from monitor.core.errors import LogParseError, SensorError
 from monitor.core.text import redact_credentials
-from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, FormatChoice, LogParser, cap_entry
+from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, Format, FormatChoice, LogParser, cap_entry
 from sensors.logs.position import CHECK_BYTES, Position, PositionStore, fingerprint
 from sensors.types import Emit, InputHealth, LogEntry
 
@@ -226,7 +226,9 @@ class FileTailSource(_LogSource):
         info = os.fstat(handle.fileno())
         placed = _Placed((info.st_dev, info.st_ino), info.st_size if at_end else 0)
         if kept is not None:
-            start = placed.offset = self._resume(handle, info, kept)
+            resumed = self._resume(handle, info, kept)
+            start = placed.offset = resumed if resumed is not None else 0
+            placed.continued = resumed is not None
             if info.st_size - start > self.resume_max_bytes:
                 placed.offset, placed.skipping = self._skip_backlog(handle, start, info.st_size)
                 placed.skipped = placed.offset - start
@@ -235,22 +237,23 @@ class FileTailSource(_LogSource):
         handle.seek(placed.offset)
         return placed
 
-    def _resume(self, handle: IO[bytes], info: os.stat_result, kept: Position) -> int:
-        """Runs in a worker thread: the kept offset, or 0 when the file is not the one it was kept in."""
+    def _resume(self, handle: IO[bytes], info: os.stat_result, kept: Position) -> int | None:
+        """Runs in a worker thread: the kept offset, or None (read from the start) when the file is not the one
+        it was kept in."""
         if (info.st_dev, info.st_ino) != (kept.dev, kept.ino):
             self._log.warning("log file replaced while the monitor was down; reading the new file from its start "
                               "(the old file's tail may have been missed)", path=str(self.path))
-            return 0
+            return None
         if info.st_size < kept.offset:
             self._log.warning("log file truncated while the monitor was down; reading it from its start",
                               path=str(self.path), offset_kept=kept.offset, size=info.st_size)
-            return 0
+            return None
         if not kept.matches(_bytes_before(handle, kept.offset)):
             # Truncated and written past the offset (copytruncate), or a new file with the old inode number.
             self._log.warning("log file rewritten while the monitor was down (the bytes before the kept offset are "
                               "not the ones read); reading it from its start", path=str(self.path),
                               offset_kept=kept.offset, checked="fingerprint" if kept.check else "line end only")
-            return 0
+            return None
         return kept.offset
 
     def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> tuple[int, bool]:
@@ -266,12 +269,18 @@ class FileTailSource(_LogSource):
                           skipped_total=self.skipped_bytes + cut - start)
         return cut, newline < 0
 
+    def _fresh_parser(self, decided: Format | None) -> LogParser:
+        """A parser for reading from a kept position: with `auto`, in the format decided before, if any (a resume
+        can start inside a block, whose stray line would decide anew, wrongly)."""
+        fmt = decided if self._format_choice == "auto" and decided is not None else self._format_choice
+        return LogParser(self.id, fmt, clock=self._parser_clock)
+
     def _note(self, *, opened: bool = False) -> None:
         """Remember (and, throttled, keep) the position a restart would resume from."""
         if self._store is None or self._identity == (0, 0):
             return  # no file opened yet: nothing read, nothing to keep
         self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe,
-                                  fingerprint(self._safe_tail))
+                                  fingerprint(self._safe_tail), self._parser.format)
         if opened:
             self._store.opened(self._position)
         else:
@@ -303,7 +312,7 @@ class FileTailSource(_LogSource):
             if kept is not None:
                 self._partial, self._skipping = b"", placed.skipping  # what a failed run held is read again
                 # ...and so are the lines its parser held: a parser still holding them would emit them twice
-                self._parser = LogParser(self.id, self._format_choice, clock=self._parser_clock)
+                self._parser = self._fresh_parser(kept.format if placed.continued else None)
                 self.resumed_bytes += placed.backlog
                 self.skipped_bytes += placed.skipped
                 self._log.info("resuming log", path=str(self.path), offset=placed.offset,
@@ -407,6 +416,7 @@ class _Placed:
     skipped: int = 0
     skipping: bool = False  # the offset is inside a line longer than the read limit
     before: bytes = b""  # the (up to) CHECK_BYTES bytes before the offset
+    continued: bool = False  # in the file the position was kept in (not read again from its start)
 
 
 def _bytes_before(handle: IO[bytes], offset: int) -> bytes:
