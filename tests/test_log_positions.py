@@ -12,7 +12,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -449,3 +449,33 @@ async def test_an_auto_source_resumed_mid_block_keeps_the_format_it_decided(tmp_
         behaviours = [(e.location, e.behaviour) for e in got.entries]
     assert ("Stairs", "She sits on the top step.") in behaviours, behaviours
     assert ("Landing", "She stands up.") in behaviours, behaviours
+
+
+async def _record_shows(state: Path, want: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    for _ in range(100):
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if want(found := record(state)):
+                return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the position record never showed it: {record(state)}")
+
+
+@pytest.mark.parametrize("change", ["rotated", "truncated"])
+async def test_a_rotation_or_truncation_in_the_run_is_kept_at_once(tmp_path: Path, change: str) -> None:
+    # Before: the old file's position stayed on disk until the next line arrived; a crash meanwhile resumed
+    # from it (a truncated file's new content then mid-line, a rotated one's read from its start again).
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "a line before the change\n")
+        await got.wait_for(1)
+        await _record_shows(state, lambda r: r["offset"] == log.stat().st_size)
+        if change == "rotated":
+            log.rename(tmp_path / "a.log.1")
+            log.write_bytes(b"")
+        else:
+            os.truncate(log, 0)
+        ino = log.stat().st_ino
+        kept = await _record_shows(state, lambda r: r["offset"] == 0)
+        assert kept["ino"] == ino

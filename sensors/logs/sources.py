@@ -189,11 +189,12 @@ class FileTailSource(_LogSource):
                     continue
                 if self._store is not None:
                     self._store.tick()  # the last lines of a burst are written once the throttle allows
-                if chunk.status == "rotated":
-                    handle = await self._reopen(handle, emit)
-                    continue
-                if chunk.status == "truncated":
-                    self._restart(handle)
+                if chunk.status in ("rotated", "truncated"):
+                    if chunk.status == "rotated":
+                        handle = await self._reopen(handle, emit)
+                    else:
+                        self._restart(handle)
+                    self._note(opened=True)  # kept at once: a crash before the next line must not use the old one
                     continue
                 if self._idle_flush_s is not None and time.monotonic() - idle_since >= self._idle_flush_s:
                     await self._emit_all(self._parser.flush(), emit)
