@@ -123,7 +123,9 @@ class FileTailSource(_LogSource):
     block of a live log has no next time line to close it. Runs until cancelled.
 
     With a `state_dir` (and `resume`), the read position is kept there
-    (`sensors.logs.position`) and a start continues where the last run stopped:
+    (`sensors.logs.position`) and a start continues where the last run stopped,
+    if the file is still the one read there (its identity, its length, the bytes
+    before the offset; else it is read from its start), with a fresh parser:
     the lines written while the monitor was down are read, at most the last
     `resume_max_bytes` of them (the older part is skipped, logged and counted in
     `skipped_bytes`; what is read back is counted in `resumed_bytes`).
