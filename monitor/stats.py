@@ -46,8 +46,8 @@ class Stats(Observer):
     # Read from the pipeline by the service: observations not settled yet, and each source's clock skew.
     observations_pending: dict[str, int] = field(default_factory=dict)
     clock_skew_s: dict[str, float] = field(default_factory=dict)
-    # Read from the followed log files by the service: the bytes written while the monitor was down that a
-    # restart read (`resumed_bytes`) and skipped over `resume_max_bytes` (`skipped_bytes`), by source.
+    # Read from the followed log files by the service: the bytes after the kept read position that a source's
+    # (re)start read (`resumed_bytes`) and skipped over `resume_max_bytes` (`skipped_bytes`), by source.
     log_backlog: dict[str, dict[str, int]] = field(default_factory=dict)
     # Failures of the optional parts, by part (OPTIONAL_PARTS): each window went on without the part.
     optional_failures: Counter[str] = field(default_factory=Counter)

@@ -196,7 +196,7 @@ class InputHealth:
     bad_input: int = 0
     last_error: str | None = None
     truncated: int = 0
-    # A followed log file after a restart: bytes written while the monitor was down that were read, and skipped.
+    # A followed log file when its source (re)started: bytes after the kept read position that were read, and skipped.
     resumed_bytes: int = 0
     skipped_bytes: int = 0
 

@@ -7,10 +7,12 @@ Before, every start of a tail began at the end of its file: lines written while 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,12 @@ from structlog.testing import capture_logs
 
 from monitor.stats import Stats
 from sensors.logs.position import position_file
+from sensors.logs.sources import FileTailSource
 from tests.support import faults
 from tests.support.daemon import Daemon, responder, wait_until
 from tests.support.faults import Rig, append_lines, entry, metric, stops_cleanly
 from tests.support.openai_server import ScriptedOpenAIServer
-from tests.test_log_sources import PASBENCH_LOG, append, running, settle, tail
+from tests.test_log_sources import PASBENCH_LOG, Collector, append, running, settle, tail
 
 
 def record(state: Path) -> dict[str, Any]:
@@ -188,6 +191,12 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
         target.write_text("[" * 100_000 + "]" * 100_000)
     elif kind == "wrong-shape":
         target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": True, "offset": -5}))
+    elif kind == "bad-check":
+        target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": 1, "offset": 3,
+                                      "check": "not a sha-256"}))
+    elif kind == "bad-format":
+        target.write_text(json.dumps({"source": "tail", "path": "a.log", "dev": 1, "ino": 1, "offset": 0,
+                                      "format": "auto"}))
     elif kind == "symlink":
         elsewhere = tmp_path / "elsewhere.json"
         elsewhere.write_text(json.dumps({"source": "tail", "path": "x", "dev": 0, "ino": 0, "offset": 0}))
@@ -196,7 +205,8 @@ def _plant(kind: str, target: Path, tmp_path: Path) -> None:
         target.mkdir()
 
 
-@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "symlink", "folder"])
+@pytest.mark.parametrize("kind", ["garbage", "huge", "nested", "wrong-shape", "bad-check", "bad-format",
+                                  "symlink", "folder"])
 async def test_an_unusable_position_file_is_moved_aside_and_the_tail_works(tmp_path: Path, kind: str) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
     log.write_text("old line\n")
@@ -277,3 +287,195 @@ def test_skipped_backlog_bytes_are_a_readyz_note_and_both_counts_are_in_the_stat
         "kitchen": "log written while the monitor was down not read: 910 bytes over resume_max_bytes"}
     body = stats.to_json()["source_observations"]
     assert body["kitchen"]["skipped_bytes"] == 910 and body["hall"] == {**body["hall"], "resumed_bytes": 5}
+
+
+# -- a stop or a failure while the kept position is being resumed ----------------------------------------
+
+
+def _open_on(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+@pytest.mark.parametrize("how", ["stopped", "failed"])
+async def test_a_stop_or_failure_during_the_resume_keeps_the_position_and_closes_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    # Before: offset 0 was written, the next start replayed the whole file as new observations, the file stayed open.
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_text("".join(f"old event {n}\n" for n in range(5)))
+    async with running(tail(log, state_dir=state, from_start=True)) as got:
+        await got.wait_for(5)
+    kept = record(state)
+    entered, release = threading.Event(), threading.Event()
+    resume = FileTailSource._resume
+
+    def slow_resume(self: FileTailSource, *args: Any, **kwargs: Any) -> Any:
+        entered.set()  # a slow disk: the stop comes while the resume runs in its thread
+        release.wait(5)
+        if how == "failed":
+            raise OSError(5, "Input/output error")
+        return resume(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileTailSource, "_resume", slow_resume)
+    source = tail(log, state_dir=state)
+    task = asyncio.create_task(source.run(Collector()))
+    assert await asyncio.to_thread(entered.wait, 5)
+    if how == "stopped":
+        task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError if how == "stopped" else OSError):
+        await task
+    for _ in range(100):
+        if not _open_on(log):
+            break
+        await asyncio.sleep(0.02)
+    assert _open_on(log) == 0
+    assert record(state) == kept
+    monkeypatch.setattr(FileTailSource, "_resume", resume)
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "new\n")
+        assert await got.wait_for(1) == ["new"]
+
+
+# -- the kept offset checked against the file (copytruncate, an inode number used again) ---------------
+
+
+async def test_a_file_truncated_while_down_and_written_past_the_kept_offset_is_read_from_its_start(
+        tmp_path: Path) -> None:
+    # Before: the tail resumed at the old offset in the new content, lost its first line and emitted "it".
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "kitchen: kettle on\nhall: door opened\n")
+        await got.wait_for(2)
+    os.truncate(log, 0)  # logrotate's copytruncate: the same inode, then the writer goes on
+    append(log, "kitchen: stove turned on, pan left on it\nhall: front door opened, nobody home\n")
+    source = tail(log, state_dir=state)
+    with capture_logs() as logs:
+        async with running(source) as got:
+            assert await got.wait_for(2) == ["kitchen: stove turned on, pan left on it",
+                                              "hall: front door opened, nobody home"]
+            await settle()
+            assert len(got.texts) == 2
+    assert any("rewritten while the monitor was down" in e["event"] for e in logs), logs
+    assert source.health().resumed_bytes == log.stat().st_size
+    assert record(state)["offset"] == log.stat().st_size
+
+
+@pytest.mark.parametrize("at", ["a line end", "mid-line"])
+async def test_a_record_without_a_fingerprint_resumes_only_at_a_line_end(tmp_path: Path, at: str) -> None:
+    # Records written before the fingerprint was kept still load; their offset must at least follow a newline.
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_text("kitchen: kettle on\nhall: door opened\n")
+    state.mkdir(mode=0o700)
+    info = log.stat()
+    offset = len("kitchen: kettle on\n") if at == "a line end" else len("kitchen: kettle")
+    position_file(state, "tail").write_text(json.dumps(
+        {"source": "tail", "path": str(log), "dev": info.st_dev, "ino": info.st_ino, "offset": offset}))
+    with capture_logs() as logs:
+        async with running(tail(log, state_dir=state)) as got:
+            if at == "a line end":
+                assert await got.wait_for(1) == ["hall: door opened"]
+            else:
+                assert await got.wait_for(2) == ["kitchen: kettle on", "hall: door opened"]
+            await settle()
+            assert len(got.texts) == (1 if at == "a line end" else 2)
+    assert any("rewritten while the monitor was down" in e["event"] for e in logs) == (at == "mid-line")
+    assert len(record(state)["check"]) == 64
+
+
+async def test_a_source_run_again_reads_from_its_position_with_a_fresh_parser(tmp_path: Path) -> None:
+    # Before: the open 07:00 block the failed run's parser held was closed by the re-read 06:45 line: a block
+    # without an observation was emitted, and 07:00's lines were fed twice.
+    log, state = tmp_path / "p.log", tmp_path / "state"
+    log.write_bytes(b"")
+    source, seen = tail(log, "pasbench", state_dir=state, idle_flush_s=None), []
+
+    async def emit(entry: Any) -> None:
+        seen.append(entry.behaviour)
+        if len(seen) == 1:
+            raise RuntimeError("the window refused it")  # while the 07:00 block is held
+
+    first = asyncio.create_task(source.run(emit))
+    await settle()
+    append(log, "[Time] 06:45 AM\n[Location] Kitchen\n[Behavioral Observation] She fills the kettle.\n"
+                "[Time] 07:00 AM\n[Location] Hall\n[Behavioral Observation] She runs.\n")
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(first, 5)
+    again = asyncio.create_task(source.run(emit))
+    try:
+        for _ in range(250):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        append(log, "[Time] 07:15 AM\n")
+        for _ in range(250):
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await settle()
+    finally:
+        again.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await again
+    assert seen == ["She fills the kettle.", "She fills the kettle.", "She runs."]
+
+
+async def test_an_auto_source_resumed_mid_block_keeps_the_format_it_decided(tmp_path: Path) -> None:
+    # The backlog cut lands on a block's plain continuation line: before, `auto` decided anew and took the
+    # PaSBench log for plain text, for this run and every line after.
+    log, state = tmp_path / "p.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, "auto", state_dir=state, idle_flush_s=None)) as got:
+        await settle()
+        append(log, "[Time] 06:45 AM\n[Location] Kitchen\n[Behavioral Observation] She fills the kettle.\n"
+                    "[Time] 06:50 AM\n")
+        assert [e.behaviour for e in await got.wait_for_entries(1)] == ["She fills the kettle."]
+    assert record(state)["format"] == "pasbench"
+    append(log, "[Location] Hall\n[Behavioral Observation]\n")
+    tail_part = ("She runs towards the stairs.\n[Time] 07:15 AM\n[Location] Stairs\n"
+                 "[Behavioral Observation] She sits on the top step.\n[Time] 07:30 AM\n")
+    append(log, tail_part)
+    async with running(tail(log, "auto", state_dir=state, idle_flush_s=None,
+                            resume_max_bytes=len(tail_part))) as got:
+        await settle()
+        append(log, "[Location] Landing\n[Behavioral Observation] She stands up.\n[Time] 07:45 AM\n")
+        for _ in range(150):
+            if "She stands up." in [e.behaviour for e in got.entries]:
+                break
+            await asyncio.sleep(0.02)
+        behaviours = [(e.location, e.behaviour) for e in got.entries]
+    assert ("Stairs", "She sits on the top step.") in behaviours, behaviours
+    assert ("Landing", "She stands up.") in behaviours, behaviours
+
+
+async def _record_shows(state: Path, want: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    for _ in range(100):
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if want(found := record(state)):
+                return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the position record never showed it: {record(state)}")
+
+
+@pytest.mark.parametrize("change", ["rotated", "truncated"])
+async def test_a_rotation_or_truncation_in_the_run_is_kept_at_once(tmp_path: Path, change: str) -> None:
+    # Before: the old file's position stayed on disk until the next line arrived; a crash meanwhile resumed
+    # from it (a truncated file's new content then mid-line, a rotated one's read from its start again).
+    log, state = tmp_path / "a.log", tmp_path / "state"
+    log.write_bytes(b"")
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, "a line before the change\n")
+        await got.wait_for(1)
+        await _record_shows(state, lambda r: r["offset"] == log.stat().st_size)
+        if change == "rotated":
+            log.rename(tmp_path / "a.log.1")
+            log.write_bytes(b"")
+        else:
+            os.truncate(log, 0)
+        ino = log.stat().st_ino
+        kept = await _record_shows(state, lambda r: r["offset"] == 0)
+        assert kept["ino"] == ino

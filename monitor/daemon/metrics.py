@@ -124,9 +124,10 @@ class _ServiceCollector:
                        "Oldest observations dropped to keep a zone's prompt within windows.max_chars",
                        stats.budget_dropped_entries)
         yield from _observations(stats)
-        for kind, what in (("resumed", "read back"), ("skipped", "skipped over resume_max_bytes")):
+        for kind, what in (("resumed", "read"), ("skipped", "skipped over resume_max_bytes")):
             yield _labelled(CounterMetricFamily, f"monitor_source_log_{kind}_bytes",
-                            f"Bytes a followed log file received while the monitor was down, {what} at the restart",
+                            f"Bytes a followed log file had after its kept read position when its source started "
+                            f"(a restart of the monitor, or the source run again after a failure or a reload), {what}",
                             "source", {source: body[f"{kind}_bytes"] for source, body in stats.log_backlog.items()})
         yield _labelled(CounterMetricFamily, "monitor_sink_failures", "Alert events a sink failed to take",
                         "sink", dict(stats.sink_failures))

@@ -549,7 +549,7 @@ class Service:
         return self.stats
 
     def _log_backlog(self) -> dict[str, dict[str, int]]:
-        """What each followed log file read back, or skipped, of the lines written while the monitor was down."""
+        """What each followed log file read, or skipped, after its kept read position when its source (re)started."""
         assert self.pipeline is not None
         files = {s.id for s in self.settings.sources if s.kind == "file"}
         return {source.id: {"resumed_bytes": h.resumed_bytes, "skipped_bytes": h.skipped_bytes}

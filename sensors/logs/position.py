@@ -8,25 +8,44 @@ nothing said so. So each file source keeps one small JSON record,
 atomically through `monitor.core.statefile` (0600, never through a link), at most once a
 `SAVE_EVERY_S` while data flows, and when the source stops.
 
+The record also holds `check`, the SHA-256 of the (up to) `CHECK_BYTES` bytes just before the offset:
+a file truncated while the monitor was down and written past the old offset (logrotate's
+`copytruncate`, or a deleted file whose inode number came back) has the same identity and is long
+enough, but not those bytes, and is read from its start instead of from the middle of a line.
+A record written before `check` was kept still loads; its offset must at least follow a newline.
+`format` is the format a source set to `auto` had decided on: a resume that starts inside a block
+(the backlog cut at `resume_max_bytes`) keeps it instead of deciding again from a stray line.
+
 A record that cannot be used (garbage, too large, too deep, a link, the wrong shape) is moved
 aside with a log line and the source starts as if there were none: it can never stop a source.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from monitor.core.statefile import JsonStateFile
+from sensors.logs.parsers import Format
 
 FILE_PREFIX = "log-position-"
 SAVE_EVERY_S = 1.0
 # A record is about 200 bytes; anything much larger is not one the monitor wrote.
 _MAX_RECORD_BYTES = 64 * 1024
-_SHAPE = '{"source": str, "path": str, "dev": int, "ino": int, "offset": int >= 0}'
+CHECK_BYTES = 64
+_SHAPE = ('{"source": str, "path": str, "dev": int, "ino": int, "offset": int >= 0, "check": 64 hex digits '
+          '(optional), "format": "jsonl" | "text" | "pasbench" | null (optional)}')
+_CHECK_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def fingerprint(before: bytes) -> str:
+    """The check of an offset: the SHA-256 of the (up to) `CHECK_BYTES` bytes just before it."""
+    return hashlib.sha256(before[-CHECK_BYTES:]).hexdigest()
 
 
 def position_file(state_dir: Path, source_id: str) -> Path:
@@ -42,9 +61,19 @@ class Position:
     dev: int
     ino: int
     offset: int
+    check: str | None = None  # fingerprint() of the bytes before offset; None in a record from before it was kept
+    format: Format | None = None  # the format the parser had decided on (None: not decided yet)
 
     def to_json(self, source_id: str) -> dict[str, Any]:
-        return {"source": source_id, "path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset}
+        return {"source": source_id, "path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset,
+                "check": self.check, "format": self.format}
+
+    def matches(self, before: bytes) -> bool:
+        """Whether `before`, the (up to) `CHECK_BYTES` bytes the file now has just before `offset`, are the ones
+        that were read. Without a check (an older record) the offset must at least follow a newline."""
+        if self.check is not None:
+            return fingerprint(before) == self.check
+        return self.offset == 0 or before.endswith(b"\n")
 
 
 def _from_json(document: object, source_id: str) -> Position | None:
@@ -54,8 +83,13 @@ def _from_json(document: object, source_id: str) -> Position | None:
     path, numbers = document.get("path"), [document.get(key) for key in ("dev", "ino", "offset")]
     if not isinstance(path, str) or not all(type(n) is int and n >= 0 for n in numbers):
         return None  # `type(...) is int`: a JSON `true` is no offset
+    check, fmt = document.get("check"), document.get("format")
+    if check is not None and not (isinstance(check, str) and _CHECK_RE.fullmatch(check)):
+        return None
+    if fmt is not None and fmt not in get_args(Format):
+        return None
     dev, ino, offset = (int(n) for n in numbers if isinstance(n, int))
-    return Position(path, dev, ino, offset)
+    return Position(path, dev, ino, offset, check, fmt)
 
 
 class PositionStore:

@@ -18,16 +18,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Literal, TypeVar, cast
 
 import structlog
 
 from monitor.core.errors import LogParseError, SensorError
 from monitor.core.text import redact_credentials
-from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, FormatChoice, LogParser, cap_entry
-from sensors.logs.position import Position, PositionStore
+from sensors.logs.parsers import DEFAULT_MAX_ENTRY_CHARS, Clock, Format, FormatChoice, LogParser, cap_entry
+from sensors.logs.position import CHECK_BYTES, Position, PositionStore, fingerprint
 from sensors.types import Emit, InputHealth, LogEntry
 
 _READ_CHUNK = 64 * 1024
@@ -35,6 +35,7 @@ _READ_CHUNK = 64 * 1024
 _MAX_LINE_BYTES = 1024 * 1024
 _STDIN_QUEUE_LINES = 1024
 DEFAULT_RESUME_MAX_BYTES = 4 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 def _decode(data: bytes) -> str:
@@ -57,6 +58,8 @@ class _LogSource:
         self.last_error: str | None = None
         self.max_entry_chars = max_entry_chars
         self._failing = False  # its last run failed, and it has not worked since
+        self._format_choice: FormatChoice = parser_format
+        self._parser_clock = clock
         self._parser = LogParser(source_id, parser_format, clock=clock)
         self._log: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(source=source_id)
 
@@ -120,7 +123,9 @@ class FileTailSource(_LogSource):
     block of a live log has no next time line to close it. Runs until cancelled.
 
     With a `state_dir` (and `resume`), the read position is kept there
-    (`sensors.logs.position`) and a start continues where the last run stopped:
+    (`sensors.logs.position`) and a start continues where the last run stopped,
+    if the file is still the one read there (its identity, its length, the bytes
+    before the offset; else it is read from its start), with a fresh parser:
     the lines written while the monitor was down are read, at most the last
     `resume_max_bytes` of them (the older part is skipped, logged and counted in
     `skipped_bytes`; what is read back is counted in `resumed_bytes`).
@@ -156,6 +161,8 @@ class FileTailSource(_LogSource):
         self._identity = (0, 0)  # (st_dev, st_ino) of the open file
         self._read_to = 0  # offset after the last complete line handed to the parser
         self._safe = 0  # offset after the last line nothing waits on in the parser: where a restart resumes
+        # The last CHECK_BYTES bytes before _read_to and before _safe: a kept offset's check against the file.
+        self._read_tail = self._safe_tail = b""
 
     async def run(self, emit: Emit) -> None:
         """Emit entries as lines are appended; returns only by cancellation, raises SensorError on a bad path."""
@@ -184,15 +191,16 @@ class FileTailSource(_LogSource):
                     continue
                 if self._store is not None:
                     self._store.tick()  # the last lines of a burst are written once the throttle allows
-                if chunk.status == "rotated":
-                    handle = await self._reopen(handle, emit)
-                    continue
-                if chunk.status == "truncated":
-                    self._restart(handle)
+                if chunk.status in ("rotated", "truncated"):
+                    if chunk.status == "rotated":
+                        handle = await self._reopen(handle, emit)
+                    else:
+                        self._restart(handle)
+                    self._note(opened=True)  # kept at once: a crash before the next line must not use the old one
                     continue
                 if self._idle_flush_s is not None and time.monotonic() - idle_since >= self._idle_flush_s:
                     await self._emit_all(self._parser.flush(), emit)
-                    self._safe = self._read_to  # nothing waits in the parser any more
+                    self._mark_safe()  # nothing waits in the parser any more
                     self._note()
                     idle_since = float("inf")  # once per quiet spell
                 await asyncio.sleep(self._poll_s)
@@ -202,73 +210,93 @@ class FileTailSource(_LogSource):
     async def _first_open(self) -> IO[bytes]:
         """Open the file where the last run stopped, if a position is kept for this path; else as always."""
         if self._store is not None and not self._loaded:
-            self._loaded = True
             self._position = await asyncio.to_thread(self._store.load)
+            self._loaded = True  # only once loaded: a run stopped during the load loads it again
             if self._position is not None and self._position.path != str(self.path):
                 self._log.info("log position was kept for another path; not resuming", path=str(self.path),
                                kept_for=self._position.path)
         saved = self._position if self._store is not None else None
         if saved is None or saved.path != str(self.path):
             handle = await self._open(at_end=not self._from_start)
-            self._note(opened=True)  # kept at once: a quiet log must resume from here too
-            return handle
-        handle = await self._open(at_end=False)
-        self._partial, self._skipping = b"", False  # what a failed run held is read again from the position
-        await asyncio.to_thread(self._resume, handle, saved)
-        self._note(opened=True)
+        else:
+            handle = await self._open(at_end=False, kept=saved)
+        self._note(opened=True)  # kept at once: a quiet log must resume from here too
         return handle
 
-    def _resume(self, handle: IO[bytes], saved: Position) -> None:
-        """Runs in a worker thread: seek to where the last run stopped, or to what is left of it."""
+    def _place(self, handle: IO[bytes], at_end: bool, kept: Position | None) -> _Placed:
+        """Runs in a worker thread: where to read from (the kept position, the end or the start). Changes
+        nothing of the source: a run stopped meanwhile must leave the position as it was."""
         info = os.fstat(handle.fileno())
-        start = saved.offset
-        if (info.st_dev, info.st_ino) != (saved.dev, saved.ino):
+        placed = _Placed((info.st_dev, info.st_ino), info.st_size if at_end else 0)
+        if kept is not None:
+            resumed = self._resume(handle, info, kept)
+            start = placed.offset = resumed if resumed is not None else 0
+            placed.continued = resumed is not None
+            if info.st_size - start > self.resume_max_bytes:
+                placed.offset, placed.skipping = self._skip_backlog(handle, start, info.st_size)
+                placed.skipped = placed.offset - start
+            placed.backlog = info.st_size - placed.offset
+        placed.before = _bytes_before(handle, placed.offset)
+        handle.seek(placed.offset)
+        return placed
+
+    def _resume(self, handle: IO[bytes], info: os.stat_result, kept: Position) -> int | None:
+        """Runs in a worker thread: the kept offset, or None (read from the start) when the file is not the one
+        it was kept in."""
+        if (info.st_dev, info.st_ino) != (kept.dev, kept.ino):
             self._log.warning("log file replaced while the monitor was down; reading the new file from its start "
                               "(the old file's tail may have been missed)", path=str(self.path))
-            start = 0
-        elif info.st_size < saved.offset:
+            return None
+        if info.st_size < kept.offset:
             self._log.warning("log file truncated while the monitor was down; reading it from its start",
-                              path=str(self.path), offset_kept=saved.offset, size=info.st_size)
-            start = 0
-        if info.st_size - start > self.resume_max_bytes:
-            start = self._skip_backlog(handle, start, info.st_size)
-        handle.seek(start)
-        self._read_to = self._safe = start
-        backlog = info.st_size - start
-        self.resumed_bytes += backlog
-        self._log.info("resuming log", path=str(self.path), offset=start, backlog_bytes=backlog)
+                              path=str(self.path), offset_kept=kept.offset, size=info.st_size)
+            return None
+        if not kept.matches(_bytes_before(handle, kept.offset)):
+            # Truncated and written past the offset (copytruncate), or a new file with the old inode number.
+            self._log.warning("log file rewritten while the monitor was down (the bytes before the kept offset are "
+                              "not the ones read); reading it from its start", path=str(self.path),
+                              offset_kept=kept.offset, checked="fingerprint" if kept.check else "line end only")
+            return None
+        return kept.offset
 
-    def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> int:
-        """Where the last `resume_max_bytes` of the backlog begin, at a line boundary; the rest is counted."""
+    def _skip_backlog(self, handle: IO[bytes], start: int, size: int) -> tuple[int, bool]:
+        """Where the last `resume_max_bytes` of the backlog begin, at a line boundary, and whether that is inside
+        a line longer than the read limit (its rest is then skipped as always)."""
         cut = size - self.resume_max_bytes
         handle.seek(cut - 1)
         newline = handle.read(_MAX_LINE_BYTES).find(b"\n")
         if newline >= 0:
             cut += newline  # just after the newline at cut - 1 + newline
-        else:
-            self._skipping = True  # a line longer than the read limit: the rest of it is skipped as always
-        self.skipped_bytes += cut - start
         self._log.warning("log backlog larger than resume_max_bytes; its oldest part skipped", path=str(self.path),
                           skipped_bytes=cut - start, resume_max_bytes=self.resume_max_bytes,
-                          skipped_total=self.skipped_bytes)
-        return cut
+                          skipped_total=self.skipped_bytes + cut - start)
+        return cut, newline < 0
+
+    def _fresh_parser(self, decided: Format | None) -> LogParser:
+        """A parser for reading from a kept position: with `auto`, in the format decided before, if any (a resume
+        can start inside a block, whose stray line would decide anew, wrongly)."""
+        fmt = decided if self._format_choice == "auto" and decided is not None else self._format_choice
+        return LogParser(self.id, fmt, clock=self._parser_clock)
 
     def _note(self, *, opened: bool = False) -> None:
         """Remember (and, throttled, keep) the position a restart would resume from."""
         if self._store is None or self._identity == (0, 0):
             return  # no file opened yet: nothing read, nothing to keep
-        self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe)
+        self._position = Position(str(self.path), self._identity[0], self._identity[1], self._safe,
+                                  fingerprint(self._safe_tail), self._parser.format)
         if opened:
             self._store.opened(self._position)
         else:
             self._store.note(self._position)
 
-    async def _open(self, *, at_end: bool) -> IO[bytes]:
-        """Open the path, waiting for it to exist; `at_end` skips what is already there."""
+    async def _open(self, *, at_end: bool, kept: Position | None = None) -> IO[bytes]:
+        """Open the path, waiting for it to exist; then read from `kept` (or what is left of it), from the end
+        (`at_end`: skip what is already there) or from the start. The source's position changes only once
+        that is done; a handle whose run was stopped or failed meanwhile is closed."""
         waiting_logged = False
         while True:
             try:
-                handle = await asyncio.to_thread(_open_unbuffered, self.path)
+                handle = await _in_thread(_close_opened, _open_unbuffered, self.path)
             except FileNotFoundError:
                 if not waiting_logged:
                     self._log.info("waiting for log file", path=str(self.path))
@@ -279,12 +307,19 @@ class FileTailSource(_LogSource):
             except OSError as exc:
                 # A folder, a symlink loop, no permission: the pipeline marks the source failed and retries.
                 raise SensorError(f"log source '{self.id}': cannot open {self.path}: {exc.strerror or exc}") from exc
-            if at_end:
-                handle.seek(0, os.SEEK_END)
-            info = os.fstat(handle.fileno())
-            self._identity = (info.st_dev, info.st_ino)
-            self._read_to = self._safe = handle.tell()
+            placed = await _in_thread(_closing(handle), self._place, handle, at_end, kept)
+            self._identity = placed.identity
+            self._read_to = self._safe = placed.offset
+            self._read_tail = self._safe_tail = placed.before
             self._lineno = 0
+            if kept is not None:
+                self._partial, self._skipping = b"", placed.skipping  # what a failed run held is read again
+                # ...and so are the lines its parser held: a parser still holding them would emit them twice
+                self._parser = self._fresh_parser(kept.format if placed.continued else None)
+                self.resumed_bytes += placed.backlog
+                self.skipped_bytes += placed.skipped
+                self._log.info("resuming log", path=str(self.path), offset=placed.offset,
+                               backlog_bytes=placed.backlog)
             self._working()
             return handle
 
@@ -310,7 +345,7 @@ class FileTailSource(_LogSource):
             await self._consume(data, emit)
         if self._partial:
             # The old file is finished: its last line is complete.
-            await self._line(self._partial, emit, consumed=len(self._partial))
+            await self._line(self._partial, emit, consumed=len(self._partial), last=self._partial[-CHECK_BYTES:])
             self._partial = b""
         old.close()
         self._log.info("log file rotated", path=str(self.path))
@@ -323,43 +358,98 @@ class FileTailSource(_LogSource):
         self._skipping = False
         self._lineno = 0
         self._read_to = self._safe = 0
+        self._read_tail = self._safe_tail = b""
 
     async def _consume(self, data: bytes, emit: Emit) -> None:
         if self._skipping:  # the rest of a line longer than _MAX_LINE_BYTES
             newline = data.find(b"\n")
             if newline < 0:
-                self._read_to += len(data)
+                self._advance(len(data), data[-CHECK_BYTES:])
                 return
+            self._advance(newline + 1, data[max(0, newline + 1 - CHECK_BYTES) : newline + 1])
             data, self._skipping = data[newline + 1 :], False
-            self._read_to += newline + 1
             if not self._parser.holding:
-                self._safe = self._read_to
+                self._mark_safe()
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            await self._line(line, emit, consumed=len(line) + 1)
+            await self._line(line, emit, consumed=len(line) + 1, last=line[-CHECK_BYTES:] + b"\n")
         if len(self._partial) > _MAX_LINE_BYTES:
             self._log.warning("log line longer than the read limit; its start is used, the rest skipped",
                               path=str(self.path), line=self._lineno + 1, limit_bytes=_MAX_LINE_BYTES)
-            safe = self._safe  # a restart reads the cut line again rather than its rest as a line of its own
-            await self._line(self._partial[:_MAX_LINE_BYTES], emit, consumed=len(self._partial))
-            self._safe = safe
+            safe = self._safe, self._safe_tail  # a restart reads the cut line again rather than its rest alone
+            await self._line(self._partial[:_MAX_LINE_BYTES], emit, consumed=len(self._partial),
+                             last=self._partial[-CHECK_BYTES:])
+            self._safe, self._safe_tail = safe
             self._partial, self._skipping = b"", True
 
-    async def _line(self, data: bytes, emit: Emit, *, consumed: int) -> None:
-        """Hand one line (`consumed` bytes of the file, its newline included) to the parser and emit what it made."""
+    async def _line(self, data: bytes, emit: Emit, *, consumed: int, last: bytes) -> None:
+        """Hand one line (`consumed` bytes of the file ending in `last`, its newline included) to the parser and
+        emit what it made."""
         self._lineno += 1
         entries = self._parse(_decode(data), self._lineno)
         await self._emit_all(entries, emit)
-        start, self._read_to = self._read_to, self._read_to + consumed
+        before = self._read_to, self._read_tail
+        self._advance(consumed, last)
         if not self._parser.holding:
-            self._safe = self._read_to
+            self._mark_safe()
         elif entries:
-            self._safe = start  # this line closed the held entry and opened the next: a restart reads it again
+            self._safe, self._safe_tail = before  # this line closed the held entry and opened the next: read again
+
+    def _advance(self, consumed: int, last: bytes) -> None:
+        """`consumed` more bytes were read, ending in `last` (at least their last CHECK_BYTES bytes)."""
+        self._read_to += consumed
+        self._read_tail = (self._read_tail + last)[-CHECK_BYTES:]
+
+    def _mark_safe(self) -> None:
+        self._safe, self._safe_tail = self._read_to, self._read_tail
 
 
 def _open_unbuffered(path: Path) -> IO[bytes]:
     # Unbuffered, so a read at EOF asks the OS again next time instead of trusting a cached EOF.
     return open(path, "rb", buffering=0)
+
+
+@dataclass(slots=True)
+class _Placed:
+    """Where a file just opened is read from: its identity and offset, and the backlog a resume found."""
+
+    identity: tuple[int, int]
+    offset: int
+    backlog: int = 0
+    skipped: int = 0
+    skipping: bool = False  # the offset is inside a line longer than the read limit
+    before: bytes = b""  # the (up to) CHECK_BYTES bytes before the offset
+    continued: bool = False  # in the file the position was kept in (not read again from its start)
+
+
+def _bytes_before(handle: IO[bytes], offset: int) -> bytes:
+    """The (up to) CHECK_BYTES bytes of the file just before `offset`; the handle's position is not moved."""
+    size = min(CHECK_BYTES, offset)
+    return os.pread(handle.fileno(), size, offset - size) if size else b""
+
+
+async def _in_thread(abandoned: Callable[[asyncio.Future[_T]], None], work: Callable[..., _T], *args: object) -> _T:
+    """`work(*args)` in a worker thread. A thread cannot be cancelled: when the run is stopped (or the work
+    fails), `abandoned` gets the work's future once the thread is done, to close what it opened or used."""
+    job = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        return await asyncio.shield(job)
+    except BaseException:
+        job.add_done_callback(abandoned)
+        raise
+
+
+def _close_opened(job: asyncio.Future[IO[bytes]]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
+
+
+def _closing(handle: IO[bytes]) -> Callable[[asyncio.Future[_Placed]], None]:
+    def close(job: asyncio.Future[_Placed]) -> None:
+        if not job.cancelled():
+            job.exception()  # retrieved: the run that wanted it has already failed or stopped
+        handle.close()
+    return close
 
 
 class StdinSource(_LogSource):
