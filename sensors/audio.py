@@ -32,7 +32,7 @@ from monitor.core.errors import SensorError
 from monitor.core.text import redact_credentials
 from sensors.audio_config import MicrophoneSettings, alsa_device_problem
 from sensors.audio_detect import RATE, DetectSettings, Heard, Listener
-from sensors.capture import CaptureLifecycle, OpenFailed, Outcome, State
+from sensors.capture import CaptureLifecycle, CaptureRun, OpenFailed, Outcome, State
 from sensors.types import AlarmHeard, Emit, LogEntry
 
 # Facts waiting for the event loop; a few a minute is a lot, so this only bounds a stalled loop.
@@ -69,7 +69,15 @@ class MicrophoneHealth:
         }
 
 
-class MicrophoneSource(CaptureLifecycle[Any]):
+class _Hearing(CaptureRun):
+    """One run of a microphone's capture thread: `done` is set when that thread has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = threading.Event()
+
+
+class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
     """Hears one microphone and emits what it heard as text observations."""
 
     noun = "microphone"
@@ -84,7 +92,6 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         self._last_audio_at: float | None = None
         self._facts: deque[LogEntry] = deque()
         self._lock = threading.Lock()
-        self._done = threading.Event()
         self.samples = 0
         self.facts = 0
         self.facts_dropped = 0
@@ -98,18 +105,18 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         loop = asyncio.get_running_loop()
         available = asyncio.Event()
         self._notify = lambda: loop.call_soon_threadsafe(available.set)
-        self._done.clear()
-        self._start_capture()
+        hearing = _Hearing()
+        self._start_capture(hearing)
         try:
             while True:
                 available.clear()
                 for entry in self._take():
                     await emit(entry)
-                if self._done.is_set():
+                if hearing.done.is_set():
                     for entry in self._take():
                         await emit(entry)
-                    if self._error is not None:
-                        raise self._error
+                    if hearing.error is not None:
+                        raise hearing.error
                     return
                 await available.wait()
         finally:
@@ -134,8 +141,8 @@ class MicrophoneSource(CaptureLifecycle[Any]):
             bad_input=self.bad_input)
 
     # -- the capture thread -------------------------------------------------------------------------------
-    def _capture_ended(self) -> None:
-        self._done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
+    def _capture_ended(self, run: _Hearing) -> None:
+        run.done.set()  # before the wake-up: run() must see it on waking, whether the thread has exited
         self._notify()
 
     def _lost(self) -> str:
@@ -191,7 +198,7 @@ class MicrophoneSource(CaptureLifecycle[Any]):
             raise OpenFailed(message)
         return container
 
-    def _pump(self, container: Any) -> Outcome:
+    def _pump(self, container: Any, run: _Hearing) -> Outcome:
         """Decode until the input ends or fails; 'delivered' means it failed after delivering audio."""
         import av
 
@@ -203,21 +210,25 @@ class MicrophoneSource(CaptureLifecycle[Any]):
         start_samples = self.samples
         try:
             for frame in container.decode(stream):
-                if self._stop.is_set():
+                if run.stop.is_set():  # checked after each read: a read blocked past the stop hears nothing more
                     return "stopped"
                 for out in resampler.resample(frame):
                     self._hear(out.to_ndarray().reshape(-1))
                 if paced:
                     media_t = (self.samples - start_samples) / RATE
                     wait = opened_at + media_t / self.settings.speed - time.monotonic()
-                    if wait > 0 and self._stop.wait(wait):
+                    if wait > 0 and run.stop.wait(wait):
                         return "stopped"
         except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+            if run.stop.is_set():  # a read that failed after the stop: not bad input
+                return "stopped"
             self.bad_input += 1
             if self.settings.kind == "file":
                 raise SensorError(f"microphone '{self.id}': cannot decode {self.settings.path}: {exc}") from exc
             self._last_error = f"microphone '{self.id}': {redact_credentials(str(exc))}"
             return "delivered" if self.samples > heard_before else "failed"
+        if run.stop.is_set():
+            return "stopped"
         return self._input_end(heard_before)
 
     def _input_end(self, heard_before: int) -> Outcome:

@@ -54,7 +54,7 @@ import numpy.typing as npt
 from monitor.core.errors import SensorError
 from monitor.core.text import redact_credentials
 from sensors.camera_config import CameraSettings
-from sensors.capture import CaptureLifecycle, OpenFailed, Outcome, State
+from sensors.capture import CaptureLifecycle, CaptureRun, OpenFailed, Outcome, State
 from sensors.gating import ChangeGate
 from sensors.image_header import ImageRefused, check_image, max_file_bytes
 from sensors.pose import PosePrefilter, create_pose_prefilter
@@ -310,7 +310,15 @@ class _FrameBuffer:
             self._room.notify_all()
 
 
-class CameraSource(CaptureLifecycle[_Reader]):
+class _Filming(CaptureRun):
+    """One run of a camera's capture thread: the buffer its frames (and its end) go to."""
+
+    def __init__(self, buffer: _FrameBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+
+class CameraSource(CaptureLifecycle[_Reader, _Filming]):
     """An `ObservationSource` of camera `Frame`s; see the module docstring for clocks and drop policy."""
 
     noun = "camera"
@@ -322,7 +330,6 @@ class CameraSource(CaptureLifecycle[_Reader]):
         if pose is None and settings.pose_prefilter:
             pose = create_pose_prefilter()
         self._pose = pose
-        self._buffer = _FrameBuffer(settings.queue_size, block=not settings.live)
         self._last_frame_at: float | None = None
         # Keyframe-only decoding yields a frame per keyframe interval, but packets keep arriving, and a paced
         # file waits on purpose: the source is alive until this moment (monotonic) even without a frame.
@@ -348,22 +355,22 @@ class CameraSource(CaptureLifecycle[_Reader]):
         """
         loop = asyncio.get_running_loop()
         available = asyncio.Event()
-        # A fresh start after a failed run: a new buffer (and in _start_capture a new stop flag, no stale error).
-        self._buffer = _FrameBuffer(self.settings.queue_size, block=not self.settings.live)
+        # A fresh start after a failed run: a new buffer, stop flag and error, all the new thread's own.
+        filming = _Filming(_FrameBuffer(self.settings.queue_size, block=not self.settings.live))
 
         def notify() -> None:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(available.set)
 
-        self._buffer.notify = notify
-        self._start_capture()
+        filming.buffer.notify = notify
+        self._start_capture(filming)
         try:
             while True:
                 available.clear()
-                while (item := self._buffer.take()) is not None:
+                while (item := filming.buffer.take()) is not None:
                     if isinstance(item, _End):
-                        if self._error is not None:
-                            raise self._error
+                        if filming.error is not None:
+                            raise filming.error
                         return
                     await emit(item)
                     self.frames_emitted += 1
@@ -397,13 +404,13 @@ class CameraSource(CaptureLifecycle[_Reader]):
         )
 
     # -- the capture thread ---------------------------------------------------------------------------
-    def _capture_ended(self) -> None:
-        if self._pose is not None and self._error is None:
+    def _capture_ended(self, run: _Filming) -> None:
+        if self._pose is not None and run.error is None:
             self._pose.close()  # after an error the pipeline runs the camera again, pose and all
-        self._buffer.close()
+        run.buffer.close()
 
-    def _unblock(self) -> None:
-        self._buffer.wake()  # a capture thread waiting for room in a full buffer
+    def _unblock(self, run: _Filming) -> None:
+        run.buffer.wake()  # a capture thread waiting for room in a full buffer
 
     def _lost(self) -> str:
         return f"camera '{self.id}': stream stopped delivering frames"
@@ -427,10 +434,10 @@ class CameraSource(CaptureLifecycle[_Reader]):
             self._refused(exc)
             raise OpenFailed(str(exc)) from exc
 
-    def _pump(self, reader: _Reader) -> Outcome:
+    def _pump(self, reader: _Reader, run: _Filming) -> Outcome:
         """Read until the stream ends or fails; 'delivered' means it failed after delivering frames."""
         try:
-            return self._read_frames(reader)
+            return self._read_frames(reader, run)
         except ImageRefused as exc:
             self._refused(exc)
             return "failed"
@@ -534,21 +541,24 @@ class CameraSource(CaptureLifecycle[_Reader]):
 
         return _FolderReader(paths, self.settings.folder_fps, bad, self.settings.max_pixels)
 
-    def _read_frames(self, reader: _Reader) -> Outcome:
+    def _read_frames(self, reader: _Reader, run: _Filming) -> Outcome:
         settings = self.settings
         period = 1.0 / settings.max_fps
         opened_at = time.monotonic()
         next_sample: float | None = None
         index = 0
-        while not self._stop.is_set():
-            if not reader.grab():
+        while not run.stop.is_set():
+            grabbed = reader.grab()
+            if run.stop.is_set():  # a read blocked past the stop: its frame (or failure) is not this run's any more
+                return "stopped"
+            if not grabbed:
                 return self._stream_end(reader, index)
             media_t = reader.media_time(index)
             if media_t is not None and settings.speed > 0:
                 wait = opened_at + media_t / settings.speed - time.monotonic()
                 if wait > 0:
                     self._alive_until = time.monotonic() + wait  # waiting for the media clock is not silence
-                    if self._stop.wait(wait):
+                    if run.stop.wait(wait):
                         return "stopped"
             index += 1
             self._track_mode(reader)
@@ -566,7 +576,7 @@ class CameraSource(CaptureLifecycle[_Reader]):
             if next_sample <= sample_clock:
                 next_sample = sample_clock + period
             reader.due(next_sample - sample_clock)
-            self._sampled(image, self._timestamp(media_t))
+            self._sampled(image, self._timestamp(media_t), run)
         return "stopped"
 
     def _track_mode(self, reader: _Reader) -> None:
@@ -610,7 +620,7 @@ class CameraSource(CaptureLifecycle[_Reader]):
             self._fps = (self.frames_read - count) / (now - since)
             self._fps_window = (now, self.frames_read)
 
-    def _sampled(self, image: Image, ts: float) -> None:
+    def _sampled(self, image: Image, ts: float, run: _Filming) -> None:
         self.frames_sampled += 1
         # Downscaled first, once: the gate's grey image comes from the small frame for a fraction of
         # the cost of reading the full one, and a frame the gate passes needs the small frame anyway.
@@ -625,7 +635,7 @@ class CameraSource(CaptureLifecycle[_Reader]):
         frame = Frame(source=self.id, ts=ts, image=small, width=small.shape[1], height=small.shape[0],
                       change=decision.score, facts=facts, jpeg_quality=self.settings.jpeg_quality,
                       thumbnail=decision.thumbnail)
-        dropped = self._buffer.put(frame, self._stop)
+        dropped = run.buffer.put(frame, run.stop)
         if dropped:
             self.frames_dropped += dropped
             self._log.info("frames dropped", reason="queue_full", dropped=dropped, total=self.frames_dropped)

@@ -7,6 +7,10 @@ meantime. An input that cannot get better by retrying (a missing or corrupt file
 or `_pump`; the exception ends the thread and `run` raises it on the event loop, so the pipeline
 restarts the source with its own backoff. The attempt count restarts after an input that delivered.
 
+Each run of the thread has its own `CaptureRun`: its stop flag, its error and whatever it hands its
+frames or facts to. A thread that outlived its join (blocked in a read when its run ended) still sees
+its own stop flag when the read returns, stops, and touches nothing of the run started after it.
+
 Subclasses say what to open, pump and close, and what to do when the thread ends; the states,
 reconnect counter, log events (`<noun> online`, `<noun> offline`, `<noun> closed`) and errors (with
 credentials redacted) are the same for every kind of source.
@@ -32,6 +36,17 @@ State = Literal["online", "offline"]
 Outcome = Literal["stopped", "ended", "looped", "failed", "delivered"]
 InputT = TypeVar("InputT")
 
+
+class CaptureRun:
+    """One run of a capture thread: its own stop flag and error, handed to the thread as an argument."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+
+RunT = TypeVar("RunT", bound=CaptureRun)
+
 _JOIN_TIMEOUT_S = 2.0
 
 
@@ -39,7 +54,7 @@ class OpenFailed(Exception):
     """A live input could not be opened this time; worth retrying."""
 
 
-class CaptureLifecycle(ABC, Generic[InputT]):
+class CaptureLifecycle(ABC, Generic[InputT, RunT]):
     """A source read in its own thread: open, pump, reopen with backoff; online or offline with the last error.
 
     `noun` names the kind of source in log events and the thread's name ("camera" -> `camera online`).
@@ -55,9 +70,9 @@ class CaptureLifecycle(ABC, Generic[InputT]):
         self._backoff = Backoff(reconnect.initial_s, reconnect.max_s, jitter=reconnect.jitter)
         self._state: State = "offline"
         self._last_error: str | None = None
-        self._stop = threading.Event()
+        self._run: RunT | None = None  # the current run: only its thread may end it or change the state
+        self._current = threading.Lock()  # held while a run is made current, and while its thread ends it
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
         self._started_at = time.time()  # when the run began: a file read at speed 0 is stamped from it
 
     # -- what a kind of source says ------------------------------------------------------------------
@@ -66,8 +81,8 @@ class CaptureLifecycle(ABC, Generic[InputT]):
         """Open the input; raise `OpenFailed` to retry later, anything else to end the run with that error."""
 
     @abstractmethod
-    def _pump(self, opened: InputT) -> Outcome:
-        """Read the opened input until it ends, fails or the source is stopped."""
+    def _pump(self, opened: InputT, run: RunT) -> Outcome:
+        """Read the opened input until it ends, fails or `run` is stopped ("stopped" once a read returns after that)."""
 
     @abstractmethod
     def _close_input(self, opened: InputT) -> None:
@@ -77,11 +92,11 @@ class CaptureLifecycle(ABC, Generic[InputT]):
     def _lost(self) -> str:
         """The error shown when a live input stops delivering."""
 
-    def _capture_ended(self) -> None:
-        """Called last in the capture thread: hand the end (and any error) to the event loop."""
+    def _capture_ended(self, run: RunT) -> None:
+        """Called last in the capture thread of the current run: hand the end (and `run.error`) to the event loop."""
 
-    def _unblock(self) -> None:
-        """Called after the stop flag is set: wake a capture thread waiting for something else than it."""
+    def _unblock(self, run: RunT) -> None:
+        """Called after `run`'s stop flag is set: wake its capture thread waiting for something else than it."""
 
     def _state_changed(self, state: State) -> None:
         """Called when the state changes, before it is logged."""
@@ -91,48 +106,58 @@ class CaptureLifecycle(ABC, Generic[InputT]):
         return {}
 
     # -- the event-loop side ---------------------------------------------------------------------------
-    def _start_capture(self) -> None:
-        """Start a fresh capture thread: a new stop flag (an old thread that outlived its join keeps its own)."""
+    def _start_capture(self, run: RunT) -> None:
+        """Start a fresh capture thread for `run` (an old thread that outlived its join keeps its own run)."""
         self.ended = False
-        self._stop = threading.Event()
-        self._error = None
+        with self._current:
+            self._run = run
         self._started_at = time.time()
-        self._thread = threading.Thread(target=self._capture, name=f"{self.noun}:{self.id}", daemon=True)
+        self._thread = threading.Thread(target=self._capture, args=(run,), name=f"{self.noun}:{self.id}", daemon=True)
         self._thread.start()
 
     async def _stop_capture(self) -> None:
         """Stop the capture thread and wait for it a bounded time (a blocked read ends by its own timeout)."""
         self.ended = True
-        self._stop.set()
-        self._unblock()
+        if self._run is not None:
+            self._run.stop.set()
+            self._unblock(self._run)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, _JOIN_TIMEOUT_S)
 
     # -- the capture thread ----------------------------------------------------------------------------
-    def _capture(self) -> None:
+    def _capture(self, run: RunT) -> None:
         try:
-            self._capture_loop()
+            self._capture_loop(run)
         except BaseException as exc:  # handed to run(), which raises it on the loop
-            self._error = exc
-            self._last_error = redact_credentials(str(exc))
+            run.error = exc
         finally:
-            if self._state == "online":
-                self._state = "offline"
-                reason = "error" if self._error is not None else "stopped" if self._stop.is_set() else "ended"
-                self._log.info(f"{self.noun} closed", reason=reason)
-            self._capture_ended()
+            with self._current:
+                if run is self._run:
+                    self._end(run)
+                else:  # a newer run owns the state, the last error and the hand-off now
+                    self._log.info(f"{self.noun} capture thread outlived its run",
+                                   error=None if run.error is None else redact_credentials(str(run.error)))
 
-    def _capture_loop(self) -> None:
+    def _end(self, run: RunT) -> None:
+        if run.error is not None:
+            self._last_error = redact_credentials(str(run.error))
+        if self._state == "online":
+            self._state = "offline"
+            reason = "error" if run.error is not None else "stopped" if run.stop.is_set() else "ended"
+            self._log.info(f"{self.noun} closed", reason=reason)
+        self._capture_ended(run)
+
+    def _capture_loop(self, run: RunT) -> None:
         attempt = 0
-        while not self._stop.is_set():
+        while not run.stop.is_set():
             try:
                 opened = self._open()
             except OpenFailed as exc:
                 attempt += 1
-                self._retry_later(str(exc), attempt)
+                self._retry_later(run, str(exc), attempt)
                 continue
             try:
-                outcome = self._pump(opened)
+                outcome = self._pump(opened, run)
             finally:
                 self._close_input(opened)
             if outcome == "delivered":
@@ -142,12 +167,14 @@ class CaptureLifecycle(ABC, Generic[InputT]):
             if outcome == "looped":
                 continue
             attempt += 1
-            self._retry_later(self._lost(), attempt)
+            self._retry_later(run, self._lost(), attempt)
 
-    def _retry_later(self, error: str, attempt: int) -> None:
+    def _retry_later(self, run: RunT, error: str, attempt: int) -> None:
+        if run is not self._run:  # an old thread whose open or read returned after a newer run started
+            return
         delay = self._backoff.delay(attempt)
         self._set_state("offline", error, retry_in_s=round(delay, 2))
-        if not self._stop.wait(delay):
+        if not run.stop.wait(delay):
             self.reconnects += 1
 
     def _set_state(self, state: State, error: str | None = None, **fields: Any) -> None:

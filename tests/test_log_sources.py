@@ -221,6 +221,31 @@ async def test_stdin_source_reads_a_pipe_until_eof() -> None:
     assert source.ended and source.entries_emitted == 2 and source.bad_lines == 0
 
 
+async def test_stdin_source_run_again_after_a_failure_gets_every_later_line() -> None:
+    # The first run's reader thread is blocked in a read when the run fails; the pipeline runs the
+    # source again. A second reader thread on the same stream took every other line into a dead queue.
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as stream, os.fdopen(write_fd, "wb") as writer:
+        source = StdinSource("stdin", "jsonl", stream=stream)
+
+        async def fail(entry: LogEntry) -> None:
+            raise RuntimeError("emit failed")
+
+        writer.write(b'{"text": "line 0", "ts": 1}\n')
+        writer.flush()
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(source.run(fail), 3.0)
+        collector = Collector()
+        task = asyncio.create_task(source.run(collector))
+        for i in range(1, 11):
+            writer.write(f'{{"text": "line {i}", "ts": 1}}\n'.encode())
+            writer.flush()
+            await collector.wait_for(i)
+        writer.close()
+        await asyncio.wait_for(task, 3.0)
+    assert collector.texts == [f"line {i}" for i in range(1, 11)] and source.ended
+
+
 # --------------------------------------------------------------------------- ReplayFileSource
 
 

@@ -457,7 +457,9 @@ class StdinSource(_LogSource):
 
     A daemon thread does the blocking reads, so a stdin that never closes
     cannot hold up shutdown; a bounded queue gives the writer back-pressure.
-    At EOF the parser is flushed and `run` returns.
+    At EOF the parser is flushed and `run` returns. The thread outlives a failed
+    run: the run after it goes on from its queue (a second thread on the same
+    stream would take lines into a queue nobody reads).
     """
 
     def __init__(
@@ -471,6 +473,8 @@ class StdinSource(_LogSource):
     ) -> None:
         super().__init__(source_id, parser_format, clock, max_entry_chars)
         self._stream = stream
+        self._feed: _StdinFeed | None = None
+        self._lineno = 0
 
     async def run(self, emit: Emit) -> None:
         """Emit entries for each line read; return at end of input."""
@@ -484,21 +488,28 @@ class StdinSource(_LogSource):
             self.ended = True
 
     async def _read(self, emit: Emit) -> None:
-        # Bounded by `room`, taken by the reader thread before each line: the queue itself never blocks.
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        room = threading.Semaphore(_STDIN_QUEUE_LINES)
-        stream = self._stream if self._stream is not None else sys.stdin.buffer
-        reader = threading.Thread(
-            target=_pump, args=(stream, queue, room, asyncio.get_running_loop()), name=f"stdin-{self.id}",
-            daemon=True,
-        )
-        reader.start()
-        lineno = 0
-        while (data := await queue.get()) is not None:
-            room.release()
-            lineno += 1
-            await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), lineno), emit)
+        loop = asyncio.get_running_loop()
+        if self._feed is None or self._feed.loop is not loop:
+            stream = self._stream if self._stream is not None else sys.stdin.buffer
+            self._feed = _StdinFeed(stream, loop, f"stdin-{self.id}")
+        feed = self._feed
+        while (data := await feed.queue.get()) is not None:
+            feed.room.release()
+            self._lineno += 1
+            await self._emit_all(self._parse(_decode(data.rstrip(b"\n")), self._lineno), emit)
+        self._feed = None  # its thread has ended at EOF
         await self._emit_all(self._parser.flush(), emit)
+
+
+class _StdinFeed:
+    """A stdin source's reader thread and the queue it fills, kept across the source's runs on one loop."""
+
+    def __init__(self, stream: IO[bytes], loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Bounded by `room`, taken by the reader thread before each line: the queue itself never blocks.
+        self.room = threading.Semaphore(_STDIN_QUEUE_LINES)
+        threading.Thread(target=_pump, args=(stream, self.queue, self.room, loop), name=name, daemon=True).start()
 
 
 def _bounded_lines(stream: IO[bytes]) -> Iterator[bytes]:
