@@ -79,22 +79,29 @@ class PosePrefilter:
         reason = pose_unavailable_reason()
         if reason is not None:
             raise PoseUnavailableError(reason)
-        mediapipe: Any = importlib.import_module("mediapipe")
-        self._pose: Any = mediapipe.solutions.pose.Pose(
-            static_image_mode=False, model_complexity=model_complexity,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
-        )
+        self._model_complexity = model_complexity
         self.min_confidence = min_confidence
+        self._pose: Any | None = self._open()
         self.still_motion = still_motion
         self.still_after_s = still_after_s
         self._last: npt.NDArray[np.float64] | None = None
         self._moved_at: float | None = None
+
+    def _open(self) -> Any:
+        mediapipe: Any = importlib.import_module("mediapipe")
+        return mediapipe.solutions.pose.Pose(
+            static_image_mode=False, model_complexity=self._model_complexity,
+            min_detection_confidence=self.min_confidence, min_tracking_confidence=self.min_confidence,
+        )
 
     def facts(self, image: npt.NDArray[Any], ts: float) -> tuple[str, ...]:
         """Facts about the person in a BGR frame taken at `ts` seconds."""
         import cv2
         import numpy as np
 
+        if self._pose is None:  # closed when the camera's last run ended: the pipeline is running it again
+            self._pose = self._open()
+            self._last, self._moved_at = None, None
         result = self._pose.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         landmarks = getattr(result, "pose_landmarks", None)
         if landmarks is None:
@@ -130,7 +137,10 @@ class PosePrefilter:
         return ts - self._moved_at
 
     def close(self) -> None:
-        self._pose.close()
+        """Let the model go; the next frame, if the camera is run again, opens it afresh."""
+        if self._pose is not None:
+            self._pose.close()
+            self._pose = None
 
 
 def create_pose_prefilter(**options: Any) -> PosePrefilter:

@@ -70,3 +70,14 @@ def test_a_real_photo_upright_then_lying_then_still() -> None:
         prefilter.close()
     assert facts[0][1].startswith("posture: lying")
     assert facts[3][-1] == "still for 3 s"
+
+
+@pytest.mark.pose
+def test_a_prefilter_closed_when_a_camera_run_ended_works_when_the_camera_runs_again() -> None:
+    prefilter = create_pose_prefilter()  # a run ends (its emit failed): the camera closes it; the pipeline reruns it
+    try:
+        prefilter.close()
+        prefilter.close()  # twice is harmless
+        assert prefilter.facts(np.full((360, 640, 3), 120, dtype=np.uint8), 0.0) == ("no person visible",)
+    finally:
+        prefilter.close()
