@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.alerts import AlertEvent, AlertManager, AlertSettings
+from monitor.alerts import AlertManager, AlertSettings
 from monitor.assess.acoustic import HAZARDS, STRATEGY
 from monitor.assess.verdict import Verdict
 from monitor.core.errors import SensorError, TransientBackendError
@@ -33,6 +33,7 @@ from sensors.audio_config import MicrophoneSettings, alsa_device_problem
 from sensors.types import AlarmHeard, LogEntry, Observation
 from tests.support import sounds
 from tests.support.media import RtspRelay, rtsp_missing
+from tests.support.sinks import Collecting
 
 
 class Unreachable:
@@ -46,24 +47,6 @@ class Unreachable:
     async def assess(self, window: Window) -> Verdict:
         self.calls += 1
         raise TransientBackendError("connection refused: http://127.0.0.1:9/v1")
-
-
-class Collecting:
-    name = "collecting"
-    connected = None
-    backlog = None
-
-    def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, event: AlertEvent) -> None:
-        self.events.append(event)
-
-    async def close(self) -> None:
-        return None
 
 
 class Recording:

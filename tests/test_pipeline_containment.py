@@ -25,6 +25,7 @@ from monitor.stats import Stats
 from monitor.windows import RollingWindow, Window, WindowSettings
 from replay.streams import TrialRecorder
 from sensors.types import InputHealth, Observation
+from tests.support.sinks import Collecting
 from tests.support.sources import ListSource, entry
 
 LADDER = Assessment(danger=True, severity="warning", hazard="fall from ladder", reason="Leans out.",
@@ -45,24 +46,6 @@ class FlakyAssessor:
         if self.calls in self.fail:
             raise ZeroDivisionError("a bug in a strategy")
         return Verdict(assessment=LADDER, model="stand-in", usage=Usage())
-
-
-class Collecting:
-    name = "collecting"
-    connected = None
-    backlog = None
-
-    def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, event: AlertEvent) -> None:
-        self.events.append(event)
-
-    async def close(self) -> None:
-        return None
 
 
 class Broken(Collecting):
