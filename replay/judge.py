@@ -207,9 +207,9 @@ def judge_messages(reference: Reference, warning: WarningText, *,
     return ({"role": "system", "content": system}, {"role": "user", "content": user})
 
 
-def parse_judge_reply(raw: str) -> JudgeAnswer:
+def parse_judge_reply(raw: str, *, cut_off: bool = False) -> JudgeAnswer:
     """Validate the judge's raw text; raise MalformedReplyError (with the text) otherwise."""
-    return parse_reply(JudgeAnswer, raw, what="judge")
+    return parse_reply(JudgeAnswer, raw, what="judge", cut_off=cut_off)
 
 
 class LLMJudge:
@@ -238,13 +238,13 @@ class LLMJudge:
         key = request_key(request, identity=self._identity, trial=0)
 
         def accept(reply: ModelReply) -> None:
-            parse_judge_reply(reply.text)  # only valid answers are cached
+            parse_judge_reply(reply.text, cut_off=reply.cut_off)  # only valid answers are cached
 
         try:
             reply, cached = await self.cache.fetch(key, lambda: self.backend.complete(request), accept=accept)
         except MalformedReplyError as exc:
             raise JudgeError(f"judge '{self.info.model}': {exc}") from exc
-        answer = parse_judge_reply(reply.text)
+        answer = parse_judge_reply(reply.text, cut_off=reply.cut_off)
         return Judgement(correct=answer.correct, reason=answer.reason, judge=self.info.model, kind="llm",
                          approximate=False, cached=cached, usage=reply.usage.to_json())
 

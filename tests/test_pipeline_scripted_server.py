@@ -101,6 +101,20 @@ async def test_failures_are_counted_and_the_next_window_is_still_assessed(
     assert getattr(failures[0], "raw", None) == "this is not json"
 
 
+async def test_a_reply_cut_off_at_the_token_limit_is_malformed_and_says_to_raise_max_tokens(
+        openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    cut = json.dumps(DANGER)[:70]
+    openai_server.push(reply(cut, finish_reason="length"), reply("this is not json"))
+    pipeline, backend, _, _ = make_pipeline(openai_server, ["a", "b"], tmp_path)
+    await run(pipeline, backend)
+    _, recorder = pipeline.observers.observers
+    assert isinstance(recorder, TrialRecorder)
+    failures = [str(s.error) for s in recorder.settled if s.error is not None]
+    assert len(failures) == 2
+    assert "cut off at the token limit" in failures[0] and "model.max_tokens" in failures[0]
+    assert "not JSON" in failures[1] and "token limit" not in failures[1]  # a stop is not blamed on the limit
+
+
 async def test_second_identical_warning_updates_instead_of_duplicating(
         openai_server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     reworded = {**DANGER, "hazard": "Hot-oil fire", "evidence": ["wet potatoes over the pan"]}

@@ -61,6 +61,6 @@ class SingleCall:
         reply = await self.backend.complete(request)
         # Raises MalformedReplyError (with the raw text) rather than guessing "safe"; a reply that
         # copies the prompt's template is malformed too, not a warning.
-        assessment = reject_echo(Assessment.parse_reply(reply.text), reply.text)
+        assessment = reject_echo(Assessment.parse_reply(reply.text, cut_off=reply.cut_off), reply.text)
         return Verdict(assessment=assessment, model=reply.model, usage=reply.usage, raw=reply.text, strategy=self.name,
                        backend=reply.backend, degraded=reply.degraded)

@@ -263,7 +263,7 @@ class ProposeVerify:
             text_messages=self._messages(text_user, propose_prompt) if text_user else None,
         )
         reply = await self.backend.complete(propose)
-        parsed = parse_reply(Candidates, reply.text, what="propose")
+        parsed = parse_reply(Candidates, reply.text, what="propose", cut_off=reply.cut_off)
         echo = echoed({f"candidates[{i}].hazard": c.hazard for i, c in enumerate(parsed.candidates)},
                       _descriptions(Candidate))
         if echo is not None:
@@ -300,7 +300,7 @@ class ProposeVerify:
             # One failed check leaves that candidate unchecked; the others still count.
             return exc, Usage(attempts=0, calls=1)
         try:
-            answer = parse_reply(VerifyAnswer, reply.text, what="verify")
+            answer = parse_reply(VerifyAnswer, reply.text, what="verify", cut_off=reply.cut_off)
         except MalformedReplyError as exc:
             return exc, reply.usage
         echo = echoed({"reason": answer.reason, "advice": answer.advice}, _descriptions(VerifyAnswer))

@@ -88,19 +88,30 @@ class Assessment(BaseModel):
         default=0.5, description="how sure you are, a number from 0 to 1")
 
     @classmethod
-    def parse_reply(cls, raw: str) -> Assessment:
+    def parse_reply(cls, raw: str, *, cut_off: bool = False) -> Assessment:
         """Validate a model's raw text; anything else than one JSON object is malformed."""
-        return parse_reply(cls, raw, what="model")
+        return parse_reply(cls, raw, what="model", cut_off=cut_off)
 
 
 Reply = TypeVar("Reply", bound=BaseModel)
 
 
-def parse_reply(model: type[Reply], raw: str, *, what: str) -> Reply:
+def parse_reply(model: type[Reply], raw: str, *, what: str, cut_off: bool = False) -> Reply:
     """Validate a model's raw text as one JSON object of `model`, or raise MalformedReplyError with the text.
 
-    `what` names the answer in messages ("model", "propose", "verify", "judge").
+    `what` names the answer in messages ("model", "propose", "verify", "judge"). `cut_off`: the
+    server stopped at its token limit, which is then named as the likely cause.
     """
+    try:
+        return _parse_reply(model, raw, what=what)
+    except MalformedReplyError as exc:
+        if not cut_off:
+            raise
+        raise MalformedReplyError(f"{exc}; the reply was cut off at the token limit (finish_reason 'length'): "
+                                  "raise model.max_tokens or ask for shorter answers", raw) from None
+
+
+def _parse_reply(model: type[Reply], raw: str, *, what: str) -> Reply:
     text = _strip_code_fence(raw)
     try:
         data = loads_bounded(text, what=f"{what} reply", max_bytes=MAX_REPLY_BYTES)

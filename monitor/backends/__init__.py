@@ -81,6 +81,9 @@ class ModelReply:
     usage: Usage
     backend: str = ""
     degraded: str | None = None
+    # The server stopped at the token limit (finish_reason "length"): the text is cut off, so a
+    # reply that fails to parse says why and what to raise (model.max_tokens), not just "not JSON".
+    cut_off: bool = False
 
 
 class ModelBackend(Protocol):

@@ -237,6 +237,7 @@ class OpenAICompatBackend:
             text=text,
             model=str(_field(response, "model") or self.model),
             backend=self.settings.display_name,
+            cut_off=_cut_off(response),
             usage=Usage(
                 prompt_tokens=int(_field(usage, "prompt_tokens") or 0),
                 completion_tokens=int(_field(usage, "completion_tokens") or 0),
@@ -316,6 +317,12 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
     if moment.tzinfo is None:
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _cut_off(response: Any) -> bool:
+    """Whether the first choice stopped at the token limit (OpenAI and llama.cpp say finish_reason "length")."""
+    choices = _field(response, "choices")
+    return isinstance(choices, list) and bool(choices) and _field(choices[0], "finish_reason") == "length"
 
 
 def _field(data: Any, *path: str) -> Any:

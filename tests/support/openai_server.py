@@ -31,6 +31,7 @@ class Action:
     completion_tokens: int = 17
     body: bytes | None = None  # sent as is instead of a chat completion (or an error object)
     headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "length": the reply stopped at the token limit
 
 
 def reply(payload: dict[str, Any] | str, **kwargs: Any) -> Action:
@@ -122,7 +123,7 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                 self._send(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",
                     "created": int(time.time()), "model": server.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": action.finish_reason,
                                  "message": {"role": "assistant", "content": action.text}}],
                     "usage": {"prompt_tokens": action.prompt_tokens, "completion_tokens": action.completion_tokens,
                               "total_tokens": action.prompt_tokens + action.completion_tokens},
