@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,40 @@ async def test_tail_follows_appends_and_skips_old_content(tmp_path: Path) -> Non
         append(log, "three\n")
         assert await got.wait_for(3) == ["one", "two", "three"]
     assert source.entries_emitted == 3 and source.bad_lines == 0 and source.id == "tail"
+
+
+async def test_a_stopped_tail_closes_its_file_only_once_the_read_in_its_thread_is_done(tmp_path: Path) -> None:
+    """A thread cannot be cancelled: closing the file under its read frees the descriptor for another open,
+    and the late read would then take bytes from whatever file got that number."""
+    import threading
+
+    log = tmp_path / "a.log"
+    log.write_text("old line\n")
+    source = tail(log)
+    in_read, release = threading.Event(), threading.Event()
+    closed_during_read: list[bool] = []
+    poll = source._poll
+
+    def slow_poll(handle: Any) -> Any:
+        in_read.set()
+        release.wait(5)
+        closed_during_read.append(handle.closed)
+        return poll(handle)
+
+    source._poll = slow_poll  # type: ignore[method-assign]
+    task = asyncio.create_task(source.run(Collector()))
+    await asyncio.to_thread(in_read.wait, 5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    release.set()
+    deadline = time.monotonic() + 5
+    while not closed_during_read and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+    assert closed_during_read == [False]
+    await asyncio.sleep(POLL)  # the done callback runs on the loop once the thread has finished
+    assert source.ended and not [fd for fd in os.listdir("/proc/self/fd")
+                                 if os.path.realpath(f"/proc/self/fd/{fd}") == str(log.resolve())]
 
 
 async def test_tail_from_start_reads_existing_content(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal, TypeVar, cast
+from typing import IO, Any, Literal, TypeVar, cast
 
 import structlog
 
@@ -154,6 +154,7 @@ class FileTailSource(_LogSource):
         self._partial = b""
         self._skipping = False
         self._lineno = 0
+        self._reading: asyncio.Future[Any] | None = None  # a worker thread's read of the open file, until done
         self.resume_max_bytes = resume_max_bytes
         self._store = PositionStore(state_dir, source_id) if state_dir is not None and resume else None
         self._position: Position | None = None  # where the last run stopped (the stored record, then this process's)
@@ -183,7 +184,7 @@ class FileTailSource(_LogSource):
         try:
             idle_since = time.monotonic()
             while True:
-                chunk = await asyncio.to_thread(self._poll, handle)
+                chunk = await self._off_loop(self._poll, handle)
                 if chunk.data:
                     await self._consume(chunk.data, emit)
                     self._note()
@@ -205,7 +206,16 @@ class FileTailSource(_LogSource):
                     idle_since = float("inf")  # once per quiet spell
                 await asyncio.sleep(self._poll_s)
         finally:
-            handle.close()
+            _close_when_read(handle, self._reading)
+
+    async def _off_loop(self, work: Callable[[IO[bytes]], _T], handle: IO[bytes]) -> _T:
+        """`work(handle)` in a worker thread, remembered until it is done: a run stopped meanwhile must not close
+        the handle under the thread (its descriptor could be reused by another open and read from)."""
+        job = asyncio.ensure_future(asyncio.to_thread(work, handle))
+        self._reading = job
+        result = await asyncio.shield(job)
+        self._reading = None
+        return result
 
     async def _first_open(self) -> IO[bytes]:
         """Open the file where the last run stopped, if a position is kept for this path; else as always."""
@@ -341,7 +351,7 @@ class FileTailSource(_LogSource):
 
     async def _reopen(self, old: IO[bytes], emit: Emit) -> IO[bytes]:
         # Whatever the writer appended before it switched files still belongs to the stream.
-        while data := await asyncio.to_thread(old.read, _READ_CHUNK):
+        while data := await self._off_loop(_read_chunk, old):
             await self._consume(data, emit)
         if self._partial:
             # The old file is finished: its last line is complete.
@@ -437,6 +447,23 @@ async def _in_thread(abandoned: Callable[[asyncio.Future[_T]], None], work: Call
     except BaseException:
         job.add_done_callback(abandoned)
         raise
+
+
+def _read_chunk(handle: IO[bytes]) -> bytes:
+    return handle.read(_READ_CHUNK) or b""
+
+
+def _close_when_read(handle: IO[bytes], reading: asyncio.Future[Any] | None) -> None:
+    """Close `handle` now, or once the worker thread still reading it is done."""
+    if reading is None or reading.done():
+        handle.close()
+        return
+
+    def close(job: asyncio.Future[Any]) -> None:
+        if not job.cancelled():
+            job.exception()  # retrieved: the run that wanted it has already stopped
+        handle.close()
+    reading.add_done_callback(close)
 
 
 def _close_opened(job: asyncio.Future[IO[bytes]]) -> None:
