@@ -106,7 +106,7 @@ def _check_config(path: Path, *, machine: bool = True, online: bool = False) -> 
     from monitor.daemon.preflight import StartCheck, check_start, probe_online
     from monitor.settings import config_warnings, load_settings
 
-    settings = load_settings(path)
+    settings = load_settings(path, secrets=machine)  # the keys' variables and files are this machine's
     checked = check_start(settings) if machine else StartCheck()
     warnings = config_warnings(settings, machine=machine) + checked.warnings
     if online:

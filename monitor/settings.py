@@ -29,6 +29,7 @@ from monitor.alerts import AlertSettings
 from monitor.assess.settings import AssessmentSettings, KeyframeSettings
 from monitor.backends.settings import ModelSettings
 from monitor.core.errors import ConfigError
+from monitor.core.files import secrets_dir
 from monitor.daemon.settings import HealthSettings, ServiceSettings
 from monitor.escalation.settings import EscalationSettings
 from monitor.evidence import EvidenceSettings
@@ -104,17 +105,12 @@ class Settings(BaseSettings):
         return env_settings, secrets, init_settings
 
 
-def secrets_dir() -> Path | None:
-    """Where secret files live: systemd's credentials dir, or MONITOR_SECRETS_DIR."""
-    for variable in ("CREDENTIALS_DIRECTORY", "MONITOR_SECRETS_DIR"):
-        value = os.environ.get(variable)
-        if value and Path(value).is_dir():
-            return Path(value)
-    return None
+def load_settings(path: Path | None, *, secrets: bool = True, **overrides: Any) -> Settings:
+    """Load and validate the configuration, or raise ConfigError with one line per problem.
 
-
-def load_settings(path: Path | None, **overrides: Any) -> Settings:
-    """Load and validate the configuration, or raise ConfigError with one line per problem."""
+    `secrets`: also read the API keys named by `api_key_env` and `api_key_file` (not for a check of the
+    file alone, on a machine that may not have them).
+    """
     label = str(path) if path is not None else "<defaults>"
     layer = _merge(_read_toml(path) if path is not None else {}, overrides)
     try:
@@ -122,11 +118,26 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError([f"{label}: {_key_path(e['loc'])}: {_reason(e)}" for e in exc.errors()]) from None
     problems = check_camera_ids(settings) + check_microphone_ids(settings) + check_camera_capability(settings)
+    if secrets:
+        problems += resolve_api_keys(settings.model, os.environ, secrets_dir())
     if problems:
         raise ConfigError([f"{label}: {problem}" for problem in problems])
     if path is not None:
         _resolve_inputs(settings, path.resolve().parent)
     return settings
+
+
+def resolve_api_keys(model: ModelSettings, environ: Mapping[str, str], folder: Path | None) -> list[str]:
+    """Read each backend's key from its variable or file (the first backend's and every fallback's); one line
+    per key that cannot be read, naming the key's place, the variable or the file, never a key."""
+    problems = []
+    places = [("model", model), *((f"model.fallbacks[{i}]", f) for i, f in enumerate(model.fallbacks))]
+    for place, backend in places:
+        try:
+            backend.resolve_api_key(environ, folder)
+        except ValueError as exc:
+            problems.append(f"{place}.{exc}")
+    return problems
 
 
 # MONITOR_* variables that are not configuration sections but are read elsewhere.

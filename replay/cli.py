@@ -332,7 +332,7 @@ def _judge_key(args: argparse.Namespace) -> str | None:
             raise ConfigError([f"{args.judge_api_key_file}: cannot read the judge key: {exc.strerror}"]) from None
     if os.environ.get(JUDGE_KEY_ENV):
         return os.environ[JUDGE_KEY_ENV]
-    from monitor.settings import secrets_dir
+    from monitor.core.files import secrets_dir
 
     folder = secrets_dir()
     if folder is not None and (folder / JUDGE_KEY_SECRET).is_file():

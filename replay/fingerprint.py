@@ -35,6 +35,8 @@ HISTORY_SECTIONS = (*PIPELINE_SECTIONS, "zones")
 # Keys that cannot change a verdict, and why; everything else in PIPELINE_SECTIONS is fingerprinted.
 NOT_MEASURED: dict[str, str] = {
     "model.api_key": "a secret, never recorded",
+    "model.api_key_env": "where the secret key is read from, not what is answered",
+    "model.api_key_file": "where the secret key is read from, not what is answered",
     "model.concurrency": "how many calls at once (--concurrency): not what is answered",
     "model.attempt_timeout_s": "a call that times out is an error, not a verdict; the trial is retried",
     "model.total_timeout_s": "a call that times out is an error, not a verdict; the trial is retried",

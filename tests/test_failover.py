@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from monitor.assess.strategies import PROPOSE_PROMPT, ProposeVerify
 from monitor.backends import ModelRequest, create_backend
 from monitor.backends.failover import FRAME_NOT_SEEN, CircuitBreaker, FailoverBackend, text_only
 from monitor.backends.settings import BreakerSettings, ModelSettings
-from monitor.core.errors import BackendError, TransientBackendError
+from monitor.core.errors import BackendError, ConfigError, TransientBackendError
 from monitor.settings import input_path_warnings, load_settings
 from monitor.windows import Window
 from sensors.types import Frame
@@ -278,6 +281,82 @@ async def test_a_camera_window_reaches_a_text_only_fallback_as_its_pose_facts(
     assert "image_url" in json.dumps(openai_server.requests[0]["messages"])
     sent = json.dumps(fallback_server.requests[0]["messages"])
     assert "image_url" not in sent and "a person lies on the floor, not moving" in sent
+
+
+def _two_backends(config: Path, primary: str, fallback: str, primary_key: str, fallback_key: str) -> None:
+    config.write_text(f'[model]\nbackend = "openai"\nname = "cloud"\nbase_url = "{primary}"\nmax_retries = 0\n'
+                      f'{primary_key}\n\n[[model.fallbacks]]\nname = "local"\nbackend = "openai"\n'
+                      f'base_url = "{fallback}"\n{fallback_key}\n')
+
+
+async def test_each_backend_sends_its_own_key_from_its_variable_or_secret_file(
+        openai_server: ScriptedOpenAIServer, fallback_server: ScriptedOpenAIServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fallback's key need not sit in the config file: MONITOR_MODEL__API_KEY cannot reach into a list."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "local-key").write_text("sk-local-from-file\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.setenv("CLOUD_KEY", "sk-cloud-from-env")
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, openai_server.base_url, fallback_server.base_url,
+                  'api_key_env = "CLOUD_KEY"', 'api_key_file = "local-key"')
+    settings = load_settings(config)
+    openai_server.push(Action(status=500))
+    backend = create_backend(settings.model)
+    await backend.start()
+    try:
+        answered = await backend.complete(REQUEST)
+    finally:
+        await backend.close()
+    assert answered.backend == "local"
+    assert openai_server.authorizations == ["Bearer sk-cloud-from-env"]
+    assert fallback_server.authorizations == ["Bearer sk-local-from-file"]
+    assert "sk-" not in repr(settings) + settings.model_dump_json()
+
+
+@pytest.mark.parametrize(("fallback_key", "files", "said"), [
+    ('api_key_env = "LOCAL_KEY"', {}, "model.fallbacks[0].api_key_env: environment variable LOCAL_KEY is not set"),
+    ('api_key_file = "missing"', {}, "model.fallbacks[0].api_key_file: CREDS/missing: cannot read: No such file"),
+    ('api_key_file = "two"', {"two": "sk-one\nsk-two\n"}, "CREDS/two: more than one line: one key expected"),
+    ('api_key_file = "blank"', {"blank": "\n \n"}, "model.fallbacks[0].api_key_file: CREDS/blank: empty"),
+    ('api_key_file = "link"', {"link": None}, "model.fallbacks[0].api_key_file: CREDS/link: cannot read: "),
+    ('api_key_file = "big"', {"big": "k" * 20_000}, "CREDS/big: larger than 16384 bytes"),
+    ('api_key_env = "LOCAL_KEY"\napi_key_file = "x"', {}, "give the API key one way, not api_key_env and "
+                                                           "api_key_file"),
+], ids=["unset-variable", "missing-file", "two-lines", "blank-file", "symlink", "huge-file", "two-ways"])
+def test_a_key_that_cannot_be_read_is_a_config_error_naming_its_place_never_a_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback_key: str, files: dict[str, str | None],
+        said: str) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "target").write_text("sk-secret-target\n")
+    for name, text in files.items():
+        if text is None:
+            (creds / name).symlink_to(creds / "target")
+        else:
+            (creds / name).write_text(text)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.delenv("LOCAL_KEY", raising=False)
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", fallback_key)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert said.replace("CREDS", str(creds)) in str(caught.value)
+    assert "sk-" not in str(caught.value)
+
+
+def test_a_check_of_the_file_alone_does_not_need_the_keys_of_this_machine(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", 'api_key_env = "UNSET_KEY_VAR"')
+    env = {k: v for k, v in os.environ.items() if k != "UNSET_KEY_VAR"}
+    alone = subprocess.run([sys.executable, "-m", "monitor", "check-config", "--config-only", str(config)],
+                           capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    here = subprocess.run([sys.executable, "-m", "monitor", "check-config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert here.returncode != 0
+    assert "model.fallbacks[0].api_key_env: environment variable UNSET_KEY_VAR is not set" in here.stdout + here.stderr
 
 
 def test_a_fallbacks_relative_paths_are_read_beside_the_config(tmp_path: Path) -> None:

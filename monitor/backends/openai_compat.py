@@ -85,7 +85,7 @@ class OpenAICompatBackend:
         return f"model '{self.model}' at {redact_credentials(self.base_url or '')}"
 
     async def start(self) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else "not-needed"
+        key = self.settings.api_key_value or "not-needed"
         # Retries are ours (classified, bounded by the total budget), not the SDK's.
         self._client = AsyncOpenAI(
             api_key=key, base_url=self.base_url, max_retries=0, timeout=self.settings.attempt_timeout_s,

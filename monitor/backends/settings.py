@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from monitor.core.config import Identifier, PositiveFloat, Section
+from monitor.core.files import UnsafePathError, read_nofollow
+
+# An API key is a line of text; a bigger file is not the key file it was meant to be.
+MAX_KEY_FILE_BYTES = 16 * 1024
 
 
 class EmbeddedModelSettings(Section):
@@ -49,7 +54,13 @@ class ModelSettings(Section):
     backend: Literal["embedded", "openai", "scripted", "stochastic"] = "embedded"
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     model: str = "smollm2-135m-instruct"
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(default=None, description="only from MONITOR_MODEL__API_KEY or the "
+                                                                 "model__api_key secret: a config file is no place "
+                                                                 "for secrets")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                    description="environment variable holding the API key (a fallback's key)")
+    api_key_file: Path | None = Field(default=None, description="secret file holding the API key; relative to "
+                                                                "$CREDENTIALS_DIRECTORY (or MONITOR_SECRETS_DIR)")
     accepts_images: bool | None = Field(default=None, description="None: known per backend (embedded: no)")
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     max_tokens: int = Field(default=400, ge=16, le=16384)
@@ -79,8 +90,28 @@ class ModelSettings(Section):
             raise ValueError("backend 'scripted' needs script (a JSON file of replies)")
         if self.attempt_timeout_s > self.total_timeout_s:
             raise ValueError("attempt_timeout_s must not exceed total_timeout_s")
+        given = [name for name in ("api_key", "api_key_env", "api_key_file") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give the API key one way, not {' and '.join(given)}")
         self._check_fallbacks()
         return self
+
+    def resolve_api_key(self, environ: Mapping[str, str], secrets_dir: Path | None) -> None:
+        """Read the key from `api_key_env` or `api_key_file` now (at load and at each reload: a rotated key is
+        taken); ValueError naming the variable or the file, never the key."""
+        if self.api_key_env is not None:
+            value = environ.get(self.api_key_env, "").strip()
+            if not value:
+                raise ValueError(f"api_key_env: environment variable {self.api_key_env} is not set or empty")
+            self._resolved_key = SecretStr(value)
+        elif self.api_key_file is not None:
+            self._resolved_key = SecretStr(_key_from_file(self.api_key_file, secrets_dir))
+
+    @property
+    def api_key_value(self) -> str | None:
+        """The key to send: inline, or as resolved from its variable or file; None when there is none."""
+        key = self.api_key or self._resolved_key
+        return key.get_secret_value() if key is not None else None
 
     def _check_fallbacks(self) -> None:
         for index, fallback in enumerate(self.fallbacks):
@@ -95,6 +126,8 @@ class ModelSettings(Section):
         names = self.backend_names
         if len(set(names)) != len(names):
             raise ValueError(f"model backends need distinct names (model.name, model.fallbacks[].name): {names}")
+
+    _resolved_key: SecretStr | None = PrivateAttr(default=None)
 
     @property
     def display_name(self) -> str:
@@ -123,3 +156,18 @@ class ModelSettings(Section):
         if self.accepts_images is not None:
             return self.accepts_images
         return self.backend == "openai"
+
+
+def _key_from_file(configured: Path, secrets_dir: Path | None) -> str:
+    path = configured if configured.is_absolute() or secrets_dir is None else secrets_dir / configured
+    try:
+        data = read_nofollow(path)
+    except (OSError, UnsafePathError) as exc:
+        raise ValueError(f"api_key_file: {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValueError(f"api_key_file: {path}: larger than {MAX_KEY_FILE_BYTES} bytes: not an API key file")
+    key = data.decode("utf-8", errors="replace").strip()
+    if not key or "\n" in key:
+        raise ValueError(f"api_key_file: {path}: " + ("empty" if not key else "more than one line: one key expected"))
+    return key
+

@@ -302,3 +302,12 @@ def repair_torn_tail(path: Path) -> int:
             handle.truncate(keep)
             os.fsync(handle.fileno())
         return size - keep
+
+
+def secrets_dir() -> Path | None:
+    """Where secret files live: systemd's credentials dir, or MONITOR_SECRETS_DIR."""
+    for variable in ("CREDENTIALS_DIRECTORY", "MONITOR_SECRETS_DIR"):
+        value = os.environ.get(variable)
+        if value and Path(value).is_dir():
+            return Path(value)
+    return None

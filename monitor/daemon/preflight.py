@@ -104,7 +104,7 @@ async def _probe_model(settings: Settings, found: StartCheck) -> None:
         found.warnings.append(f"online: model: backend '{model.backend}' runs here: nothing to probe")
         return
     url = model.base_url.rstrip("/") + "/models"
-    key = model.api_key.get_secret_value() if model.api_key is not None else None
+    key = model.api_key_value
     try:
         status, body = await asyncio.to_thread(_get, url, key, min(_PROBE_TIMEOUT_S, model.attempt_timeout_s))
     except OSError as exc:
@@ -112,7 +112,7 @@ async def _probe_model(settings: Settings, found: StartCheck) -> None:
         return
     if status in (401, 403):
         found.errors.append(f"error: online: model: {url}: HTTP {status}: the endpoint refuses the key "
-                            "(check the model.api_key secret)")
+                            "(check the model's API key: its secret, api_key_env or api_key_file)")
         return
     found.warnings.append(f"online: model: {url} answered (HTTP {status}{_listed(body, model.model)})")
 

@@ -397,10 +397,9 @@ class Service:
         backend = self.backend
         status = None
         if backend is not None:
-            key = self.settings.model.api_key
             status = BackendStatus(name=backend.name, last_success_at=backend.last_success_at,
                                    last_error_at=backend.last_error_at, base_url=backend.base_url,
-                                   api_key=key.get_secret_value() if key is not None else None,
+                                   api_key=self.settings.model.api_key_value,
                                    last_error=backend.last_error, oldest_call_s=backend.oldest_call_s(),
                                    # A failover may wait out each backend's attempt before the next answers.
                                    hung_after_s=sum(m.attempt_timeout_s for m in self.settings.model.chain))

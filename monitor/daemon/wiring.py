@@ -187,7 +187,7 @@ def build_sink(spec: SinkSpec, *, controls: ZoneControls, stats: Callable[[], Ma
 
 def _notify_sink(spec: SinkSpec, settings: NotifySinkSettings, counters: Counter[str] | None,
                  evidence: Callable[[str, str], bytes | None] | None) -> AlertSink:
-    from monitor.settings import secrets_dir
+    from monitor.core.files import secrets_dir
     from monitor.sinks.notify import NotifySink
 
     assert spec.state_dir is not None

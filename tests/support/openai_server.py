@@ -64,6 +64,7 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
         self.script: deque[Action] = deque()
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
+        self.authorizations: list[str | None] = []  # the Authorization header of each chat request
         self._lock = threading.Lock()
 
     @property
@@ -110,6 +111,8 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                     self._send(400, {"error": {"message": "request cut off"}})
                     return
                 body = json.loads(raw)
+                with server._lock:
+                    server.authorizations.append(self.headers.get("Authorization"))
                 action = server.next_action(body)
                 if action.delay_s:
                     time.sleep(action.delay_s)
