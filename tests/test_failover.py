@@ -346,6 +346,21 @@ def test_a_key_that_cannot_be_read_is_a_config_error_naming_its_place_never_a_ke
     assert "sk-" not in str(caught.value)
 
 
+def test_a_rotated_key_file_makes_a_reload_replace_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload replaces the model backend when `[model]` differs (monitor/daemon/reload.py): a key read anew
+    from the same file must count as a difference, and the same key must not."""
+    (tmp_path / "local-key").write_text("sk-first")
+    monkeypatch.setenv("MONITOR_SECRETS_DIR", str(tmp_path))
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", 'api_key_file = "local-key"')
+    first, again = load_settings(config), load_settings(config)
+    assert first.model == again.model
+    (tmp_path / "local-key").write_text("sk-rotated")
+    rotated = load_settings(config)
+    assert rotated.model != first.model
+    assert rotated.model.chain[1].api_key_value == "sk-rotated"
+
+
 def test_a_check_of_the_file_alone_does_not_need_the_keys_of_this_machine(tmp_path: Path) -> None:
     config = tmp_path / "monitor.toml"
     _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", 'api_key_env = "UNSET_KEY_VAR"')
