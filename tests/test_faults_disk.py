@@ -117,6 +117,9 @@ def test_the_monitor_starts_on_a_full_disk_and_its_outbox_opens_when_space_retur
             assert still_watching(daemon, log, zone="kitchen")["alert"] == "new"
             daemon.wait_log("alert not delivered to a sink", sink="mqtt")
             wait_until(lambda: b"fall from ladder" in daemon.stdout_path.read_bytes(), what="stdout has the alert")
+            # Stored nowhere, yet sent: kept in memory while the broker is up (before: never sent at all).
+            mqtt.wait(topic, lambda p: any(e["hazard"] == "fall from ladder" for e in p),
+                      what="the alert the outbox could not store, on MQTT")
             filler.unlink()
             time.sleep(5.5)  # the outbox tries again every REOPEN_INTERVAL_S
             still_watching(daemon, log, zone="kitchen", text="Sam leaves the stove on with oil in the pan")

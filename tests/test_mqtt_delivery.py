@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ from structlog.testing import capture_logs
 
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.mqtt import MqttSink
-from monitor.sinks.outbox import Outbox
+from monitor.sinks.outbox import Outbox, OutboxError
 from tests.support.mosquitto import Mosquitto, Recorder, alert_event
 
 ALERTS = 1000
@@ -121,3 +122,72 @@ async def test_publish_returns_fast_while_the_broker_is_down(tmp_path: Path) -> 
     assert elapsed < 2.0, f"50 alerts (100 durable messages) took {elapsed:.2f} s"
     await sink.close()
     assert sink.outbox.path.exists()
+
+
+async def test_alerts_the_outbox_cannot_store_still_reach_the_broker_in_order_and_go_durable_when_it_can(
+        tmp_path: Path) -> None:
+    """A full disk under the outbox: before, the alert was counted as not delivered and never sent, though the
+    broker was up (Home Assistant saw only the zone's state). Now it is kept in memory and sent; once the outbox
+    stores again, what is still kept goes in first, so the order holds. A stop before it is sent says so."""
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    settings = settings_for(broker, close_timeout_s=2.0)
+    alerts_topic = f"{settings.topic_prefix}/alerts"
+    with broker:
+        # Persistent: the broker keeps what arrives while the recorder reconnects after the broker's restart.
+        async with Recorder(broker, alerts_topic, persistent=True) as rec:
+            sink = MqttSink(settings, zones=["kitchen"], state_dir=tmp_path / "state")
+            await sink.start()
+            await sink.wait_connected()
+            store = sink.outbox.put
+
+            def full_disk(*args: object, **kwargs: object) -> int:
+                raise OutboxError(f"outbox {sink.outbox.path}: cannot store message: database or disk is full")
+
+            sink.outbox.put = full_disk  # type: ignore[method-assign]
+            sent = [alert_event("kitchen", n) for n in range(6)]
+            for event in sent[:3]:
+                try:
+                    await sink.publish(event)
+                except OutboxError as exc:
+                    assert "kept in memory and sent while the broker is connected" in str(exc)
+                else:
+                    raise AssertionError("a message the outbox could not store was reported as stored")
+            await rec.wait_for(lambda: len(rec.messages) >= 3, timeout=10, what="the kept alerts")
+            deadline = time.monotonic() + 10  # the HA event messages, which the recorder does not hear, too
+            while sink.stats_payload()["mqtt"]["memory_pending"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert sink.stats_payload()["mqtt"]["memory_pending"] == 0 and sink.counters["outbox_put_failures"] == 3
+
+            await asyncio.to_thread(broker.stop)  # kept while the broker is away too, then the disk has room
+            with contextlib.suppress(OutboxError):
+                await sink.publish(sent[3])
+            assert len(sink.overflow) == 2  # the alerts message and the HA event of the fourth
+            sink.outbox.put = store  # type: ignore[method-assign]
+            for event in sent[4:]:
+                await sink.publish(event)  # the kept ones go into the outbox first, then these
+            assert len(sink.overflow) == 0 and len(sink.outbox) == 6
+            await asyncio.to_thread(broker.start)
+            ids = [e.message_id for e in sent]
+            await rec.wait_for(lambda: {m.json()["message_id"] for m in rec.messages} >= set(ids), timeout=20,
+                               what="every alert")
+            await sink.close()
+    assert list(dict.fromkeys(m.json()["message_id"] for m in rec.messages)) == ids
+
+
+async def test_a_stop_says_which_kept_messages_it_loses(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker")  # never started: nothing is sent
+    sink = MqttSink(settings_for(broker, close_timeout_s=0.2), zones=["kitchen"], state_dir=tmp_path / "state")
+    await sink.start()
+
+    def full_disk(*args: object, **kwargs: object) -> int:
+        raise OutboxError("database or disk is full")
+
+    sink.outbox.put = full_disk  # type: ignore[method-assign]
+    event = alert_event("kitchen", 1)
+    with capture_logs() as logs:
+        with contextlib.suppress(OutboxError):
+            await sink.publish(event)
+        assert sink.backlog == 2
+        await sink.close()
+    lost = [e for e in logs if e["event"].startswith("mqtt messages the outbox could not store were not delivered")]
+    assert lost and lost[0]["lost"] == 2 and event.message_id in lost[0]["message_ids"]

@@ -56,7 +56,7 @@ from monitor.escalation.engine import AckRequest
 from monitor.mqtt.client import log_connect_failure, make_client
 from monitor.mqtt.settings import MqttSettings
 from monitor.sinks.ha_discovery import Discovery, Topics, ZoneLabel, labels
-from monitor.sinks.outbox import Outbox, OutboxError, OutboxMessage
+from monitor.sinks.outbox import MemoryOverflow, Outbox, OutboxError, OutboxMessage
 from monitor.sinks.sequence import EventSequence
 from monitor.zones import ZoneState, ZoneStatus
 
@@ -125,6 +125,8 @@ class MqttSink:
         self.topics = Topics(settings.topic_prefix)
         self.discovery = Discovery(settings, configuration_url=configuration_url, reach=acknowledge is not None)
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
+        # What the outbox could not store (a full disk) still goes out while the broker is connected.
+        self.overflow = MemoryOverflow()
         self.sequence = EventSequence(state_dir)
         self._names = {label.id: label.name or label.id for label in self.labels}
         self.counters: Counter[str] = Counter()
@@ -162,8 +164,8 @@ class MqttSink:
 
     @property
     def backlog(self) -> int:
-        """Messages in the outbox, waiting for the broker's acknowledgement."""
-        return len(self.outbox)
+        """Messages in the outbox, or kept in memory, waiting for the broker's acknowledgement."""
+        return len(self.outbox) + len(self.overflow)
 
     async def wait_connected(self) -> None:
         """Wait until the sink is connected and has announced itself (tests, readiness)."""
@@ -204,19 +206,20 @@ class MqttSink:
         self._raise_if_failed()
         alert = event.alert
         seq = await self._number(event)
-        try:
-            await self._enqueue(self.topics.alerts, _dumps(_alert_payload(event, seq)), event.message_id)
-            if event.type == "new" and not alert.quiet:  # quiet hours: recorded, but no HA event to act on
-                await self._enqueue(self.topics.event(alert.zone), _dumps(_event_payload(event, seq)),
-                                    f"{event.message_id}:event")
-            for topic, payload, message_id in reach.escalation_messages(self.topics.prefix, event, seq):
+        messages = [(self.topics.alerts, _dumps(_alert_payload(event, seq)), event.message_id)]
+        if event.type == "new" and not alert.quiet:  # quiet hours: recorded, but no HA event to act on
+            messages.append((self.topics.event(alert.zone), _dumps(_event_payload(event, seq)),
+                             f"{event.message_id}:event"))
+        messages += reach.escalation_messages(self.topics.prefix, event, seq)
+        failure: OutboxError | None = None
+        for topic, payload, message_id in messages:
+            try:
                 await self._enqueue(topic, payload, message_id)
-        except OutboxError as exc:
+            except OutboxError as exc:  # kept in memory: every message of the event is, not just the first
+                failure = failure or exc
+        if failure is not None:
             # Counted and raised after the zone's retained state is updated: that needs no disk.
             self.counters["outbox_put_failures"] += 1
-            failure: OutboxError | None = exc
-        else:
-            failure = None
         # The tracker hears of the event from the pipeline too, after every sink; telling it now keeps
         # the retained state in step with the alert just queued (opening or closing is idempotent).
         self.status.alert_event(event)
@@ -250,6 +253,10 @@ class MqttSink:
         if flush and not self._task.done() and not await wait_event(self._outbox_empty, timeout):
             log.warning("mqtt outbox not flushed at shutdown; messages are kept for the next start",
                         pending=len(self.outbox), outbox=str(self.outbox.path), broker=self.settings.broker)
+        await asyncio.to_thread(self.overflow.spill_into, self.outbox)  # space may have come back
+        if lost := self.overflow.peek(len(self.overflow)):
+            log.error("mqtt messages the outbox could not store were not delivered; this stop loses them",
+                      lost=len(lost), message_ids=[m.message_id for m in lost][:20], outbox=str(self.outbox.path))
         self._stop.set()
         _done, pending = await asyncio.wait({self._task}, timeout=timeout + _GOODBYE_TIMEOUT_S)
         for task in pending:
@@ -267,10 +274,25 @@ class MqttSink:
 
     # -- enqueueing and state ----------------------------------------------------------
     async def _enqueue(self, topic: str, payload: bytes, message_id: str) -> None:
-        await asyncio.to_thread(self.outbox.put, topic, payload, qos=1, retain=False,
-                                message_id=message_id, created_at=time.time())
-        self._outbox_empty.clear()
-        self._outbox_wake.set()
+        try:
+            await asyncio.to_thread(self._store, topic, payload, message_id, time.time())
+        finally:  # stored or kept in memory: either way there is something to send
+            self._outbox_empty.clear()
+            self._outbox_wake.set()
+
+    def _store(self, topic: str, payload: bytes, message_id: str, created_at: float) -> None:
+        """Worker thread: into the outbox, after the messages kept in memory (they are older); what it cannot
+        store is kept in memory, and OutboxError says so (the message is not durable)."""
+        self.overflow.spill_into(self.outbox)
+        try:
+            if len(self.overflow):
+                raise OutboxError(f"outbox {self.outbox.path}: cannot store message {message_id}: "
+                                  f"{self.outbox.last_error or 'it refuses the messages waiting before it'}")
+            self.outbox.put(topic, payload, qos=1, retain=False, message_id=message_id, created_at=created_at)
+        except OutboxError as exc:
+            self.overflow.keep(topic, payload, qos=1, retain=False, message_id=message_id, created_at=created_at)
+            raise OutboxError(f"{exc}; kept in memory and sent while the broker is connected, but lost if the "
+                              "monitor stops first") from exc
 
     def _set_retained(self, topic: str, payload: bytes) -> None:
         self._retained[topic] = payload
@@ -418,6 +440,9 @@ class MqttSink:
         while True:
             self._outbox_wake.clear()
             batch = await asyncio.to_thread(self.outbox.peek, _BATCH)
+            kept = not batch
+            if kept:  # the outbox's messages are older than those kept in memory: they go first
+                batch = self.overflow.peek(_BATCH)
             if not batch:
                 if not self._outbox_wake.is_set():  # else a put landed during the peek: not empty
                     self._outbox_empty.set()
@@ -425,7 +450,10 @@ class MqttSink:
                 continue
             results = await asyncio.gather(*(self._send(client, m) for m in batch), return_exceptions=True)
             acked = next((i for i, r in enumerate(results) if r is not None), len(results))
-            if acked:
+            if acked and kept:
+                self.overflow.remove(batch[:acked])
+                self.counters["delivered"] += acked
+            elif acked:
                 await asyncio.to_thread(self.outbox.remove_through, batch[acked - 1].seq)
                 self.counters["delivered"] += acked
             if acked < len(batch):
@@ -488,6 +516,8 @@ class MqttSink:
                 "outbox_pending": len(self.outbox),
                 "outbox_dropped": self.outbox.dropped,
                 "outbox_available": self.outbox.available,
+                "memory_pending": len(self.overflow),
+                "memory_dropped": self.overflow.dropped,
                 **dict(self.counters),
             },
         }

@@ -27,9 +27,11 @@ Methods are blocking (short SQLite transactions); async callers run them with
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +238,66 @@ class Outbox:
             self.dropped += 1
             log.warning("outbox full, oldest message dropped", outbox=str(self.path), message_id=message_id,
                         max_messages=self.max_messages, dropped_total=self.dropped)
+
+
+# Messages kept in memory while the outbox cannot store them: about an hour of alerts from a busy home.
+MEMORY_MESSAGES = 1000
+
+
+class MemoryOverflow:
+    """Messages the outbox could not store (a full disk), in order, in memory: sent while the broker is
+    connected, moved into the outbox as soon as it stores again (`spill_into`, before any newer message).
+
+    Not durable: a restart loses them (the sink says so at close). Bounded: over `limit`, the oldest
+    is dropped, logged by message id and counted, as the outbox itself does. Any thread may call;
+    no lock is held while the outbox writes.
+    """
+
+    def __init__(self, *, limit: int = MEMORY_MESSAGES) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._items: deque[OutboxMessage] = deque()
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)  # identifies a kept message for `remove`; not an outbox seq
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keep(self, topic: str, payload: bytes, *, qos: int, retain: bool, message_id: str, created_at: float) -> None:
+        with self._lock:
+            self._items.append(OutboxMessage(next(self._numbers), topic, payload, qos, retain, message_id,
+                                             created_at))
+            over = [self._items.popleft() for _ in range(len(self._items) - self.limit)]
+        for message in over:
+            self.dropped += 1
+            log.warning("mqtt messages kept in memory over their bound, oldest dropped", message_id=message.message_id,
+                        limit=self.limit, dropped_total=self.dropped)
+
+    def spill_into(self, outbox: Outbox) -> None:
+        """Move kept messages into the outbox, oldest first, until it refuses one (it stays kept)."""
+        while True:
+            with self._lock:
+                if not self._items:
+                    return
+                first = self._items[0]
+            try:
+                outbox.put(first.topic, first.payload, qos=first.qos, retain=first.retain,
+                           message_id=first.message_id, created_at=first.created_at)
+            except OutboxError:
+                return
+            with self._lock:
+                if self._items and self._items[0] is first:
+                    self._items.popleft()
+
+    def peek(self, limit: int) -> list[OutboxMessage]:
+        with self._lock:
+            return list(itertools.islice(self._items, limit))
+
+    def remove(self, sent: list[OutboxMessage]) -> None:
+        """Forget messages the broker acknowledged (those moved into the outbox meanwhile are already gone)."""
+        numbers = {message.seq for message in sent}
+        with self._lock:
+            self._items = deque(m for m in self._items if m.seq not in numbers)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
