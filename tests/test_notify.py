@@ -218,14 +218,42 @@ async def test_a_queue_that_cannot_open_is_a_problem_not_a_dead_monitor_and_reco
             assert sink.problem is not None and sink.problem.startswith("notify queue unavailable")
             with pytest.raises(MonitorError):
                 await sink.publish(new_event(alert()))
-            assert sink.counters["notify:failed"] == 1
+            # Stored nowhere, yet sent (before: counted as failed and never sent, the service up all along).
+            first = await asyncio.to_thread(hook.wait_posted, 1)
+            await until(lambda: sink.counters["notify:sent_unqueued"] == 1)
+            assert sink.counters["notify:failed"] == 0
+            assert sink.problem is not None and sink.problem.startswith("notify queue unavailable")
             blocker.unlink()
             await until(lambda: sink.problem is None, timeout=15)
             await sink.publish(new_event(alert(alert_id="a2")))
-            posted = await asyncio.to_thread(hook.wait_posted, 1)
+            posted = await asyncio.to_thread(hook.wait_posted, 2)
         finally:
             await sink.close()
-    assert len(posted) == 1
+    assert len(first) == 1 and len(posted) == 2
+
+
+async def test_a_notification_the_queue_could_not_store_is_tried_three_times_then_counted_failed(
+        tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state dir should be")
+    tries: list[str] = []
+
+    def refusing(service: Any, title: str, body: str, attachment: bytes | None) -> str | None:
+        tries.append(title)
+        return "HTTP 503"
+
+    sink = NotifySink(settings(target("household", ["json://127.0.0.1:9/hook"])), state_dir=blocker, sender=refusing)
+    await sink.start()
+    try:
+        with pytest.raises(MonitorError):
+            await sink.publish(new_event(alert()))
+        await until(lambda: sink.counters["notify:failed"] == 1)
+        assert len(tries) == 3 and sink.counters["notify:sent_unqueued"] == 0
+        with pytest.raises(MonitorError):  # a stop before the tries are done loses it, counted and said
+            await sink.publish(new_event(alert(alert_id="a2")))
+    finally:
+        await sink.close()
+    assert sink.counters["notify:failed"] == 2
 
 
 def test_the_shipped_notify_config_loads() -> None:

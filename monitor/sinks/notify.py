@@ -61,6 +61,7 @@ _REMEMBERED = 256
 _IDLE_POLL_S = 1.0
 _REOPEN_S = 5.0
 _SETTLE_S = 0.02
+_UNQUEUED_ATTEMPTS = 3  # tries of a notification the queue could not store, held in memory only
 
 
 class NotifyError(MonitorError):
@@ -271,6 +272,8 @@ class NotifySink:
         self._services = {target.name: services_of(target, target_urls(target, self._environ, secrets_dir))
                           for target in settings.targets}
         self._failing: dict[str, str] = {}  # service label -> why its last notification failed for good
+        self._unqueued: set[asyncio.Task[None]] = set()  # sends of notifications the queue could not store
+        self._unqueued_notes = 0  # those notifications not yet sent nor counted as failed
         self._frames: OrderedDict[str, bytes] = OrderedDict()  # alert id -> its newest frame as sent
         self._acknowledged: OrderedDict[str, None] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
@@ -333,8 +336,11 @@ class NotifySink:
         try:
             added = await asyncio.to_thread(self.queue.put, notes)
         except NotifyQueueError as exc:
-            self.counters["notify:failed"] += len(notes)
             self.problem = f"notify queue unavailable: {exc}"
+            self._unqueued_notes += len(notes)
+            task = asyncio.create_task(self._send_unqueued(notes), name="notify-unqueued")
+            self._unqueued.add(task)
+            task.add_done_callback(self._unqueued.discard)
             raise
         self.counters["notify:queued"] += added
         if self.problem is not None and self.problem.startswith("notify queue"):
@@ -344,6 +350,14 @@ class NotifySink:
 
     async def close(self) -> None:
         """Stop sending; whatever waits stays in the queue for the next start."""
+        for task in list(self._unqueued):
+            task.cancel()  # held in memory only: what is not sent yet is lost, counted and said
+        await asyncio.gather(*self._unqueued, return_exceptions=True)
+        if self._unqueued_notes:
+            log.error("notifications the queue could not store were not sent before the stop",
+                      lost=self._unqueued_notes)
+            self.counters["notify:failed"] += self._unqueued_notes
+            self._unqueued_notes = 0
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -494,6 +508,43 @@ class NotifySink:
         self.counters["notify:retried"] += 1
         log.warning("notification not delivered; will retry", service=service.label, alert=note.alert_id,
                     attempt=attempts, retry_in_s=round(delay, 1), error=error)
+
+    async def _send_unqueued(self, notes: list[Note]) -> None:
+        """Notifications the queue could not store (a full disk) are still sent now, each tried up to 3 times a
+        few seconds apart: not durable (a stop loses them, counted), and without the rate limits and summaries,
+        which need the queue. Sending is what matters; the queue's failure is shown as the sink's problem."""
+        pending = list(notes)
+        for attempt in range(_UNQUEUED_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(min(self.settings.retry_initial_s, 10.0) * 2 ** (attempt - 1))
+            left = []
+            for note in pending:
+                if await self._sent_unqueued(note, attempt):
+                    self._unqueued_notes -= 1
+                else:
+                    left.append(note)
+            pending = left
+            if not pending:
+                return
+        self.counters["notify:failed"] += len(pending)
+        self._unqueued_notes -= len(pending)
+
+    async def _sent_unqueued(self, note: Note, attempt: int) -> bool:
+        """One try of a notification held in memory; True when it needs no more tries."""
+        service = self._service(note)
+        if service is None or note.alert_id in self._acknowledged:
+            return True
+        error = await self._attempt(service, note)
+        # The sink's problem stays "notify queue unavailable" until the queue opens, which then shows these.
+        if error is None:
+            self.counters["notify:sent_unqueued"] += 1
+            self._failing.pop(service.label, None)
+            return True
+        log.warning("notification the queue could not store not delivered", service=service.label,
+                    alert=note.alert_id, attempt=attempt + 1, of=_UNQUEUED_ATTEMPTS, error=error)
+        if attempt + 1 == _UNQUEUED_ATTEMPTS:
+            self._failing[service.label] = error
+        return False
 
     def _recovered(self, service: Service) -> None:
         if self._failing.pop(service.label, None) is not None:
