@@ -113,6 +113,7 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
         self._lead_s: float | None = None  # this opening's audio starts this far into its file (None: not yet known)
         self._lead_total = 0.0  # all openings' leads: a looped file's clock goes on from where it was
         self._waiting_until = 0.0  # monotonic: a paced file waits for its media clock until then
+        self._why_lost: str | None = None  # why a live input failed while decoding, for the reconnect's error
         self._sounding: tuple[str, ...] = ()
         self._notify: Callable[[], object] = lambda: None  # run() sets the event loop's wake-up
 
@@ -164,7 +165,8 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
         self._notify()
 
     def _lost(self) -> str:
-        return f"microphone '{self.id}': stream stopped delivering audio"
+        why, self._why_lost = self._why_lost, None
+        return f"microphone '{self.id}': stream stopped delivering audio" + (f": {why}" if why else "")
 
     def _online_fields(self) -> dict[str, Any]:
         return {"kind": self.settings.kind}
@@ -228,6 +230,7 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
         opened_at = time.monotonic()
         heard_before = self.samples
         self._lead_s = None
+        self._bad_packets = 0
         try:
             for packet in container.demux(stream):
                 if run.stop.is_set():  # checked after each read: a read blocked past the stop hears nothing more
@@ -267,7 +270,8 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
                 raise _Undecodable(f"{_BAD_PACKETS_IN_A_ROW} packets in a row could not be decoded: {exc}") from exc
             self._last_error = f"microphone '{self.id}': {self._where()}: a packet could not be decoded " \
                                f"(skipped): {redact_credentials(str(exc))}"
-            self._log.warning("audio packet skipped", error=self._last_error, bad_input=self.bad_input)
+            log = self._log.warning if self._bad_packets == 1 else self._log.debug  # one line per bad stretch
+            log("audio packet skipped", error=self._last_error, bad_input=self.bad_input)
             return []
         if frames:
             self._bad_packets = 0
@@ -308,7 +312,8 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
             self._last_error = message
             self._log.warning("microphone input failed after audio", error=message, seconds=self.samples / RATE)
             return "looped" if self.settings.loop else "ended"
-        self._last_error = f"microphone '{self.id}': {redact_credentials(str(exc))}"
+        # Said by the reconnect's `microphone offline` and last_error (it used to be overwritten there unseen).
+        self._why_lost = redact_credentials(str(exc))
         return "delivered" if self.samples > heard_before else "failed"
 
     def _where(self) -> str:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import struct
 import subprocess
+import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import av
 import numpy as np
 import pytest
+import structlog.testing
 
 from monitor.alerts import AlertManager, AlertSettings
 from monitor.core.errors import SensorError
@@ -173,6 +177,60 @@ def test_a_sample_rate_no_microphone_has_is_refused_naming_it(alarm: Path, tmp_p
     with pytest.raises(SensorError, match=rf"odd.wav: sample rate {rate} Hz is not a microphone's"):
         asyncio.run(source.run(_ignore))
     assert source.health().seconds_heard == 0 and source.health().bad_input == 1
+
+
+class _GarbageStream:
+    """A stream whose every packet the decoder rejects (a camera sending another codec than it announced)."""
+
+    streams = SimpleNamespace(audio=["track"])
+
+    def demux(self, stream: str) -> Any:
+        while True:
+            time.sleep(0.001)
+            yield SimpleNamespace(decode=_reject)
+
+    def decode(self, stream: str) -> Any:  # what the source read before packets were decoded one by one
+        time.sleep(0.001)
+        yield from _reject()
+
+    def close(self) -> None:
+        return None
+
+
+def _reject() -> list[Any]:
+    raise av.InvalidDataError(1094995529, "Invalid data found when processing input", "avcodec_send_packet()")
+
+
+class _GarbageMicrophone(MicrophoneSource):
+    def __init__(self) -> None:
+        super().__init__(MicrophoneSettings(id="cam-audio", kind="url", url="rtsp://user:pw@127.0.0.1/live",
+                                            reconnect={"initial_s": 0.05, "max_s": 0.1}))
+
+    def _open(self) -> Any:
+        return _GarbageStream()
+
+
+def test_a_stream_of_packets_that_never_decode_is_offline_and_reopened_not_spun_on() -> None:
+    async def scenario() -> MicrophoneSource:
+        source = _GarbageMicrophone()
+        task = asyncio.create_task(source.run(_ignore))
+        deadline = time.monotonic() + 10
+        while source.reconnects < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return source
+
+    with structlog.testing.capture_logs() as logs:
+        source = asyncio.run(scenario())
+    health = source.health()
+    assert source.reconnects >= 2 and health.state == "offline" and health.bad_input >= 100
+    assert health.last_error is not None and "could not be decoded" in health.last_error
+    offline = [e["error"] for e in logs if e["event"] == "microphone offline"]
+    # The reason reaches the reconnect's error (it was overwritten by a bare 'stopped delivering audio').
+    assert offline and all("50 packets in a row could not be decoded" in error for error in offline), offline
+    assert not any("pw" in str(e) for e in logs)
+    assert sum(e["event"] == "audio packet skipped" and e["log_level"] == "warning" for e in logs) <= 3
 
 
 # -- numbers that are not sound -----------------------------------------------------------------------------
