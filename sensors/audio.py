@@ -51,6 +51,10 @@ _BAD_PACKETS_IN_A_ROW = 50
 _MAX_LEAD_S = 3600.0
 
 
+# A downmix this far below its channels' own power (20 dB): the channels cancel, one is wired inverted.
+_CANCELLED = 0.01
+
+
 class _Undecodable(RuntimeError):
     """Audio that decodes but cannot be heard (a sample rate no microphone has), or packets that do not decode."""
 
@@ -225,7 +229,7 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
         import av
 
         stream = container.streams.audio[0]
-        mono = _ToMono(self._log)
+        mono = _ToMono(self._log, noticed=self._noticed)
         paced = self.settings.kind == "file" and self.settings.speed > 0
         opened_at = time.monotonic()
         heard_before = self.samples
@@ -316,6 +320,12 @@ class MicrophoneSource(CaptureLifecycle[Any, _Hearing]):
         self._why_lost = redact_credentials(str(exc))
         return "delivered" if self.samples > heard_before else "failed"
 
+    def _noticed(self, problem: str) -> None:
+        """Something wrong with the input that the source works around: counted and said, never silent."""
+        self.bad_input += 1
+        self._last_error = f"microphone '{self.id}': {self._where()}: {problem}"
+        self._log.warning("microphone input problem worked around", error=self._last_error)
+
     def _where(self) -> str:
         settings = self.settings
         if settings.kind == "file":
@@ -386,12 +396,20 @@ class _ToMono:
     so a new one is set up for them, after the old one's last samples are taken.
     """
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, *, noticed: Callable[[str], None]) -> None:
         self._resampler: Any = None
         self._setup: tuple[str, str, int] | None = None
         self._log = log
+        self._noticed = noticed
+        self._layout: tuple[str, int] | None = None  # the input's own, before any channel is picked
+        self._channel: int | None = None  # the one channel heard, when the channels cancel in a downmix
+        self._watching = True  # until a second of sound has shown whether they do
+        self._watched = 0  # samples
+        self._mixed = 0.0  # the downmix's energy over them...
+        self._each: Any = 0.0  # ...and each channel's
 
     def resample(self, frame: Any) -> list[Any]:
+        frame = self._one_channel(frame)
         setup = (frame.format.name, frame.layout.name, int(frame.sample_rate))
         blocks = []
         if setup != self._setup:
@@ -408,11 +426,57 @@ class _ToMono:
             self._setup = setup
         return blocks + [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
 
+    def _one_channel(self, frame: Any) -> Any:
+        """The frame, or its one channel heard when its channels cancel out in a mono downmix.
+
+        A stereo input with one channel wired inverted (some microphone arrays, a miswired cable) sums to
+        near silence: the downmix would hear nothing, and say nothing.
+        """
+        layout = (frame.layout.name, frame.layout.nb_channels)
+        if layout != self._layout:  # another layout midway: its channels are judged afresh
+            self._layout, self._channel, self._watching = layout, None, True
+            self._watched, self._mixed, self._each = 0, 0.0, 0.0
+        if frame.layout.nb_channels < 2:
+            return frame
+        if self._channel is None:
+            if self._watching:
+                self._watch(frame)
+            return frame
+        import av
+
+        data = np.ascontiguousarray(_channels(frame)[self._channel:self._channel + 1])
+        one = av.AudioFrame.from_ndarray(data, format=frame.format.planar.name, layout="mono")
+        one.sample_rate = frame.sample_rate
+        return one
+
+    def _watch(self, frame: Any) -> None:
+        samples = _channels(frame).astype(np.float64)
+        samples -= samples.mean(axis=1, keepdims=True)  # an offset (u8's 128, DC) is no sound
+        self._mixed += float(np.sum(samples.mean(axis=0) ** 2))
+        self._each = self._each + np.sum(samples ** 2, axis=1)
+        self._watched += frame.samples
+        if self._watched < frame.sample_rate:  # a second at a time
+            return
+        each = np.asarray(self._each)
+        if float(each.mean()) > 0.0:  # a second of sound (not digital silence) decides
+            self._watching = False
+            if self._mixed < _CANCELLED * float(each.mean()):
+                self._channel = int(np.argmax(each))
+                self._noticed(f"its {frame.layout.nb_channels} channels cancel out in a mono downmix (one wired "
+                              f"inverted?): only channel {self._channel} is heard")
+        self._watched, self._mixed, self._each = 0, 0.0, 0.0
+
     def flush(self) -> list[Any]:
         """The samples the resampler still holds (a few ms of filter delay)."""
         if self._resampler is None:
             return []
         return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(None)]
+
+
+def _channels(frame: Any) -> Any:
+    """A frame's samples as (channels, samples), planar or packed."""
+    data = frame.to_ndarray()
+    return data if frame.format.is_planar else data.reshape(-1, frame.layout.nb_channels).T
 
 
 def _check_rate(rate: int) -> None:

@@ -95,6 +95,25 @@ def test_an_alarm_is_heard_in_every_format_ffmpeg_writes(alarm: Path, tmp_path: 
     assert abs(health.seconds_heard - 12.0) < 0.2 and health.bad_input == 0 and health.last_error is None
 
 
+@pytest.mark.parametrize("name", ["antiphase.wav", "antiphase.m4a"])  # packed s16, planar float
+def test_stereo_whose_channels_cancel_in_a_downmix_is_heard_on_one_channel_and_said(alarm: Path, tmp_path: Path,
+                                                                                   name: str) -> None:
+    inverted = tmp_path / name
+    ffmpeg("-i", str(alarm), "-af", "pan=stereo|c0=c0|c1=-1*c0", str(inverted))
+    source, emitted = hear(inverted)  # the downmix was silence: nothing heard, nothing said
+    assert [a.alarm for a in alarms(emitted)] == ["smoke"]
+    health = source.health()
+    assert health.bad_input == 1 and health.last_error is not None
+    assert name in health.last_error and "channels cancel out in a mono downmix" in health.last_error
+
+
+def test_stereo_with_one_silent_channel_is_not_said_to_cancel(alarm: Path, tmp_path: Path) -> None:
+    left = tmp_path / "left.wav"
+    ffmpeg("-i", str(alarm), "-af", "pan=stereo|c0=c0", str(left))
+    source, emitted = hear(left)
+    assert [a.alarm for a in alarms(emitted)] == ["smoke"] and source.health().last_error is None
+
+
 # -- a stream whose format changes midway -------------------------------------------------------------------
 @pytest.mark.parametrize(("container", "codec", "first", "second"), [
     ("adts", "aac", ("44100", "1"), ("22050", "2")),
