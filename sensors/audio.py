@@ -10,7 +10,9 @@ anywhere, and nothing but a `LogEntry` (or its `AlarmHeard` kind) is emitted.
 Like cameras: a live source (device, stream, file at a speed) that fails to open
 or stops delivering goes `offline` and is reopened with exponential backoff and
 jitter; a file that cannot be read makes `run` raise `SensorError`, and the
-pipeline restarts it with backoff. Files are timed by media time: at speed 0 a
+pipeline restarts it with backoff (one that fails after delivering audio ends with
+its error instead: read again, it would be heard, and alerted on, twice). A packet
+the decoder rejects is skipped and counted, as FFmpeg's tools do. Files are timed by media time: at speed 0 a
 fact is stamped with the start time plus its media time, otherwise with wall time.
 """
 
