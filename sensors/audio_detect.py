@@ -56,6 +56,7 @@ _ECHO_FRAMES = 30  # 0.3 s
 _DROPOUT_FRAMES = 2  # a tone missing for up to 20 ms goes on
 _ONSET_DB = 6.0  # a rise this steep within 30 ms is a new tone
 _SPLIT_AFTER = 12  # frames: a tone is split at an onset only after 120 ms (T4 tones start 0.2 s apart)
+_NOT_AUDIO = 16.0  # a float sample beyond this (24 dB over full scale) is not a sound's: counted as bad
 
 Samples = npt.NDArray[np.float32]
 AlarmKind = Literal["smoke", "carbon_monoxide"]
@@ -425,6 +426,11 @@ class Listener:
         if not np.isfinite(block).all():  # one NaN would poison the running background for good
             self.bad_samples += int(np.count_nonzero(~np.isfinite(block)))
             block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)  # silence: no sound was measured there
+        if len(block) and float(np.max(np.abs(block))) > 1.0:
+            # A float file may hold any number: 1e30 squares to infinity and poisons the background just as NaN
+            # does. Clipped, as a converter would; far beyond full scale it was not audio to begin with.
+            self.bad_samples += int(np.count_nonzero(np.abs(block) > _NOT_AUDIO))
+            block = np.clip(block, -1.0, 1.0)
         data = np.concatenate([self._pending, block])
         if len(data) < BATCH:  # a decoder's small frames are heard 0.1 s at a time: the work per call is fixed
             self._pending = data
@@ -503,6 +509,11 @@ class Listener:
         freqs = (np.argmax(spectrum, axis=1) + 4) * BIN_HZ
         heard: list[Heard] = []
         for i, level in enumerate(levels):
+            if hop_power[i] == 0.0:
+                # Digital silence (a muted input, a stream's filler, NaN made silence) is no room's level: learnt,
+                # it dropped the background to -100 dB, the room's return became one endless loud event and the
+                # background never learnt again, so no impact was heard after it.
+                continue
             fact = self._hop(t0 + i * HOP_S, float(level), float(peakiness[i]), float(freqs[i]))
             if fact is not None:
                 heard.append(fact)

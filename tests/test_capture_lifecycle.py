@@ -187,12 +187,12 @@ class _StuckContainer(_Stuck):
 
     streams = SimpleNamespace(audio=["track"])
 
-    def decode(self, stream: str) -> Any:
+    def demux(self, stream: str) -> Any:
         while True:
             self.read()
             frame = av.AudioFrame.from_ndarray(np.zeros((1, 1600), np.float32), format="flt", layout="mono")
             frame.sample_rate = 16000
-            yield frame
+            yield SimpleNamespace(decode=lambda frame=frame: [frame])
 
     def close(self) -> None:
         return None
