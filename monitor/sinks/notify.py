@@ -305,7 +305,7 @@ class NotifySink:
             await asyncio.to_thread(self.queue.open)
         except NotifyQueueError as exc:
             if self.problem is None:
-                log.error("notify queue unavailable; notifications fail until it opens", error=str(exc),
+                log.error("notify queue unavailable; notifications are sent from memory, not durably, until it opens", error=str(exc),
                           retry_every_s=_REOPEN_S)
             self.problem = f"notify queue unavailable: {exc}"
             return False
