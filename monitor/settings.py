@@ -156,10 +156,21 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
     warnings += unknown_environment(os.environ if environ is None else environ)
+    warnings += mqtt_source_warnings(settings)
     if machine:
         warnings += input_path_warnings(settings)
     warnings += microphone_warnings(settings)
     return warnings
+
+
+def mqtt_source_warnings(settings: Settings) -> list[str]:
+    """MQTT activity sources without a persistent session: what is published while the monitor is away is lost."""
+    if settings.mqtt is None or settings.mqtt.client_id is not None:
+        return []
+    return [f"sources[{index}]: MQTT activity source '{source.id}': events published while the monitor is down (a "
+            "restart, a crash) are lost, unseen: set mqtt.client_id for a persistent session, in which the broker "
+            "keeps them (docs/mqtt.md)"
+            for index, source in enumerate(settings.sources) if source.kind == "mqtt"]
 
 
 def notify_problems(settings: Settings, environ: Mapping[str, str]) -> list[str]:

@@ -126,3 +126,14 @@ def test_a_config_without_sources_is_warned_about_loudly(tmp_path: Path) -> None
     result = check_config(path)
     assert result.returncode == 0, result.stderr
     assert f"{path}: warning: sources: none configured" in result.stdout and "watches nothing" in result.stdout
+
+
+def test_an_mqtt_activity_source_without_a_persistent_session_is_warned_about(tmp_path: Path) -> None:
+    from monitor.settings import config_warnings
+
+    path = tmp_path / "c.toml"
+    path.write_text("[[sources]]\nid = 'events'\nkind = 'mqtt'\ntopic = 'home/activity'\n\n[mqtt]\nhost = 'x'\n")
+    said = [w for w in config_warnings(load_settings(path), {}) if "published while the monitor is down" in w]
+    assert said == [said[0]] and said[0].startswith("sources[0]: MQTT activity source 'events'")
+    path.write_text(path.read_text() + "client_id = 'monitor-1'\n")
+    assert not [w for w in config_warnings(load_settings(path), {}) if "published while the monitor is down" in w]

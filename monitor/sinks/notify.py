@@ -305,8 +305,8 @@ class NotifySink:
             await asyncio.to_thread(self.queue.open)
         except NotifyQueueError as exc:
             if self.problem is None:
-                log.error("notify queue unavailable; notifications are sent from memory, not durably, until it opens", error=str(exc),
-                          retry_every_s=_REOPEN_S)
+                log.error("notify queue unavailable; notifications are sent from memory, not durably, until it opens",
+                          error=str(exc), retry_every_s=_REOPEN_S)
             self.problem = f"notify queue unavailable: {exc}"
             return False
         if self.problem is not None and self.problem.startswith("notify queue"):
