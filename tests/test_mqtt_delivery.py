@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -191,3 +193,63 @@ async def test_a_stop_says_which_kept_messages_it_loses(tmp_path: Path) -> None:
         await sink.close()
     lost = [e for e in logs if e["event"].startswith("mqtt messages the outbox could not store were not delivered")]
     assert lost and lost[0]["lost"] == 2 and event.message_id in lost[0]["message_ids"]
+
+
+class _ListClient:
+    """Stands in for the connected aiomqtt client: records what is published, in order (QoS 1 acks at once)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        await asyncio.sleep(0.001)
+        self.sent.append(payload.decode())
+
+
+async def test_a_spill_racing_a_delivery_never_sends_newer_messages_first(tmp_path: Path) -> None:
+    """Found in review: the delivery read the outbox (empty), then memory; a publish spilling the oldest kept
+    messages into the outbox in between made memory's newer ones go first. The choice is now atomic."""
+    sink = MqttSink(settings_for(Mosquitto(tmp_path / "broker")), zones=["k"], state_dir=tmp_path / "state")
+    await asyncio.to_thread(sink.outbox.open)
+    for n in range(1, 41):
+        sink.overflow.keep("t", f"M{n}".encode(), qos=1, retain=False, message_id=f"M{n}", created_at=0.0)
+    peek = sink.overflow.peek
+    racing: list[threading.Thread] = []
+    loop = asyncio.get_running_loop()
+
+    def publish() -> None:  # what `_enqueue` does, from its worker thread
+        sink._store("t", b"N", "N", 0.0)
+        loop.call_soon_threadsafe(sink._outbox_wake.set)
+
+    put = sink.outbox.put
+
+    def slow_put(*args: Any, **kwargs: Any) -> int:  # a full-sync commit each, as on a real disk
+        time.sleep(0.01)
+        return put(*args, **kwargs)
+
+    def peek_while_a_publish_spills(limit: int) -> list[Any]:
+        if not racing:  # a publish arrives, on another thread, just as the delivery turns to memory...
+            racing.append(threading.Thread(target=publish))
+            racing[0].start()
+            deadline = time.monotonic() + 0.5
+            while len(sink.outbox) < 10 and time.monotonic() < deadline:  # ...and spills the oldest meanwhile
+                time.sleep(0.005)
+        return peek(limit)
+
+    sink.outbox.put = slow_put  # type: ignore[method-assign]
+
+    sink.overflow.peek = peek_while_a_publish_spills  # type: ignore[method-assign]
+    client = _ListClient()
+    task = asyncio.create_task(sink._deliver(client))  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 10
+        while len(set(client.sent)) < 41 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for thread in racing:
+            await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(sink.outbox.close)
+    assert list(dict.fromkeys(client.sent)) == [f"M{n}" for n in range(1, 41)] + ["N"]

@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -127,6 +128,9 @@ class MqttSink:
         self.outbox = Outbox(settings.outbox.resolve(state_dir), max_messages=settings.outbox.max_messages)
         # What the outbox could not store (a full disk) still goes out while the broker is connected.
         self.overflow = MemoryOverflow()
+        # A spill into the outbox and a delivery's choice of batch (the outbox's, else memory's) never interleave:
+        # else a batch from memory could go out before the older messages a spill just moved into the outbox.
+        self._order = threading.Lock()
         self.sequence = EventSequence(state_dir)
         self._names = {label.id: label.name or label.id for label in self.labels}
         self.counters: Counter[str] = Counter()
@@ -253,7 +257,7 @@ class MqttSink:
         if flush and not self._task.done() and not await wait_event(self._outbox_empty, timeout):
             log.warning("mqtt outbox not flushed at shutdown; messages are kept for the next start",
                         pending=len(self.outbox), outbox=str(self.outbox.path), broker=self.settings.broker)
-        await asyncio.to_thread(self.overflow.spill_into, self.outbox)  # space may have come back
+        await asyncio.to_thread(self._spill)  # space may have come back
         if lost := self.overflow.peek(len(self.overflow)):
             log.error("mqtt messages the outbox could not store were not delivered; this stop loses them",
                       lost=len(lost), message_ids=[m.message_id for m in lost][:20], outbox=str(self.outbox.path))
@@ -283,6 +287,10 @@ class MqttSink:
     def _store(self, topic: str, payload: bytes, message_id: str, created_at: float) -> None:
         """Worker thread: into the outbox, after the messages kept in memory (they are older); what it cannot
         store is kept in memory, and OutboxError says so (the message is not durable)."""
+        with self._order:
+            self._store_in_order(topic, payload, message_id, created_at)
+
+    def _store_in_order(self, topic: str, payload: bytes, message_id: str, created_at: float) -> None:
         self.overflow.spill_into(self.outbox)
         try:
             if len(self.overflow):
@@ -363,6 +371,8 @@ class MqttSink:
                 delay = backoff.next()
                 self.counters["connect_failures"] += 1
                 log_connect_failure(self.settings, exc, delay, role="alert sink")
+                if len(self.overflow):  # the disk may have room again before the broker is back
+                    await asyncio.to_thread(self._spill)
                 await wait_event(self._stop, delay)
             except Exception as exc:  # a bug or an input nobody foresaw: reconnect and go on, visibly
                 self._connected.clear()
@@ -439,10 +449,7 @@ class MqttSink:
         """Send outbox messages in order; remove the acknowledged prefix of each batch."""
         while True:
             self._outbox_wake.clear()
-            batch = await asyncio.to_thread(self.outbox.peek, _BATCH)
-            kept = not batch
-            if kept:  # the outbox's messages are older than those kept in memory: they go first
-                batch = self.overflow.peek(_BATCH)
+            batch, kept = await asyncio.to_thread(self._next_batch)
             if not batch:
                 if not self._outbox_wake.is_set():  # else a put landed during the peek: not empty
                     self._outbox_empty.set()
@@ -459,6 +466,22 @@ class MqttSink:
             if acked < len(batch):
                 error = results[acked]
                 raise error if isinstance(error, BaseException) else aiomqtt.MqttError(str(error))
+
+    def _next_batch(self) -> tuple[list[OutboxMessage], bool]:
+        """Worker thread: the outbox's oldest messages, else those kept in memory (newer), and whether they are
+        the kept ones. Kept messages go into the outbox first if it stores again: durable sooner."""
+        with self._order:
+            if len(self.overflow) and self.outbox.available:
+                self.overflow.spill_into(self.outbox)
+            batch = self.outbox.peek(_BATCH)
+            if batch:
+                return batch, False
+            return self.overflow.peek(_BATCH), True
+
+    def _spill(self) -> None:
+        """Worker thread: kept messages into the outbox if it stores again (while the broker is away too)."""
+        with self._order:
+            self.overflow.spill_into(self.outbox)
 
     async def _send(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         # For QoS 1, aiomqtt's publish returns only once the broker's PUBACK arrived.
