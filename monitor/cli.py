@@ -151,7 +151,7 @@ def _ack(args: argparse.Namespace) -> int:
     if state_dir is None or args.config is not None:  # under systemd both: the unit names the state dir
         from monitor.settings import load_settings
 
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, secrets=False)  # the zones and the state dir: no model is called
         if args.zone is not None and args.zone not in settings.zone_ids():
             print(f"error: --zone {args.zone!r} is not a zone of this configuration; its zones: "
                   f"{', '.join(settings.zone_ids()) or 'none'}", file=sys.stderr)

@@ -17,7 +17,7 @@ import os
 import stat
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,7 +155,8 @@ def config_warnings(settings: Settings, environ: Mapping[str, str] | None = None
                         "nothing and will warn about nothing; add an activity log, stdin, MQTT, camera or microphone")
     if settings.windows.queue_size is not None:
         warnings.append("windows.queue_size: ignored (a zone's newest window replaces a waiting one); remove it")
-    warnings += unknown_environment(os.environ if environ is None else environ)
+    key_variables = {m.api_key_env for m in settings.model.chain if m.api_key_env is not None}
+    warnings += unknown_environment(os.environ if environ is None else environ, named=key_variables)
     warnings += mqtt_source_warnings(settings)
     if machine:
         warnings += input_path_warnings(settings)
@@ -190,7 +191,7 @@ def microphone_warnings(settings: Settings) -> list[str]:
             if mic.device is not None and (problem := alsa_device_problem(mic.device)) is not None]
 
 
-def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+def unknown_environment(environ: Mapping[str, str], *, named: Set[str] = frozenset()) -> list[str]:
     """`MONITOR_*` variables whose section does not exist (`MONITOR_MODLE__BASE_URL`): pydantic ignores them.
 
     A misspelled key inside a known section is already an error ("unknown key"); only the value's name is shown.
@@ -198,7 +199,7 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     sections = set(Settings.model_fields)
     problems = []
     for name in sorted(environ):
-        if not name.upper().startswith("MONITOR_"):
+        if not name.upper().startswith("MONITOR_") or name in named:  # `named`: the config reads it (api_key_env)
             continue
         section = name[len("MONITOR_"):].split("__", 1)[0].lower()
         if section not in sections and section not in _OTHER_VARIABLES:

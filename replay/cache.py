@@ -154,8 +154,10 @@ class ResponseCache:
         self._entries[key] = reply
         if self.path is None:
             return
-        entry = {"key": key, "at": round(time.time(), 3), "model": reply.model, "text": reply.text,
-                 "usage": reply.usage.to_json()}
+        entry: dict[str, Any] = {"key": key, "at": round(time.time(), 3), "model": reply.model, "text": reply.text,
+                                 "usage": reply.usage.to_json()}
+        if reply.cut_off:  # a resumed run names a cut-off reply as the first did
+            entry["cut_off"] = True
         if self._file is None:
             self._file = AppendFile(self.path)
         self._file.append(json.dumps(entry, ensure_ascii=False))
@@ -166,6 +168,7 @@ def _reply_of(entry: dict[str, Any]) -> ModelReply:
     return ModelReply(
         text=str(entry["text"]),
         model=str(entry.get("model", "")),
+        cut_off=entry.get("cut_off") is True,
         usage=Usage(
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),

@@ -146,14 +146,21 @@ def _backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _one_backend(settings: Any, name: str | None) -> Any:
-    """`settings` with the named backend of its model chain alone: a replay measures one model, never a failover."""
+    """`settings` with the named backend of its model chain alone: a replay measures one model, never a failover.
+
+    Only that backend's key is read (`settings` were loaded without the keys): another's may be missing here.
+    """
     model = settings.model
-    if name is None and not model.fallbacks:
-        return settings
     try:
-        chosen = model.only(name or model.display_name)
+        chosen = model.only(name or model.display_name) if name is not None or model.fallbacks else model
     except ValueError as exc:
         raise ConfigError([f"--backend: {exc}"]) from None
+    from monitor.core.files import secrets_dir
+
+    try:
+        chosen.resolve_api_key(os.environ, secrets_dir())
+    except ValueError as exc:
+        raise ConfigError([f"model backend '{chosen.display_name}': {exc}"]) from None
     return settings.model_copy(update={"model": chosen})
 
 
@@ -243,7 +250,7 @@ def _history(args: argparse.Namespace, stdout: TextIO) -> int:
     from monitor.history.times import parse_time
     from replay.history import RUNS_FILE, HistoryOptions, inheritance_notes, run_history
 
-    settings = _one_backend(_settings(args.config), args.backend)
+    settings = _one_backend(_settings(args.config, secrets=False), args.backend)
     for note in inheritance_notes(settings):
         print(note, file=sys.stderr)
     try:
@@ -318,10 +325,10 @@ def _headline(scores: dict[str, Any]) -> str:
     return text
 
 
-def _settings(config: Path | None) -> Any:
+def _settings(config: Path | None, *, secrets: bool = True) -> Any:
     from monitor.settings import load_settings
 
-    return load_settings(config)
+    return load_settings(config, secrets=secrets)
 
 
 def _judge_key(args: argparse.Namespace) -> str | None:
@@ -343,7 +350,8 @@ def _judge_key(args: argparse.Namespace) -> str | None:
 def _pasbench(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.out is None:
         raise ConfigError(["replay pasbench: --out is required (unless --list)"])
-    return _replay_into(args, _one_backend(_settings(args.config), args.backend), args.out, stdout, cache=args.cache)
+    return _replay_into(args, _one_backend(_settings(args.config, secrets=False), args.backend), args.out, stdout,
+                        cache=args.cache)
 
 
 def _replay_into(args: argparse.Namespace, settings: Any, out_dir: Path, stdout: TextIO, *,

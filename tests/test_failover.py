@@ -361,6 +361,41 @@ def test_a_rotated_key_file_makes_a_reload_replace_the_backend(tmp_path: Path, m
     assert rotated.model.chain[1].api_key_value == "sk-rotated"
 
 
+def test_commands_that_call_no_model_or_one_read_only_the_keys_they_need(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`monitor ack`, `history` and `feedback` read the zones and the state dir; a replay calls one backend: a
+    key they do not use, missing from an operator's shell, must not stop them (found in review)."""
+    from replay.cli import _one_backend
+
+    monkeypatch.setenv("CLOUD_KEY", "sk-cloud")
+    monkeypatch.delenv("LOCAL_KEY", raising=False)
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", 'api_key_env = "CLOUD_KEY"',
+                  'api_key_env = "LOCAL_KEY"')
+    with pytest.raises(ConfigError, match="LOCAL_KEY"):
+        load_settings(config)  # the daemon needs every backend's key
+    settings = load_settings(config, secrets=False)
+    assert _one_backend(settings, None).model.api_key_value == "sk-cloud"
+    with pytest.raises(ConfigError, match=r"model backend 'local': api_key_env: environment variable LOCAL_KEY"):
+        _one_backend(settings, "local")
+    ack = subprocess.run([sys.executable, "-m", "monitor", "ack", "--zone", "nowhere", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={k: v for k, v in os.environ.items() if k != "LOCAL_KEY"})
+    assert "is not a zone of this configuration" in ack.stderr and "LOCAL_KEY" not in ack.stderr
+
+
+def test_a_key_variable_named_like_a_setting_is_not_called_misspelled(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.settings import config_warnings
+
+    monkeypatch.setenv("MONITOR_FALLBACK_KEY", "sk-local")
+    config = tmp_path / "monitor.toml"
+    _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", 'api_key_env = "MONITOR_FALLBACK_KEY"')
+    settings = load_settings(config)
+    assert not [w for w in config_warnings(settings, {"MONITOR_FALLBACK_KEY": "x"}) if "MONITOR_FALLBACK_KEY" in w]
+    assert [w for w in config_warnings(settings, {"MONITOR_FALLBAK_KEY": "x"}) if "MONITOR_FALLBAK_KEY" in w]
+
+
 def test_a_check_of_the_file_alone_does_not_need_the_keys_of_this_machine(tmp_path: Path) -> None:
     config = tmp_path / "monitor.toml"
     _two_backends(config, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", "", 'api_key_env = "UNSET_KEY_VAR"')

@@ -124,3 +124,22 @@ async def test_failures_are_recorded_and_not_cached() -> None:
     inner.fail = False
     await backend.complete(_request())
     assert len(inner.requests) == 2
+
+
+async def test_a_reply_cut_off_at_the_token_limit_reads_back_as_cut_off(tmp_path: Path) -> None:
+    from monitor.backends import ModelReply, Usage
+
+    path = tmp_path / "cache.jsonl"
+
+    async def cut() -> ModelReply:
+        return ModelReply(text='{"danger": true, "hazard": "hot oi', model="m", usage=Usage(), cut_off=True)
+
+    async def whole() -> ModelReply:
+        return ModelReply(text="{}", model="m", usage=Usage())
+
+    cache = ResponseCache(path)
+    await cache.fetch("cut", cut)
+    await cache.fetch("whole", whole)
+    reloaded = ResponseCache(path)
+    assert (await reloaded.fetch("cut", cut))[0].cut_off is True
+    assert (await reloaded.fetch("whole", whole))[0].cut_off is False

@@ -37,7 +37,7 @@ def _locate(args: argparse.Namespace) -> tuple[Path, HistorySettings]:
 def _settings(args: argparse.Namespace) -> Settings:
     from monitor.settings import load_settings
 
-    return load_settings(args.config)
+    return load_settings(args.config, secrets=False)  # the state dir and the zones: no model is called
 
 
 def _check_zone(zone: str, args: argparse.Namespace, state: Path) -> None:

@@ -350,12 +350,14 @@ class NotifySink:
 
     async def close(self) -> None:
         """Stop sending; whatever waits stays in the queue for the next start."""
-        for task in list(self._unqueued):
-            task.cancel()  # held in memory only: what is not sent yet is lost, counted and said
-        await asyncio.gather(*self._unqueued, return_exceptions=True)
+        if self._unqueued:  # held in memory only: a try under way may finish; what is not sent then is lost
+            _done, unfinished = await asyncio.wait(self._unqueued, timeout=self.settings.timeout_s + 5.0)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         if self._unqueued_notes:
-            log.error("notifications the queue could not store were not sent before the stop",
-                      lost=self._unqueued_notes)
+            log.error("notifications the queue could not store were not sent before the sink closed (a stop or a "
+                      "reload)", lost=self._unqueued_notes)
             self.counters["notify:failed"] += self._unqueued_notes
             self._unqueued_notes = 0
         if self._task is not None:
@@ -513,26 +515,37 @@ class NotifySink:
         """Notifications the queue could not store (a full disk) are still sent now, each tried up to 3 times a
         few seconds apart: not durable (a stop loses them, counted), and without the rate limits and summaries,
         which need the queue. Sending is what matters; the queue's failure is shown as the sink's problem."""
-        pending = list(notes)
+        pending = list(notes)  # taken out by _send_in_memory as each is settled
+        try:
+            await self._send_in_memory(pending)
+        except Exception:  # a bug here must not leave its notifications neither sent nor counted
+            log.exception("sending notifications the queue could not store failed", lost=len(pending))
+            self._unqueued_failed(len(pending))
+
+    async def _send_in_memory(self, pending: list[Note]) -> None:
         for attempt in range(_UNQUEUED_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(min(self.settings.retry_initial_s, 10.0) * 2 ** (attempt - 1))
-            left = []
-            for note in pending:
+            for note in list(pending):
                 if await self._sent_unqueued(note, attempt):
+                    pending.remove(note)
                     self._unqueued_notes -= 1
-                else:
-                    left.append(note)
-            pending = left
             if not pending:
                 return
-        self.counters["notify:failed"] += len(pending)
-        self._unqueued_notes -= len(pending)
+        self._unqueued_failed(len(pending))
+        pending.clear()
+
+    def _unqueued_failed(self, count: int) -> None:
+        self.counters["notify:failed"] += count
+        self._unqueued_notes -= count
 
     async def _sent_unqueued(self, note: Note, attempt: int) -> bool:
         """One try of a notification held in memory; True when it needs no more tries."""
         service = self._service(note)
-        if service is None or note.alert_id in self._acknowledged:
+        if note.alert_id in self._acknowledged:
+            self.counters["notify:cancelled_ack"] += 1
+            return True
+        if service is None:
             return True
         error = await self._attempt(service, note)
         # The sink's problem stays "notify queue unavailable" until the queue opens, which then shows these.
