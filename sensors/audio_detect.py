@@ -342,7 +342,7 @@ def _row_medians(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     if values.shape[1] % 2:
         return np.partition(values, middle, axis=1)[:, middle:middle + 1]
     parts = np.partition(values, (middle - 1, middle), axis=1)
-    result: npt.NDArray[np.float32] = (parts[:, middle - 1:middle] + parts[:, middle:middle + 1]) / 2
+    result: npt.NDArray[np.float32] = (parts[:, middle - 1:middle] + parts[:, middle:middle + 1]) * np.float32(0.5)
     return result
 
 
