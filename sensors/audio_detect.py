@@ -21,7 +21,9 @@ echo lengthens a tone a little instead of filling its gaps. On-runs are tones
 harmonics glide where an alarm's tone holds), each duration and
 gap inside generous bounds (timing spread between makes of alarm, clipping's
 soft edges, echo). Clipping adds harmonics but keeps the fundamental the
-strongest peak, so it changes nothing here.
+strongest peak, so it changes nothing here. The 520 Hz square wave's third
+harmonic (1.38-1.76 kHz, where speech and music mask less) is a second look at
+its tones: each tone of a match may be heard at either.
 
 Sudden sounds are measured against the room's running background (a level
 tracker that follows quiet quickly and noise slowly): an impact is a sharp,
@@ -73,6 +75,8 @@ class Band:
     ref_low_hz: float
     ref_high_hz: float
     nfft: int = NFFT
+    harmonic: int = 1  # a harmonic of the tones of `of`: its pulses are heard as the fundamental's
+    of: str = ""
 
     @property
     def bin_hz(self) -> float:
@@ -86,6 +90,11 @@ class Band:
 
 HIGH = Band("3 kHz", 2600.0, 3600.0, 1800.0, 4800.0)
 LOW = Band("520 Hz", 460.0, 585.0, 250.0, 1200.0, nfft=LOW_NFFT)  # 520 Hz +/-10 % (NFPA 72) and a little
+# The third harmonic of the 520 Hz square wave (a third of its amplitude), where speech and music mask less.
+LOW3 = Band("1.56 kHz", 3 * 460.0, 3 * 585.0, 900.0, 2300.0, nfft=LOW_NFFT, harmonic=3, of=LOW.name)
+
+
+BANDS = (HIGH, LOW, LOW3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,7 @@ class Pulse:
     end: float
     hz: float
     level_db: float
+    harmonic: int = 1  # heard at this harmonic of `hz` (`level_db` is the fundamental's it implies)
 
     @property
     def length(self) -> float:
@@ -196,6 +206,16 @@ class _ToneTracker:
         self._hz_sum = np.zeros(width, dtype=np.float64)  # each open tone's frequency, summed over its frames
         self._hz_frames = np.zeros(width, dtype=np.int64)
         self.pulses: deque[Pulse] = deque(maxlen=2000)  # and no older than two of the longest cycles
+        self.harmonics: list[_ToneTracker] = []  # trackers of this band's tones' harmonics: a second look at them
+        self.owner = self  # the tracker of the fundamental, whose patterns this tracker's tones are part of
+        self.tolerance_hz = 1.01 * band.bin_hz / band.harmonic  # a tone's frequency within its bin or a neighbour
+        self._near_cache: tuple[Pulse, list[list[Pulse]]] | None = None
+        # At a harmonic n, the even harmonic below it (n - 1) of each bin: a square wave has none there, a note
+        # or a voice that has n has it too (music's C5 has 1046 Hz below its 1570 Hz; a voice on 130 Hz both).
+        harmonic = band.harmonic
+        self._even = None if harmonic == 1 else np.array(
+            [round(j * (harmonic - 1) / harmonic) - self.ref_bins.start for j in range(self.peak_bins.start,
+                                                                                       self.peak_bins.stop)])
 
     def frames(self, power: npt.NDArray[np.float32], first: int) -> list[Pulse]:
         """Feed frames' power spectra (frames x bins), the first being frame number `first`; tones that ended."""
@@ -203,17 +223,20 @@ class _ToneTracker:
         smooth = ref.copy()
         smooth[:, 1:] += ref[:, :-1]
         smooth[:, :-1] += ref[:, 1:]
-        floor = np.median(ref, axis=1, keepdims=True) * 3.0 + _EPS
+        floor = _row_medians(ref) * 3.0 + _EPS
         band = smooth[:, self._lo:self._hi]
         left, right = smooth[:, self._lo - 1:self._hi - 1], smooth[:, self._lo + 1:self._hi + 1]
         tonal = (band >= left) & (band >= right) & (10.0 * np.log10(band / floor + _EPS) >= self.settings.tonal_db)
+        if self._even is not None:
+            tonal &= smooth[:, self._even] < band
         level = np.where(tonal, 10.0 * np.log10(band + _EPS), -200.0).astype(np.float32)
         # The loudest level held for 30 ms in this bin or a neighbour over the previous 0.3 s: echo of the tone
         # stays under it. Held, because a tone's first 10 ms can be louder than the rest (its early reflection
         # has not arrived yet to cancel part of it): such a spike must not raise the bar.
         stacked = np.concatenate([self._history, level])
         held = np.minimum(np.minimum(stacked[2:], stacked[1:-1]), stacked[:-2])
-        spread = np.maximum(held, np.maximum(np.roll(held, 1, axis=1), np.roll(held, -1, axis=1)))
+        wrapped = np.concatenate([held[:, -1:], held, held[:, :1]], axis=1)  # np.roll's neighbours, cheaper
+        spread = np.maximum(held, np.maximum(wrapped[:, :-2], wrapped[:, 2:]))
         reference = np.lib.stride_tricks.sliding_window_view(spread, _ECHO_FRAMES, axis=0)[: len(level)].max(axis=2)
         self._history = stacked[-(_ECHO_FRAMES + 2):]
         on = tonal & (level >= np.maximum(reference, level) - self.settings.drop_db)
@@ -272,9 +295,11 @@ class _ToneTracker:
         self._hz_sum[column], self._hz_frames[column] = 0.0, 0
         if last - start + 1 < 3:  # under 30 ms: a click or noise, not a tone
             return []
-        return [Pulse(start * HOP_S, (last + 1) * HOP_S, hz, peak)]
+        harmonic = self.band.harmonic  # a square wave's harmonic n is 1/n of its fundamental: heard as that
+        return [Pulse(start * HOP_S, (last + 1) * HOP_S, hz / harmonic, peak + 20.0 * float(np.log10(harmonic)),
+                      harmonic)]
 
-    def matches(self, pattern: Pattern, cycles: int = 2) -> list[Pulse] | None:
+    def matches(self, pattern: Pattern, cycles: int = 2, newest: Pulse | None = None) -> list[Pulse] | None:
         """`cycles` cycles of `pattern` among the tones heard, ending with the newest tone, or None.
 
         Only tones in the newest tone's bin or a neighbour count; tones starting within `merge_s` of each
@@ -285,13 +310,41 @@ class _ToneTracker:
         or end to end), its gaps real (25 ms on average: not a wavering longer sound), and its gaps and
         rest free of anything at that pitch 3 dB louder than its tones, which chance alignments of
         household sounds almost never are.
+
+        The tones heard at a harmonic (`harmonics`) are a second look at the same tones: each tone of a match
+        may be heard at the fundamental or at the harmonic, so a tone masked at one is heard at the other.
+        Each look's pieces are merged on their own (a piece of noise at one never joins a tone at the other);
+        the same tone heard at both is there twice, too close to its twin to be the pattern's next tone.
         """
-        newest = self.pulses[-1]
-        heard = _merged([p for p in self.pulses if abs(p.hz - newest.hz) <= 1.01 * self.band.bin_hz], pattern)
+        newest = newest or self.pulses[-1]
+        heard = sorted(itertools.chain.from_iterable(_merged(near, pattern) for near in self._near(newest)),
+                       key=lambda p: p.start)
         tones = [p for p in heard if pattern.length[0] <= p.length <= pattern.length[1]]
-        if not tones or tones[-1].end < newest.end:
+        last = next((i for i in range(len(tones) - 1, -1, -1) if tones[i].harmonic == newest.harmonic), None)
+        if last is None or tones[last].end < newest.end:
             return None
-        return _chain(tones, [len(tones) - 1], pattern, heard, cycles * pattern.tones)
+        return _chain(tones, [last], pattern, heard, cycles * pattern.tones)
+
+    def _near(self, newest: Pulse) -> list[list[Pulse]]:
+        """The tones at `newest`'s pitch (its bin or a neighbour), at the fundamental and at each harmonic."""
+        if self._near_cache is not None and self._near_cache[0] is newest:  # asked once for each pattern
+            return self._near_cache[1]
+        near = []
+        for tracker in (self, *self.harmonics):
+            low, high = newest.hz - tracker.tolerance_hz, newest.hz + tracker.tolerance_hz
+            near.append([p for p in tracker.pulses if low <= p.hz <= high])
+        self._near_cache = (newest, near)
+        return near
+
+
+def _row_medians(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """np.median(values, axis=1, keepdims=True), without its checks: it was a tenth of the listener's time."""
+    middle = values.shape[1] // 2
+    if values.shape[1] % 2:
+        return np.partition(values, middle, axis=1)[:, middle:middle + 1]
+    parts = np.partition(values, (middle - 1, middle), axis=1)
+    result: npt.NDArray[np.float32] = (parts[:, middle - 1:middle] + parts[:, middle:middle + 1]) * np.float32(0.5)
+    return result
 
 
 def _chain(tones: list[Pulse], chosen: list[int], pattern: Pattern, heard: list[Pulse],
@@ -338,11 +391,21 @@ def _alarm_like(chain: list[Pulse], pattern: Pattern, heard: list[Pulse]) -> boo
         tones = chain[cycle:cycle + pattern.tones]
         if sum(b.start - a.end for a, b in itertools.pairwise(tones)) < _GAP_S * (pattern.tones - 1):
             return False
-    loud = float(np.median([p.level_db for p in chain])) - _QUIETER_DB
+    # Louder than the tones heard at the same harmonic: a sound at the fundamental says nothing about the
+    # tones' level at a harmonic, where they may be all that was heard.
+    loud = {harmonic: float(np.median([p.level_db for p in chain if p.harmonic == harmonic])) - _QUIETER_DB
+            for harmonic in {p.harmonic for p in chain}}
     members = {id(p) for p in chain}
+    level = float(np.median([p.level_db for p in chain])) - _LEVEL_DB
+    # Tones heard at a harmonic: a gap heard through at either look makes them pieces of one longer tone (the
+    # pieces of a 520 Hz T3's tones at 520 Hz and at 1.56 kHz would otherwise pass for T4).
+    for earlier, later in pairs if any(p.harmonic > 1 for p in chain) else []:
+        if any(id(other) not in members and other.start < earlier.end and other.end > later.start
+               and other.level_db >= level for other in heard):
+            return False
     for earlier, later in itertools.pairwise(chain):
         for other in heard:
-            if (id(other) not in members and other.level_db >= loud
+            if (id(other) not in members and other.level_db >= loud.get(other.harmonic, np.inf)
                     and earlier.end + 0.03 < other.start < later.start - 0.03):
                 return False
     return True
@@ -360,7 +423,7 @@ def _merged(pulses: list[Pulse], pattern: Pattern) -> list[Pulse]:
                 louder = pulse if pulse.level_db > last.level_db else last
                 total = last.length + pulse.length  # the pieces' frequencies, by how long each was heard
                 hz = (last.hz * last.length + pulse.hz * pulse.length) / total if total > 0 else louder.hz
-                out[-1] = Pulse(last.start, max(last.end, pulse.end), hz, louder.level_db)
+                out[-1] = Pulse(last.start, max(last.end, pulse.end), hz, louder.level_db, last.harmonic)
         else:
             out.append(pulse)
     return out
@@ -405,7 +468,12 @@ class Listener:
 
     def __init__(self, settings: DetectSettings | None = None) -> None:
         self.settings = settings or DetectSettings()
-        self.trackers = [_ToneTracker(HIGH, self.settings), _ToneTracker(LOW, self.settings)]
+        self.trackers = [_ToneTracker(band, self.settings) for band in BANDS]
+        by_name = {tracker.band.name: tracker for tracker in self.trackers}
+        for tracker in self.trackers:
+            if tracker.band.of:
+                tracker.owner = by_name[tracker.band.of]
+                tracker.owner.harmonics.append(tracker)
         self.sounding: dict[AlarmKind, _Sounding] = {}
         self._tail = np.zeros(LOW_NFFT - HOP, dtype=np.float32)
         self._frames = 0  # frames analysed so far (frame i covers up to (i + 1) * HOP samples)
@@ -474,17 +542,18 @@ class Listener:
         while tracker.pulses[0].end < pulse.end - _KEEP_S:
             tracker.pulses.popleft()
         heard: list[Heard] = []
+        owner = tracker.owner
         for pattern in PATTERNS:
             sounding = self.sounding.get(pattern.kind)
             # Two full cycles start an alarm; once it sounds, each further full cycle at its pitch continues it.
-            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * tracker.band.bin_hz:
+            if sounding is not None and abs(pulse.hz - sounding.hz) > 1.01 * owner.band.bin_hz:
                 continue
-            tones = tracker.matches(pattern, cycles=2 if sounding is None else 1)
+            tones = owner.matches(pattern, cycles=2 if sounding is None else 1, newest=pulse)
             if tones is None:
                 continue
             if sounding is None:  # two full cycles: it is sounding
                 sounding = self.sounding[pattern.kind] = _Sounding(
-                    pattern, tracker.band.name, float(np.median([p.hz for p in tones])), tones[0].start,
+                    pattern, owner.band.name, float(np.median([p.hz for p in tones])), tones[0].start,
                     pulse.end, pulse.end)
                 heard.append(self._alarm_fact(sounding, pulse.end))
                 continue

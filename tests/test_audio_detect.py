@@ -169,3 +169,52 @@ def test_tones_that_change_pitch_are_not_an_alarm_however_alarm_like_their_rhyth
     assert steady and steady[0].alarm == KINDS[pattern]  # the same rhythm at one pitch is the alarm
     wandering = rhythm(pattern, [505.0, 535.0])  # 6 % apart: one bin of a 16 ms spectrum, two of a 32 ms one
     assert [h.text for h in hear(wandering) if h.kind == "alarm"] == []
+
+
+def band_noise(n: int, bands: list[tuple[float, float]], rng: np.random.Generator) -> np.ndarray:
+    """White noise kept only inside `bands` (Hz), unit power."""
+    spectrum = np.fft.rfft(rng.normal(0, 1, n))
+    hz = np.fft.rfftfreq(n, 1 / sounds.RATE)
+    spectrum[~np.any([(hz >= low) & (hz <= high) for low, high in bands], axis=0)] = 0
+    noise = np.fft.irfft(spectrum, n)
+    return (noise / np.std(noise)).astype(np.float32)
+
+
+def test_a_low_co_alarm_masked_at_its_fundamental_is_heard_by_its_third_harmonic() -> None:
+    # A 505 Hz square wave: 1.52 kHz is its third harmonic; its fifth and seventh (2.5, 3.5 kHz) are masked too.
+    alarm, _ = sounds.alarm("T4", hz=505.0, square=True, cycles=3)
+    fundamental_power = 0.25 * 8 / np.pi ** 2  # of a square wave of amplitude 0.5
+    masker = band_noise(len(alarm), [(400.0, 700.0), (2300.0, 4000.0)], np.random.default_rng(1))
+    heard = [h for h in hear(alarm + np.sqrt(fundamental_power * 10.0) * masker) if h.kind == "alarm"]  # +10 dB
+    assert heard and heard[0].alarm == "carbon_monoxide"
+    assert "(T4, 0.5" in heard[0].text  # named by its fundamental (505 Hz)
+    assert heard[0].t - 0.5 <= 10.0
+
+
+def harmonic_rhythm(pattern: sounds.PatternName, fundamentals: list[float]) -> np.ndarray:
+    """`rhythm`, but each tone a voice-like harmonic series (1/k) on its own fundamental."""
+    tones, on_s, gap_s, rest_s = sounds.TIMINGS[pattern]
+    out: list[np.ndarray] = [np.zeros(int(0.5 * sounds.RATE), dtype=np.float32)]
+    t = np.arange(int(on_s * sounds.RATE)) / sounds.RATE
+    for index in range(3 * tones):
+        f0 = fundamentals[index % len(fundamentals)]
+        out.append((0.3 * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))).astype(np.float32))
+        pause = gap_s if index % tones < tones - 1 else rest_s
+        out.append(np.zeros(int(pause * sounds.RATE), dtype=np.float32))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("pattern", ["T3", "T4"])
+def test_a_voice_keeping_time_on_changing_notes_is_not_an_alarm_in_any_of_its_harmonics(
+        pattern: sounds.PatternName) -> None:
+    assert [h.text for h in hear(harmonic_rhythm(pattern, [505.0, 535.0])) if h.kind == "alarm"] == []
+
+
+def test_a_note_keeping_the_co_rhythm_is_not_heard_as_an_alarm_at_its_third_harmonic() -> None:
+    # Music's C5 (523 Hz) with its harmonics (1/k): its 1570 Hz is where a 523 Hz square wave's third harmonic
+    # is, but it also has 1046 Hz, which a square wave has not. Its fundamental masked, only harmonics are heard.
+    note = harmonic_rhythm("T4", [523.0])
+    fundamental_power = 0.5 * 0.3 ** 2
+    masker = band_noise(len(note), [(400.0, 700.0), (2300.0, 4000.0)], np.random.default_rng(1))
+    heard = hear(note + np.sqrt(fundamental_power * 10 ** 2.5) * masker)  # +25 dB
+    assert [h.text for h in heard if h.kind == "alarm"] == []
