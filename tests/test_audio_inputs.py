@@ -31,6 +31,7 @@ from sensors.audio_detect import RATE, Listener
 from sensors.types import AlarmHeard, LogEntry, Observation
 from tests.support import sounds
 from tests.support.sinks import Collecting
+from tests.support.sources import run_until_reconnected
 from tests.test_audio_source import Recording, Unreachable, alarm_wav
 
 
@@ -232,12 +233,7 @@ class _GarbageMicrophone(MicrophoneSource):
 def test_a_stream_of_packets_that_never_decode_is_offline_and_reopened_not_spun_on() -> None:
     async def scenario() -> MicrophoneSource:
         source = _GarbageMicrophone()
-        task = asyncio.create_task(source.run(_ignore))
-        deadline = time.monotonic() + 10
-        while source.reconnects < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await run_until_reconnected(source, 2, timeout_s=10)
         return source
 
     with structlog.testing.capture_logs() as logs:

@@ -34,6 +34,7 @@ from sensors.types import AlarmHeard, LogEntry, Observation
 from tests.support import sounds
 from tests.support.media import RtspRelay, rtsp_missing
 from tests.support.sinks import Collecting
+from tests.support.sources import run_until_reconnected
 
 
 class Unreachable:
@@ -201,12 +202,7 @@ def test_an_absent_alsa_device_is_offline_with_an_error_naming_it() -> None:
 
     async def scenario() -> MicrophoneSource:
         source = MicrophoneSource(settings)
-        task = asyncio.create_task(source.run(_ignore))
-        deadline = time.monotonic() + 20
-        while source.reconnects < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await run_until_reconnected(source, 2, timeout_s=20, poll_s=0.05)
         return source
 
     source = asyncio.run(scenario())

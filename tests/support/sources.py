@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from sensors.types import InputHealth, LogEntry, Observation
 
@@ -34,3 +35,18 @@ class ListSource:
 
     def health(self) -> InputHealth:
         return InputHealth(self.id, "online", entries=len(self.observations))
+
+
+async def ignore(observation: Observation) -> None:
+    """An emit that drops what it is given (tests that look at a source's health, not its output)."""
+    del observation
+
+
+async def run_until_reconnected(source: Any, times: int, *, timeout_s: float, poll_s: float = 0.02) -> None:
+    """Run a capture source until it has reconnected `times` times (or `timeout_s` passed), then stop it."""
+    task = asyncio.create_task(source.run(ignore))
+    deadline = time.monotonic() + timeout_s
+    while source.reconnects < times and time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
