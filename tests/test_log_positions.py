@@ -33,6 +33,16 @@ def record(state: Path) -> dict[str, Any]:
     return dict(json.loads(position_file(state, "tail").read_text()))
 
 
+async def read_then_stop(log: Path, state: Path, text: str) -> None:
+    """A first run on an empty `log` that reads the lines of `text` appended to it, then stops: its read position
+    is kept in `state` for the run a test starts next."""
+    log.write_bytes(b"")
+    async with running(tail(log, state_dir=state)) as got:
+        await settle()
+        append(log, text)
+        await got.wait_for(text.count("\n"))
+
+
 async def test_a_restart_reads_the_lines_written_while_it_was_stopped_exactly_once(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
     log.write_text("before the first start\n")
@@ -103,11 +113,7 @@ async def test_a_partial_line_at_the_stop_is_read_whole_after_the_restart(tmp_pa
 
 async def test_a_file_rotated_while_down_is_read_from_its_start(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
-    log.write_bytes(b"")
-    async with running(tail(log, state_dir=state)) as got:
-        await settle()
-        append(log, "old file\n")
-        await got.wait_for(1)
+    await read_then_stop(log, state, "old file\n")
     log.rename(tmp_path / "a.log.1")
     log.write_text("new one\nnew two\n")
     with capture_logs() as logs:
@@ -118,11 +124,7 @@ async def test_a_file_rotated_while_down_is_read_from_its_start(tmp_path: Path) 
 
 async def test_a_file_truncated_while_down_is_read_from_its_start(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
-    log.write_bytes(b"")
-    async with running(tail(log, state_dir=state)) as got:
-        await settle()
-        append(log, "a fairly long line, longer than what replaces it\n")
-        await got.wait_for(1)
+    await read_then_stop(log, state, "a fairly long line, longer than what replaces it\n")
     with log.open("r+b") as handle:  # same inode, as copytruncate leaves it
         handle.truncate(0)
     append(log, "short\n")
@@ -134,11 +136,7 @@ async def test_a_file_truncated_while_down_is_read_from_its_start(tmp_path: Path
 
 async def test_a_backlog_over_resume_max_bytes_is_skipped_to_a_line_boundary_and_counted(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
-    log.write_bytes(b"")
-    async with running(tail(log, state_dir=state)) as got:
-        await settle()
-        append(log, "first\n")
-        await got.wait_for(1)
+    await read_then_stop(log, state, "first\n")
     lines = [f"line {n:04d}" for n in range(100)]  # 10 bytes each with the newline
     append(log, "".join(f"{line}\n" for line in lines))
     source = tail(log, state_dir=state, resume_max_bytes=95)
@@ -170,11 +168,7 @@ async def test_an_entry_the_parser_held_at_the_stop_is_read_again(tmp_path: Path
 
 async def test_resume_off_starts_at_the_end_as_before(tmp_path: Path) -> None:
     log, state = tmp_path / "a.log", tmp_path / "state"
-    log.write_bytes(b"")
-    async with running(tail(log, state_dir=state)) as got:
-        await settle()
-        append(log, "one\n")
-        await got.wait_for(1)
+    await read_then_stop(log, state, "one\n")
     append(log, "while down\n")
     async with running(tail(log, state_dir=state, resume=False)) as got:
         await settle()
@@ -345,11 +339,7 @@ async def test_a_file_truncated_while_down_and_written_past_the_kept_offset_is_r
         tmp_path: Path) -> None:
     # Before: the tail resumed at the old offset in the new content, lost its first line and emitted "it".
     log, state = tmp_path / "a.log", tmp_path / "state"
-    log.write_bytes(b"")
-    async with running(tail(log, state_dir=state)) as got:
-        await settle()
-        append(log, "kitchen: kettle on\nhall: door opened\n")
-        await got.wait_for(2)
+    await read_then_stop(log, state, "kitchen: kettle on\nhall: door opened\n")
     os.truncate(log, 0)  # logrotate's copytruncate: the same inode, then the writer goes on
     append(log, "kitchen: stove turned on, pan left on it\nhall: front door opened, nobody home\n")
     source = tail(log, state_dir=state)
