@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from monitor.core.config import Identifier, PositiveFloat, Section
-from monitor.core.files import UnsafePathError, read_nofollow
+from monitor.core.files import SecretFileError, read_secret_file, secret_path
 
 # An API key is a line of text; a bigger file is not the key file it was meant to be.
 MAX_KEY_FILE_BYTES = 16 * 1024
@@ -159,15 +159,12 @@ class ModelSettings(Section):
 
 
 def _key_from_file(configured: Path, secrets_dir: Path | None) -> str:
-    path = configured if configured.is_absolute() or secrets_dir is None else secrets_dir / configured
     try:
-        data = read_nofollow(path)
-    except (OSError, UnsafePathError) as exc:
-        raise ValueError(f"api_key_file: {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise ValueError(f"api_key_file: {path}: larger than {MAX_KEY_FILE_BYTES} bytes: not an API key file")
-    key = data.decode("utf-8", errors="replace").strip()
+        key = read_secret_file(configured, secrets_dir, max_bytes=MAX_KEY_FILE_BYTES).strip()
+    except SecretFileError as exc:
+        raise ValueError(f"api_key_file: {exc}") from None
     if not key or "\n" in key:
-        raise ValueError(f"api_key_file: {path}: " + ("empty" if not key else "more than one line: one key expected"))
+        problem = "empty" if not key else "more than one line: one key expected"
+        raise ValueError(f"api_key_file: {secret_path(configured, secrets_dir)}: {problem}")
     return key
 

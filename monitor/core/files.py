@@ -304,6 +304,28 @@ def repair_torn_tail(path: Path) -> int:
         return size - keep
 
 
+class SecretFileError(Exception):
+    """A secret file that cannot be used; says which file and why, never what it holds."""
+
+
+def secret_path(configured: Path, folder: Path | None) -> Path:
+    """Where a configured secret file is: relative to the secrets `folder` when there is one."""
+    return configured if configured.is_absolute() or folder is None else folder / configured
+
+
+def read_secret_file(configured: Path, folder: Path | None, *, max_bytes: int) -> str:
+    """The text of the secret file `configured` (see `secret_path`): never through a symlink, at most `max_bytes`.
+    SecretFileError "<path>: <problem>" otherwise."""
+    path = secret_path(configured, folder)
+    try:
+        data = read_nofollow(path)
+    except (OSError, UnsafePathError) as exc:
+        raise SecretFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > max_bytes:
+        raise SecretFileError(f"{path}: larger than {max_bytes} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
 def secrets_dir() -> Path | None:
     """Where secret files live: systemd's credentials dir, or MONITOR_SECRETS_DIR."""
     for variable in ("CREDENTIALS_DIRECTORY", "MONITOR_SECRETS_DIR"):

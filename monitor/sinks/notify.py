@@ -46,7 +46,7 @@ import structlog
 from monitor.alerts import Alert, AlertEvent
 from monitor.assess.verdict import SEVERITY_RANK
 from monitor.core.errors import MonitorError
-from monitor.core.files import UnsafePathError, read_nofollow
+from monitor.core.files import SecretFileError, read_secret_file
 from monitor.core.text import redact_credentials
 from monitor.sinks.notify_queue import NOTIFY_QUEUE_FILE, Note, NotifyQueue, NotifyQueueError
 from monitor.sinks.settings import NotifySinkSettings, NotifyTargetSettings
@@ -112,15 +112,11 @@ def target_urls(target: NotifyTargetSettings, environ: Mapping[str, str], secret
 
 def _file_urls(target: NotifyTargetSettings, secrets_dir: Path | None) -> list[str]:
     assert target.urls_file is not None
-    path = target.urls_file if target.urls_file.is_absolute() or secrets_dir is None else secrets_dir / target.urls_file
     try:
-        data = read_nofollow(path)
-    except (OSError, UnsafePathError) as exc:
-        raise NotifyError(f"notify target '{target.name}': urls_file {path}: cannot read: "
-                          f"{getattr(exc, 'strerror', None) or exc}") from None
-    if len(data) > _MAX_URL_FILE_BYTES:
-        raise NotifyError(f"notify target '{target.name}': urls_file {path}: larger than {_MAX_URL_FILE_BYTES} bytes")
-    lines = [line.strip() for line in data.decode("utf-8", errors="replace").splitlines()]
+        text = read_secret_file(target.urls_file, secrets_dir, max_bytes=_MAX_URL_FILE_BYTES)
+    except SecretFileError as exc:
+        raise NotifyError(f"notify target '{target.name}': urls_file {exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
     return [u for line in lines if line and not line.startswith("#") for u in _SEPARATORS.split(line) if u]
 
 
